@@ -1,0 +1,32 @@
+"""Command-line dispatch: one subcommand per module listed in COMMANDS.
+
+A command module provides ``NAME``, ``HELP``, ``configure(parser)`` that adds
+its arguments, and ``run(args) -> int`` that returns the exit status. Adding a
+subcommand is adding its module to the import and to COMMANDS.
+"""
+
+import argparse
+
+from auto_review_gateway import __version__, check, probe
+
+COMMANDS = (check, probe)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command in COMMANDS, each dispatching to its module's ``run``."""
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="auto-review gateway (runs inside the sandbox)"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+        command.configure(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv[1:]) and run the command; usage errors exit 2."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)

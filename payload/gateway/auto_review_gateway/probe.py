@@ -1,0 +1,90 @@
+"""``probe``: small real diagnostics for the launcher's integration tests.
+
+Each action does one observable thing inside the sandbox: exit with a status,
+wait for a signal, list environment names, create a file, report the ids.
+"""
+
+import argparse
+import errno
+import os
+import signal
+import time
+
+NAME = "probe"
+HELP = "small diagnostics for integration tests: exit, sleep, env, write, whoami"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the probe actions and their arguments."""
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    action = actions.add_parser("exit", help="exit with STATUS (0-255)")
+    action.add_argument("status", type=_exit_status)
+    action.set_defaults(action_run=_exit)
+    action = actions.add_parser("sleep", help='print "ready", sleep; SIGTERM exits 143')
+    action.add_argument("seconds", type=float)
+    action.set_defaults(action_run=_sleep)
+    action = actions.add_parser("env", help="print the names (never values) of the environment")
+    action.set_defaults(action_run=_env)
+    action = actions.add_parser("write", help='create PATH; print "ok" or the errno name')
+    action.add_argument("path")
+    action.set_defaults(action_run=_write)
+    action = actions.add_parser("whoami", help="print uid=N gid=N")
+    action.set_defaults(action_run=_whoami)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen probe action and return its exit status."""
+    return args.action_run(args)
+
+
+def _exit_status(text: str) -> int:
+    status = int(text)
+    if not 0 <= status <= 255:
+        raise argparse.ArgumentTypeError(f"{status} is not an exit status (0-255)")
+    return status
+
+
+def _exit(args: argparse.Namespace) -> int:
+    return args.status
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # The signal can land while print() still holds stdout's lock, where a
+    # second print() raises "reentrant call": write the fd and leave at once.
+    os.write(1, b"terminated\n")
+    os._exit(128 + signum)
+
+
+def _sleep(args: argparse.Namespace) -> int:
+    # As PID 1 of a container a signal left at its default disposition is
+    # ignored, so the handler is what makes SIGTERM (and Ctrl-C) stop us.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    print("ready", flush=True)
+    time.sleep(args.seconds)
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    for name in sorted(os.environ):
+        print(name)
+    return 0
+
+
+def _write(args: argparse.Namespace) -> int:
+    try:
+        fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, b"probe\n")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        print(errno.errorcode.get(exc.errno, f"errno {exc.errno}"))
+        return 1
+    print("ok")
+    return 0
+
+
+def _whoami(args: argparse.Namespace) -> int:
+    print(f"uid={os.getuid()} gid={os.getgid()}")
+    return 0

@@ -1,0 +1,87 @@
+"""Thin libc wrappers for the syscalls a sandboxed process must be refused.
+
+Each wrapper returns 0 on success or the errno of the failure, never raises.
+"""
+
+import ctypes
+import errno
+import os
+from collections.abc import Callable
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+PTRACE_TRACEME = 0
+
+_CHILD_RAISED = 255
+
+# dlopen(NULL): the interpreter's own symbols, libc included; no ctypes.util
+# lookup, which would need ldconfig or a compiler.
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.unshare.restype = ctypes.c_int
+_libc.mount.argtypes = (
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_void_p,
+)
+_libc.mount.restype = ctypes.c_int
+_libc.ptrace.restype = ctypes.c_long  # variadic in glibc: no argtypes
+
+
+def errno_name(code: int) -> str:
+    """The symbolic name of an errno value, e.g. ``EROFS``."""
+    return errno.errorcode.get(code, f"errno {code}")
+
+
+def _errno_of(result: int) -> int:
+    return ctypes.get_errno() if result == -1 else 0
+
+
+def unshare(flags: int) -> int:
+    """unshare(2); 0 or errno."""
+    if hasattr(os, "unshare"):  # Python 3.12+
+        try:
+            os.unshare(flags)
+        except OSError as exc:
+            return exc.errno
+        return 0
+    return _errno_of(_libc.unshare(flags))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int) -> int:
+    """mount(2) without filesystem data; 0 or errno."""
+
+    def encode(text: str | None) -> bytes | None:
+        return None if text is None else os.fsencode(text)
+
+    return _errno_of(_libc.mount(encode(source), encode(target), encode(fstype), flags, None))
+
+
+def ptrace_traceme() -> int:
+    """ptrace(PTRACE_TRACEME); 0 or errno."""
+    return _errno_of(_libc.ptrace(PTRACE_TRACEME, 0, None, None))
+
+
+def in_child(call: Callable[[], int]) -> int:
+    """Run ``call`` in a forked child and return the errno it returned (0: success).
+
+    Whatever the call changes when it succeeds (a new namespace, being traced, a
+    mount) dies with the child instead of altering this process.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = _CHILD_RAISED
+        try:
+            code = call()
+        finally:
+            os._exit(code)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status < 0:
+        raise ChildProcessError(f"probe child killed by signal {-status}")
+    if status == _CHILD_RAISED:
+        raise ChildProcessError("probe child raised an exception")
+    return status
