@@ -1,0 +1,62 @@
+"""Shared fixtures: one real build per test session, and a private cache per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The interpreter the single file is run with in tests: the system one, with no
+# packages installed, as a user would run it.
+HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+def build_app(out: Path, *extra: str, level: int = 3) -> Path:
+    """Run build.py for real; returns the single file."""
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
+    cmd = [sys.executable, str(ROOT / "build.py"), "--out", str(out), "--zstd-level", str(level)]
+    subprocess.run([*cmd, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The single file, built once per session (AUTO_REVIEW_TEST_APP reuses a build)."""
+    given = os.environ.get("AUTO_REVIEW_TEST_APP")
+    if given:
+        return Path(given)
+    return build_app(tmp_path_factory.mktemp("dist") / "auto-review")
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh private cache root, exported as AUTO_REVIEW_CACHE_DIR."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("AUTO_REVIEW_CACHE_DIR", str(path))
+    monkeypatch.delenv("AUTO_REVIEW_BUNDLE", raising=False)
+    return path
+
+
+def run_app(
+    app: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    python: str = HOST_PYTHON,
+    timeout: float = 120,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run the single file with `python` and capture its output."""
+    return subprocess.run(
+        [python, str(app), *args],
+        env=env if env is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )

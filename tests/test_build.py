@@ -1,0 +1,232 @@
+"""Contract tests on the real single file: what the rootfs holds, what it must not,
+that every ELF loads from inside it, that builds are reproducible, and that the
+manifest tells the truth."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import HOST_PYTHON, ROOT, build_app, run_app
+
+import build
+
+RECIPE = build.Recipe.load()
+
+
+@pytest.fixture(scope="module")
+def payload(app: Path) -> tuple[bytes, bytes, dict]:
+    """(compressed payload, tar, manifest) read straight from the single file."""
+    with zipfile.ZipFile(app) as zf:
+        compressed = zf.read("bundle/rootfs.tar.zst")
+        manifest = json.loads(zf.read("bundle/bundle.json"))
+    tar = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(compressed)).read()
+    return compressed, tar, manifest
+
+
+@pytest.fixture(scope="module")
+def members(payload: tuple[bytes, bytes, dict]) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(payload[1])) as tf:
+        return tf.getmembers()
+
+
+@pytest.fixture(scope="module")
+def rootfs(payload: tuple[bytes, bytes, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tar unpacked by the system tar (a reference extractor, not ours)."""
+    root = tmp_path_factory.mktemp("rootfs")
+    subprocess.run(["tar", "-x", "-C", str(root)], input=payload[1], check=True)
+    return root
+
+
+def test_required_paths_present(rootfs: Path) -> None:
+    for path in RECIPE.required:
+        assert build.resolve_in_root(rootfs, path), f"missing {path}"
+
+
+def test_no_forbidden_names(members: list[tarfile.TarInfo]) -> None:
+    forbidden = RECIPE.forbidden
+    hits = [m.name for m in members if not m.isdir() and m.name.rsplit("/", 1)[-1] in forbidden]
+    assert hits == []
+
+
+def test_forbidden_list_covers_the_issue(members: list[tarfile.TarInfo]) -> None:
+    must = {"sh", "bash", "dash", "ash", "zsh", "busybox", "toybox", "ls", "cat", "cp", "mv",
+            "rm", "env", "chmod", "id", "perl", "gdb", "strace", "ltrace", "apt", "dpkg", "pip",
+            "gcc", "cc"}  # fmt: skip
+    assert must <= RECIPE.forbidden
+    assert not any(m.name.startswith(("bin/sh", "usr/bin/sh", "usr/bin/perl")) for m in members)
+
+
+def test_every_elf_loads_from_inside(rootfs: Path) -> None:
+    search = RECIPE.section("elf")["search"]
+    checked = 0
+    for path in rootfs.rglob("*"):
+        if path.is_symlink() or not path.is_file() or not build.is_elf(path):
+            continue
+        inroot = "/" + path.relative_to(rootfs).as_posix()
+        info = build.read_elf(path)
+        if info.interpreter:
+            assert build.resolve_in_root(rootfs, info.interpreter), f"{inroot}: no interpreter"
+        for soname in info.needed:
+            found = build.find_library(rootfs, soname, os.path.dirname(inroot), info, search)
+            assert found, f"{inroot} needs {soname}, not in the rootfs"
+        checked += 1
+    assert checked >= 10  # git, git-remote-http, python, libc, lib-dynload modules...
+
+
+def test_no_symlink_resolves_outside(members: list[tarfile.TarInfo], rootfs: Path) -> None:
+    links = [m for m in members if m.issym()]
+    assert links, "the rootfs has symlinks (python3 -> python3.11, /lib64 ...)"
+    for m in links:
+        assert not m.linkname.startswith("/"), f"absolute symlink {m.name} -> {m.linkname}"
+        assert build.resolve_in_root(rootfs, "/" + m.name), f"{m.name} -> {m.linkname} escapes"
+
+
+def test_no_setuid_and_only_tmp_world_writable(members: list[tarfile.TarInfo]) -> None:
+    assert [m.name for m in members if m.mode & 0o6000] == []
+    writable = [m.name for m in members if not m.issym() and m.mode & 0o002]
+    assert writable == ["tmp"]
+    assert next(m for m in members if m.name == "tmp").mode & 0o1000
+
+
+def test_tar_is_normalized(
+    members: list[tarfile.TarInfo], payload: tuple[bytes, bytes, dict]
+) -> None:
+    epoch = 1700000000
+    assert all(m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" for m in members)
+    assert all(m.mtime == epoch for m in members)
+    assert all("atime" not in m.pax_headers and "ctime" not in m.pax_headers for m in members)
+    names = [m.name for m in members]
+    assert len(names) == len(set(names))
+    parents = {n.rsplit("/", 1)[0] for n in names if "/" in n}
+    seen: set[str] = set()
+    for n in names:  # every parent directory comes before its children
+        if "/" in n:
+            assert n.rsplit("/", 1)[0] in seen, n
+        seen.add(n)
+    assert parents <= seen
+
+
+def test_manifest_tells_the_truth(
+    payload: tuple[bytes, bytes, dict], members: list[tarfile.TarInfo]
+) -> None:
+    compressed, tar, manifest = payload
+    assert manifest["digest"] == "sha256:" + hashlib.sha256(compressed).hexdigest()
+    assert manifest["diff_id"] == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert manifest["compressed_size"] == len(compressed)
+    assert manifest["tar_size"] == len(tar)
+    assert manifest["file_count"] == len(members)
+    regular = [m for m in members if m.isreg()]
+    assert manifest["unpacked_size"] == sum(m.size for m in regular)
+    assert manifest["largest_file"] == max(m.size for m in regular)
+    assert manifest["arch"] == {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
+    assert manifest["process"]["user"] == {"name": "auto-review", "uid": 10001, "gid": 10001}
+    assert manifest["process"]["args"][0] == "/usr/bin/python3"
+
+
+def test_payload_is_stored_and_zip_is_deterministic(app: Path) -> None:
+    assert app.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(app) as zf:
+        infos = zf.infolist()
+    names = [i.filename for i in infos]
+    assert names == sorted(names)
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert next(i for i in infos if i.filename == "bundle/rootfs.tar.zst").compress_type == 0
+    for abi in ("310", "311", "312", "313"):
+        assert any(n.startswith("_vendor/zstandard/backend_c.cpython-" + abi) for n in names)
+    assert "_vendor/filelock/__init__.py" in names
+    assert "_vendor/platformdirs/__init__.py" in names
+    assert "launcher/cli.py" in names and "__main__.py" in names
+
+
+def test_bundle_info_runs_on_a_bare_system_python(
+    app: Path, payload: tuple[bytes, bytes, dict]
+) -> None:
+    result = subprocess.run([HOST_PYTHON, "-I", "-S", str(app), "bundle", "info", "--json"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == payload[2]
+    text = run_app(app, "bundle", "info")
+    assert payload[2]["digest"] in text.stdout
+
+
+def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
+    first = build_app(tmp_path / "a" / "auto-review", level=1)
+    for path in (ROOT / "payload").rglob("*"):  # touch every source file's mtime
+        os.utime(path, (1, 1), follow_symlinks=False)
+    for path in (ROOT / "launcher").rglob("*.py"):
+        os.utime(path)
+    second = build_app(tmp_path / "b" / "auto-review", level=1)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def run_build(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
+    return subprocess.run([sys.executable, str(ROOT / "build.py"), *args],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+
+
+def test_missing_binary_is_named(tmp_path: Path) -> None:
+    recipe = (ROOT / "payload" / "rootfs.toml").read_text()
+    bad = tmp_path / "rootfs.toml"
+    bad.write_text(recipe.replace('git = "/usr/bin/git"', 'git = "/usr/bin/no-such-git"'))
+    result = run_build("--recipe", str(bad), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "build.py: error: missing executable for role 'git': /usr/bin/no-such-git"
+    ]
+
+
+@pytest.mark.parametrize("content", [None, "this is [not toml"])
+def test_unreadable_recipe_is_named(tmp_path: Path, content: str | None) -> None:
+    recipe = tmp_path / "rootfs.toml"
+    if content is not None:
+        recipe.write_text(content)
+    result = run_build("--recipe", str(recipe), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert str(recipe) in line
+
+
+def test_prepared_rootfs_without_required_paths_is_refused(rootfs: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    subprocess.run(["cp", "-a", str(rootfs), str(partial)], check=True)
+    (partial / "usr" / "bin" / "git").unlink()
+    result = run_build("--rootfs", str(partial), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"build.py: error: rootfs {partial} lacks required path /usr/bin/git"
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_prepared_rootfs_with_a_shell_is_refused(rootfs: Path, tmp_path: Path) -> None:
+    shelled = tmp_path / "shelled"
+    subprocess.run(["cp", "-a", str(rootfs), str(shelled)], check=True)
+    (shelled / "usr" / "bin" / "sh").write_bytes(b"\x7fELF")
+    result = run_build("--rootfs", str(shelled), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    assert "forbidden file /usr/bin/sh" in result.stderr
+
+
+def test_prepared_rootfs_packs_to_the_same_layer(
+    rootfs: Path, tmp_path: Path, payload: tuple[bytes, bytes, dict]
+) -> None:
+    out = tmp_path / "auto-review"
+    result = run_build("--rootfs", str(rootfs), "--out", str(out), "--zstd-level", "3")
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(out) as zf:
+        manifest = json.loads(zf.read("bundle/bundle.json"))
+    assert manifest["diff_id"] == payload[2]["diff_id"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
