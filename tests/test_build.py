@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -162,10 +163,9 @@ def test_bundle_info_runs_on_a_bare_system_python(
 
 def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
     first = build_app(tmp_path / "a" / "auto-review", level=1)
-    for path in (ROOT / "payload").rglob("*"):  # touch every source file's mtime
-        os.utime(path, (1, 1), follow_symlinks=False)
-    for path in (ROOT / "launcher").rglob("*.py"):
-        os.utime(path)
+    time.sleep(1.1)
+    for path in [*(ROOT / "payload").rglob("*"), *(ROOT / "launcher").rglob("*.py")]:
+        os.utime(path)  # every source file gets a new mtime between the two builds
     second = build_app(tmp_path / "b" / "auto-review", level=1)
     assert first.read_bytes() == second.read_bytes()
 
