@@ -1,0 +1,1 @@
+"""auto-review launcher: runs on the host, from inside the single file."""

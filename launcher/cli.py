@@ -1,0 +1,97 @@
+"""Command line of the single file.
+
+`cache`, `bundle`, `doctor`, `--help` and `--version` belong to the launcher;
+every other command runs in the sandbox with its arguments passed through
+unchanged. The sandboxed path is dispatched without argparse to keep warm
+starts lean.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from launcher.errors import ExitCode, LauncherError
+
+LAUNCHER_COMMANDS = ("cache", "bundle", "doctor")
+GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose",
+                "--bare": "bare"}  # fmt: skip
+SANDBOX_COMMANDS = {
+    "check": "self-test of the sandbox (git, CA bundle, read-only root, no shell, no caps)",
+    "review": "review a pull request or a local checkout",
+    "serve": "run the webhook gateway",
+}
+
+HELP = """\
+usage: auto-review [-q|--quiet] [-v|--verbose] [--bare] COMMAND [ARGS...]
+
+Pull-request review gateway in one file; the gateway runs sandboxed under an
+OCI runtime (runc, crun or youki) from a read-only rootfs cached on first run.
+
+Sandboxed commands (run inside the rootfs, arguments passed through):
+{sandboxed}
+
+Launcher commands (run on the host):
+  cache       prepare | list | gc | clear | verify | pin | unpin | path
+  bundle      info [--json]: the embedded bundle's manifest
+  doctor      check this host: Python, OCI runtime, user namespaces, cache
+
+Options:
+  -q, --quiet    no progress bar while unpacking
+  -v, --verbose  say which runtime and cache are used
+  --bare         run without the sandbox (only inside a container); also AUTO_REVIEW_BARE=1
+  --version      print the launcher and bundle version
+  -h, --help     this help
+
+Environment: AUTO_REVIEW_CACHE_DIR, AUTO_REVIEW_STATE_DIR, AUTO_REVIEW_BUNDLE (pin a
+version), AUTO_REVIEW_RUNTIME, AUTO_REVIEW_CA_FILE, AUTO_REVIEW_BARE.
+"""
+
+
+def print_help() -> None:
+    sandboxed = "\n".join(f"  {name:<11} {text}" for name, text in SANDBOX_COMMANDS.items())
+    sys.stdout.write(HELP.format(sandboxed=sandboxed))
+
+
+def split_globals(argv: list[str]) -> tuple[dict[str, bool], list[str]]:
+    """Leading global flags -> options; the rest is the command and its arguments."""
+    opts = {"quiet": False, "verbose": False, "bare": False}
+    i = 0
+    while i < len(argv) and argv[i] in GLOBAL_FLAGS:
+        opts[GLOBAL_FLAGS[argv[i]]] = True
+        i += 1
+    return opts, argv[i:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the zipapp; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    opts, rest = split_globals(argv)
+    try:
+        if not rest or rest[0] in ("-h", "--help", "help"):
+            print_help()
+            return ExitCode.OK if rest else ExitCode.USAGE
+        command = rest[0]
+        if command == "--version":
+            from launcher.commands import print_version
+
+            return print_version()
+        if command in LAUNCHER_COMMANDS:
+            from launcher.commands import run_launcher_command
+
+            return run_launcher_command(rest, opts)
+        if command.startswith("-"):
+            raise_usage(f"unknown option {command}")
+        from launcher.sandbox import run_sandboxed
+
+        return run_sandboxed(rest, opts)
+    except LauncherError as exc:
+        sys.stderr.write(exc.one_line() + "\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def raise_usage(message: str) -> None:
+    from launcher.errors import UsageError
+
+    raise UsageError(message, "see: auto-review --help")

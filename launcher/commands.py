@@ -1,0 +1,95 @@
+"""Launcher-side commands: `bundle`, `cache`, `doctor`, `--version`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from launcher import embedded
+from launcher.errors import ExitCode, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (our exit code and one-line format) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message, f"see: {self.prog} --help")
+
+
+def print_version() -> int:
+    """The launcher and its bundle ship together: one version, plus the bundle digest."""
+    m = embedded.manifest()
+    print(f"auto-review {m['version']} (bundle {m['digest'][:19]}, {m['arch']})")
+    return ExitCode.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="auto-review", add_help=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    bundle = sub.add_parser("bundle", help="the embedded bundle")
+    bsub = bundle.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    info = bsub.add_parser("info", help="print the embedded manifest")
+    info.add_argument("--json", action="store_true", help="the manifest as JSON")
+
+    cache = sub.add_parser("cache", help="the unpacked-rootfs cache")
+    csub = cache.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    csub.add_parser("prepare", help="unpack the embedded bundle now (e.g. at install time)")
+    csub.add_parser("path", help="print the cache root")
+    lst = csub.add_parser("list", help="versions in the cache")
+    lst.add_argument("--json", action="store_true")
+    gc = csub.add_parser("gc", help="remove stale versions")
+    gc.add_argument("--keep", type=int, default=1, metavar="N", help="older versions kept")
+    gc.add_argument("--older-than", type=float, default=7.0, metavar="DAYS")
+    gc.add_argument("--dry-run", action="store_true")
+    clear = csub.add_parser("clear", help="remove every version not in use")
+    clear.add_argument("--dry-run", action="store_true")
+    verify = csub.add_parser("verify", help="re-hash an unpacked version")
+    verify.add_argument("version", nargs="?", help="label or digest (default: embedded)")
+    pin = csub.add_parser("pin", help="keep a version from GC")
+    pin.add_argument("version")
+    unpin = csub.add_parser("unpin", help="let GC remove a version again")
+    unpin.add_argument("version")
+
+    doctor = sub.add_parser("doctor", help="check this host")
+    doctor.add_argument("--json", action="store_true")
+    return parser
+
+
+def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
+    """Run `bundle ...`, `cache ...` or `doctor`."""
+    args = build_parser().parse_args(argv)
+    if args.command == "bundle":
+        return bundle_info(args.json)
+    if args.command == "doctor":
+        from launcher import doctor
+
+        return doctor.run(as_json=args.json)
+    from launcher import cachecmd
+
+    return cachecmd.run(args, quiet=opts["quiet"])
+
+
+def bundle_info(as_json: bool) -> int:
+    """Print the embedded manifest."""
+    m = embedded.manifest()
+    if as_json:
+        json.dump(m, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return ExitCode.OK
+    rows = [
+        ("name", m["name"]),
+        ("version", m["version"]),
+        ("digest", m["digest"]),
+        ("diff_id", m["diff_id"]),
+        ("arch", m["arch"]),
+        ("created", m["created"]),
+        ("compressed", f"{m['compressed_size'] / 1e6:.1f} MB"),
+        ("unpacked", f"{m['unpacked_size'] / 1e6:.1f} MB in {m['file_count']} entries"),
+        ("entrypoint", " ".join(m["process"]["args"])),
+        ("user", f"{m['process']['user']['name']} ({m['process']['user']['uid']})"),
+    ]
+    for key, value in rows:
+        print(f"{key:<11} {value}")
+    return ExitCode.OK

@@ -1,0 +1,68 @@
+"""The bundle embedded in this single file: its manifest and its payload stream.
+
+The manifest comes from `launcher/_embedded.py`, a Python literal written by
+build.py, so the warm path learns the digest without zipfile or json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+from launcher.errors import PayloadCorrupt
+
+PAYLOAD_MEMBER = "bundle/rootfs.tar.zst"
+REBUILD = "download auto-review again (or rebuild it with: python3 build.py)"
+
+
+def archive_path() -> str:
+    """Path of the zipapp this launcher runs from."""
+    loader = globals().get("__loader__")
+    archive = getattr(loader, "archive", None)
+    if archive:
+        return archive
+    return os.path.abspath(sys.argv[0])
+
+
+def manifest() -> dict[str, Any]:
+    """The embedded bundle's manifest."""
+    try:
+        from launcher._embedded import MANIFEST
+    except ImportError:
+        raise PayloadCorrupt(
+            "this launcher has no embedded bundle (running from a source tree?)", REBUILD
+        ) from None
+    return MANIFEST
+
+
+def open_payload() -> IO[bytes]:
+    """A forward-only stream of the stored rootfs.tar.zst, straight from the zip file."""
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(archive_path())
+        info = zf.getinfo(PAYLOAD_MEMBER)
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise PayloadCorrupt(f"cannot read the embedded payload: {exc}", REBUILD) from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise PayloadCorrupt("the embedded payload is not stored uncompressed", REBUILD)
+    return zf.open(info)
+
+
+def read_member(name: str) -> bytes:
+    """Bytes of one member of the zipapp (vendored modules)."""
+    import zipfile
+
+    with zipfile.ZipFile(archive_path()) as zf:
+        return zf.read(name)
+
+
+def list_members(prefix: str) -> list[tuple[str, int, int]]:
+    """(name, size, crc) of the zipapp's members under `prefix`."""
+    import zipfile
+
+    with zipfile.ZipFile(archive_path()) as zf:
+        return [
+            (i.filename, i.file_size, i.CRC) for i in zf.infolist() if i.filename.startswith(prefix)
+        ]

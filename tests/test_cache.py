@@ -1,0 +1,342 @@
+"""The cache protocol through the real single file: one extraction under concurrency,
+crash safety under SIGKILL, ENOSPC, corruption, hostile roots, every CPython 3.10-3.13."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import random
+import shutil
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import HOST_PYTHON, run_app
+
+PAYLOAD = "bundle/rootfs.tar.zst"
+
+
+def bundles(cache: Path) -> Path:
+    return cache / "v1" / "bundles"
+
+
+def published(cache: Path) -> list[Path]:
+    """Version dirs (published or not) under the cache."""
+    root = bundles(cache)
+    if not root.exists():
+        return []
+    return [p for p in root.iterdir() if p.name.startswith("sha256-") and "." not in p.name]
+
+
+def work_dirs(cache: Path) -> list[Path]:
+    root = bundles(cache)
+    return (
+        [p for p in root.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
+        if root.exists()
+        else []
+    )
+
+
+def assert_nothing_published(cache: Path) -> None:
+    assert published(cache) == []
+    assert work_dirs(cache) == []
+
+
+def env_for(cache: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache), **extra)
+    env.pop("AUTO_REVIEW_BUNDLE", None)
+    return env
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at `path` (we run as root in CI)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs: CI runs as root")
+
+
+def test_cold_then_warm(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = run_app(app, "cache", "prepare", env=env_for(cache))
+    assert first.returncode == 0, first.stderr
+    assert "unpacked" in first.stderr
+    [version] = published(cache)
+    assert (version / ".complete").exists()
+    assert (version / "rootfs" / "usr" / "bin" / "git").is_file()
+    assert (
+        (cache / "CACHEDIR.TAG")
+        .read_text()
+        .startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    )
+    for d in (cache, cache / "v1", bundles(cache)):
+        assert d.stat().st_mode & 0o777 == 0o700
+    second = run_app(app, "cache", "prepare", env=env_for(cache))
+    assert second.returncode == 0
+    assert "unpacked" not in second.stderr
+    assert run_app(app, "cache", "verify", env=env_for(cache)).returncode == 0
+
+
+def test_sixteen_concurrent_cold_starts_extract_once(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    procs = [
+        subprocess.Popen(
+            [HOST_PYTHON, str(app), "cache", "prepare"],
+            env=env_for(cache),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(16)
+    ]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert [r[0] for r in results] == [0] * 16, [r[2] for r in results]
+    assert sum("unpacked" in r[2] for r in results) == 1
+    assert len(published(cache)) == 1
+    assert work_dirs(cache) == []
+    assert len({r[1].strip() for r in results}) == 1
+
+
+def cold_seconds(app: Path, cache: Path) -> float:
+    started = time.monotonic()
+    run_app(app, "cache", "prepare", env=env_for(cache), check=True)
+    elapsed = time.monotonic() - started
+    shutil.rmtree(cache)
+    return elapsed
+
+
+def test_sigkill_at_random_points_never_leaves_a_partial_tree(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    span = cold_seconds(app, cache)
+    rng = random.Random(1234)
+    killed_mid_way = 0
+    for _round in range(50):
+        proc = subprocess.Popen(
+            [HOST_PYTHON, str(app), "-q", "cache", "prepare"],
+            env=env_for(cache),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.0, span))
+        proc.kill()
+        proc.wait()
+        for version in published(cache):  # whatever is visible must be whole
+            assert (version / ".complete").exists(), "a version dir without its marker"
+        if not published(cache):
+            killed_mid_way += 1
+        again = run_app(app, "-q", "cache", "prepare", env=env_for(cache))
+        assert again.returncode == 0, again.stderr
+        assert work_dirs(cache) == []
+        verify = run_app(app, "cache", "verify", env=env_for(cache))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        shutil.rmtree(cache)
+    assert killed_mid_way >= 10, "the kills should land during extraction"
+
+
+@needs_root
+def test_not_enough_space_is_refused_before_extracting(app: Path, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "size=8m,mode=0700") as cache:
+        result = run_app(app, "cache", "prepare", env=env_for(cache))
+        assert result.returncode == 74, result.stderr
+        assert "not enough space" in result.stderr
+        assert "AUTO_REVIEW_CACHE_DIR" in result.stderr
+        assert_nothing_published(cache)
+
+
+@needs_root
+def test_enospc_during_extraction_publishes_nothing(app: Path, tmp_path: Path) -> None:
+    # Plenty of bytes but few inodes: the free-space check passes, creation hits ENOSPC.
+    with tmpfs(tmp_path / "inodes", "size=512m,nr_inodes=120,mode=0700") as cache:
+        result = run_app(app, "cache", "prepare", env=env_for(cache))
+        assert result.returncode == 74, result.stderr
+        assert "no space left" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert_nothing_published(cache)
+
+
+def payload_offset(app: Path) -> tuple[int, int]:
+    """(offset, size) of the stored payload's bytes inside the single file."""
+    with zipfile.ZipFile(app) as zf:
+        info = zf.getinfo(PAYLOAD)
+    with open(app, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len = int.from_bytes(fh.read(2), "little")
+        extra_len = int.from_bytes(fh.read(2), "little")
+    # header_offset is relative to the zip start, which follows the shebang line
+    shebang = app.read_bytes().index(b"PK\x03\x04")
+    return shebang + info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+@pytest.mark.parametrize("where", [0.001, 0.5, 0.999])
+def test_one_flipped_byte_is_refused_before_publishing(
+    app: Path, tmp_path: Path, where: float
+) -> None:
+    bad = tmp_path / "auto-review"
+    shutil.copy(app, bad)
+    offset, size = payload_offset(bad)
+    data = bytearray(bad.read_bytes())
+    data[offset + int(size * where)] ^= 0x40
+    bad.write_bytes(bytes(data))
+    cache = tmp_path / "cache"
+    result = run_app(bad, "cache", "prepare", env=env_for(cache))
+    assert result.returncode == 65, result.stderr
+    assert "damaged" in result.stderr or "digest" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert_nothing_published(cache)
+
+
+def test_digest_mismatch_is_refused(app: Path, tmp_path: Path) -> None:
+    """The payload is intact but the manifest names another digest: hashing must catch it."""
+    bad = tmp_path / "auto-review"
+    with zipfile.ZipFile(app) as src, open(bad, "wb") as out:
+        out.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(out, "w") as dst:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == "launcher/_embedded.py":
+                    text = data.decode()
+                    digest = text.split("'digest': 'sha256:", 1)[1][:64]
+                    data = text.replace(digest, "0" * 64).encode()
+                dst.writestr(info, data)
+    cache = tmp_path / "cache"
+    result = run_app(bad, "cache", "prepare", env=env_for(cache))
+    assert result.returncode == 65, result.stderr
+    assert "does not match its manifest digest" in result.stderr
+    assert_nothing_published(cache)
+
+
+def test_symlinked_cache_root_is_refused(app: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    result = run_app(app, "cache", "prepare", env=env_for(link))
+    assert result.returncode == 73
+    assert "symlink" in result.stderr
+    assert list(real.iterdir()) == []
+
+
+def test_group_writable_cache_root_is_refused(app: Path, tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    root.chmod(0o777)
+    result = run_app(app, "cache", "prepare", env=env_for(root))
+    assert result.returncode == 73
+    assert "chmod go-w" in result.stderr
+    assert list(root.iterdir()) == []
+
+
+@needs_root
+def test_cache_root_of_another_owner_is_refused(app: Path, tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    os.chown(root, 65534, 65534)
+    result = run_app(app, "cache", "prepare", env=env_for(root))
+    assert result.returncode == 73
+    assert "owned by uid 65534" in result.stderr
+    assert list(root.iterdir()) == []
+
+
+@needs_root
+def test_read_only_cache_is_an_error_with_a_hint(app: Path, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", "ro,size=64m,mode=0700") as cache:
+        result = run_app(app, "cache", "prepare", env=env_for(cache))
+        assert result.returncode == 73, result.stderr
+        assert "AUTO_REVIEW_CACHE_DIR" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def works(python: str) -> bool:
+    """True if `python` really starts (pyenv shims are scripts that may point nowhere)."""
+    try:
+        return (
+            subprocess.run([python, "-c", "pass"], capture_output=True, timeout=30).returncode == 0
+        )
+    except OSError:
+        return False
+
+
+def cpythons() -> list[str]:
+    """CPython 3.10-3.13 interpreters on this machine (/usr/bin, PATH, pyenv)."""
+    found = []
+    for minor in (10, 11, 12, 13):
+        name = f"python3.{minor}"
+        candidates = [f"/usr/bin/{name}", shutil.which(name)]
+        candidates += sorted(
+            glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/{name}"))
+        )
+        for c in candidates:
+            if c and os.access(c, os.X_OK) and works(c):
+                found.append(c)
+                break
+        else:
+            found.append(f"missing:{name}")
+    return found
+
+
+@pytest.mark.parametrize("python", cpythons())
+def test_launcher_runs_on_every_cpython(app: Path, tmp_path: Path, python: str) -> None:
+    assert not python.startswith("missing:"), (
+        f"{python[8:]} not installed: .ci/setup must provide it"
+    )
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    # -S: no site-packages, so nothing but the single file's own _vendor can be imported
+    cmd = [python, "-S", str(app)]
+    info = subprocess.run(
+        [*cmd, "bundle", "info", "--json"], env=env, capture_output=True, text=True
+    )
+    assert info.returncode == 0, info.stderr
+    prep = subprocess.run([*cmd, "cache", "prepare"], env=env, capture_output=True, text=True)
+    assert prep.returncode == 0, prep.stderr
+    assert "unpacked" in prep.stderr
+    verify = subprocess.run([*cmd, "cache", "verify"], env=env, capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_warm_path_imports_nothing_heavy(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache, AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
+    run_app(app, "cache", "prepare", env=env, check=True)
+    result = subprocess.run(
+        [HOST_PYTHON, "-X", "importtime", str(app), "probe", "exit", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
+    }
+    assert "launcher.start" in imported  # the probe did see our imports
+    heavy = {"filelock", "tarfile", "zstandard", "hashlib", "zipfile", "shutil", "argparse"}
+    assert heavy & imported == set()
+
+
+def test_default_cache_root_matches_platformdirs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import platformdirs
+
+    from launcher import layout
+
+    monkeypatch.delenv("AUTO_REVIEW_CACHE_DIR", raising=False)
+    for xdg in (None, str(tmp_path / "xdg")):
+        if xdg is None:
+            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+            monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+            monkeypatch.setenv("XDG_STATE_HOME", xdg + "-state")
+        assert layout.cache_root() == platformdirs.user_cache_dir("auto-review")
+        assert layout.default_state_dir() == platformdirs.user_state_dir("auto-review")
