@@ -85,13 +85,13 @@ class ExtractResult:
     """One entry per member, in archive order."""
 
 
-
 def dir_mode(mode: int) -> int:
     """A directory's mode in the cache: owner rwx, no setgid; world-write only with the
     sticky bit (/tmp: runc gives its tmpfs the mount point's mode)."""
     if mode & 0o1000:
         return (mode & 0o1777) | 0o700
     return (mode & 0o755) | 0o700
+
 
 def _show(name: str) -> str:
     text = repr(name)

@@ -1,7 +1,8 @@
 """``probe``: small real diagnostics for the launcher's integration tests.
 
 Each action does one observable thing inside the sandbox: exit with a status,
-wait for a signal, list environment names, create a file, report the ids.
+wait for a signal, list environment names, create a file, report the ids,
+clone a repository over the network with the rootfs's git.
 """
 
 import argparse
@@ -11,7 +12,7 @@ import signal
 import time
 
 NAME = "probe"
-HELP = "small diagnostics for integration tests: exit, sleep, env, write, whoami"
+HELP = "small diagnostics for integration tests: exit, sleep, env, write, whoami, clone"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     action.set_defaults(action_run=_write)
     action = actions.add_parser("whoami", help="print uid=N gid=N")
     action.set_defaults(action_run=_whoami)
+    action = actions.add_parser("clone", help="shallow-clone URL into /tmp; print HEAD and files")
+    action.add_argument("url")
+    action.set_defaults(action_run=_clone)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,4 +91,27 @@ def _write(args: argparse.Namespace) -> int:
 
 def _whoami(args: argparse.Namespace) -> int:
     print(f"uid={os.getuid()} gid={os.getgid()}")
+    return 0
+
+
+def _clone(args: argparse.Namespace) -> int:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as work:
+        clone = subprocess.run(
+            ["git", "clone", "--quiet", "--depth", "1", args.url, work + "/repo"],
+            capture_output=True,
+            text=True,
+        )
+        if clone.returncode != 0:
+            print(f"clone failed: {clone.stderr.strip()}")
+            return 1
+        head = subprocess.run(
+            ["git", "-C", work + "/repo", "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        files = subprocess.run(
+            ["git", "-C", work + "/repo", "ls-files"], capture_output=True, text=True
+        )
+        print(f"cloned {head.stdout.strip()} {' '.join(files.stdout.split())}")
     return 0

@@ -1,0 +1,44 @@
+"""The environment the gateway sees: the manifest's, plus an explicit allowlist from the host.
+
+Nothing else of the host environment crosses into the sandbox. Values are
+never logged: only names appear in messages.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Gateway configuration operators set on the host; only these are passed in.
+ALLOWED = (
+    "WEBHOOK_SECRET",
+    "FORGEJO_BASE_URL",
+    "AR_FORGEJO_TOKEN",
+    "AR_GATEWAY_BIND",
+    "AR_CI_REVIEW_TOKEN",
+    "AR_REVIEW_CONCURRENCY",
+    "AR_SEVERITY_FLOOR",
+    "AR_BOT_NAME",
+    "LLM_BASE_URL",
+    "LLM_API_KEY",
+    "LLM_REASONING_MODEL",
+    "LLM_TIMEOUT",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+    "TZ",
+)
+
+
+def sandbox_env(manifest_env: list[str], isolation: str, extra: dict[str, str]) -> list[str]:
+    """KEY=VALUE list: manifest defaults, allowed host variables, then launcher-set ones."""
+    env = dict(item.split("=", 1) for item in manifest_env)
+    for name in ALLOWED:
+        value = os.environ.get(name)
+        if value is not None:
+            env[name] = value
+    env["AUTO_REVIEW_ISOLATION"] = isolation
+    env.update(extra)
+    return [f"{k}={v}" for k, v in env.items()]

@@ -1,0 +1,137 @@
+"""Per-user runtime directories: the runtime's state root and one bundle dir per run.
+
+    $XDG_RUNTIME_DIR/auto-review/   (else <cache>/v1/run/), 0700
+        <runtime>/                  --root of runc/crun/youki
+        runs/auto-review-<pid>/     config.json (0600), runtime.log, extra files
+
+A run's id carries the launcher's pid, so a later launch can tell which runs
+were left behind by a launcher that died, delete their containers and remove
+their dirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+from typing import Any
+
+from launcher.layout import Layout, check_owned_dir, make_private_dir
+from launcher.runtime import Runtime
+
+PREFIX = "auto-review-"
+
+
+def base_dir(layout: Layout) -> str:
+    """$XDG_RUNTIME_DIR/auto-review when XDG_RUNTIME_DIR is ours and private, else in the cache."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if xdg and os.path.isabs(xdg):
+        try:
+            st = os.lstat(xdg)
+        except OSError:
+            st = None
+        if st and stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+            return os.path.join(xdg, "auto-review")
+    return os.path.join(layout.base, "run")
+
+
+@dataclasses.dataclass
+class Run:
+    """One run's bundle directory."""
+
+    path: str
+    container_id: str
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.path, "runtime.log")
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """config.json, 0600."""
+        path = os.path.join(self.path, "config.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(config, fh)
+
+    def runtime_error(self) -> str | None:
+        """The runtime's own last error message, if it logged one (JSON lines)."""
+        try:
+            with open(self.log) as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if str(entry.get("level", "")).lower() in ("error", "fatal", "panic"):
+                return str(entry.get("msg", "")).strip() or None
+        return None
+
+    def remove(self) -> None:
+        """Delete the run dir (small and flat: no shutil on the warm path)."""
+        try:
+            for name in os.listdir(self.path):
+                os.unlink(os.path.join(self.path, name))
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            pass
+
+
+@dataclasses.dataclass
+class RunDirs:
+    """The runtime dirs of this user for one runtime flavour."""
+
+    base: str
+    state_root: str
+    runs: str
+
+    @classmethod
+    def open(cls, layout: Layout, runtime: Runtime) -> RunDirs:
+        base = base_dir(layout)
+        dirs = cls(base, os.path.join(base, runtime.name), os.path.join(base, "runs"))
+        for path in (dirs.base, dirs.state_root, dirs.runs):
+            if os.path.isdir(path) and not os.path.islink(path):
+                check_owned_dir(path, "runtime directory")
+            else:
+                make_private_dir(path, "runtime directory")
+        return dirs
+
+    def new_run(self) -> Run:
+        """A fresh run dir named after this launcher's pid."""
+        container_id = f"{PREFIX}{os.getpid()}"
+        path = os.path.join(self.runs, container_id)
+        if os.path.lexists(path):  # a previous launcher with our recycled pid
+            Run(path, container_id).remove()
+        os.mkdir(path, 0o700)
+        return Run(path, container_id)
+
+    def stale_runs(self) -> list[Run]:
+        """Runs whose launcher is gone."""
+        out = []
+        for name in os.listdir(self.runs):
+            pid = name[len(PREFIX) :]
+            if name.startswith(PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                out.append(Run(os.path.join(self.runs, name), name))
+        return out
+
+    def clean_stale(self, runtime: Runtime) -> int:
+        """Delete containers and run dirs left by launchers that died. Returns how many."""
+        stale = self.stale_runs()
+        for run in stale:
+            self.delete(runtime, run.container_id)
+            run.remove()
+        return len(stale)
+
+    def delete(self, runtime: Runtime, container_id: str) -> None:
+        """`<runtime> delete --force <id>`: kill and forget a container, quietly."""
+        import subprocess
+
+        subprocess.run(
+            [runtime.path, "--root", self.state_root, "delete", "--force", container_id],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )

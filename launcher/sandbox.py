@@ -1,0 +1,239 @@
+"""Run a gateway command inside the sandbox and mirror its exit status.
+
+The launcher supervises the runtime instead of exec'ing it: it forwards
+signals, mirrors the exit code (128+N for a signal), removes the run dir, and
+can tell "the sandbox could not start" (the runtime logged an error) from
+"the gateway exited non-zero". The cache use lock is passed into the container
+as fd 3 (--preserve-fds 1), so the version stays in use as long as the gateway
+lives, even if the runtime or the launcher is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+from typing import Any
+
+from launcher import gateway_env, ocispec, rundirs
+from launcher.errors import CacheUnusable, ConfigError, SandboxFailed
+from launcher.layout import default_state_dir
+from launcher.runtime import Runtime, discover
+from launcher.start import Acquired, acquire
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
+LOCK_FD = 3
+DOCTOR = "run: auto-review doctor"
+
+
+def is_bare(opts: dict[str, bool]) -> bool:
+    return opts.get("bare", False) or os.environ.get("AUTO_REVIEW_BARE", "") not in ("", "0")
+
+
+def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
+    """Run `argv` (a gateway command and its arguments) and return its exit status."""
+    if is_bare(opts):
+        acquired = acquire(quiet=opts["quiet"])
+        return run_bare(acquired, argv)
+    runtime = discover()
+    rootless = os.geteuid() != 0
+    if rootless:
+        check_user_namespaces()
+    acquired = acquire(quiet=opts["quiet"])
+    if opts["verbose"]:
+        mode = "rootless" if rootless else "root"
+        sys.stderr.write(
+            f"auto-review: runtime {runtime.name} ({runtime.path}): {runtime.reason}; {mode};"
+            f" rootfs {acquired.rootfs}\n"
+        )
+    dirs = rundirs.RunDirs.open(acquired.layout, runtime)
+    dirs.clean_stale(runtime)
+    run = dirs.new_run()
+    try:
+        spec = ocispec.RunSpec(
+            rootfs=acquired.rootfs,
+            manifest=acquired.manifest,
+            args=argv,
+            env=gateway_env.sandbox_env(acquired.manifest["process"]["env"], runtime.name, {}),
+            state_dir=state_dir(
+                *sandbox_owner(rootless, acquired.manifest),
+                acquired.manifest["process"]["user"]["uid"],
+            ),
+            rootless=rootless,
+            resolv_conf=resolv_conf(),
+            ca_bundle=ca_bundle(acquired, run.path),
+        )
+        run.write_config(ocispec.build_config(spec))
+        return supervise(runtime, dirs, run, acquired.lock_fd)
+    finally:
+        run.remove()
+
+
+def check_user_namespaces() -> None:
+    """Fail early, with the fix, where unprivileged user namespaces are switched off."""
+    for path, bad in (
+        ("/proc/sys/user/max_user_namespaces", "0"),
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+    ):
+        try:
+            with open(path) as fh:
+                value = fh.read().strip()
+        except OSError:
+            continue
+        if value == bad:
+            raise SandboxFailed(
+                f"user namespaces are disabled on this host ({path} = {value})",
+                f"as root: sysctl -w {path[len('/proc/sys/') :].replace('/', '.')}=1"
+                " -- or run auto-review as root",
+            )
+
+
+def state_dir(uid: int, gid: int, sandbox_uid: int) -> str:
+    """The host state dir: 0700, owned by `uid`, whoever writes it (the sandbox user as
+    root, ourselves rootless or bare). A dir left by a run in another mode is taken over."""
+    path = os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir()
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise CacheUnusable(
+            f"cannot create the state directory {path}: {exc.strerror}",
+            "set AUTO_REVIEW_STATE_DIR to a writable directory",
+        ) from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), uid, sandbox_uid):
+        raise CacheUnusable(
+            f"state directory {path} is not a directory of yours",
+            "set AUTO_REVIEW_STATE_DIR to a directory you own",
+        )
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(path, uid, gid)
+    return path
+
+
+def sandbox_owner(rootless: bool, manifest: dict[str, Any]) -> tuple[int, int]:
+    """Who the gateway runs as, seen from the host."""
+    if rootless:
+        return os.geteuid(), os.getegid()
+    user = manifest["process"]["user"]
+    return int(user["uid"]), int(user["gid"])
+
+
+def resolv_conf() -> str | None:
+    path = os.path.realpath("/etc/resolv.conf")
+    return path if os.path.isfile(path) else None
+
+
+def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
+    """AUTO_REVIEW_CA_FILE appended to the rootfs's CA bundle, as a file to bind over it."""
+    extra = os.environ.get("AUTO_REVIEW_CA_FILE", "").strip()
+    if not extra:
+        return None
+    try:
+        with open(extra, "rb") as fh:
+            pem = fh.read()
+    except OSError as exc:
+        raise ConfigError(
+            f"AUTO_REVIEW_CA_FILE={extra}: {exc.strerror}", "point it at a PEM file"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(
+            f"AUTO_REVIEW_CA_FILE={extra} holds no PEM certificate",
+            "give a file with -----BEGIN CERTIFICATE----- blocks",
+        )
+    with open(os.path.join(acquired.rootfs, "etc/ssl/certs/ca-certificates.crt"), "rb") as fh:
+        base = fh.read()
+    path = os.path.join(run_dir, "ca-certificates.crt")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(base.rstrip(b"\n") + b"\n" + pem)
+    return path
+
+
+def supervise(runtime: Runtime, dirs: rundirs.RunDirs, run: rundirs.Run, lock_fd: int) -> int:
+    """Start the runtime, forward signals to it, and return the gateway's exit status."""
+    argv = [
+        runtime.path, "--root", dirs.state_root, *runtime.log_args(run.log),
+        "run", "--bundle", run.path, "--preserve-fds", "1", run.container_id,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "NOTIFY_SOCKET")}
+    os.set_inheritable(lock_fd, True)
+    try:
+        pid = os.posix_spawn(
+            runtime.path, argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, lock_fd, LOCK_FD)]
+        )
+    except OSError as exc:
+        raise SandboxFailed(f"cannot start {runtime.path}: {exc.strerror}", DOCTOR) from None
+    forward_sigint = not os.isatty(0)
+    previous = {}
+    for sig in FORWARDED:
+        if sig == signal.SIGINT and not forward_sigint:
+            # The terminal already sends Ctrl-C to the whole process group, runtime included.
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+            continue
+        previous[sig] = signal.signal(sig, lambda signo, _frame: _forward(pid, signo))
+    try:
+        status = _wait(pid)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # the runtime itself died of a signal: its container may be orphaned
+        dirs.delete(runtime, run.container_id)
+        return 128 - code
+    if code != 0:
+        failure = run.runtime_error()
+        if failure:
+            raise SandboxFailed(f"the sandbox could not start: {failure}", diagnose(failure))
+    return code
+
+
+def _forward(pid: int, signo: int) -> None:
+    try:
+        os.kill(pid, signo)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            _pid, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return 0
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+
+
+def diagnose(message: str) -> str:
+    """The fix for the runtime errors users actually meet."""
+    text = message.lower()
+    if "hybrid mode not supported" in text or "cgroups in hybrid" in text:
+        return "this host's cgroup layout needs runc: AUTO_REVIEW_RUNTIME=runc"
+    if "user namespace" in text or "newuidmap" in text or "uid_map" in text:
+        return "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+    if "permission denied" in text and "exec" in text:
+        return "the cache may be on a noexec filesystem: set AUTO_REVIEW_CACHE_DIR elsewhere"
+    return DOCTOR
+
+
+def run_bare(acquired: Acquired, argv: list[str]) -> int:
+    """Run the gateway on the host without a sandbox (the host is already a container)."""
+    sys.stderr.write(
+        "auto-review: warning: running WITHOUT the sandbox (AUTO_REVIEW_BARE/--bare);"
+        " use this only inside a container\n"
+    )
+    manifest = acquired.manifest
+    gateway = os.path.join(acquired.rootfs, manifest["process"]["args"][-1].lstrip("/"))
+    state = state_dir(os.geteuid(), os.getegid(), manifest["process"]["user"]["uid"])
+    env_list = gateway_env.sandbox_env([], "bare", {"AUTO_REVIEW_STATE_DIR_INSIDE": state})
+    env = dict(item.split("=", 1) for item in env_list)
+    env["PATH"] = os.environ.get("PATH", os.defpath)
+    env.setdefault("HOME", state)
+    os.set_inheritable(acquired.lock_fd, True)  # keep the version in use while it runs
+    os.execve(sys.executable, [sys.executable, "-I", "-S", gateway, *argv], env)
+    return 1  # pragma: no cover - execve does not return

@@ -1,0 +1,352 @@
+"""The sandbox for real: runc as root and rootless (an unprivileged user this test
+creates), HTTPS clone from a loopback TLS git server, signals, crash recovery,
+and the errors a user meets when the host cannot run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import HOST_PYTHON
+from gitserver import GitHttpsServer, make_ca, make_repo
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates a user and runs runc as root")
+
+ROOTLESS_USER = "ar-rootless"
+
+
+class Runner:
+    """Runs the single file as one user, with its own cache and state dirs."""
+
+    def __init__(self, app: Path, home: Path, user: str | None) -> None:
+        self.app, self.home, self.user = app, home, user
+        self.cache, self.state = home / "cache", home / "state"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(self.home),
+            "AUTO_REVIEW_CACHE_DIR": str(self.cache),
+            "AUTO_REVIEW_STATE_DIR": str(self.state),
+        }
+        env.update(extra)
+        return env
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(
+            [HOST_PYTHON, str(self.app), *args],
+            env=env or self.env(),
+            text=True,
+            user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user else None,
+            stdin=subprocess.DEVNULL,
+            **kw,
+        )
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
+        proc = self.popen(*args, env=env)
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A world-traversable dir (pytest's tmp is 0700 root) for the rootless user's files."""
+    base = Path("/tmp") / f"ar-sandbox-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def rootless_user() -> str:
+    try:
+        pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        ROOTLESS_USER], check=True)  # fmt: skip
+    return ROOTLESS_USER
+
+
+@pytest.fixture(scope="module")
+def root_runner(app: Path, tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    return Runner(app, tmp_path_factory.mktemp("root-home"), None)
+
+
+@pytest.fixture(scope="module")
+def rootless_runner(app: Path, shared_dir: Path, rootless_user: str) -> Runner:
+    copy = shared_dir / "auto-review"
+    shutil.copy(app, copy)
+    copy.chmod(0o755)
+    home = shared_dir / "home"
+    home.mkdir(mode=0o700)
+    entry = pwd.getpwnam(rootless_user)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    return Runner(copy, home, rootless_user)
+
+
+@pytest.fixture(params=["root", "rootless"])
+def runner(request: pytest.FixtureRequest) -> Runner:
+    return request.getfixturevalue(f"{request.param}_runner")
+
+
+def test_check_passes(runner: Runner) -> None:
+    result = runner.run("check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all 13 items hold" in result.stdout
+    if runner.user:
+        assert "uid=0 gid=0 in a user namespace" in result.stdout
+    else:
+        assert "uid=10001 gid=10001" in result.stdout
+
+
+def test_check_json_reports_every_item(root_runner: Runner) -> None:
+    result = root_runner.run("check", "--json")
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert {i["name"] for i in report["items"]} >= {"no-shell", "unshare", "capabilities"}
+
+
+def test_exit_code_passes_through(runner: Runner) -> None:
+    assert runner.run("probe", "exit", "7").returncode == 7
+    assert runner.run("probe", "exit", "0").returncode == 0
+
+
+def test_rootfs_and_etc_are_read_only(runner: Runner) -> None:
+    for path in ("/usr/bin/evil", "/etc/passwd", "/evil"):
+        result = runner.run("probe", "write", path)
+        assert result.returncode == 1
+        assert result.stdout.strip() == "EROFS", path
+    ok = runner.run("probe", "write", "/var/lib/auto-review/note")
+    assert ok.returncode == 0
+    assert (runner.state / "note").read_text() == "probe\n"
+
+
+def test_only_allowlisted_variables_reach_the_gateway(root_runner: Runner) -> None:
+    env = root_runner.env(WEBHOOK_SECRET="s3cr3t-value", UNRELATED_SECRET="nope")
+    result = root_runner.run("probe", "env", env=env)
+    names = result.stdout.split()
+    assert "WEBHOOK_SECRET" in names
+    assert "UNRELATED_SECRET" not in names and "AUTO_REVIEW_CACHE_DIR" not in names
+    assert "s3cr3t-value" not in result.stdout + result.stderr
+    assert "AUTO_REVIEW_ISOLATION" in names
+
+
+@pytest.fixture(scope="module")
+def git_server(shared_dir: Path) -> Iterator[tuple[GitHttpsServer, str, Path]]:
+    certs = make_ca(shared_dir / "certs")
+    for path in (shared_dir / "certs").iterdir():
+        path.chmod(0o644)  # the rootless user reads the CA file
+    repos = shared_dir / "repos"
+    sha = make_repo(repos / "demo.git", {"README.md": "hello\n", "src/app.py": "print(1)\n"})
+    with GitHttpsServer(repos, certs) as server:
+        yield server, sha, certs.ca_cert
+
+
+def test_clone_over_https_inside_the_sandbox(runner: Runner, git_server) -> None:
+    server, sha, ca = git_server
+    server.requests.clear()
+    env = runner.env(AUTO_REVIEW_CA_FILE=str(ca))
+    result = runner.run("probe", "clone", server.repo_url("demo"), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["cloned", sha, "README.md", "src/app.py"]
+    assert any("git-upload-pack" in r for r in server.requests)
+
+
+def test_clone_without_our_ca_fails_on_the_certificate(root_runner: Runner, git_server) -> None:
+    server, _sha, _ca = git_server
+    result = root_runner.run("probe", "clone", server.repo_url("demo"))
+    assert result.returncode == 1
+    assert "certificate" in result.stdout.lower()
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == "ready":
+            return
+        if not line and proc.poll() is not None:
+            raise AssertionError(
+                f"gateway exited early: {proc.stderr.read() if proc.stderr else ''}"
+            )
+    raise AssertionError("gateway never said ready")
+
+
+def test_sigterm_stops_the_gateway_within_5s(runner: Runner) -> None:
+    proc = runner.popen("probe", "sleep", "60")
+    wait_ready(proc)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 143
+    assert time.monotonic() - started < 5
+    assert "terminated" in proc.stdout.read()
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def container_state(runner: Runner, launcher_pid: int) -> tuple[Path, dict]:
+    """(runc state root, `runc state` of this launcher's container)."""
+    state_root = runner.cache / "v1" / "run" / "runc"
+    cid = f"auto-review-{launcher_pid}"
+    out = subprocess.run(["runc", "--root", str(state_root), "state", cid],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return state_root, json.loads(out.stdout)
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split(") ", 1)[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigkill_of_the_runtime_kills_the_container(root_runner: Runner) -> None:
+    proc = root_runner.popen("probe", "sleep", "60")
+    wait_ready(proc)
+    _root, state = container_state(root_runner, proc.pid)
+    [runc_pid] = children(proc.pid)
+    os.kill(runc_pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == 137
+    assert gone(state["pid"]), "the gateway outlived its runtime"
+    assert list((root_runner.cache / "v1" / "run" / "runs").iterdir()) == []
+
+
+def test_a_killed_launcher_is_cleaned_up_by_the_next_launch(root_runner: Runner) -> None:
+    proc = root_runner.popen("probe", "sleep", "60")
+    wait_ready(proc)
+    state_root, state = container_state(root_runner, proc.pid)
+    proc.kill()  # the launcher dies; runc and the gateway live on, orphaned
+    proc.wait()
+    assert not gone(state["pid"], timeout=0.5)
+    result = root_runner.run("probe", "exit", "0")
+    assert result.returncode == 0, result.stderr
+    assert gone(state["pid"]), "the next launch did not delete the stale container"
+    listed = subprocess.run(["runc", "--root", str(state_root), "list", "-q"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert f"auto-review-{proc.pid}" not in listed.stdout.split()
+    assert list((root_runner.cache / "v1" / "run" / "runs").iterdir()) == []
+
+
+def test_runtime_missing(root_runner: Runner) -> None:
+    result = root_runner.run("check", env=root_runner.env(PATH="/nonexistent"))
+    assert result.returncode == 69
+    assert "no OCI runtime" in result.stderr and "apt-get install runc" in result.stderr
+    result = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_RUNTIME="/no/such/runc"))
+    assert result.returncode == 69
+    assert "is not an executable file" in result.stderr
+
+
+def test_bad_runtime_name_is_a_config_error(root_runner: Runner) -> None:
+    result = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_RUNTIME="docker"))
+    assert result.returncode == 78
+    assert "runc, crun, youki" in result.stderr
+
+
+def test_user_namespaces_switched_off(rootless_runner: Runner, shared_dir: Path) -> None:
+    # /proc/sys is read-only on this CI kind, so the sysctl is shown as 0 through a
+    # bind mount in a private mount namespace: what the launcher reads is what a host
+    # with `sysctl user.max_user_namespaces=0` shows.
+    zero = shared_dir / "zero"
+    zero.write_text("0\n")
+    env = rootless_runner.env()
+    inner = " ".join(
+        [
+            f"mount --bind {zero} /proc/sys/user/max_user_namespaces &&",
+            f"exec runuser -u {rootless_runner.user} -- env -i",
+            *(f"{k}={v}" for k, v in env.items()),
+            HOST_PYTHON,
+            str(rootless_runner.app),
+            "check",
+        ]
+    )
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 71, result.stderr
+    assert "user namespaces are disabled" in result.stderr
+    assert "sysctl -w user.max_user_namespaces=1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_runtime_that_cannot_start_the_sandbox(root_runner: Runner, shared_dir: Path) -> None:
+    # Stands in for runc on a host where it cannot create the user namespace: it
+    # writes runc's JSON error line to its --log file and fails, as runc does.
+    fake = shared_dir / "runc-no-userns"
+    fake.write_text(
+        "#!/usr/bin/python3\n"
+        "import json, sys\n"
+        "log = sys.argv[sys.argv.index('--log') + 1]\n"
+        "msg = 'runc run failed: unable to start container process: "
+        "error during container init: user namespaces: operation not permitted'\n"
+        "open(log, 'a').write(json.dumps({'level': 'error', 'msg': msg}) + '\\n')\n"
+        "sys.exit(1)\n"
+    )
+    fake.chmod(0o755)
+    result = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_RUNTIME=str(fake)))
+    assert result.returncode == 71
+    assert "the sandbox could not start" in result.stderr
+    assert "unprivileged user namespaces" in result.stderr
+
+
+def test_bad_ca_file(root_runner: Runner, tmp_path: Path) -> None:
+    missing = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_CA_FILE="/no/ca.pem"))
+    assert missing.returncode == 78
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("hello")
+    result = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_CA_FILE=str(not_pem)))
+    assert result.returncode == 78
+    assert "no PEM certificate" in result.stderr
+
+
+def test_bare_mode_runs_without_the_sandbox_and_says_so(root_runner: Runner) -> None:
+    result = root_runner.run("probe", "whoami", env=root_runner.env(AUTO_REVIEW_BARE="1"))
+    assert result.returncode == 0
+    assert result.stdout.strip() == "uid=0 gid=0"  # the host's root: no user switch
+    assert "WITHOUT the sandbox" in result.stderr
+    flag = root_runner.run("--bare", "probe", "env")
+    assert "AUTO_REVIEW_ISOLATION" in flag.stdout
+
+
+def test_state_dir_is_private_and_owned_by_the_sandbox_user(root_runner: Runner) -> None:
+    root_runner.run("probe", "exit", "0")
+    st = root_runner.state.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    assert st.st_uid == 10001
+
+
+def test_doctor(root_runner: Runner) -> None:
+    ok = root_runner.run("doctor")
+    assert ok.returncode == 0, ok.stdout
+    assert "runc" in ok.stdout and "ready" in ok.stdout
+    bad = root_runner.run("doctor", env=root_runner.env(AUTO_REVIEW_RUNTIME="/no/such/runc"))
+    assert bad.returncode == 69
+    assert "FAIL runtime" in bad.stdout
+
+
+def test_help_lists_both_kinds_of_command(root_runner: Runner) -> None:
+    result = root_runner.run("--help")
+    assert result.returncode == 0
+    for word in ("check", "review", "serve", "cache", "bundle", "doctor"):
+        assert word in result.stdout
