@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any
 
 from launcher.errors import PayloadCorrupt
 
 PAYLOAD_MEMBER = "bundle/rootfs.tar.zst"
+TYPE_CHECKING = False  # typing costs milliseconds on every warm start
+if TYPE_CHECKING:
+    from typing import IO, Any
+
 REBUILD = "download auto-review again (or rebuild it with: python3 build.py)"
 
 

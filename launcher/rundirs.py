@@ -11,16 +11,18 @@ their dirs.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import stat
-from typing import Any
 
+from launcher.jsonwrite import dumps
 from launcher.layout import Layout, check_owned_dir, make_private_dir
 from launcher.runtime import Runtime
 
 PREFIX = "auto-review-"
+
+TYPE_CHECKING = False  # typing costs milliseconds on every warm start
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def base_dir(layout: Layout) -> str:
@@ -36,12 +38,14 @@ def base_dir(layout: Layout) -> str:
     return os.path.join(layout.base, "run")
 
 
-@dataclasses.dataclass
 class Run:
     """One run's bundle directory."""
 
-    path: str
-    container_id: str
+    __slots__ = ("container_id", "path")
+
+    def __init__(self, path: str, container_id: str) -> None:
+        self.path = path
+        self.container_id = container_id
 
     @property
     def log(self) -> str:
@@ -51,8 +55,8 @@ class Run:
         """config.json, 0600."""
         path = os.path.join(self.path, "config.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(config, fh)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(dumps(config))
 
     def runtime_error(self) -> str | None:
         """The runtime's own last error message, if it logged one (JSON lines)."""
@@ -61,6 +65,8 @@ class Run:
                 lines = fh.read().splitlines()
         except OSError:
             return None
+        import json  # only after a failure
+
         for line in reversed(lines):
             try:
                 entry = json.loads(line)
@@ -80,13 +86,15 @@ class Run:
             pass
 
 
-@dataclasses.dataclass
 class RunDirs:
     """The runtime dirs of this user for one runtime flavour."""
 
-    base: str
-    state_root: str
-    runs: str
+    __slots__ = ("base", "runs", "state_root")
+
+    def __init__(self, base: str, state_root: str, runs: str) -> None:
+        self.base = base
+        self.state_root = state_root
+        self.runs = runs
 
     @classmethod
     def open(cls, layout: Layout, runtime: Runtime) -> RunDirs:

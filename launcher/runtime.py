@@ -8,7 +8,6 @@ nothing (it runs on every warm start); `doctor` asks for versions.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from launcher.errors import ConfigError, RuntimeMissing
@@ -20,13 +19,15 @@ INSTALL_HINT = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
 class Runtime:
     """A chosen runtime: its flavour (runc/crun/youki), binary and the reason it was chosen."""
 
-    name: str
-    path: str
-    reason: str
+    __slots__ = ("name", "path", "reason")
+
+    def __init__(self, name: str, path: str, reason: str) -> None:
+        self.name = name
+        self.path = path
+        self.reason = reason
 
     def log_args(self, log_file: str) -> list[str]:
         """Global options that send the runtime's own errors to `log_file` as JSON."""

@@ -14,7 +14,6 @@ import os
 import signal
 import stat
 import sys
-from typing import Any
 
 from launcher import gateway_env, ocispec, rundirs
 from launcher.errors import CacheUnusable, ConfigError, SandboxFailed
@@ -26,6 +25,10 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
 LOCK_FD = 3
 DOCTOR = "run: auto-review doctor"
+
+TYPE_CHECKING = False  # typing costs milliseconds on every warm start
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def is_bare(opts: dict[str, bool]) -> bool:
