@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from launcher import inventory
+from launcher import inventory, locks
 from launcher.errors import CacheUnusable, InUse, LauncherError
 from launcher.inventory import Version
 from launcher.layout import Layout, check_owned_dir
@@ -120,6 +120,7 @@ def collect(
                 age = f"unused for {(now - version.last_used) / DAY:.1f} days"
                 remove_or_keep(layout, version, age, report, recheck=True)
         sweep_leftovers(layout, report, current)
+        sweep_code(layout, report, cutoff)
     return report
 
 
@@ -146,6 +147,7 @@ def clear(layout: Layout, *, dry_run: bool = False) -> GcReport:
             drop_pin(layout, digest, "not cached", report)
         sweep_leftovers(layout, report, current=None)
         clear_vendor(layout, report)
+        sweep_code(layout, report, cutoff=None)
     return report
 
 
@@ -252,14 +254,35 @@ def sweep_leftovers(layout: Layout, report: GcReport, current: str | None) -> No
             sweep_orphan_locks(layout, digest, report)
 
 
+def sweep_code(layout: Layout, report: GcReport, cutoff: float | None) -> None:
+    """Remove launcher code dirs (v1/code/<id>) of other launchers, unused since `cutoff`
+    (all of them when None). A running launcher has its code loaded already; the
+    next start of another single file simply unpacks its code again."""
+    from launcher import codecache
+
+    parent = os.path.join(layout.base, "code")
+    try:
+        names = sorted(os.listdir(parent))
+    except FileNotFoundError:
+        return
+    current = codecache.code_id()
+    for name in names:
+        if name == current and cutoff is not None:
+            continue
+        path = os.path.join(parent, name)
+        if cutoff is not None and os.lstat(path).st_mtime >= cutoff:
+            continue
+        size = tree_size(path)
+        if not report.dry_run:
+            trash = name if name.startswith(".tmp-") else move_to_trash(parent, name)
+            size = delete(parent, trash) if trash else 0
+        report.leftovers.append(Item(f"code/{name}", "launcher code of another version", size))
+
+
 def sweep_work_dir(layout: Layout, name: str, digest: str, report: GcReport) -> None:
     """Remove one `.tmp-*` work dir unless an extraction holds its version's extract lock."""
-    import filelock
-
-    lock = filelock.FileLock(layout.extract_lock(digest), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
+    lock_fd = locks.try_lock(layout.extract_lock(digest))
+    if lock_fd is None:
         report.kept.append(Item(name, f"{IN_USE}: an unpack is in progress"))
         return
     try:
@@ -268,24 +291,20 @@ def sweep_work_dir(layout: Layout, name: str, digest: str, report: GcReport) -> 
             size = delete(layout.bundles, name)
         report.leftovers.append(Item(name, "stale work dir", size))
     finally:
-        lock.release()
+        os.close(lock_fd)
 
 
 def sweep_orphan_locks(layout: Layout, digest: str, report: GcReport) -> None:
     """Unlink the lock files of a version that is not in the cache, if nobody holds them."""
-    import filelock
-
     if report.dry_run:
         return
     held = try_exclusive(layout.use_lock(digest))
     if held is None:
         return
     fd, _created = held
-    extract = filelock.FileLock(layout.extract_lock(digest), mode=0o600)
-    try:
-        # An unpack holds the use lock too; checking the extract lock as well costs little.
-        extract.acquire(timeout=0)
-    except filelock.Timeout:
+    # An unpack holds the use lock too; checking the extract lock as well costs little.
+    extract_fd = locks.try_lock(layout.extract_lock(digest))
+    if extract_fd is None:
         os.close(fd)
         return
     try:
@@ -294,7 +313,7 @@ def sweep_orphan_locks(layout: Layout, digest: str, report: GcReport) -> None:
         for path in (layout.extract_lock(digest), layout.use_lock(digest)):
             unlink_quietly(path)
     finally:
-        extract.release()
+        os.close(extract_fd)
         os.close(fd)
     report.leftovers.append(Item(f"{layout.dirname(digest)}.*.lock", "orphan lock files"))
 
@@ -308,8 +327,8 @@ def clear_vendor(layout: Layout, report: GcReport) -> None:
     if not names:
         return
     check_owned_dir(layout.vendor, "cache directory")
-    locks = hold_all_extract_locks(layout)
-    if locks is None:
+    held = hold_all_extract_locks(layout)
+    if held is None:
         report.kept.append(Item("vendor/", f"{IN_USE}: an unpack is in progress"))
         return
     try:
@@ -321,26 +340,22 @@ def clear_vendor(layout: Layout, report: GcReport) -> None:
                 size = delete(layout.vendor, trash) if trash else 0
             report.leftovers.append(Item(f"vendor/{name}", "extracted vendored module", size))
     finally:
-        for lock in locks:
-            lock.release()
+        for fd in held:
+            os.close(fd)
 
 
-def hold_all_extract_locks(layout: Layout) -> list[Any] | None:
-    """Every version's extract lock, held; None (nothing held) if any is busy."""
-    import filelock
-
-    held = []
+def hold_all_extract_locks(layout: Layout) -> list[int] | None:
+    """Every version's extract lock, held (fds); None (nothing held) if any is busy."""
+    held: list[int] = []
     for name in sorted(os.listdir(layout.bundles)):
         if not name.endswith(".extract.lock"):
             continue
-        lock = filelock.FileLock(os.path.join(layout.bundles, name), mode=0o600)
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
+        fd = locks.try_lock(os.path.join(layout.bundles, name))
+        if fd is None:
             for other in held:
-                other.release()
+                os.close(other)
             return None
-        held.append(lock)
+        held.append(fd)
     return held
 
 

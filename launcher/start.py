@@ -8,12 +8,10 @@ inherited by the runtime, so the version counts as in use while the sandbox live
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import os
 import sys
 import time
-from typing import Any
 
 from launcher import embedded
 from launcher.errors import CacheUnusable, LauncherError, PinNotFound
@@ -21,16 +19,24 @@ from launcher.layout import Layout, cache_root, check_owned_dir, open_layout
 
 TOUCH_EVERY = 300.0  # seconds between last-used updates
 
+TYPE_CHECKING = False  # typing costs milliseconds on every warm start
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclasses.dataclass
+
 class Acquired:
-    """A published version held in use by this process."""
+    """A published version held in use by this process (through `lock_fd`)."""
 
-    layout: Layout
-    digest: str
-    manifest: dict[str, Any]
-    lock_fd: int
-    extracted: bool
+    __slots__ = ("digest", "extracted", "layout", "lock_fd", "manifest")
+
+    def __init__(
+        self, layout: Layout, digest: str, manifest: dict[str, Any], lock_fd: int, extracted: bool
+    ) -> None:
+        self.layout = layout
+        self.digest = digest
+        self.manifest = manifest
+        self.lock_fd = lock_fd
+        self.extracted = extracted
 
     @property
     def rootfs(self) -> str:
@@ -103,6 +109,10 @@ def acquire(quiet: bool = False) -> Acquired:
                     f"version {digest[:19]} is no longer in the cache",
                     "unset AUTO_REVIEW_BUNDLE to run the embedded version",
                 )
+            if running_from_zip():
+                from launcher import codecache
+
+                codecache.use_for_later_imports(layout)
             from launcher import unpack
 
             extracted = unpack.ensure_unpacked(layout, own, quiet)
@@ -113,7 +123,16 @@ def acquire(quiet: bool = False) -> Acquired:
         raise
     if extracted:
         collect_garbage(layout, digest)
+    if running_from_zip():
+        from launcher import codecache
+
+        codecache.publish(layout)
     return Acquired(layout, digest, manifest, fd, extracted)
+
+
+def running_from_zip() -> bool:
+    """True when the launcher was imported from the zip (no bytecode cached: slow imports)."""
+    return __file__.startswith(embedded.archive_path() + os.sep)
 
 
 def _embedded_or_none() -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from typing import IO, Any
 
-from launcher import embedded, zstd_backend
+from launcher import embedded, locks, zstd_backend
 from launcher.errors import CacheUnusable, NoSpace, PayloadCorrupt
 from launcher.extract import Entry, Limits, extract_tar_stream
 from launcher.layout import MARKER, Layout, make_private_dir
@@ -69,25 +69,16 @@ def limits_for(manifest: dict[str, Any]) -> Limits:
 
 def ensure_unpacked(layout: Layout, manifest: dict[str, Any], quiet: bool = False) -> bool:
     """Make sure the embedded bundle is published in the cache. True if we extracted it."""
-    import filelock
-
     digest = manifest["digest"]
     make_private_dir(layout.bundles, "cache directory")
-    lock = filelock.FileLock(layout.extract_lock(digest), mode=0o600)
-    try:
-        lock.acquire()
-    except OSError as exc:
-        raise CacheUnusable(
-            f"cannot lock {layout.extract_lock(digest)}: {exc.strerror}",
-            "make the cache writable or set AUTO_REVIEW_CACHE_DIR",
-        ) from None
+    lock_fd = locks.lock(layout.extract_lock(digest))
     try:
         if os.path.exists(layout.marker(digest)):
             return False
         remove_stale_work(layout, digest)
         publish(layout, manifest, quiet)
     finally:
-        lock.release()
+        os.close(lock_fd)
     return True
 
 

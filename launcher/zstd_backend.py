@@ -8,6 +8,7 @@ Only the cold path imports this module.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import sys
@@ -28,7 +29,10 @@ def open_reader(raw: IO[bytes], layout: Layout) -> IO[bytes]:
     except ImportError:
         zstandard = import_zstandard(layout)
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
-        return dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=False)
+        reader = dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=False)
+        # tarfile reads 512 B headers and 10 KiB blocks: serve them from a buffer
+        # instead of a call into the decoder each.
+        return io.BufferedReader(reader, READ_SIZE)
     options = {zstd.DecompressionParameter.window_log_max: MAX_WINDOW_LOG}
     return zstd.ZstdFile(raw, mode="rb", options=options)
 

@@ -340,3 +340,48 @@ def test_default_cache_root_matches_platformdirs(
             monkeypatch.setenv("XDG_STATE_HOME", xdg + "-state")
         assert layout.cache_root() == platformdirs.user_cache_dir("auto-review")
         assert layout.default_state_dir() == platformdirs.user_state_dir("auto-review")
+
+
+def imported_from(app: Path, env: dict[str, str]) -> str:
+    """Where `launcher.cli` was loaded from on a warm start (python -v tells)."""
+    result = subprocess.run([HOST_PYTHON, "-v", str(app), "probe", "exit", "0"], env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [
+        x
+        for x in result.stderr.splitlines()
+        if "/" in x
+        and ("launcher.cli" in x or "/launcher/__pycache__/cli." in x or "/launcher/cli." in x)
+    ]
+    assert lines, "python -v did not report launcher.cli"
+    return "\n".join(lines)
+
+
+def test_launcher_code_is_cached_with_bytecode_and_only_if_private(
+    app: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache, AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
+    run_app(app, "cache", "prepare", env=env, check=True)
+    [code] = (cache / "v1" / "code").iterdir()
+    assert (code / ".complete").exists()
+    assert str(code) in imported_from(app, env)
+    assert list((code / "launcher" / "__pycache__").glob("cli.*.pyc"))
+    code.chmod(0o777)  # someone could have planted code: never import from it
+    assert str(app) in imported_from(app, env)
+    code.chmod(0o700)
+    assert str(code) in imported_from(app, env)
+
+
+def test_gc_sweeps_launcher_code_of_other_versions(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)
+    [current] = (cache / "v1" / "code").iterdir()
+    old = cache / "v1" / "code" / "0123456789abcdef0123"
+    shutil.copytree(current, old)
+    os.utime(current, (1, 1))  # the current one is kept whatever its age
+    os.utime(old, (1, 1))
+    result = run_app(app, "cache", "gc", env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (cache / "v1" / "code").iterdir()) == [current.name]
