@@ -1,0 +1,133 @@
+"""What a user sees: progress on a terminal (and silence elsewhere), --verbose, and a
+payload whose zstd window would need more memory than we allow."""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import pty
+import select
+import subprocess
+import zipfile
+from pathlib import Path
+
+import zstandard
+from conftest import HOST_PYTHON, run_app
+
+
+def env_for(cache: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache), **extra)
+    env.pop("AUTO_REVIEW_BUNDLE", None)
+    return env
+
+
+def run_on_tty(app: Path, *args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run with stderr on a pseudo-terminal; returns (exit code, what the terminal showed)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([HOST_PYTHON, str(app), *args], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)  # fmt: skip
+    os.close(slave)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+def test_cold_unpack_shows_progress_on_a_terminal(app: Path, tmp_path: Path) -> None:
+    code, shown = run_on_tty(app, "cache", "prepare", env=env_for(tmp_path / "cache"))
+    assert code == 0
+    assert "unpacking" in shown and "MB/s" in shown and "ETA" in shown
+    assert "[########################]" in shown  # the final draw is complete
+
+
+def test_quiet_and_non_terminal_runs_show_no_progress(app: Path, tmp_path: Path) -> None:
+    code, shown = run_on_tty(app, "-q", "cache", "prepare", env=env_for(tmp_path / "a"))
+    assert code == 0
+    assert "MB/s" not in shown
+    piped = run_app(app, "cache", "prepare", env=env_for(tmp_path / "b"))
+    assert piped.returncode == 0
+    assert "MB/s" not in piped.stderr
+
+
+def test_verbose_names_the_runtime_and_why(app: Path, tmp_path: Path) -> None:
+    env = env_for(tmp_path / "cache", AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
+    result = run_app(app, "-v", "probe", "exit", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "runtime runc" in result.stderr and "first found on PATH" in result.stderr
+    assert ("rootless" if os.geteuid() else "; root;") in result.stderr
+
+
+def with_payload(app: Path, out: Path, payload: bytes) -> Path:
+    """A copy of the single file whose payload (and the manifest's digest/size) is replaced."""
+    import hashlib
+
+    with zipfile.ZipFile(app) as src, open(out, "wb") as fh:
+        fh.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(fh, "w") as dst:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == "bundle/rootfs.tar.zst":
+                    data = payload
+                elif info.filename == "launcher/_embedded.py":
+                    text = data.decode()
+                    head, rest = text.split("MANIFEST = ", 1)
+                    literal, tail = rest.split("\nCODE_ID = ", 1)
+                    manifest = ast.literal_eval(literal)
+                    manifest["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
+                    manifest["compressed_size"] = len(payload)
+                    data = f"{head}MANIFEST = {manifest!r}\nCODE_ID = {tail}".encode()
+                dst.writestr(info, data)
+    return out
+
+
+def test_a_zstd_window_over_the_cap_is_refused(app: Path, tmp_path: Path) -> None:
+    with zipfile.ZipFile(app) as zf:
+        tar = (
+            zstandard.ZstdDecompressor()
+            .stream_reader(io.BytesIO(zf.read("bundle/rootfs.tar.zst")))
+            .read()
+        )
+    params = zstandard.ZstdCompressionParameters.from_level(
+        1, window_log=27, write_content_size=False
+    )
+    bomb = zstandard.ZstdCompressor(compression_params=params).compress(tar)
+    bad = with_payload(app, tmp_path / "auto-review", bomb)
+    cache = tmp_path / "cache"
+    result = run_app(bad, "cache", "prepare", env=env_for(cache))
+    assert result.returncode == 65, result.stderr
+    assert "damaged" in result.stderr
+    bundles = cache / "v1" / "bundles"
+    assert [
+        p.name
+        for p in bundles.iterdir()
+        if p.name.startswith(("sha256-", ".tmp-")) and "." not in p.name[7:]
+    ] == []
+
+
+def test_the_same_payload_with_a_normal_window_unpacks(app: Path, tmp_path: Path) -> None:
+    """Control for the test above: the rewrite itself does not break the file."""
+    with zipfile.ZipFile(app) as zf:
+        tar = (
+            zstandard.ZstdDecompressor()
+            .stream_reader(io.BytesIO(zf.read("bundle/rootfs.tar.zst")))
+            .read()
+        )
+    params = zstandard.ZstdCompressionParameters.from_level(1, window_log=20)
+    good = with_payload(
+        app,
+        tmp_path / "auto-review",
+        zstandard.ZstdCompressor(compression_params=params).compress(tar),
+    )
+    result = run_app(good, "cache", "prepare", env=env_for(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
