@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Benchmarks: one markdown table of medians (min-max) and ratios to a reference
+measured in the same run. No thresholds are asserted; the goals are printed.
+
+    python3 bench/run.py [--quick] [--app dist/auto-review]
+
+Cases: warm start vs a bare `runc run` of the same rootfs and command (root, and
+rootless when the user `ar-rootless` exists); the warm path vs `python3 -I -S -c
+pass`; cold unpack vs `zstd -dc | tar -x` and its peak RSS; 16 concurrent cold
+starts vs one; size vs xz -9 and gzip -9 of the same tar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+ROOTLESS_USER = "ar-rootless"
+
+Row = tuple[str, str, str, str, str]
+
+
+def timed(
+    fn: Callable[[], object], rounds: int, setup: Callable[[], object] | None = None
+) -> list[float]:
+    """Wall-clock seconds of `fn` over `rounds` runs (setup excluded)."""
+    out = []
+    for _ in range(rounds):
+        if setup:
+            setup()
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def fmt(samples: list[float], unit: str = "ms") -> str:
+    scale = 1000 if unit == "ms" else 1
+    med = statistics.median(samples) * scale
+    return f"{med:.1f} {unit} ({min(samples) * scale:.1f}-{max(samples) * scale:.1f})"
+
+
+def ratio(ours: list[float], ref: list[float]) -> str:
+    return f"{statistics.median(ours) / statistics.median(ref):.2f}x"
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> None:
+    subprocess.run(
+        cmd,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=user,
+        group=user,
+        extra_groups=[] if user else None,
+    )
+
+
+def ensure_app(path: Path) -> Path:
+    if not path.exists():
+        print(f"building {path} ...", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, str(ROOT / "build.py"), "--out", str(path)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return path
+
+
+def manifest_of(app: Path) -> dict:
+    with zipfile.ZipFile(app) as zf:
+        return json.loads(zf.read("bundle/bundle.json"))
+
+
+class Sandbox:
+    """A user's cache/state dirs plus a bare runc bundle of the very same rootfs and config."""
+
+    def __init__(self, app: Path, work: Path, user: str | None) -> None:
+        self.app, self.user, self.work = app, user, work
+        self.env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": str(work),
+            "AUTO_REVIEW_CACHE_DIR": str(work / "cache"),
+            "AUTO_REVIEW_STATE_DIR": str(work / "state"),
+        }
+        run([PYTHON, str(app), "-q", "cache", "prepare"], self.env, user)
+        self.bundle = work / "bare-bundle"
+        self.runc_root = work / "bare-runc"
+
+    def launcher(self, *args: str) -> Callable[[], None]:
+        return lambda: run([PYTHON, str(self.app), *args], self.env, self.user)
+
+    def bare_runc(self, *args: str) -> Callable[[], None]:
+        """`runc run` of the config the launcher generates, without the launcher."""
+        sys.path.insert(0, str(ROOT))
+        from launcher import ocispec
+
+        m = manifest_of(self.app)
+        digest_dir = "sha256-" + m["digest"].split(":", 1)[1]
+        rootfs = self.work / "cache" / "v1" / "bundles" / digest_dir / "rootfs"
+        spec = ocispec.RunSpec(
+            rootfs=str(rootfs),
+            manifest=m,
+            args=list(args),
+            env=list(m["process"]["env"]),
+            state_dir=str(self.work / "state"),
+            rootless=self.user is not None,
+            resolv_conf="/etc/resolv.conf",
+        )
+        self.bundle.mkdir(exist_ok=True)
+        self.runc_root.mkdir(exist_ok=True, mode=0o700)
+        uid = pwd.getpwnam(self.user).pw_uid if self.user else 0
+        config = ocispec.build_config(spec)
+        if self.user:  # the config must map *that* user's uid, not ours
+            for key in ("uidMappings", "gidMappings"):
+                config["linux"][key][0]["hostID"] = uid
+        (self.bundle / "config.json").write_text(json.dumps(config))
+        for path in (self.bundle, self.runc_root):
+            os.chown(path, uid, uid)
+        counter = iter(range(10**6))
+        runc = shutil.which("runc") or "runc"
+        return lambda: run(
+            [
+                runc,
+                "--root",
+                str(self.runc_root),
+                "run",
+                "--bundle",
+                str(self.bundle),
+                f"bench-{next(counter)}",
+            ],
+            None,
+            self.user,
+        )
+
+
+def warm_rows(app: Path, rounds: int, base: Path) -> list[Row]:
+    rows: list[Row] = []
+    users: list[str | None] = [None] if os.geteuid() == 0 else []
+    try:
+        pwd.getpwnam(ROOTLESS_USER)
+        users.append(ROOTLESS_USER)
+    except KeyError:
+        pass
+    for user in users:
+        work = base / f"warm-{user or 'root'}"
+        work.mkdir(mode=0o755)
+        if user:
+            shutil.copy(app, work / "auto-review")
+            os.chmod(work / "auto-review", 0o755)
+            os.chown(work, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+            box = Sandbox(work / "auto-review", work, user)
+        else:
+            box = Sandbox(app, work, None)
+        mode = "rootless" if user else "root"
+        for args, goal in ((("check",), "<= 1.25x"), (("probe", "exit", "0"), "")):
+            ours = timed(box.launcher(*args), rounds)
+            ref = timed(box.bare_runc(*args), rounds)
+            rows.append(
+                (
+                    f"warm `{' '.join(args)}` ({mode})",
+                    fmt(ours),
+                    f"bare `runc run`: {fmt(ref)}",
+                    ratio(ours, ref),
+                    goal,
+                )
+            )
+    return rows
+
+
+def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
+    """Interpreter start + launcher imports from the zip + warm acquire, vs a bare interpreter."""
+    work = base / "warm-path"
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(work / "cache"))
+    run([PYTHON, str(app), "-q", "cache", "prepare"], env)
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/_vendor'];"
+        " from launcher import start; start.acquire(True)"
+    )
+    ours = timed(lambda: run([PYTHON, "-I", "-S", "-c", code, str(app)], env), rounds)
+    ref = timed(lambda: run([PYTHON, "-I", "-S", "-c", "pass"]), rounds)
+    extra = (statistics.median(ours) - statistics.median(ref)) * 1000
+    return (
+        "warm path (lock + marker, imports from the zip)",
+        fmt(ours),
+        f"`python3 -I -S -c pass`: {fmt(ref)}",
+        f"+{extra:.1f} ms",
+        "<= +10 ms",
+    )
+
+
+def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float:
+    """Peak RSS of a child command, in MB (ru_maxrss of a fresh wrapper's children)."""
+    code = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True,"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL);"
+        " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *cmd], env=env, check=True, capture_output=True, text=True
+    )
+    return int(out.stdout) / 1024
+
+
+def cold_rows(app: Path, rounds: int, base: Path) -> list[Row]:
+    work = base / "cold"
+    work.mkdir()
+    cache = work / "cache"
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache))
+    payload = work / "rootfs.tar.zst"
+    with zipfile.ZipFile(app) as zf:
+        payload.write_bytes(zf.read("bundle/rootfs.tar.zst"))
+    target = work / "tar-x"
+
+    def reset() -> None:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+
+    ours = timed(lambda: run([PYTHON, str(app), "-q", "cache", "prepare"], env), rounds, reset)
+    shell = f"zstd -dc {payload} | tar -x -C {target}"
+    ref = timed(lambda: run(["sh", "-c", shell]), rounds, reset)
+    reset()
+    rss = peak_rss_mb([PYTHON, str(app), "-q", "cache", "prepare"], env)
+    reset()
+    rss_ref = peak_rss_mb(["sh", "-c", shell], env)
+    reset()
+    procs_time = []
+    extractions = 0
+    for _ in range(max(1, rounds // 3)):
+        reset()
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [PYTHON, str(app), "cache", "prepare"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(16)
+        ]
+        errs = [p.communicate()[1] for p in procs]
+        procs_time.append(time.perf_counter() - started)
+        extractions = sum("unpacked" in e for e in errs)
+    return [
+        (
+            "cold unpack (cache emptied each round)",
+            fmt(ours),
+            f"`zstd -dc | tar -x`: {fmt(ref)}",
+            ratio(ours, ref),
+            "<= 1.2x",
+        ),
+        (
+            "cold unpack peak RSS",
+            f"{rss:.1f} MB",
+            f"`zstd -dc | tar -x`: {rss_ref:.1f} MB",
+            f"{rss / rss_ref:.2f}x",
+            "<= 64 MB",
+        ),
+        (
+            "16 concurrent cold starts",
+            fmt(procs_time),
+            f"one cold start: {fmt(ours)}",
+            ratio(procs_time, ours),
+            f"extractions: {extractions} (must be 1)",
+        ),
+    ]
+
+
+def size_rows(app: Path, base: Path) -> list[Row]:
+    m = manifest_of(app)
+    work = base / "size"
+    work.mkdir()
+    tar = work / "rootfs.tar"
+    with zipfile.ZipFile(app) as zf:
+        zst = zf.read("bundle/rootfs.tar.zst")
+    import zstandard
+
+    tar.write_bytes(zstandard.ZstdDecompressor().stream_reader(zst).read())
+    sizes = {}
+    for tool in ("xz", "gzip"):
+        out = subprocess.run([tool, "-9", "-c", str(tar)], check=True, capture_output=True).stdout
+        sizes[tool] = len(out)
+    single = app.stat().st_size
+    return [
+        (
+            "single file",
+            f"{single / 1e6:.1f} MB",
+            f"xz -9 of the tar: {sizes['xz'] / 1e6:.1f} MB",
+            f"{single / sizes['xz']:.2f}x",
+            "<= 15 MB",
+        ),
+        (
+            "payload (zstd)",
+            f"{len(zst) / 1e6:.1f} MB",
+            f"gzip -9 of the tar: {sizes['gzip'] / 1e6:.1f} MB",
+            f"{len(zst) / sizes['gzip']:.2f}x",
+            "",
+        ),
+        ("rootfs", f"{m['unpacked_size'] / 1e6:.1f} MB", f"{m['file_count']} entries", "", ""),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--app", type=Path, default=ROOT / "dist" / "auto-review")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else 15
+    app = ensure_app(args.app.resolve())
+    with tempfile.TemporaryDirectory(prefix="ar-bench-", dir="/tmp") as tmp:
+        base = Path(tmp)
+        os.chmod(base, 0o755)
+        rows = [
+            *warm_rows(app, rounds, base),
+            warm_path_row(app, rounds, base),
+            *cold_rows(app, rounds, base),
+            *size_rows(app, base),
+        ]
+    cores, mem = os.cpu_count(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(
+        f"auto-review {manifest_of(app)['version']}, {time.strftime('%Y-%m-%d')}, "
+        f"{cores} cores, {mem:.0f} GiB, {rounds} rounds, median (min-max)\n"
+    )
+    print("| case | auto-review | reference (same run) | ratio | goal |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
