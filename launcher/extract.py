@@ -122,11 +122,18 @@ class _EndTrackingTarInfo(tarfile.TarInfo):
             raise
 
 
+def _has_control(text: str) -> bool:
+    """Tabs, newlines, escapes...: never in a rootfs, and they would forge lines in files.tsv."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 def _normalize(raw: str, *, is_dir: bool, what: str = "") -> str | None:
     """Return the normalized relative path of a member name, None for the root itself."""
     shown = what or raw
     if "\x00" in raw:
         raise _refuse(shown, "NUL byte in name")
+    if _has_control(raw):
+        raise _refuse(shown, "control character in name")
     if raw in (".", "./"):
         return None
     if not raw:
@@ -331,6 +338,8 @@ class _Extractor:
         target = member.linkname
         if "\x00" in target:
             raise _refuse(member.name, "NUL byte in symlink target")
+        if _has_control(target):
+            raise _refuse(member.name, "control character in symlink target")
         if not target:
             raise _refuse(member.name, "empty symlink target")
         self.dir_fd(_split(path)[0])

@@ -178,7 +178,8 @@ def write_metadata(work: str, manifest: dict[str, Any], entries: list[Entry]) ->
     """bundle.json (the manifest) and files.tsv (what `cache verify` re-hashes)."""
     with open(os.path.join(work, "bundle.json"), "w") as fh:
         json.dump(manifest, fh, indent=2, sort_keys=True)
-    with open(os.path.join(work, FILES_LIST), "w") as fh:
+    # surrogateescape: tarfile decodes non-UTF-8 names that way; write them back as bytes
+    with open(os.path.join(work, FILES_LIST), "w", errors="surrogateescape") as fh:
         for e in entries:
             fh.write(f"{e.kind}\t{e.mode:o}\t{e.size}\t{e.digest}\t{e.path}\n")
 

@@ -660,3 +660,19 @@ def test_generated_archives_never_escape(hypothesis_base: Path, members: list[M]
         layout.assert_nothing_outside()
         if result is not None:
             _assert_tree_matches(layout.dest, result)
+
+
+@pytest.mark.parametrize("name", ["usr/bin/a\tb", "etc/x\ny", "esc\x1b[31m", "del\x7f"])
+def test_control_characters_in_names_are_refused(tmp_path: Path, name: str) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(PayloadCorrupt, match="control character in name"):
+        extract(make_tar([M(name, "file", data=b"x")]), dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_control_characters_in_symlink_targets_are_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(PayloadCorrupt, match="control character in symlink target"):
+        extract(make_tar([M("link", "symlink", target="a\nb")]), dest)
