@@ -193,9 +193,6 @@ def remove_or_keep(
     With `recheck`, a version whose use lock was touched since it was listed (a run
     started and ended meanwhile) is kept as recent.
     """
-    if os.path.basename(version.path) != layout.dirname(version.digest):
-        report.kept.append(version_item(version, "damaged: bundle.json names another digest"))
-        return False
     if report.dry_run:
         if inventory.is_in_use(layout, version.digest):
             report.kept.append(version_item(version, IN_USE))

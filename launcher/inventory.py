@@ -59,8 +59,8 @@ def cached_versions(layout: Layout) -> list[Version]:
             continue
         path = os.path.join(layout.bundles, name)
         manifest = read_manifest(path)
-        if manifest is None:
-            continue
+        if manifest is None or layout.dirname(str(manifest.get("digest"))) != name:
+            continue  # incomplete, or its manifest names another version: never act on it
         digest = manifest["digest"]
         try:
             last_used = os.stat(layout.use_lock(digest)).st_mtime
