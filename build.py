@@ -432,9 +432,8 @@ def python_tag(python: str) -> str:
     ).stdout.strip()
 
 
-def add_python(stage: Stage, python: str, recipe: Recipe) -> int:
+def add_python(stage: Stage, python: str, recipe: Recipe, gateway: Path) -> int:
     """Ship the stdlib modules the gateway imports: source plus pyc, and extension modules."""
-    gateway = PAYLOAD / recipe.section("gateway")["source"]
     tag = python_tag(python)
     jobs = []
     modules = scan_python_modules(python, gateway, recipe)
@@ -450,11 +449,28 @@ def add_python(stage: Stage, python: str, recipe: Recipe) -> int:
     return len(modules)
 
 
-def build_gateway_pyz(stage: Stage, python: str, recipe: Recipe) -> None:
-    """Pack payload/gateway into a deterministic zip with precompiled pycs."""
+def prepare_gateway_tree(dest: Path, python: str, recipe: Recipe) -> Path:
+    """payload/gateway plus the pure-Python packages the recipe vendors into it
+    (their .py files only, from the wheel for the target interpreter's ABI)."""
     section = recipe.section("gateway")
-    source = PAYLOAD / section["source"]
-    install = section["install"]
+    shutil.copytree(PAYLOAD / section["source"], dest, ignore=shutil.ignore_patterns("__pycache__"))
+    abi = python_tag(python).removeprefix("cpython-")
+    pins = pinned_requirements("gateway")
+    for dist, modules in sorted(section.get("vendor", {}).items()):
+        if dist not in pins:
+            raise BuildError(f"recipe vendors {dist} but pyproject's gateway extra does not pin it")
+        with zipfile.ZipFile(fetch_wheel(dist, pins[dist], abi, os.uname().machine)) as whl:
+            for member in sorted(whl.namelist()):
+                if member.split("/", 1)[0] in modules and member.endswith(".py"):
+                    target = dest / member
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(whl.read(member))
+    return dest
+
+
+def build_gateway_pyz(stage: Stage, python: str, recipe: Recipe, source: Path) -> None:
+    """Pack the gateway tree into a deterministic zip with precompiled pycs."""
+    install = recipe.section("gateway")["install"]
     with tempfile.TemporaryDirectory() as tmp:
         sources = sorted(p for p in source.rglob("*.py") if "__pycache__" not in p.parts)
         jobs = []
@@ -498,8 +514,10 @@ def assemble_host_rootfs(root: Path, recipe: Recipe) -> dict:
             raise BuildError(f"missing data file {host_path} (for {inroot})")
         stage.write(inroot, Path(host_path).read_bytes(), 0o644)
     python = recipe.section("executables")[recipe.section("python")["interpreter"]]
-    modules = add_python(stage, python, recipe)
-    build_gateway_pyz(stage, python, recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        gateway = prepare_gateway_tree(Path(tmp) / "gateway", python, recipe)
+        modules = add_python(stage, python, recipe, gateway)
+        build_gateway_pyz(stage, python, recipe, gateway)
     search = recipe.section("elf")["search"]
     elves = stage.add_elf_closure(search)
     stage.relativize_symlinks()
@@ -606,17 +624,19 @@ def write_zip(fh, entries: Iterable[tuple[str, bytes]], stored: Iterable[str] = 
             zf.writestr(info, data, compresslevel=9)
 
 
-def pinned_requirements() -> dict[str, str]:
-    """name -> version of the launcher's runtime deps, from pyproject.toml."""
+def pinned_requirements(extra: str | None = None) -> dict[str, str]:
+    """name -> version of the launcher's runtime deps (or of an extra), from pyproject.toml."""
     with open(HERE / "pyproject.toml", "rb") as fh:
-        deps = tomllib.load(fh)["project"]["dependencies"]
+        project = tomllib.load(fh)["project"]
+    deps = project["optional-dependencies"][extra] if extra else project["dependencies"]
     return dict(d.split("==", 1) for d in deps)
 
 
 def fetch_wheel(name: str, version: str, abi: str | None, machine: str) -> Path:
     """A wheel from the local cache, downloaded with pip on first use."""
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-    pattern = f"{name}-{version}-" + (f"cp{abi}-cp{abi}-*{machine}*.whl" if abi else "py3-*.whl")
+    stem = name.lower().replace("-", "_")  # wheel file names use the normalized name
+    pattern = f"{stem}-{version}-" + (f"cp{abi}-cp{abi}-*{machine}*.whl" if abi else "py3-*.whl")
     hits = sorted(WHEEL_CACHE.glob(pattern))
     if hits:
         return hits[0]

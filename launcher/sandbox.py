@@ -16,7 +16,7 @@ import stat
 import sys
 
 from launcher import gateway_env, ocispec, rundirs
-from launcher.errors import CacheUnusable, ConfigError, SandboxFailed
+from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
 from launcher.layout import default_state_dir
 from launcher.runtime import Runtime, discover
 from launcher.start import Acquired, acquire
@@ -24,6 +24,7 @@ from launcher.start import Acquired, acquire
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
 LOCK_FD = 3
+REPO_MOUNT = "/mnt/repo"  # a mount point the recipe pre-creates
 DOCTOR = "run: auto-review doctor"
 
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
@@ -51,6 +52,7 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             f"auto-review: runtime {runtime.name} ({runtime.path}): {runtime.reason}; {mode};"
             f" rootfs {acquired.rootfs}\n"
         )
+    argv, repo_dir = bind_repo_path(argv)
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
     dirs.clean_stale(runtime)
     run = dirs.new_run()
@@ -67,11 +69,33 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             rootless=rootless,
             resolv_conf=resolv_conf(),
             ca_bundle=ca_bundle(acquired, run.path),
+            repo_dir=repo_dir,
         )
         run.write_config(ocispec.build_config(spec))
         return supervise(runtime, dirs, run, acquired.lock_fd)
     finally:
         run.remove()
+
+
+def bind_repo_path(argv: list[str]) -> tuple[list[str], str | None]:
+    """`review --path DIR`: DIR is bound read-only at /mnt/repo and the argument rewritten.
+
+    Only the review command takes a host path; everything else passes unchanged.
+    """
+    if not argv or argv[0] != "review":
+        return argv, None
+    out, repo = [argv[0]], None
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg == "--path" or arg.startswith("--path="):
+            value = arg.split("=", 1)[1] if "=" in arg else next(rest, "")
+            repo = os.path.realpath(value) if value else ""
+            if not repo or not os.path.isdir(repo):
+                raise UsageError(f"--path {value!r} is not a directory", "give a git checkout")
+            out += ["--path", REPO_MOUNT]
+        else:
+            out.append(arg)
+    return out, repo
 
 
 def check_user_namespaces() -> None:
