@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,29 @@ def run_app(
         timeout=timeout,
         check=check,
     )
+
+
+def rewrite_app(
+    app: Path,
+    out: Path,
+    *,
+    payload: bytes | None = None,
+    edit_manifest: Callable[[dict], None] | None = None,
+) -> Path:
+    """A copy of the single file with another payload and/or an edited embedded manifest
+    (as an attacker or a broken download would produce it; the code id is kept)."""
+    with zipfile.ZipFile(app) as src, open(out, "wb") as fh:
+        fh.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(fh, "w") as dst:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == "bundle/rootfs.tar.zst" and payload is not None:
+                    data = payload
+                elif info.filename == "launcher/_embedded.py" and edit_manifest is not None:
+                    head, rest = data.decode().split("MANIFEST = ", 1)
+                    literal, tail = rest.split("\nCODE_ID = ", 1)
+                    manifest = ast.literal_eval(literal)
+                    edit_manifest(manifest)
+                    data = f"{head}MANIFEST = {manifest!r}\nCODE_ID = {tail}".encode()
+                dst.writestr(info, data)
+    return out

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, run_app
+from conftest import HOST_PYTHON, rewrite_app, run_app
 
 PAYLOAD = "bundle/rootfs.tar.zst"
 
@@ -197,17 +197,9 @@ def test_one_flipped_byte_is_refused_before_publishing(
 
 def test_digest_mismatch_is_refused(app: Path, tmp_path: Path) -> None:
     """The payload is intact but the manifest names another digest: hashing must catch it."""
-    bad = tmp_path / "auto-review"
-    with zipfile.ZipFile(app) as src, open(bad, "wb") as out:
-        out.write(b"#!/usr/bin/env python3\n")
-        with zipfile.ZipFile(out, "w") as dst:
-            for info in src.infolist():
-                data = src.read(info)
-                if info.filename == "launcher/_embedded.py":
-                    text = data.decode()
-                    digest = text.split("'digest': 'sha256:", 1)[1][:64]
-                    data = text.replace(digest, "0" * 64).encode()
-                dst.writestr(info, data)
+    bad = rewrite_app(
+        app, tmp_path / "auto-review", edit_manifest=lambda m: m.update(digest="sha256:" + "0" * 64)
+    )
     cache = tmp_path / "cache"
     result = run_app(bad, "cache", "prepare", env=env_for(cache))
     assert result.returncode == 65, result.stderr

@@ -3,7 +3,6 @@ payload whose zstd window would need more memory than we allow."""
 
 from __future__ import annotations
 
-import ast
 import io
 import os
 import pty
@@ -13,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import zstandard
-from conftest import HOST_PYTHON, run_app
+from conftest import HOST_PYTHON, rewrite_app, run_app
 
 
 def env_for(cache: Path, **extra: str) -> dict[str, str]:
@@ -69,26 +68,14 @@ def test_verbose_names_the_runtime_and_why(app: Path, tmp_path: Path) -> None:
 
 
 def with_payload(app: Path, out: Path, payload: bytes) -> Path:
-    """A copy of the single file whose payload (and the manifest's digest/size) is replaced."""
+    """A copy of the single file with another payload, its digest and size in the manifest."""
     import hashlib
 
-    with zipfile.ZipFile(app) as src, open(out, "wb") as fh:
-        fh.write(b"#!/usr/bin/env python3\n")
-        with zipfile.ZipFile(fh, "w") as dst:
-            for info in src.infolist():
-                data = src.read(info)
-                if info.filename == "bundle/rootfs.tar.zst":
-                    data = payload
-                elif info.filename == "launcher/_embedded.py":
-                    text = data.decode()
-                    head, rest = text.split("MANIFEST = ", 1)
-                    literal, tail = rest.split("\nCODE_ID = ", 1)
-                    manifest = ast.literal_eval(literal)
-                    manifest["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
-                    manifest["compressed_size"] = len(payload)
-                    data = f"{head}MANIFEST = {manifest!r}\nCODE_ID = {tail}".encode()
-                dst.writestr(info, data)
-    return out
+    def edit(manifest: dict) -> None:
+        manifest["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
+        manifest["compressed_size"] = len(payload)
+
+    return rewrite_app(app, out, payload=payload, edit_manifest=edit)
 
 
 def test_a_zstd_window_over_the_cap_is_refused(app: Path, tmp_path: Path) -> None:
