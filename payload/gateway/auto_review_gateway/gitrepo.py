@@ -1,0 +1,301 @@
+"""Hermetic git: fetch two commits over HTTPS, or read a local checkout in place.
+
+Every git process gets a built-from-scratch environment (no system or global
+config, no prompts, no askpass) and ``-c`` options that switch off everything a
+repository could use to run a program: hooks, fsmonitor, credential helpers,
+every transport but HTTPS. A repository's own config still applies, so every
+command that parses git's output also pins the options it depends on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+from auto_review_gateway.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError
+
+GIT_OPTIONS = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "protocol.allow=never",
+    "-c", "protocol.https.allow=always",
+    "-c", "credential.helper=",
+    "-c", "safe.directory=*",
+    "-c", "transfer.fsckObjects=true",
+    "-c", "init.templateDir=",
+    # A stalled server must not hang the review: abort below 1 byte/s for a minute.
+    "-c", "http.lowSpeedLimit=1",
+    "-c", "http.lowSpeedTime=60",
+)  # fmt: skip
+PASS_THROUGH_ENV = ("SSL_CERT_FILE", "GIT_SSL_CAINFO")
+FIRST_DEPTH = 50
+MAX_DEEPEN_ROUNDS = 6  # 50 + 50 + 100 + ... + 1600 commits, then --unshallow
+FETCH_TIMEOUT = 900  # seconds for one fetch
+LOCAL_TIMEOUT = 300  # seconds for one local command (a diff of a huge change)
+_BASE_REF = "refs/auto-review/base"
+_HEAD_REF = "refs/auto-review/head"
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
+# Server answers that mean "that ref or commit is not there", not "could not connect".
+_MISSING_REF = (
+    "couldn't find remote ref",
+    "not our ref",
+    "unadvertised object",
+    "no such remote ref",
+)
+
+
+def redact(text: str, url: str = "") -> str:
+    """``text`` without any URL userinfo (``user:token@``), nor the secret of ``url``'s.
+
+    The secret is the password, or a user name long enough to be a token
+    (``https://<token>@host``); a short name such as "git" is left alone.
+    """
+    text = _USERINFO.sub(r"\1", text)
+    match = re.match(r"(?i)[a-z][a-z0-9+.-]*://([^/@]*)@", url)
+    if match:
+        from urllib.parse import unquote
+
+        userinfo = match.group(1)
+        for form in {userinfo, unquote(userinfo)}:
+            user, colon, password = form.partition(":")
+            secret = password if colon else user if len(user) >= 8 else ""
+            if len(secret) >= 3:  # blanking "a" everywhere would garble the message
+                text = text.replace(secret, "***")
+    return text
+
+
+def git_env(home: str) -> dict[str, str]:
+    """The whole environment of a git process: nothing of ours leaks in but the CA settings."""
+    env = {
+        "PATH": os.environ.get("PATH") or os.defpath,
+        "HOME": home,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_OPTIONAL_LOCKS": "0",  # reading must never write to the repository
+        "LANG": "C",
+        "LC_ALL": "C",
+    }
+    for name in PASS_THROUGH_ENV:
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return env
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1] if lines else "no message from git"
+
+
+def _check_ref(ref: str) -> None:
+    # Refs become command-line arguments: one starting with "-" would be an option.
+    if not ref or ref.startswith("-") or any(c.isspace() or ord(c) < 32 for c in ref):
+        raise ReviewError(f"not a valid git ref: {ref!r}", EXIT_BAD_REF)
+
+
+class Repo:
+    """A git directory with the base and head commits resolved to SHAs."""
+
+    def __init__(self, git_dir: str, home: str) -> None:
+        """Wrap ``git_dir``; git runs with ``home`` as HOME. Call :meth:`resolve` next."""
+        self.git_dir = git_dir
+        self.env = git_env(home)
+        self.base = ""
+        self.head = ""
+
+    def git(
+        self, *args: str, input: bytes | None = None, timeout: float = LOCAL_TIMEOUT
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``git <args>`` on this repository; never raises for git's exit status."""
+        cmd = ["git", "--no-pager", *GIT_OPTIONS, "--git-dir", self.git_dir, *args]
+        try:
+            return subprocess.run(
+                cmd,
+                input=input,
+                capture_output=True,
+                env=self.env,
+                timeout=timeout,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            message = f"git {args[0]} timed out after {timeout:.0f} s"
+            raise ReviewError(message, EXIT_CLONE) from None
+        except OSError as exc:
+            raise ReviewError(f"cannot run git: {exc.strerror or exc}", EXIT_CLONE) from None
+
+    def _output(self, *args: str) -> str:
+        proc = self.git(*args)
+        if proc.returncode != 0:
+            raise ReviewError(f"git {args[0]} failed: {_last_line(proc.stderr)}", EXIT_CLONE)
+        return proc.stdout.decode(errors="replace").strip()
+
+    def rev_parse(self, ref: str) -> str:
+        """The commit SHA ``ref`` names here; ReviewError(EXIT_BAD_REF) if none."""
+        _check_ref(ref)
+        proc = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        if proc.returncode != 0:
+            raise ReviewError(f"unknown ref {ref!r}: no such commit", EXIT_BAD_REF)
+        return proc.stdout.decode().strip()
+
+    def resolve(self, base: str, head: str) -> None:
+        """Set :attr:`base` and :attr:`head` to the SHAs of the given refs."""
+        self.base = self.rev_parse(base)
+        self.head = self.rev_parse(head)
+
+    def find_merge_base(self) -> str | None:
+        """The best common ancestor of base and head, or None when (so far) there is none."""
+        proc = self.git("merge-base", self.base, self.head)
+        if proc.returncode == 1 and not proc.stdout.strip():
+            return None
+        if proc.returncode != 0:
+            raise ReviewError(f"git merge-base failed: {_last_line(proc.stderr)}", EXIT_CLONE)
+        return proc.stdout.decode().strip()
+
+    def merge_base(self) -> str:
+        """The best common ancestor of base and head; ReviewError(EXIT_BAD_REF) if none."""
+        found = self.find_merge_base()
+        if found is None:
+            shallow = self.git("rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
+            hint = " (the repository is shallow: fetch more history)" if shallow else ""
+            raise ReviewError(
+                f"base {self.base[:12]} and head {self.head[:12]} have no common ancestor{hint}",
+                EXIT_BAD_REF,
+            )
+        return found
+
+    def diff(self, merge_base: str, head: str) -> str:
+        """The unified diff (3 lines of context, renames found) from ``merge_base`` to ``head``."""
+        # Pinned so that no repository setting (noprefix, relative, submodule
+        # logs, external drivers, textconv) can change the format we parse.
+        proc = self.git(
+            "diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--unified=3",
+            "--src-prefix=a/", "--dst-prefix=b/", "--no-relative", "--submodule=short",
+            "--end-of-options", merge_base, head,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise ReviewError(f"git diff failed: {_last_line(proc.stderr)}", EXIT_CLONE)
+        return proc.stdout.decode(errors="replace")
+
+    def file_at(self, sha: str, path: str) -> bytes:
+        """The content of ``path`` at commit ``sha``; FileNotFoundError if it has none."""
+        proc = self.git("cat-file", "blob", f"{sha}:{path}")
+        if proc.returncode != 0:
+            raise FileNotFoundError(f"{path} does not exist at {sha[:12]}")
+        return proc.stdout
+
+    def size_at(self, sha: str, path: str) -> int:
+        """The size in bytes of ``path`` at commit ``sha``; FileNotFoundError if it has none."""
+        proc = self.git("cat-file", "-s", f"{sha}:{path}")
+        if proc.returncode != 0:
+            raise FileNotFoundError(f"{path} does not exist at {sha[:12]}")
+        return int(proc.stdout)
+
+    def sizes_at(self, sha: str, paths: list[str]) -> dict[str, int]:
+        """Sizes of many files at ``sha`` with one git process (missing files are left out)."""
+        batch = [p for p in paths if "\n" not in p]
+        sizes: dict[str, int] = {}
+        if batch:
+            text = "".join(f"{sha}:{p}\n" for p in batch).encode()
+            proc = self.git("cat-file", "--batch-check=%(objectsize)", input=text)
+            if proc.returncode != 0:
+                raise ReviewError(f"git cat-file failed: {_last_line(proc.stderr)}", EXIT_CLONE)
+            for path, answer in zip(batch, proc.stdout.decode().split("\n"), strict=False):
+                if answer.isdigit():
+                    sizes[path] = int(answer)
+        for path in paths:
+            if "\n" in path:
+                try:
+                    sizes[path] = self.size_at(sha, path)
+                except FileNotFoundError:
+                    pass
+        return sizes
+
+
+def open_path(path: str, base: str, head: str) -> Repo:
+    """Read the existing checkout (or bare repository) at ``path`` in place, without writing.
+
+    ReviewError: EXIT_CLONE if ``path`` is not a git repository, EXIT_BAD_REF
+    if ``base`` or ``head`` does not name a commit there.
+    """
+    top = os.path.abspath(path)
+    if not os.path.isdir(top):
+        raise ReviewError(f"{path}: not a directory", EXIT_CLONE)
+    env = git_env(tempfile.gettempdir())
+    # Look at `top` itself only, never at a repository that happens to enclose it.
+    env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(top)
+    cmd = ["git", "--no-pager", *GIT_OPTIONS, "-C", top, "rev-parse", "--absolute-git-dir"]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=LOCAL_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ReviewError(f"cannot run git: {exc}", EXIT_CLONE) from None
+    if proc.returncode != 0:
+        raise ReviewError(f"{path}: not a git repository", EXIT_CLONE)
+    repo = Repo(proc.stdout.decode(errors="surrogateescape").strip(), tempfile.gettempdir())
+    repo.resolve(base, head)
+    return repo
+
+
+def clone(url: str, base: str, head: str, workdir: str) -> Repo:
+    """Fetch ``base`` and ``head`` (branch, tag or full SHA) of ``url`` into ``workdir``.
+
+    Shallow first, then deeper until base and head share an ancestor. Only the
+    two commits' history is fetched, into a bare repository: no checkout.
+    ReviewError: EXIT_CLONE when the server cannot be reached or refuses us,
+    EXIT_BAD_REF when a ref is not on the server. Messages never carry the
+    URL's userinfo.
+    """
+    _check_ref(base)
+    _check_ref(head)
+    shown = redact(url)
+    if not url or url.startswith("-"):
+        raise ReviewError(f"not a repository URL: {shown!r}", EXIT_CLONE)
+    home = os.path.join(workdir, "home")
+    git_dir = os.path.join(workdir, "repo.git")
+    os.makedirs(home, exist_ok=True)
+    repo = Repo(git_dir, home)
+    # `git init` runs before the directory is a repository: --git-dir names what to create.
+    proc = repo.git("init", "--quiet", "--bare")
+    if proc.returncode != 0:
+        raise ReviewError(f"git init failed: {_last_line(proc.stderr)}", EXIT_CLONE)
+    refspecs = [f"+{base}:{_BASE_REF}", f"+{head}:{_HEAD_REF}"]
+
+    def fetch(*how: str) -> None:
+        proc = repo.git(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+            *how, "--end-of-options", url, *refspecs,
+            timeout=FETCH_TIMEOUT,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            last = redact(_last_line(proc.stderr), url)
+            if last.startswith(("fatal: ", "error: ")):
+                last = last.split(": ", 1)[1]
+            missing = any(s in proc.stderr.decode(errors="replace") for s in _MISSING_REF)
+            if missing:
+                raise ReviewError(f"{shown}: no ref {base!r} or {head!r}: {last}", EXIT_BAD_REF)
+            raise ReviewError(f"could not fetch {shown}: {last}", EXIT_CLONE)
+
+    fetch(f"--depth={FIRST_DEPTH}")
+    shas = []
+    for ref, name in ((_BASE_REF, base), (_HEAD_REF, head)):
+        try:
+            shas.append(repo.rev_parse(ref))
+        except ReviewError:
+            raise ReviewError(f"{name!r} does not name a commit in {shown}", EXIT_BAD_REF) from None
+    repo.base, repo.head = shas
+    deepen = FIRST_DEPTH
+    for round_ in range(MAX_DEEPEN_ROUNDS + 1):
+        if repo.find_merge_base() is not None:
+            break
+        if repo._output("rev-parse", "--is-shallow-repository") != "true":
+            break  # whole history here and still no common ancestor: merge_base() says so
+        if round_ < MAX_DEEPEN_ROUNDS:
+            fetch(f"--deepen={deepen}")
+            deepen *= 2
+        else:
+            fetch("--unshallow")
+    return repo
