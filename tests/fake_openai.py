@@ -1,0 +1,260 @@
+"""A loopback stand-in for a hosted OpenAI-compatible API, which tests cannot reach.
+
+It speaks the real ``POST /v1/chat/completions`` wire format: the request is a JSON
+``{"model", "messages", ...}`` body, the answer a ``chat.completion`` object whose
+``choices[0].message.content`` is the text a test scripted. Each test queues the answers
+it wants (:meth:`FakeOpenAI.script`) and then inspects what arrived
+(:attr:`FakeOpenAI.requests`, including the Authorization header).
+
+Scripted items:
+
+* a ``str``: a normal completion with that text as the assistant's content;
+* :class:`Reply`: any status and JSON body (e.g. a 500 or a 401 error object);
+* :class:`Stall`: wait that many seconds before answering (for client timeouts).
+
+With nothing queued the server answers 500, so a test that makes one request too many
+fails loudly. ``ssl_context`` serves HTTPS instead of HTTP.
+
+Typical use::
+
+    with FakeOpenAI() as api:
+        api.script('{"findings": [], "summary": "ok"}')
+        ...  # point LLM_BASE_URL at api.base_url
+        assert api.requests[0].json["model"] == "gpt-4o-mini"
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted raw answer: ``status``, a JSON body (None: empty body), extra headers."""
+
+    status: int
+    body: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Wait ``seconds`` before answering (interrupted when the server stops), then
+    answer with ``then`` (a str or Reply)."""
+
+    seconds: float
+    then: Any = '{"findings": [], "summary": "late"}'
+
+
+@dataclass
+class Received:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # header names lower-cased
+    json: Any  # the parsed body (None when it was not JSON)
+    raw: bytes = field(repr=False, default=b"")
+
+
+def completion(content: str, model: str, created: int | None = None) -> dict[str, Any]:
+    """A ``chat.completion`` object as OpenAI returns it, with ``content`` as the answer."""
+    return {
+        "id": "chatcmpl-fake0001",
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 100,
+            "completion_tokens": max(1, len(content) // 4),
+            "total_tokens": 100 + max(1, len(content) // 4),
+        },
+        "system_fingerprint": "fp_fake",
+    }
+
+
+def error_body(message: str, kind: str = "server_error", code: str | None = None) -> dict[str, Any]:
+    """An OpenAI error object: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+class FakeOpenAI:
+    """The server; use as a context manager (or call :meth:`start` / :meth:`stop`)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.requests: list[Received] = []
+        self._answers: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ssl_context = ssl_context
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeOpenAI:
+        """Bind an ephemeral loopback port and serve in a background thread."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server.daemon_threads = True
+        server.block_on_close = False  # a stalled handler must not hold up stop()
+        if self._ssl_context is not None:
+            server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        # a short poll interval: stop() waits for the serve loop to notice shutdown()
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake stalled handlers, and close the socket."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ test API
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        assert self._server is not None, "not started"
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """``http(s)://127.0.0.1:<port>/v1``, what LLM_BASE_URL should be."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
+
+    @property
+    def url(self) -> str:
+        """Alias of :attr:`base_url`."""
+        return self.base_url
+
+    def script(self, *answers: Any) -> None:
+        """Queue answers for the next requests, in order."""
+        with self._lock:
+            self._answers.extend(answers)
+
+    @property
+    def pending(self) -> int:
+        """Scripted answers not yet consumed."""
+        with self._lock:
+            return len(self._answers)
+
+    def _next(self) -> Any:
+        with self._lock:
+            return self._answers.popleft() if self._answers else None
+
+    def _record(self, received: Received) -> None:
+        with self._lock:
+            self.requests.append(received)
+
+
+def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    """The request handler class bound to ``fake``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "fake-openai/1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: pytest shows failures, not access logs
+
+        def _send(self, status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
+            data = b"" if body is None else json.dumps(body).encode("utf-8")
+            try:
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # the client gave up (e.g. its timeout fired during a Stall)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") == "/v1/models":
+                model = {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}
+                self._send(200, {"object": "list", "data": [model]})
+            else:
+                self._send(404, error_body(f"Unknown path {self.path}", "invalid_request_error"))
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._send(413, error_body("request too large", "invalid_request_error"))
+                return
+            raw = self.rfile.read(length)
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                doc = None
+            fake._record(
+                Received(
+                    method="POST",
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    json=doc,
+                    raw=raw,
+                )
+            )
+            if self.path != "/v1/chat/completions":
+                self._send(404, error_body(f"Unknown path {self.path}", "invalid_request_error"))
+                return
+            if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
+                # what the real API says to a body without messages
+                self._send(
+                    400,
+                    error_body(
+                        "We could not parse the JSON body of your request.",
+                        "invalid_request_error",
+                    ),
+                )
+                return
+            answer = fake._next()
+            if isinstance(answer, Stall):
+                fake._stopping.wait(answer.seconds)
+                answer = answer.then
+            if answer is None:
+                self._send(500, error_body("fake: no scripted answer left"))
+            elif isinstance(answer, Reply):
+                self._send(answer.status, answer.body, answer.headers)
+            else:
+                self._send(200, completion(str(answer), str(doc.get("model", ""))))
+
+    return Handler
