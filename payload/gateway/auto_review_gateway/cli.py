@@ -7,9 +7,9 @@ subcommand is adding its module to the import and to COMMANDS.
 
 import argparse
 
-from auto_review_gateway import __version__, check, probe
+from auto_review_gateway import __version__, check, probe, review_cmd
 
-COMMANDS = (check, probe)
+COMMANDS = (check, probe, review_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

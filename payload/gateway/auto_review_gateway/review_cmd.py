@@ -1,0 +1,202 @@
+"""``review``: review the change from a base to a head commit once, print it, maybe post it.
+
+Exit status: 0 when the review ran (whatever it found), else the EXIT_* code of
+the failure (see model.py): 2 usage, 3 could not clone or read the repository,
+4 bad ref, 5 reviewer failed, 6 bad .auto_review.yaml or environment, 7 posting
+failed. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Every command module is imported to build the parser: this one keeps its
+# heavier imports (tempfile, shutil, the pipeline) inside the functions.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from auto_review_gateway.forgejo import Publication
+    from auto_review_gateway.gitrepo import Repo
+    from auto_review_gateway.model import Finding, ReviewContext
+
+NAME = "review"
+HELP = "review the change between two commits of a repository and print the result"
+FORMATS = ("text", "json", "markdown")
+DEFAULT_MAX_DIFF_BYTES = 256 * 1024
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``review``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--repo", metavar="URL", help="HTTPS URL of the repository to fetch")
+    source.add_argument("--path", metavar="DIR", help="a local checkout, read in place (read-only)")
+    parser.add_argument("--base", required=True, metavar="REF", help="branch, tag or SHA")
+    parser.add_argument(
+        "--head", default="HEAD", metavar="REF", help="branch, tag or SHA (default: HEAD)"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="default: text")
+    parser.add_argument(
+        "--max-diff-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_DIFF_BYTES,
+        metavar="N",
+        help="cap on the diff read, applied at file boundaries (default: 256 KiB)",
+    )
+    parser.add_argument(
+        "--post",
+        action="store_true",
+        help="post the review to the pull request (FORGEJO_BASE_URL, AR_FORGEJO_TOKEN)",
+    )
+    parser.add_argument("--pr", metavar="OWNER/REPO#N", help="the pull request to post to")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the review and print it; return 0, or print one error line and return its code."""
+    from auto_review_gateway.gitrepo import redact
+    from auto_review_gateway.model import ReviewError
+
+    try:
+        return _review(args)
+    except ReviewError as exc:
+        print(f"auto-review: error: {redact(str(exc), args.repo or '')}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _review(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from auto_review_gateway import gitrepo
+
+    if args.path is not None:
+        with _Reading():
+            repo = gitrepo.open_path(args.path, args.base, args.head)
+        return _review_repo(repo, args)
+    with _Reading():
+        work = tempfile.mkdtemp(prefix="auto-review-")
+    try:
+        with _Reading():
+            repo = gitrepo.clone(args.repo, args.base, args.head, work)
+        return _review_repo(repo, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class _Reading:
+    """Turns an OSError or ValueError while reading the repository into a clean exit."""
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        from auto_review_gateway.model import EXIT_CLONE, ReviewError
+
+        if isinstance(exc, (OSError, ValueError)):
+            raise ReviewError(f"could not read the repository: {exc}", EXIT_CLONE) from None
+
+
+def _config_text(repo: Repo) -> str | None:
+    from auto_review_gateway import repoconfig
+    from auto_review_gateway.model import EXIT_CONFIG, ReviewError
+
+    try:
+        size = repo.size_at(repo.head, repoconfig.FILENAME)
+    except FileNotFoundError:
+        return None
+    if size > repoconfig.MAX_FILE_BYTES:
+        raise ReviewError(f"{repoconfig.FILENAME}: larger than 64 KiB", EXIT_CONFIG)
+    try:
+        return repo.file_at(repo.head, repoconfig.FILENAME).decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise ReviewError(f"{repoconfig.FILENAME}: not UTF-8 text", EXIT_CONFIG) from None
+
+
+def _review_repo(repo: Repo, args: argparse.Namespace) -> int:
+    from auto_review_gateway import builtin_rules, context, render, repoconfig
+    from auto_review_gateway.model import Review, ReviewError
+
+    with _Reading():
+        config = repoconfig.load(_config_text(repo))
+        if config.enabled:
+            ctx = context.build(repo, repo.base, repo.head, config, args.max_diff_bytes)
+    if not config.enabled:
+        print(render.render_disabled(repo.base, repo.head, args.format))
+        return 0
+    publication = _start_post(args.pr, repo.head) if args.post else None
+    findings = builtin_rules.review(ctx)
+    reviewers = ["builtin"]
+    if os.environ.get("LLM_BASE_URL"):
+        try:
+            llm_findings, model = _llm_review(ctx)
+        except ReviewError as exc:
+            if publication:
+                publication.error(f"auto-review failed: {str(exc)[:100]}")
+            raise
+        findings += llm_findings
+        reviewers.append(f"llm:{model}")
+    review = Review(
+        base=repo.base,
+        head=repo.head,
+        reviewer="+".join(reviewers),
+        findings=_ordered(findings),
+        files_reviewed=len(ctx.files),
+        truncated=ctx.truncated,
+        skipped=ctx.skipped,
+    )
+    print(render.render(review, args.format), flush=True)
+    if publication:
+        publication.finish(review)
+    return 0
+
+
+def _ordered(findings: list[Finding]) -> list[Finding]:
+    """Without exact duplicates, by path, line, severity (worst first), rule."""
+    from auto_review_gateway.model import severity_rank
+
+    return sorted(
+        set(findings), key=lambda f: (f.path, f.line, -severity_rank(f.severity), f.rule, f.message)
+    )
+
+
+def _llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
+    from auto_review_gateway.model import EXIT_REVIEWER, ReviewError
+
+    try:
+        from auto_review_gateway import llm
+    except ImportError as exc:
+        raise ReviewError(
+            f"LLM_BASE_URL is set but the LLM reviewer is missing: {exc}", EXIT_REVIEWER
+        ) from None
+    try:
+        return llm.review(ctx)
+    except ReviewError:
+        raise  # it names its own cause (EXIT_REVIEWER, or EXIT_CONFIG for a bad setting)
+    except Exception as exc:
+        raise ReviewError(
+            f"the LLM reviewer failed: {type(exc).__name__}: {exc}", EXIT_REVIEWER
+        ) from None
+
+
+def _start_post(pr: str | None, head: str) -> Publication:
+    """Check --pr and the forge settings, and set the pending status, before reviewing."""
+    from auto_review_gateway import forgejo
+    from auto_review_gateway.model import EXIT_USAGE, ReviewError
+
+    if not pr:
+        raise ReviewError("--post needs --pr OWNER/REPO#N", EXIT_USAGE)
+    return forgejo.Publication(pr, head)
