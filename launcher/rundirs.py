@@ -107,11 +107,16 @@ class RunDirs:
                 make_private_dir(path, "runtime directory")
         return dirs
 
-    def new_run(self) -> Run:
-        """A fresh run dir named after this launcher's pid."""
-        container_id = f"{PREFIX}{os.getpid()}"
+    def new_run(self, runtime: Runtime, container_id: str | None = None) -> Run:
+        """A fresh run dir, named after this launcher's pid unless a fixed id is given.
+
+        A fixed id (a service that runs one instance) may still name a container left
+        by a killed run: that one is deleted first.
+        """
+        container_id = container_id or f"{PREFIX}{os.getpid()}"
         path = os.path.join(self.runs, container_id)
-        if os.path.lexists(path):  # a previous launcher with our recycled pid
+        if os.path.lexists(path):  # a killed run with this id, or our recycled pid
+            self.delete(runtime, container_id)
             Run(path, container_id).remove()
         os.mkdir(path, 0o700)
         return Run(path, container_id)

@@ -55,13 +55,17 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     argv, repo_dir = bind_repo_path(argv)
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
     dirs.clean_stale(runtime)
-    run = dirs.new_run()
+    run = dirs.new_run(runtime, fixed_container_id())
     try:
         spec = ocispec.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
             args=argv,
-            env=gateway_env.sandbox_env(acquired.manifest["process"]["env"], runtime.name, {}),
+            env=gateway_env.sandbox_env(
+                acquired.manifest["process"]["env"],
+                runtime.name,
+                {"AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest},
+            ),
             state_dir=state_dir(
                 *sandbox_owner(rootless, acquired.manifest),
                 acquired.manifest["process"]["user"]["uid"],
@@ -96,6 +100,20 @@ def bind_repo_path(argv: list[str]) -> tuple[list[str], str | None]:
         else:
             out.append(arg)
     return out, repo
+
+
+def fixed_container_id() -> str | None:
+    """AUTO_REVIEW_CONTAINER_ID: a stable container name for a service (one instance), so
+    systemd's ExecStopPost can `runc delete --force` it by name."""
+    value = os.environ.get("AUTO_REVIEW_CONTAINER_ID", "").strip()
+    if not value:
+        return None
+    if not (value[0].isalnum() and all(c.isalnum() or c in "._-" for c in value)):
+        raise ConfigError(
+            f"AUTO_REVIEW_CONTAINER_ID={value!r} is not a valid container id",
+            "use letters, digits, '.', '_' and '-'",
+        )
+    return value
 
 
 def check_user_namespaces() -> None:
@@ -257,7 +275,8 @@ def run_bare(acquired: Acquired, argv: list[str]) -> int:
     manifest = acquired.manifest
     gateway = os.path.join(acquired.rootfs, manifest["process"]["args"][-1].lstrip("/"))
     state = state_dir(os.geteuid(), os.getegid(), manifest["process"]["user"]["uid"])
-    env_list = gateway_env.sandbox_env([], "bare", {"AUTO_REVIEW_STATE_DIR_INSIDE": state})
+    extra = {"AUTO_REVIEW_STATE_DIR_INSIDE": state, "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest}
+    env_list = gateway_env.sandbox_env([], "bare", extra)
     env = dict(item.split("=", 1) for item in env_list)
     env["PATH"] = os.environ.get("PATH", os.defpath)
     env.setdefault("HOME", state)

@@ -350,3 +350,29 @@ def test_help_lists_both_kinds_of_command(root_runner: Runner) -> None:
     assert result.returncode == 0
     for word in ("check", "review", "serve", "cache", "bundle", "doctor"):
         assert word in result.stdout
+
+
+def test_a_fixed_container_id_replaces_a_killed_run(root_runner: Runner) -> None:
+    env = root_runner.env(AUTO_REVIEW_CONTAINER_ID="ar-service")
+    proc = root_runner.popen("probe", "sleep", "60", env=env)
+    wait_ready(proc)
+    state_root = root_runner.cache / "v1" / "run" / "runc"
+    out = subprocess.run(["runc", "--root", str(state_root), "state", "ar-service"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    state = json.loads(out.stdout)
+    proc.kill()  # the service's launcher dies; its container lives on under the fixed name
+    proc.wait()
+    result = root_runner.run("probe", "exit", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert gone(state["pid"]), "the old container under the fixed name was not deleted"
+
+
+def test_a_bad_fixed_container_id_is_a_config_error(root_runner: Runner) -> None:
+    result = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_CONTAINER_ID="../x"))
+    assert result.returncode == 78
+    assert "AUTO_REVIEW_CONTAINER_ID" in result.stderr
+
+
+def test_the_gateway_learns_the_bundle_digest(root_runner: Runner, app: Path) -> None:
+    result = root_runner.run("probe", "env")
+    assert "AUTO_REVIEW_BUNDLE_DIGEST" in result.stdout.split()

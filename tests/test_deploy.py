@@ -1,0 +1,64 @@
+"""The systemd unit is one systemd itself accepts (systemd-analyze verify), and it wires
+the pieces the launcher reads: state, cache and runtime dirs, the fixed container id."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+UNIT = ROOT / "deploy" / "systemd" / "auto-review.service"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates the service user")
+
+
+@pytest.fixture(scope="module")
+def service_user() -> None:
+    try:
+        pwd.getpwnam("auto-review")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", "auto-review"], check=True)  # fmt: skip
+    Path("/etc/auto-review").mkdir(exist_ok=True)
+    Path("/etc/auto-review/env").touch()
+
+
+def verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """systemd-analyze verify on the unit, with the single file where the unit expects it."""
+    unit = tmp_path / "auto-review.service"
+    unit.write_text(unit_text.replace("/usr/local/bin/auto-review", str(ROOT / "build.py")))
+    env = dict(os.environ, SYSTEMD_LOG_LEVEL="warning")
+    return subprocess.run(["systemd-analyze", "verify", str(unit)], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_systemd_accepts_the_unit(service_user: None, tmp_path: Path) -> None:
+    result = verify(UNIT.read_text(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_a_broken_unit_is_reported(service_user: None, tmp_path: Path) -> None:
+    """Control: the check above can fail."""
+    broken = UNIT.read_text().replace("ExecStart=/usr/bin/python3", "ExecStart=python3-relative")
+    broken = broken.replace("KillSignal=SIGTERM", "KillSignal=SIGNOPE")
+    result = verify(broken, tmp_path)
+    assert result.returncode != 0 or result.stderr.strip()
+
+
+def test_the_unit_sets_what_the_launcher_reads() -> None:
+    lines = dict(
+        line.split("=", 1)
+        for line in UNIT.read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    assert lines["StateDirectory"] == "auto-review"
+    assert lines["EnvironmentFile"] == "/etc/auto-review/env"
+    assert "auto-review-gateway" in lines["ExecStopPost"]
+    text = UNIT.read_text()
+    assert "Environment=AUTO_REVIEW_CONTAINER_ID=auto-review-gateway" in text
+    assert "Environment=AUTO_REVIEW_STATE_DIR=%S/auto-review" in text
+    assert "RuntimeDirectoryMode=0700" in text  # rundirs only trusts a private XDG_RUNTIME_DIR
