@@ -6,15 +6,18 @@ It speaks the API paths and JSON the gateway uses, with the real status codes:
   with a ``CommitStatus`` object;
 * ``POST /api/v1/repos/{owner}/{repo}/pulls/{index}/reviews`` (``CreatePullReviewOptions``)
   -> 200 with a ``PullReview`` object;
-* ``GET /api/v1/version`` -> 200 ``{"version": ...}`` (a cheap reachability probe).
+* ``GET /api/v1/version`` -> 200 ``{"version": ...}`` (a cheap reachability probe);
+* ``GET /api/v1/repos/{owner}/{repo}/pulls/{index}`` -> 200 with the pull request the test
+  set with :meth:`FakeForgejo.set_pull` (``number``, ``state``, ``head.sha``/``ref``,
+  ``base.ref``, and ``base.repo.clone_url`` when given), 404 otherwise.
 
 Like the real API it wants ``Authorization: token <token>`` (401 ``{"message", "url"}``
 otherwise; with ``token=None`` any non-empty token is accepted), validates the fields'
 types and the status state / review event (422), and answers unknown paths with 404.
 Every request is recorded with its headers and parsed JSON body
 (:attr:`FakeForgejo.requests`, :meth:`FakeForgejo.posted`). :meth:`FakeForgejo.fail`
-makes a kind of request (``"status"`` or ``"review"``) answer with an error status
-instead, e.g. 500 or 401. ``ssl_context`` serves HTTPS instead of HTTP.
+makes a kind of request (``"status"``, ``"review"``, ``"pull"`` or ``"version"``) answer
+with an error status instead, e.g. 500 or 401. ``ssl_context`` serves HTTPS instead of HTTP.
 
 Typical use::
 
@@ -41,6 +44,7 @@ STATES = ("pending", "success", "error", "failure", "warning")
 EVENTS = ("APPROVED", "REQUEST_CHANGES", "COMMENT", "")
 _STATUS_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]+)\Z")
 _REVIEW_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews\Z")
+_PULL_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)\Z")
 _TIME = "2024-01-01T00:00:00Z"
 
 
@@ -50,7 +54,7 @@ class Received:
 
     method: str
     path: str
-    kind: str  # "status" | "review" | "version" | "unknown"
+    kind: str  # "status" | "review" | "version" | "pull" | "unknown"
     headers: dict[str, str]  # header names lower-cased
     json: Any  # parsed body (None when absent or not JSON)
     raw: bytes = field(repr=False, default=b"")
@@ -68,6 +72,7 @@ class FakeForgejo:
         self.token = token
         self.requests: list[Received] = []
         self._failures: dict[str, tuple[int, Any]] = {}
+        self._pulls: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._ssl_context = ssl_context
@@ -131,8 +136,38 @@ class FakeForgejo:
                 (r.path, r.json) for r in self.requests if r.method == "POST" and fragment in r.path
             ]
 
+    def set_pull(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        head_sha: str,
+        *,
+        head_ref: str = "topic",
+        base_ref: str = "main",
+        state: str = "open",
+        clone_url: str | None = None,
+    ) -> None:
+        """Make ``GET .../pulls/{number}`` answer this pull request (replacing any before)."""
+        base: dict[str, Any] = {"ref": base_ref}
+        if clone_url is not None:
+            base["repo"] = {"name": repo, "full_name": f"{owner}/{repo}", "clone_url": clone_url}
+        pull = {
+            "number": number,
+            "state": state,
+            "head": {"sha": head_sha, "ref": head_ref},
+            "base": base,
+        }
+        with self._lock:
+            self._pulls[(owner, repo, number)] = pull
+
+    def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any] | None:
+        with self._lock:
+            return self._pulls.get((owner, repo, number))
+
     def fail(self, kind: str, status: int = 500, body: Any = None) -> None:
-        """Answer every later ``kind`` request ("status" or "review") with ``status``."""
+        """Answer every later ``kind`` request ("status", "review", "pull" or "version")
+        with ``status``."""
         if body is None:
             body = {"message": f"fake: {kind} failed", "url": "https://forge.invalid/api/swagger"}
         with self._lock:
@@ -246,12 +281,15 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             status_match = _STATUS_PATH.match(path)
             review_match = _REVIEW_PATH.match(path)
+            pull_match = _PULL_PATH.match(path)
             if method == "POST" and status_match:
                 kind = "status"
             elif method == "POST" and review_match:
                 kind = "review"
             elif method == "GET" and path == "/api/v1/version":
                 kind = "version"
+            elif method == "GET" and pull_match:
+                kind = "pull"
             else:
                 kind = "unknown"
             fake._record(
@@ -268,7 +306,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 self._send(404, _api_error("not found"))
                 return
             if kind == "version":
-                self._send(200, {"version": VERSION})
+                failure = fake._failure(kind)
+                self._send(*(failure or (200, {"version": VERSION})))
                 return
             if not fake._authorized(self.headers.get("Authorization", "")):
                 self._send(401, _api_error("user does not exist or token is invalid"))
@@ -279,6 +318,14 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 return
             if kind == "status":
                 self._status(status_match, doc)
+            elif kind == "pull":
+                assert pull_match is not None
+                owner, repo, index = pull_match.groups()
+                pull = fake._pull(owner, repo, int(index))
+                if pull is None:
+                    self._send(404, _api_error("pull request does not exist"))
+                else:
+                    self._send(200, pull)
             else:
                 self._review(review_match, doc)
 

@@ -1,15 +1,16 @@
 """Command-line dispatch: one subcommand per module listed in COMMANDS.
 
 A command module provides ``NAME``, ``HELP``, ``configure(parser)`` that adds
-its arguments, and ``run(args) -> int`` that returns the exit status. Adding a
-subcommand is adding its module to the import and to COMMANDS.
+its arguments, and ``run(args) -> int`` that returns the exit status; optionally
+``ALIASES``, other names of the command. Adding a subcommand is adding its
+module to the import and to COMMANDS.
 """
 
 import argparse
 
-from auto_review_gateway import __version__, check, probe, review_cmd
+from auto_review_gateway import __version__, check, probe, review_cmd, serve_cmd
 
-COMMANDS = (check, probe, review_cmd)
+COMMANDS = (check, probe, review_cmd, serve_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
-        sub = commands.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+        sub = commands.add_parser(
+            command.NAME,
+            aliases=getattr(command, "ALIASES", ()),
+            help=command.HELP,
+            description=command.HELP,
+        )
         command.configure(sub)
         sub.set_defaults(run=command.run)
     return parser

@@ -1,0 +1,233 @@
+"""``serve`` (alias ``gateway``): the webhook gateway, until SIGTERM or SIGINT.
+
+Configuration comes from the environment only (the launcher passes the documented
+names into the sandbox):
+
+=========================  ========================================================
+``WEBHOOK_SECRET``         required: HMAC-SHA256 key of the forge's webhook signatures
+``FORGEJO_BASE_URL``       required: the forge (``https://host[/prefix]``)
+``AR_FORGEJO_TOKEN``       required: the bot's API token
+``AR_GATEWAY_BIND``        ``HOST:PORT`` or ``[IPV6]:PORT`` (default 127.0.0.1:8080)
+``AR_CI_REVIEW_TOKEN``     enables ``POST /reviews/ci``; at least 32 characters
+``AR_REVIEW_CONCURRENCY``  reviews run at once (default 2)
+``AR_QUEUE_MAX``           pending jobs before webhooks get 503 (default 100)
+``AR_BOT_NAME``            the user name a re-review comment mentions (default auto-review)
+``AR_SHUTDOWN_GRACE``      seconds running reviews get to finish on SIGTERM (default 30)
+``AR_REQUEST_TIMEOUT``     seconds a client gets to send a whole request (default 10)
+=========================  ========================================================
+
+The job queue is ``jobs.sqlite3`` in ``AUTO_REVIEW_STATE_DIR_INSIDE`` (default
+``/var/lib/auto-review``). Once listening it prints ``auto-review: serving on
+http://HOST:PORT`` (the real port when bound to port 0).
+
+Exit status: 0 after a graceful stop on SIGTERM or SIGINT (the listening socket is
+closed at once, running reviews get ``AR_SHUTDOWN_GRACE`` seconds, pending jobs stay
+queued for the next start; a second signal exits at once with 128+N); 6 (EXIT_CONFIG)
+for missing or bad configuration, with one line naming the variables, never their
+values; 1 if the server cannot start (e.g. the address is in use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+NAME = "serve"
+ALIASES = ("gateway",)
+HELP = "run the webhook gateway (Forgejo/Gitea webhooks, CI requests, health, metrics)"
+
+REQUIRED = ("WEBHOOK_SECRET", "FORGEJO_BASE_URL", "AR_FORGEJO_TOKEN")
+DEFAULT_BIND = "127.0.0.1:8080"
+DEFAULT_STATE_DIR = "/var/lib/auto-review"
+MIN_CI_TOKEN_CHARS = 32
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from auto_review_gateway.forgejo import ForgejoConfig
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names variables, never their values."""
+
+
+class ServeConfig:
+    """The validated settings of ``serve`` (secrets are not shown by repr)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        from auto_review_gateway import forgejo, httpjson, server
+        from auto_review_gateway.model import ReviewError
+
+        missing = [name for name in REQUIRED if not env.get(name, "").strip()]
+        if missing:
+            raise ConfigError(f"missing required configuration: {', '.join(missing)}")
+        self.webhook_secret: bytes = env["WEBHOOK_SECRET"].strip().encode("utf-8")
+        try:
+            self.forge: ForgejoConfig = forgejo.load_config(env)
+        except ReviewError as exc:
+            raise ConfigError(str(exc)) from None
+        ci = env.get("AR_CI_REVIEW_TOKEN", "").strip()
+        if ci and len(ci) < MIN_CI_TOKEN_CHARS:
+            raise ConfigError(
+                f"AR_CI_REVIEW_TOKEN must be at least {MIN_CI_TOKEN_CHARS} characters"
+            )
+        if ci and not httpjson.header_safe(ci):
+            raise ConfigError("AR_CI_REVIEW_TOKEN must be printable ASCII")
+        self.ci_token: str | None = ci or None
+        try:
+            self.bind = server.parse_bind(env.get("AR_GATEWAY_BIND", "").strip() or DEFAULT_BIND)
+        except ValueError as exc:
+            raise ConfigError(f"AR_GATEWAY_BIND: {exc}") from None
+        self.concurrency = _number(env, "AR_REVIEW_CONCURRENCY", 2, 1, 64, int)
+        self.queue_max = _number(env, "AR_QUEUE_MAX", 100, 1, 1_000_000, int)
+        self.shutdown_grace = _number(env, "AR_SHUTDOWN_GRACE", 30.0, 0.0, 3600.0, float)
+        self.request_timeout = _number(
+            env, "AR_REQUEST_TIMEOUT", server.DEFAULT_REQUEST_TIMEOUT, 0.1, 300.0, float
+        )
+        self.bot_name = env.get("AR_BOT_NAME", "").strip().lstrip("@") or "auto-review"
+        if not all(c.isascii() and (c.isalnum() or c in "._-") for c in self.bot_name):
+            raise ConfigError("AR_BOT_NAME must be a user name ([A-Za-z0-9_.-])")
+        self.state_dir = env.get("AUTO_REVIEW_STATE_DIR_INSIDE", "").strip() or DEFAULT_STATE_DIR
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values, for redaction."""
+        values = [self.forge.token, self.webhook_secret.decode("utf-8", "replace")]
+        return (*values, self.ci_token) if self.ci_token else tuple(values)
+
+    def __repr__(self) -> str:
+        return f"ServeConfig(bind={self.bind!r}, forge={self.forge!r}, ...)"
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float, kind: type
+) -> Any:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or not low <= value <= high:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what} from {low:g} to {high:g}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """``serve`` takes no arguments: everything is in the environment (see the module doc)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; return the exit status (see the module doc)."""
+    from auto_review_gateway.model import EXIT_CONFIG
+
+    try:
+        config = ServeConfig(os.environ)
+    except ConfigError as exc:
+        print(f"auto-review: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    try:
+        return serve(config)
+    except Exception as exc:
+        from auto_review_gateway import httpjson
+
+        text = f"{type(exc).__name__}: {exc}"
+        for secret in config.secrets():
+            text = httpjson.redact(text, secret)
+        print(f"auto-review: error: {httpjson.clean_text(text, 300)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def serve(config: ServeConfig) -> int:
+    """Start the queue, the workers and the server; stop them on SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from auto_review_gateway import server as http
+    from auto_review_gateway.jobs import JobQueue, JobRequest, Workers
+    from auto_review_gateway.metrics import Metrics
+    from auto_review_gateway.webhooks import Intake
+    from auto_review_gateway.worker import abandon_review_job, run_review_job
+
+    stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second signal: do not wait for the grace period
+            os.write(2, f"auto-review: signal {signum} again, exiting now\n".encode())
+            os._exit(128 + signum)
+        signals.append(signum)
+        stop.set()
+
+    # As PID 1 of a container a signal left at its default disposition is ignored.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    os.makedirs(config.state_dir, exist_ok=True)
+    metrics = Metrics()
+    queue = JobQueue(os.path.join(config.state_dir, "jobs.sqlite3"), max_pending=config.queue_max)
+    workers = None
+    httpd = None
+    try:
+        workers = Workers(
+            queue,
+            run_review_job,
+            concurrency=config.concurrency,
+            metrics=metrics,
+            on_abandoned=abandon_review_job,
+        )
+        workers.start()
+        intake = Intake(
+            webhook_secret=config.webhook_secret,
+            forge=config.forge,
+            queue=queue,
+            job_request=JobRequest,
+            metrics=metrics,
+            bot_name=config.bot_name,
+            ci_token=config.ci_token,
+            log=http.log,
+        )
+        try:
+            httpd = http.GatewayServer(
+                config.bind, http.Gateway(intake, metrics), request_timeout=config.request_timeout
+            )
+        except OSError as exc:
+            where = http.display_address(*config.bind)
+            raise OSError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        loop = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+        )
+        loop.start()
+        host = http.display_address(config.bind[0], httpd.port)
+        print(f"auto-review: serving on http://{host}", flush=True)
+        while not stop.wait(1.0):
+            if not loop.is_alive():
+                raise RuntimeError("the HTTP server loop stopped")
+        name = signal.Signals(signals[0]).name if signals else "signal"
+        http.log(f"auto-review: {name}: no longer accepting; stopping")
+        httpd.shutdown()  # the accept loop ends ...
+        httpd.server_close()  # ... and the listening socket is closed
+        # Requests already accepted get to finish (a 202 is written after the commit).
+        httpd.wait_idle(min(5.0, config.request_timeout + 1))
+        workers.stop(grace=config.shutdown_grace)
+        leftover = workers.running()
+        workers = None
+    finally:
+        if httpd is not None:
+            httpd.server_close()
+        if workers is not None:
+            workers.stop(grace=0)
+        queue.close()
+    http.log("auto-review: stopped")
+    if leftover:
+        # Jobs still running past the grace period stay "running" in the database and
+        # resume at the next start. Their threads may be inside git or SQLite: exit
+        # without interpreter finalization, which is not safe with such daemon threads.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
