@@ -1,0 +1,240 @@
+"""`auto-review serve` through the real single file and real runc: signed webhooks in,
+reviews and commit statuses out to a loopback Forgejo stand-in (a real forge cannot be
+reached from here), repositories cloned from the loopback TLS git server; durability
+across a SIGKILL of the sandbox; a burst of 200 webhooks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import HOST_PYTHON
+from fake_forgejo import FakeForgejo
+from gitserver import GitHttpsServer, commit, make_ca, make_repo
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs runc as root")
+SECRET = "webhook-secret-for-tests"
+TOKEN = "forge-token-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    base = Path("/tmp") / f"ar-serve-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    certs = make_ca(base / "certs")
+    repos = base / "repos"
+    make_repo(repos / "demo.git", {"app.py": "x = 1\n"}, "base")
+    heads = []
+    for i in range(8):  # one topic branch per pull request
+        branch = f"topic{i}"
+        subprocess.run(
+            ["git", "--git-dir", str(repos / "demo.git"), "branch", branch, "main"], check=True
+        )
+        heads.append(commit(repos / "demo.git", {"app.py": f"x = {i}   \n"}, branch, branch=branch))
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    home = tmp_path_factory.mktemp("serve-home")
+    with GitHttpsServer(repos, certs) as git, FakeForgejo(token=TOKEN) as forge:
+        yield {"git": git, "forge": forge, "heads": heads, "home": home, "ca": certs.ca_cert}
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class Gateway:
+    """`auto-review serve` started through the launcher, as a service manager would."""
+
+    def __init__(self, app: Path, world: dict, **extra: str) -> None:
+        self.port = free_port()
+        home = world["home"]
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "AUTO_REVIEW_CACHE_DIR": str(home / "cache"),
+            "AUTO_REVIEW_STATE_DIR": str(home / "state"),
+            "AUTO_REVIEW_CA_FILE": str(world["ca"]),
+            "AR_GATEWAY_BIND": f"127.0.0.1:{self.port}",
+            "WEBHOOK_SECRET": SECRET,
+            "FORGEJO_BASE_URL": world["forge"].url,
+            "AR_FORGEJO_TOKEN": TOKEN,
+            **extra,
+        }
+        self.proc = subprocess.Popen(
+            [HOST_PYTHON, str(app), "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.errors: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        deadline = time.monotonic() + 120
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "serving on" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                raise AssertionError(f"serve exited: {''.join(self.errors)[-2000:]}")
+        raise AssertionError("serve never said it was serving")
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.errors.append(line)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+def pr_event(world: dict, number: int, head: str) -> dict:
+    return {
+        "action": "opened",
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "draft": False,
+            "head": {"sha": head, "ref": f"topic{number}"},
+            "base": {"ref": "main"},
+        },
+        "repository": {
+            "name": "demo",
+            "full_name": "acme/demo",
+            "owner": {"login": "acme", "username": "acme"},
+            "clone_url": world["git"].repo_url("demo"),
+        },
+    }
+
+
+def deliver(gw: Gateway, event: dict, secret: str = SECRET) -> tuple[int, dict]:
+    body = json.dumps(event).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(
+        gw.url("/webhooks/forgejo"),
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-Forgejo-Event": "pull_request",
+            "X-Forgejo-Delivery": str(uuid.uuid4()),
+            "X-Forgejo-Signature": signature,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def final_states(forge: FakeForgejo) -> dict[str, list[str]]:
+    """head sha -> the states posted for it, in order."""
+    out: dict[str, list[str]] = {}
+    for r in forge.of_kind("status"):
+        out.setdefault(r.path.rsplit("/", 1)[-1], []).append(r.json["state"])
+    return out
+
+
+def wait_for(predicate, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_a_signed_webhook_gets_a_review_and_statuses(app: Path, world: dict) -> None:
+    forge: FakeForgejo = world["forge"]
+    forge.requests.clear()
+    gw = Gateway(app, world)
+    try:
+        head = world["heads"][0]
+        status, answer = deliver(gw, pr_event(world, 100, head))
+        assert status == 202, answer
+        wait_for(lambda: final_states(forge).get(head, [])[-1:] in (["success"], ["failure"]))
+        assert final_states(forge)[head] == ["pending", "success"]  # trailing space: low
+        [review] = forge.posted("/pulls/100/reviews")
+        assert review[1]["commit_id"] == head
+        bad, _ = deliver(gw, pr_event(world, 1, world["heads"][1]), secret="wrong")
+        assert bad == 401
+        with urllib.request.urlopen(gw.url("/info"), timeout=10) as response:
+            info = json.loads(response.read())
+        assert info["isolation"] == "runc" and info["bundle_digest"].startswith("sha256:")
+    finally:
+        assert gw.stop() in (0, 143)
+
+
+def test_accepted_jobs_survive_a_sigkill_of_the_sandbox(app: Path, world: dict) -> None:
+    forge: FakeForgejo = world["forge"]
+    forge.requests.clear()
+    gw = Gateway(app, world, AR_REVIEW_CONCURRENCY="1")
+    heads = world["heads"][1:8]
+    for number, head in enumerate(heads, start=1):
+        status, answer = deliver(gw, pr_event(world, number, head))
+        assert status == 202, answer
+    # kill the runtime and everything in the container, as the OOM killer would
+    for pid in [
+        int(p) for p in Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read_text().split()
+    ]:
+        os.kill(pid, signal.SIGKILL)
+    gw.proc.wait(timeout=30)
+    done_before = {h for h, s in final_states(forge).items() if s[-1] in ("success", "failure")}
+    assert len(done_before) < len(heads), "the kill came too late to test anything"
+    gw = Gateway(app, world, AR_REVIEW_CONCURRENCY="2")
+    try:
+        wait_for(
+            lambda: all(
+                final_states(forge).get(h, ["?"])[-1] in ("success", "failure") for h in heads
+            )
+        )
+    finally:
+        gw.stop()
+    reviews = [path for path, _body in forge.posted("/reviews")]
+    for number in range(1, 8):
+        assert reviews.count(f"/api/v1/repos/acme/demo/pulls/{number}/reviews") == 1, number
+
+
+def test_a_burst_of_200_webhooks(app: Path, world: dict) -> None:
+    gw = Gateway(app, world, AR_QUEUE_MAX="500", AR_REVIEW_CONCURRENCY="2")
+    try:
+        events = [pr_event(world, 1000 + i, f"{i:040x}") for i in range(200)]
+        for e in events:  # jobs fail fast: nothing to clone
+            e["repository"]["clone_url"] = "https://127.0.0.1:1/none.git"
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda e: deliver(gw, e)[0], events))
+        elapsed = time.monotonic() - started
+        assert set(results) <= {202, 503}, results
+        accepted = results.count(202)
+        print(
+            f"\nburst: {accepted} accepted of 200 in {elapsed:.2f} s = {accepted / elapsed:.0f}/s"
+        )
+        assert accepted >= 100
+        with urllib.request.urlopen(gw.url("/metrics"), timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'auto_review_webhooks_total{event="pull_request"}' in metrics
+    finally:
+        assert gw.stop() in (0, 143)
