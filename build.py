@@ -433,18 +433,22 @@ def python_tag(python: str) -> str:
 
 
 def add_python(stage: Stage, python: str, recipe: Recipe, gateway: Path) -> int:
-    """Ship the stdlib modules the gateway imports: source plus pyc, and extension modules."""
-    tag = python_tag(python)
+    """Ship the stdlib modules the gateway imports, as sourceless bytecode, and the
+    extension modules (whose libraries join the ELF closure).
+
+    `os.pyc` beside where `os.py` would be: Python 3.11+ accepts it as the stdlib
+    landmark and imports it without a source. Tracebacks keep file and line; the
+    sources would add 0.5 MB to the single file.
+    """
     jobs = []
     modules = scan_python_modules(python, gateway, recipe)
     for file in sorted(modules):
-        inroot = stage.add_host_path(file)
         if file.endswith(".py"):
-            src = stage.root / inroot.lstrip("/")
-            d, name = os.path.split(inroot)
-            pyc = f"{d}/__pycache__/{name[:-3]}.{tag}.pyc"
-            stage.mkdirs(os.path.dirname(pyc))
-            jobs.append((str(src), str(stage.root / pyc.lstrip("/")), inroot))
+            parent = stage.add_host_path(os.path.dirname(file))
+            inroot = f"{parent}/{os.path.basename(file)}"
+            jobs.append((file, str(stage.root / (inroot.lstrip("/") + "c")), inroot))
+        else:
+            stage.add_host_path(file)
     compile_pycs(python, jobs)
     return len(modules)
 
