@@ -334,6 +334,22 @@ def _forge_reply(intake: Intake, exc: ForgeError, owner: str, repo: str, number:
     return Reply(502, {"error": "the forge could not be asked", "detail": intake.safe(str(exc))})
 
 
+def _fetch_pull(
+    intake: Intake, owner: str, repo: str, number: int
+) -> Reply | tuple[dict[str, Any], tuple[str, str, str]]:
+    """The pull request from the forge and its (head sha, base ref, state), or the reply
+    that says why it could not be had (404 unknown, 502 forge failure or bad answer)."""
+    try:
+        pull = get_pull(intake.forge, owner, repo, number)
+    except ForgeError as exc:
+        return _forge_reply(intake, exc, owner, repo, number)
+    try:
+        return pull, _pull_facts(pull)
+    except BadRequest as exc:
+        intake.log(f"auto-review: the forge's pull request answer is unusable: {exc}")
+        return Reply(502, {"error": "the forge's pull request answer is unusable"})
+
+
 def _pull_facts(pull: dict[str, Any]) -> tuple[str, str, str]:
     """(head sha, base ref, state) of a PR from the API."""
     head = _obj(pull, "head", "pull_request")
@@ -469,15 +485,10 @@ def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) ->
     owner = _owner_login(repository)
     repo = _name(repository.get("name"), "repository.name")
     number = _number(issue.get("number"), "issue.number")
-    try:
-        pull = get_pull(intake.forge, owner, repo, number)
-    except ForgeError as exc:
-        return _forge_reply(intake, exc, owner, repo, number)
-    try:
-        head_sha, base_ref, state = _pull_facts(pull)
-    except BadRequest as exc:
-        intake.log(f"auto-review: the forge's pull request answer is unusable: {exc}")
-        return Reply(502, {"error": "the forge's pull request answer is unusable"})
+    fetched = _fetch_pull(intake, owner, repo, number)
+    if isinstance(fetched, Reply):
+        return fetched
+    pull, (head_sha, base_ref, state) = fetched
     if state == "closed":
         return Reply(200, {"ignored": "pull request is closed"})
     clone_url = repository.get("clone_url")
@@ -519,15 +530,10 @@ def handle_ci(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Reply:
             raise BadRequest("force must be true or false")
     except BadRequest as exc:
         return Reply(400, {"error": str(exc)})
-    try:
-        pull = get_pull(intake.forge, owner, repo, number)
-    except ForgeError as exc:
-        return _forge_reply(intake, exc, owner, repo, number)
-    try:
-        current, base_ref, state = _pull_facts(pull)
-    except BadRequest as exc:
-        intake.log(f"auto-review: the forge's pull request answer is unusable: {exc}")
-        return Reply(502, {"error": "the forge's pull request answer is unusable"})
+    fetched = _fetch_pull(intake, owner, repo, number)
+    if isinstance(fetched, Reply):
+        return fetched
+    pull, (current, base_ref, state) = fetched
     if current != head_sha:
         return Reply(409, {"error": "head moved", "head": current})
     if state == "closed":
