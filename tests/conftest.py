@@ -15,6 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Runs runc, mounts tmpfs, creates users, chroots: CI runs as root, so nothing skips there.
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+
 # The interpreter the single file is run with in tests: the system one, with no
 # packages installed, as a user would run it.
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable

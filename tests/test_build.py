@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import HOST_PYTHON, ROOT, build_app, run_app
+from conftest import HOST_PYTHON, ROOT, build_app, needs_root, run_app
 
 import build
 
@@ -238,7 +238,7 @@ GATEWAY_MODULES = sorted(
 )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root (CI runs as root)")
+@needs_root
 def test_every_gateway_module_imports_with_the_rootfs_python(rootfs: Path) -> None:
     """The recipe's exclusions never remove a module the gateway (or a frozen module it
     uses) really imports: each gateway module is imported by the rootfs's own Python."""

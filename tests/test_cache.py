@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, rewrite_app, run_app
+from conftest import HOST_PYTHON, needs_root, rewrite_app, run_app
 
 PAYLOAD = "bundle/rootfs.tar.zst"
 
@@ -61,9 +61,6 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs: CI runs as root")
 
 
 def test_cold_then_warm(app: Path, tmp_path: Path) -> None:

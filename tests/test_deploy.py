@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, needs_root
 
 UNIT = ROOT / "deploy" / "systemd" / "auto-review.service"
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates the service user")
+pytestmark = needs_root
 
 
 @pytest.fixture(scope="module")

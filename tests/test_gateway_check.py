@@ -15,6 +15,7 @@ import zipapp
 from pathlib import Path
 
 import pytest
+from conftest import needs_root
 
 GATEWAY_SOURCE = Path(__file__).resolve().parent.parent / "payload" / "gateway"
 HOST_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -75,11 +76,10 @@ def check_items(pyz: Path, env: dict[str, str]) -> tuple[int, dict[str, dict[str
     return result.returncode, {item["name"]: item for item in report["items"]}
 
 
+@needs_root
 def test_check_reports_every_item_and_fails_outside_a_sandbox(
     gateway_pyz: Path, state_dir: Path
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the host-is-not-a-sandbox expectations assume root")
     result = gateway(
         gateway_pyz, "check", "--json", env={"AUTO_REVIEW_STATE_DIR_INSIDE": str(state_dir)}
     )
@@ -129,8 +129,7 @@ def test_state_writable_follows_the_state_dir(
 def test_ca_bundle_loads_the_host_bundle_and_rejects_an_empty_one(
     gateway_pyz: Path, state_dir: Path, tmp_path: Path
 ) -> None:
-    if not HOST_CA_FILE.is_file():
-        pytest.skip(f"no CA bundle at {HOST_CA_FILE}")
+    assert HOST_CA_FILE.is_file(), f"no CA bundle at {HOST_CA_FILE}: install ca-certificates"
     state = {"AUTO_REVIEW_STATE_DIR_INSIDE": str(state_dir)}
     _, items = check_items(gateway_pyz, {**state, "SSL_CERT_FILE": str(HOST_CA_FILE)})
     assert items["ca-bundle"]["ok"]

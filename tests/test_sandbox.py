@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON
+from conftest import HOST_PYTHON, needs_root
 from gitserver import GitHttpsServer, make_ca, make_repo
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates a user and runs runc as root")
+pytestmark = needs_root
 
 ROOTLESS_USER = "ar-rootless"
 

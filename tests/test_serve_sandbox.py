@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON
+from conftest import HOST_PYTHON, needs_root
 from fake_forgejo import FakeForgejo
 from gitserver import GitHttpsServer, commit, make_ca, make_repo
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs runc as root")
+pytestmark = needs_root
 SECRET = "webhook-secret-for-tests"
 TOKEN = "forge-token-for-tests"
 
