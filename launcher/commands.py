@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bundle.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     info = bsub.add_parser("info", help="print the embedded manifest")
     info.add_argument("--json", action="store_true", help="the manifest as JSON")
+    export = bsub.add_parser("export", help="write the embedded rootfs as a container image")
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--oci", metavar="DIR", help="an OCI image layout (new or empty dir)")
+    target.add_argument("--docker-archive", metavar="FILE", help="a docker-archive tar")
+    export.add_argument(
+        "--zstd", action="store_true", help="--oci only: the embedded zstd blob as the layer"
+    )
 
     cache = sub.add_parser("cache", help="the unpacked-rootfs cache")
     csub = cache.add_subparsers(dest="verb", required=True, parser_class=_Parser)
@@ -61,6 +68,8 @@ def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
     """Run `bundle ...`, `cache ...` or `doctor`."""
     args = build_parser().parse_args(argv)
     if args.command == "bundle":
+        if args.verb == "export":
+            return bundle_export(args.oci, args.docker_archive, args.zstd)
         return bundle_info(args.json)
     if args.command == "doctor":
         from launcher import doctor
@@ -92,4 +101,22 @@ def bundle_info(as_json: bool) -> int:
     ]
     for key, value in rows:
         print(f"{key:<11} {value}")
+    return ExitCode.OK
+
+
+def bundle_export(oci: str | None, docker_archive: str | None, zstd: bool) -> int:
+    """Write the embedded rootfs as an OCI layout or a docker-archive; print the digest."""
+    from launcher import ociexport
+
+    if docker_archive is not None:
+        if zstd:
+            raise UsageError(
+                "--zstd applies to --oci only", "docker-archive layers are uncompressed"
+            )
+        ociexport.export_docker_archive(docker_archive)
+        print(docker_archive)
+        return ExitCode.OK
+    assert oci is not None
+    ref = ociexport.export_oci(oci, zstd=zstd)
+    print(f"{oci} {ref['digest']}")
     return ExitCode.OK
