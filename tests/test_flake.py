@@ -15,9 +15,6 @@ from conftest import ROOT
 
 NIX_FILES = [ROOT / "flake.nix", *sorted((ROOT / "nix").glob("*.nix"))]
 CHECK = ROOT / "nix" / "check-rootfs.py"
-needs_nix = pytest.mark.skipif(
-    shutil.which("nix-instantiate") is None, reason="nix-instantiate (Debian nix-bin) missing"
-)
 
 
 def parse(path: Path) -> subprocess.CompletedProcess[str]:
@@ -26,14 +23,12 @@ def parse(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_nix
 @pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_nix_files_parse(path: Path) -> None:
     proc = parse(path)
     assert proc.returncode == 0, proc.stderr
 
 
-@needs_nix
 def test_parse_check_catches_errors(tmp_path: Path) -> None:
     """Control: the parse check fails on a syntax error and on an unbound name."""
     text = (ROOT / "flake.nix").read_text()

@@ -19,8 +19,6 @@ import pytest
 import yaml
 from conftest import ROOT, run_app
 
-needs_skopeo = pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo not installed")
-needs_umoci = pytest.mark.skipif(not shutil.which("umoci"), reason="umoci not installed")
 K8S = ROOT / "deploy" / "kubernetes"
 
 
@@ -105,7 +103,6 @@ def _launcher_mode(kind: str, mode: int) -> int:
     return mode
 
 
-@needs_skopeo
 def test_skopeo_inspect_accepts_layout(oci: Path, bundle_manifest: dict) -> None:
     index = json.loads((oci / "index.json").read_text())
     (ref,) = index["manifests"]
@@ -141,7 +138,6 @@ def test_gzip_layer_decompresses_to_diff_id(oci: Path, bundle_manifest: dict) ->
     assert "sha256:" + sha.hexdigest() == bundle_manifest["diff_id"]
 
 
-@needs_umoci
 def test_umoci_unpack_equals_cache_rootfs(
     app: Path, oci: Path, work: Path, bundle_manifest: dict
 ) -> None:
@@ -185,7 +181,6 @@ def test_export_twice_is_byte_identical(app: Path, oci: Path, work: Path) -> Non
     assert (oci / "index.json").read_bytes() == (again / "index.json").read_bytes()
 
 
-@needs_skopeo
 def test_corrupted_blob_is_refused(app: Path, oci: Path, work: Path) -> None:
     bad = work / "oci-bad"
     shutil.copytree(oci, bad)
@@ -212,7 +207,6 @@ def test_corrupted_blob_is_refused(app: Path, oci: Path, work: Path) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
-@needs_skopeo
 def test_zstd_layer_is_the_embedded_blob(app: Path, work: Path, bundle_manifest: dict) -> None:
     out = work / "oci-zstd"
     _export(app, work / "cache", "--oci", str(out), "--zstd")
@@ -228,7 +222,6 @@ def test_zstd_layer_is_the_embedded_blob(app: Path, work: Path, bundle_manifest:
     assert _skopeo("inspect", f"oci:{out}")["Layers"] == [bundle_manifest["digest"]]
 
 
-@needs_skopeo
 def test_docker_archive_accepted(app: Path, work: Path, bundle_manifest: dict) -> None:
     out = work / "image.tar"
     _export(app, work / "cache", "--docker-archive", str(out))
