@@ -34,9 +34,10 @@ import re
 import ssl
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import LoopbackServer
 
 VERSION = "11.0.1+gitea-1.22.0"
 MAX_BODY = 16 * 1024 * 1024
@@ -65,7 +66,7 @@ def _user() -> dict[str, Any]:
     return {"id": 7, "login": "auto-review-bot", "full_name": "", "email": "bot@invalid"}
 
 
-class FakeForgejo:
+class FakeForgejo(LoopbackServer):
     """The server; use as a context manager (or call :meth:`start` / :meth:`stop`)."""
 
     def __init__(self, token: str | None = None, ssl_context: ssl.SSLContext | None = None):
@@ -75,54 +76,19 @@ class FakeForgejo:
         self._pulls: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._ssl_context = ssl_context
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(ssl_context)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> FakeForgejo:
-        """Bind an ephemeral loopback port and serve in a background thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        server.block_on_close = False
-        if self._ssl_context is not None:
-            server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        # a short poll interval: stop() waits for the serve loop to notice shutdown()
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeForgejo:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     # ------------------------------------------------------------------ test API
 
     @property
     def base_url(self) -> str:
         """``http(s)://127.0.0.1:<port>``, what FORGEJO_BASE_URL should be."""
-        assert self._server is not None, "not started"
-        scheme = "https" if self._ssl_context is not None else "http"
-        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:

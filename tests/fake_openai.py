@@ -31,9 +31,10 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import LoopbackServer
 
 MAX_BODY = 16 * 1024 * 1024
 
@@ -96,7 +97,7 @@ def error_body(message: str, kind: str = "server_error", code: str | None = None
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """The server; use as a context manager (or call :meth:`start` / :meth:`stop`)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -104,60 +105,24 @@ class FakeOpenAI:
         self._answers: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._ssl_context = ssl_context
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(ssl_context)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> FakeOpenAI:
-        """Bind an ephemeral loopback port and serve in a background thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        server.block_on_close = False  # a stalled handler must not hold up stop()
-        if self._ssl_context is not None:
-            server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        # a short poll interval: stop() waits for the serve loop to notice shutdown()
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def stop(self) -> None:
         """Stop serving, wake stalled handlers, and close the socket."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().stop()
 
     # ------------------------------------------------------------------ test API
 
     @property
-    def port(self) -> int:
-        """The bound port."""
-        assert self._server is not None, "not started"
-        return self._server.server_address[1]
-
-    @property
     def base_url(self) -> str:
         """``http(s)://127.0.0.1:<port>/v1``, what LLM_BASE_URL should be."""
-        scheme = "https" if self._ssl_context is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.port}/v1"
+        return f"{self.scheme}://127.0.0.1:{self.port}/v1"
 
     @property
     def url(self) -> str:

@@ -45,9 +45,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 from urllib.parse import unquote
+
+from loopback import Startable
 
 HTTP_BACKEND = Path("/usr/lib/git-core/git-http-backend")  # Debian's; see http_backend()
 DEFAULT_BRANCH = "main"
@@ -590,7 +591,7 @@ def _feed(pipe: IO[bytes], body: bytes) -> None:
             pass
 
 
-class GitHttpsServer:
+class GitHttpsServer(Startable):
     """``git http-backend`` served over HTTPS on loopback, in a background thread.
 
     Serves every bare repository under ``repos_root`` (``<repos_root>/<name>.git``
@@ -706,17 +707,6 @@ class GitHttpsServer:
         if self._home is not None:
             self._home.cleanup()
             self._home = None
-
-    def __enter__(self) -> GitHttpsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- addresses
 

@@ -1,0 +1,79 @@
+"""The lifecycle the loopback stand-in servers share: an HTTP server on an ephemeral
+127.0.0.1 port (TLS when given a context), served from a background thread."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import TypeVar
+
+S = TypeVar("S", bound="Startable")
+
+
+class Startable:
+    """`with server:` starts it and stops it; subclasses define start() and stop()."""
+
+    def start(self: S) -> S:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: S) -> S:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LoopbackServer(Startable):
+    """Use as a context manager, or call :meth:`start` / :meth:`stop`."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler class bound to this server's state."""
+        raise NotImplementedError
+
+    def start(self: S) -> S:
+        """Bind an ephemeral loopback port and serve in a background thread."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        server.daemon_threads = True
+        server.block_on_close = False  # a stalled handler must not hold up stop()
+        if self._ssl_context is not None:
+            server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        # a short poll interval: stop() waits for the serve loop to notice shutdown()
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def port(self) -> int:
+        """The bound port (only while started)."""
+        assert self._server is not None, "not started"
+        return self._server.server_address[1]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._ssl_context is not None else "http"
