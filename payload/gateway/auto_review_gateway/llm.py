@@ -318,6 +318,18 @@ def _show(value: Any) -> str:
     return httpjson.clean_text(json.dumps(value, ensure_ascii=False), 60)
 
 
+def _exact_keys(obj: dict[str, Any], allowed: frozenset[str] | set[str], where: str) -> None:
+    """InvalidAnswer unless `obj` has exactly the `allowed` keys."""
+    unknown = sorted(set(obj) - allowed)
+    missing = sorted(allowed - set(obj))
+    if unknown:
+        raise InvalidAnswer(
+            f"{where} has unknown key(s) {_show(unknown)} (allowed: {_show(sorted(allowed))})"
+        )
+    if missing:
+        raise InvalidAnswer(f"{where} is missing key(s) {_show(missing)}")
+
+
 def validate_answer(text: str) -> tuple[list[dict[str, Any]], str]:
     """Parse and check the model's answer; ``(findings as dicts, summary)``.
 
@@ -330,12 +342,7 @@ def validate_answer(text: str) -> tuple[list[dict[str, Any]], str]:
         raise InvalidAnswer(f"not a JSON document ({exc})") from None
     if not isinstance(doc, dict):
         raise InvalidAnswer(f"expected a JSON object, got {type(doc).__name__}")
-    unknown = sorted(set(doc) - _ANSWER_KEYS)
-    missing = sorted(_ANSWER_KEYS - set(doc))
-    if unknown:
-        raise InvalidAnswer(f"unknown key(s) {_show(unknown)} (allowed: findings, summary)")
-    if missing:
-        raise InvalidAnswer(f"missing key(s) {_show(missing)}")
+    _exact_keys(doc, _ANSWER_KEYS, "the answer")
     if not isinstance(doc["summary"], str):
         raise InvalidAnswer("summary must be a string")
     if not isinstance(doc["findings"], list):
@@ -345,12 +352,7 @@ def validate_answer(text: str) -> tuple[list[dict[str, Any]], str]:
         where = f"findings[{i}]"
         if not isinstance(item, dict):
             raise InvalidAnswer(f"{where} must be an object")
-        unknown = sorted(set(item) - _FINDING_KEYS)
-        missing = sorted(_FINDING_KEYS - set(item))
-        if unknown:
-            raise InvalidAnswer(f"{where} has unknown key(s) {_show(unknown)}")
-        if missing:
-            raise InvalidAnswer(f"{where} is missing key(s) {_show(missing)}")
+        _exact_keys(item, _FINDING_KEYS, where)
         for key in ("path", "rule", "message", "severity"):
             if not isinstance(item[key], str):
                 raise InvalidAnswer(f"{where}.{key} must be a string")
