@@ -376,3 +376,12 @@ def test_a_bad_fixed_container_id_is_a_config_error(root_runner: Runner) -> None
 def test_the_gateway_learns_the_bundle_digest(root_runner: Runner, app: Path) -> None:
     result = root_runner.run("probe", "env")
     assert "AUTO_REVIEW_BUNDLE_DIGEST" in result.stdout.split()
+
+
+def test_review_path_must_be_a_directory(root_runner: Runner, tmp_path: Path) -> None:
+    afile = tmp_path / "not-a-dir"
+    afile.write_text("x")
+    for value in (str(afile), str(tmp_path / "missing")):
+        result = root_runner.run("review", "--path", value, "--base", "main")
+        assert result.returncode == 2, result.stderr
+        assert "is not a directory" in result.stderr
