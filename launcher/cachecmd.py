@@ -14,18 +14,19 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from launcher import gc, inventory, start
-from launcher.errors import CacheUnusable, ExitCode, PayloadCorrupt, PinNotFound, UsageError
-from launcher.inventory import Version
-from launcher.layout import (
+from launcher.cache import gc, inventory, locks, warm
+from launcher.cache.bundle import FILES_LIST
+from launcher.cache.inventory import Version
+from launcher.cache.paths import (
     Layout,
-    cache_root,
-    check_owned_dir,
-    make_private_dir,
+    ensure_level,
+    existing_layout,
+    map_os_error,
     open_layout,
     write_new_file,
 )
-from launcher.unpack import FILES_LIST
+from launcher.cache.root import cache_root
+from launcher.errors import ExitCode, PayloadCorrupt, PinNotFound, UsageError
 
 MB = 1e6
 PREPARE_HINT = "run: auto-review cache prepare"
@@ -48,19 +49,8 @@ def run(args: argparse.Namespace, quiet: bool) -> int:
     try:
         return handlers[args.verb](args, quiet)
     except OSError as exc:
-        raise CacheUnusable(
-            f"cache operation failed on {exc.filename or cache_root()}: {exc.strerror or exc}",
-            "check the cache directory's permissions, or set AUTO_REVIEW_CACHE_DIR",
-        ) from None
-
-
-def existing_layout() -> Layout | None:
-    """The cache layout if the root exists (checked), else None; never creates anything."""
-    root = cache_root()
-    if not os.path.lexists(root):
-        return None
-    check_owned_dir(root, "cache root")
-    return Layout(root)
+        where = exc.filename or cache_root()
+        raise map_os_error(exc, f"cache operation failed on {where}") from None
 
 
 # --------------------------------------------------------------------------- prepare, path
@@ -71,8 +61,8 @@ def cmd_prepare(args: argparse.Namespace, quiet: bool) -> int:
 
     Says on stderr when this run did the unpacking (not when it was already cached).
     """
-    acquired = start.acquire(quiet)
-    os.close(acquired.lock_fd)
+    acquired = warm.acquire(quiet)
+    acquired.release()
     if acquired.extracted and not quiet:
         label = acquired.manifest.get("version", "?")
         sys.stderr.write(f"auto-review: unpacked {label} ({acquired.digest[:19]})\n")
@@ -111,6 +101,7 @@ def version_rows(layout: Layout) -> list[dict[str, Any]]:
     return [
         {
             "version": v.label,
+            "labels": v.labels,
             "digest": v.digest,
             "size": v.size,
             "last_used": v.last_used,
@@ -129,7 +120,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     header = ("VERSION", "DIGEST", "SIZE", "LAST USED", "IN USE", "PINNED", "CURRENT")
     lines = [header] + [
         (
-            r["version"],
+            ", ".join(r["labels"]),
             r["digest"][:19],
             f"{r['size'] / MB:.1f} MB",
             ago(now - r["last_used"]),
@@ -247,14 +238,14 @@ class Verification:
 def cmd_verify(args: argparse.Namespace, quiet: bool) -> int:
     """Re-hash an unpacked version against its files.tsv; PayloadCorrupt on any mismatch."""
     layout, version = cached_version(args.version)
-    fd = start.open_use_lock(layout, version.digest)  # GC cannot remove it while we read
+    fd = locks.hold(layout.use_lock(version.digest), shared=True)  # GC cannot remove it now
     try:
         if not os.path.exists(layout.marker(version.digest)):
             raise not_cached(version.label, version.digest)
         result = verify_version(version.path)
     finally:
         os.close(fd)
-    name = f"{version.label} ({version.digest[:19]})"
+    name = version.title
     if result.problems:
         for problem in result.problems[:MAX_PROBLEMS_SHOWN]:
             print(f"MISMATCH {problem}")
@@ -435,11 +426,11 @@ def cmd_pin(args: argparse.Namespace, quiet: bool) -> int:
     """Keep a version from GC until `cache unpin` (or `cache clear`)."""
     layout = open_layout(create=True)
     version = resolve(args.version, layout, gc.embedded_manifest())
-    name = f"{version.label} ({version.digest[:19]})"
+    name = version.title
     if version.digest in gc.persistent_pins(layout):
         print(f"{name} is already pinned")
         return ExitCode.OK
-    make_private_dir(layout.pins, "cache directory")
+    ensure_level(layout.pins, "cache directory")
     write_new_file(
         gc.pin_path(layout, version.digest), f"{version.digest}\t{version.label}\n".encode()
     )
@@ -471,7 +462,7 @@ def pinned_target(value: str, layout: Layout | None, pins: set[str]) -> tuple[st
         if len(hits) != 1:
             raise
         return hits[0], hits[0][:19]
-    return version.digest, f"{version.label} ({version.digest[:19]})"
+    return version.digest, version.title
 
 
 def resolve(value: str, layout: Layout, own: dict[str, Any] | None) -> Version:

@@ -53,13 +53,22 @@ def print_help() -> None:
 
 
 def split_globals(argv: list[str]) -> tuple[dict[str, bool], list[str]]:
-    """Leading global flags -> options; the rest is the command and its arguments."""
+    """Global flags -> options; the rest is the command and its arguments.
+
+    Before the command they are always ours; after it, only for launcher commands
+    (`cache prepare --quiet`): a sandboxed command's arguments pass through unchanged.
+    """
     opts = {"quiet": False, "verbose": False, "bare": False}
     i = 0
     while i < len(argv) and argv[i] in GLOBAL_FLAGS:
         opts[GLOBAL_FLAGS[argv[i]]] = True
         i += 1
-    return opts, argv[i:]
+    rest = argv[i:]
+    if rest and rest[0] in LAUNCHER_COMMANDS:
+        for flag in [a for a in rest[1:] if a in GLOBAL_FLAGS]:
+            opts[GLOBAL_FLAGS[flag]] = True
+        rest = [rest[0], *(a for a in rest[1:] if a not in GLOBAL_FLAGS)]
+    return opts, rest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 from launcher import embedded, runtime
+from launcher.cache.paths import check_level
+from launcher.cache.root import cache_root, default_state_dir
 from launcher.errors import ExitCode, LauncherError
-from launcher.layout import cache_root, check_owned_dir, default_state_dir
 
 
 @dataclasses.dataclass
@@ -142,7 +143,7 @@ def check_cache() -> list[Finding]:
     out = []
     if os.path.lexists(root):
         try:
-            check_owned_dir(root, "cache root")
+            check_level(root, "cache root", root=True)
             out.append(Finding("cache", True, root))
         except LauncherError as exc:
             out.append(Finding("cache", False, exc.message, exc.fix or "", exit_code=exc.exit_code))

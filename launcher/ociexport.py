@@ -102,8 +102,8 @@ class _HashingWriter:
 
 def _stream_tar(m: dict[str, Any], sink: Callable[[bytes], object]) -> None:
     """Decompress the embedded payload into `sink`, asserting the manifest's diff_id."""
-    from launcher import zstd_backend
-    from launcher.layout import open_layout
+    from launcher.cache import zstd
+    from launcher.cache.paths import open_layout
 
     raw = embedded.open_payload()
     digest_raw = hashlib.sha256()
@@ -126,7 +126,7 @@ def _stream_tar(m: dict[str, Any], sink: Callable[[bytes], object]) -> None:
         def readable(self) -> bool:
             return True
 
-    reader = zstd_backend.open_reader(_Tee(), open_layout())  # type: ignore[arg-type]
+    reader = zstd.open_reader(_Tee(), open_layout())  # type: ignore[arg-type]
     try:
         while True:
             chunk = reader.read(CHUNK)
@@ -137,7 +137,7 @@ def _stream_tar(m: dict[str, Any], sink: Callable[[bytes], object]) -> None:
             sink(chunk)
         while data := raw.read(CHUNK):  # the decoder may stop at the frame's end
             digest_raw.update(data)
-    except zstd_backend.decompression_errors() as exc:
+    except zstd.decompression_errors() as exc:
         raise PayloadCorrupt(f"the embedded payload does not decompress: {exc}") from None
     finally:
         raw.close()

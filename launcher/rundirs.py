@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import stat
 
+from launcher.cache.paths import Layout, check_level, make_private_dirs
 from launcher.jsonwrite import dumps
-from launcher.layout import Layout, check_owned_dir, make_private_dir
 from launcher.runtime import Runtime
 
 PREFIX = "auto-review-"
@@ -35,7 +35,7 @@ def base_dir(layout: Layout) -> str:
             st = None
         if st and stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
             return os.path.join(xdg, "auto-review")
-    return os.path.join(layout.base, "run")
+    return layout.run
 
 
 class Run:
@@ -102,9 +102,9 @@ class RunDirs:
         dirs = cls(base, os.path.join(base, runtime.name), os.path.join(base, "runs"))
         for path in (dirs.base, dirs.state_root, dirs.runs):
             if os.path.isdir(path) and not os.path.islink(path):
-                check_owned_dir(path, "runtime directory")
+                check_level(path, "runtime directory")
             else:
-                make_private_dir(path, "runtime directory")
+                make_private_dirs(path, "runtime directory")
         return dirs
 
     def new_run(self, runtime: Runtime, container_id: str | None = None) -> Run:

@@ -16,10 +16,10 @@ import stat
 import sys
 
 from launcher import gateway_env, ocispec, rundirs
+from launcher.cache.root import default_state_dir
+from launcher.cache.warm import Acquired, acquire
 from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
-from launcher.layout import default_state_dir
 from launcher.runtime import Runtime, discover
-from launcher.start import Acquired, acquire
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
@@ -138,7 +138,7 @@ def check_user_namespaces() -> None:
 def state_dir(uid: int, gid: int, sandbox_uid: int) -> str:
     """The host state dir: 0700, owned by `uid`, whoever writes it (the sandbox user as
     root, ourselves rootless or bare). A dir left by a run in another mode is taken over."""
-    path = os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir()
+    path = os.path.abspath(os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir())
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.lstat(path)

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_app
 from test_gc import HOLD_USE_LOCK, holding, plant_version
 
-from launcher.layout import Layout
+from launcher.cache.paths import Layout
 
 
 @pytest.fixture(scope="session")

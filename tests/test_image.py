@@ -94,7 +94,7 @@ def _launcher_mode(kind: str, mode: int) -> int:
     mapped through the same rule before comparing (the differences seen: /proc and
     /sys are 0555 in the tar, 0755 in the cache). Ownership is not compared: both
     unpack as the calling user."""
-    from launcher.extract import dir_mode
+    from launcher.cache.extract import dir_mode
 
     if kind == "d":
         return dir_mode(mode)

@@ -1,21 +1,30 @@
 """Get a usable rootfs for this run: the warm path, falling back to the cold path.
 
-Warm path (DESIGN.md): open the version's use lock, flock(LOCK_SH), stat the
-marker, touch last-used at most every few minutes. Nothing heavy is imported
-before the marker is known to exist. The returned lock fd is meant to be
-inherited by the runtime, so the version counts as in use while the sandbox lives.
+Warm path: lstat every cache level we trust (root's parent, root, v1, bundles, the
+version dir: real directories of ours, not group/other-writable), hold the
+version's use lock shared, stat the marker, touch last-used at most every few
+minutes. Nothing heavy is imported before the marker is known to exist. The use
+lock stays with the launcher (and the runtime process it starts) for the life of
+the run; it is never passed into the sandbox.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
 
 from launcher import embedded
+from launcher.cache import locks
+from launcher.cache.paths import (
+    Layout,
+    check_level,
+    check_root_parent,
+    fix_for,
+    open_layout,
+)
+from launcher.cache.root import cache_root, owned_dir_problem
 from launcher.errors import CacheUnusable, LauncherError, PinNotFound
-from launcher.layout import Layout, cache_root, check_owned_dir, open_layout
 
 TOUCH_EVERY = 300.0  # seconds between last-used updates
 
@@ -42,56 +51,48 @@ class Acquired:
     def rootfs(self) -> str:
         return self.layout.rootfs(self.digest)
 
+    def release(self) -> None:
+        """Stop holding the version in use."""
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
-def open_use_lock(layout: Layout, digest: str) -> int:
-    """Open (creating) the version's use lock and hold it shared.
 
-    GC unlinks the lock file of a version it removes while holding it exclusive,
-    so after locking we check the path still names our inode, else retry.
-    """
-    path = layout.use_lock(digest)
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    for _attempt in range(100):
+def trusted_layout() -> Layout:
+    """The layout with root, v1 and bundles checked; created (0700) where missing."""
+    layout = Layout(cache_root())
+    check_root_parent(layout.root)
+    levels = ((layout.root, "cache root"), (layout.base, "cache directory"),
+              (layout.bundles, "cache directory"))  # fmt: skip
+    for path, what in levels:
         try:
-            fd = os.open(path, flags, 0o600)
+            st = os.lstat(path)
         except FileNotFoundError:
-            open_layout(create=True)
-            continue
-        except OSError as exc:
-            raise CacheUnusable(
-                f"cannot open {path}: {exc.strerror}",
-                "set AUTO_REVIEW_CACHE_DIR to a writable directory",
-            ) from None
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    raise CacheUnusable(
-        f"cannot hold {path}: it keeps being replaced", "check what else uses the cache"
-    )
+            return open_layout(create=True)
+        problem = owned_dir_problem(st)
+        if problem:
+            fix = fix_for(path, problem, path is layout.root)
+            raise CacheUnusable(f"{what} {path} {problem}", fix)
+    return layout
 
 
-def touch_last_used(fd: int) -> None:
-    """Record use on the lock file's mtime, rarely, so GC knows what is stale."""
+def touch_last_used(fd: int, layout: Layout, digest: str, label: str) -> None:
+    """Record use on the lock file's mtime, rarely, so GC knows what is stale; the same
+    rare moment records this file's label for the digest."""
     now = time.time()
     if now - os.fstat(fd).st_mtime > TOUCH_EVERY:
         os.utime(fd)
+        from launcher.cache import labels
+
+        labels.record(layout, digest, label)
 
 
 def acquire(quiet: bool = False) -> Acquired:
     """The version to run (pinned or embedded), published and held in use."""
-    root = cache_root()
-    if os.path.lexists(root):
-        check_owned_dir(root, "cache root")
-        layout = Layout(root)
-    else:
-        layout = open_layout(create=True)
+    layout = trusted_layout()
     pin = os.environ.get("AUTO_REVIEW_BUNDLE", "").strip()
     if pin:
-        from launcher import inventory
+        from launcher.cache import inventory
 
         own = _embedded_or_none()
         version = inventory.resolve(pin, layout, own)
@@ -99,7 +100,10 @@ def acquire(quiet: bool = False) -> Acquired:
     else:
         manifest = embedded.manifest()
         digest = manifest["digest"]
-    fd = open_use_lock(layout, digest)
+    label = str(manifest.get("version", "?"))
+    fd = locks.hold(
+        layout.use_lock(digest), shared=True, waiting_for=f"finish removing {label}", quiet=quiet
+    )
     extracted = False
     try:
         if not os.path.exists(layout.marker(digest)):
@@ -110,23 +114,24 @@ def acquire(quiet: bool = False) -> Acquired:
                     "unset AUTO_REVIEW_BUNDLE to run the embedded version",
                 )
             if running_from_zip():
-                from launcher import codecache
+                from launcher.cache import code
 
-                codecache.use_for_later_imports(layout)
-            from launcher import unpack
+                code.use_for_later_imports(layout, quiet)
+            from launcher.cache import bundle
 
-            extracted = unpack.ensure_unpacked(layout, own, quiet)
+            extracted = bundle.ensure_unpacked(layout, own, quiet)
             manifest = own
-        touch_last_used(fd)
+        check_level(layout.version_dir(digest), "cached version")
+        touch_last_used(fd, layout, digest, label)
     except BaseException:
         os.close(fd)
         raise
     if extracted:
         collect_garbage(layout, digest)
     if running_from_zip():
-        from launcher import codecache
+        from launcher.cache import code
 
-        codecache.publish(layout)
+        code.publish_code(layout, quiet)
     return Acquired(layout, digest, manifest, fd, extracted)
 
 
@@ -144,7 +149,7 @@ def _embedded_or_none() -> dict[str, Any] | None:
 
 def collect_garbage(layout: Layout, current: str) -> None:
     """Best-effort GC after publishing a new version; housekeeping never fails the run."""
-    from launcher import gc
+    from launcher.cache import gc
 
     try:
         gc.collect(layout, current=current)

@@ -6,17 +6,19 @@ Not on the warm path unless AUTO_REVIEW_BUNDLE is set.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import re
 from typing import Any
 
+from launcher.cache import labels, locks
+from launcher.cache.labels import LABEL_RE
+from launcher.cache.paths import Layout, check_level
+from launcher.cache.root import MARKER, owned_dir_problem
 from launcher.errors import PinNotFound
-from launcher.layout import MARKER, Layout
 
 DIGEST_RE = re.compile(r"^(?:sha256[:-])?([0-9a-f]{12,64})$")
-LABEL_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
+MAX_MANIFEST = 1 << 20
 
 
 @dataclasses.dataclass
@@ -25,35 +27,50 @@ class Version:
 
     digest: str
     label: str
+    """The label the version was built with (its bundle.json)."""
     path: str
     size: int
     last_used: float
     cached: bool
     manifest: dict[str, Any]
+    labels: list[str] = dataclasses.field(default_factory=list)
+    """Every label this digest is known by (its own first)."""
 
     @property
     def hex(self) -> str:
         return self.digest.split(":", 1)[1]
 
+    @property
+    def title(self) -> str:
+        """'0.1.0 (sha256:0123456789ab)', or '0.1.0, 0.2.0 (...)' with several labels."""
+        return f"{', '.join(self.labels or [self.label])} ({self.digest[:19]})"
+
 
 def read_manifest(version_dir: str) -> dict[str, Any] | None:
     """The bundle.json of a published version dir, or None when it is not complete."""
+    try:
+        if owned_dir_problem(os.lstat(version_dir)):
+            return None  # not a level of ours: never trust what it says
+    except OSError:
+        return None
     if not os.path.exists(os.path.join(version_dir, MARKER)):
         return None
     try:
-        with open(os.path.join(version_dir, "bundle.json")) as fh:
-            return json.load(fh)
+        fd = os.open(os.path.join(version_dir, "bundle.json"), os.O_RDONLY | os.O_NOFOLLOW)
+        with open(fd, "rb") as fh:
+            manifest = json.loads(fh.read(MAX_MANIFEST))
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def cached_versions(layout: Layout) -> list[Version]:
     """Every complete version in the cache, newest use first."""
     out = []
-    try:
-        names = os.listdir(layout.bundles)
-    except FileNotFoundError:
+    if not os.path.lexists(layout.bundles):
         return []
+    check_level(layout.bundles, "cache directory")
+    names = os.listdir(layout.bundles)
     for name in names:
         if not name.startswith("sha256-") or "." in name:
             continue
@@ -62,6 +79,7 @@ def cached_versions(layout: Layout) -> list[Version]:
         if manifest is None or layout.dirname(str(manifest.get("digest"))) != name:
             continue  # incomplete, or its manifest names another version: never act on it
         digest = manifest["digest"]
+        label = str(manifest.get("version", "?"))
         try:
             last_used = os.stat(layout.use_lock(digest)).st_mtime
         except FileNotFoundError:
@@ -69,12 +87,13 @@ def cached_versions(layout: Layout) -> list[Version]:
         out.append(
             Version(
                 digest=digest,
-                label=str(manifest.get("version", "?")),
+                label=label,
                 path=path,
                 size=int(manifest.get("unpacked_size", 0)),
                 last_used=last_used,
                 cached=True,
                 manifest=manifest,
+                labels=[label, *(x for x in labels.read(layout, digest) if x != label)],
             )
         )
     out.sort(key=lambda v: v.last_used, reverse=True)
@@ -84,6 +103,10 @@ def cached_versions(layout: Layout) -> list[Version]:
 def available_versions(layout: Layout, embedded: dict[str, Any] | None) -> list[Version]:
     """Cached versions plus the embedded one (once, even if also cached)."""
     versions = cached_versions(layout)
+    if embedded:
+        for v in versions:
+            if v.digest == embedded["digest"] and str(embedded["version"]) not in v.labels:
+                v.labels.append(str(embedded["version"]))
     if embedded and all(v.digest != embedded["digest"] for v in versions):
         versions.append(
             Version(
@@ -94,6 +117,7 @@ def available_versions(layout: Layout, embedded: dict[str, Any] | None) -> list[
                 last_used=0.0,
                 cached=False,
                 manifest=embedded,
+                labels=[str(embedded["version"])],
             )
         )
     return versions
@@ -103,7 +127,7 @@ def describe(versions: list[Version]) -> str:
     """'0.1.0 (sha256:1234567890ab), ...' for error messages."""
     if not versions:
         return "none"
-    return ", ".join(f"{v.label} ({v.digest[:19]})" for v in versions)
+    return ", ".join(v.title for v in versions)
 
 
 def resolve(value: str, layout: Layout, embedded: dict[str, Any] | None) -> Version:
@@ -118,7 +142,7 @@ def resolve(value: str, layout: Layout, embedded: dict[str, Any] | None) -> Vers
         prefix = match.group(1)
         hits = [v for v in versions if v.hex.startswith(prefix)]
     elif LABEL_RE.match(value):
-        hits = [v for v in versions if v.label == value]
+        hits = [v for v in versions if value in v.labels]
     else:
         raise PinNotFound(f"AUTO_REVIEW_BUNDLE={value!r} is not a version or digest", fix)
     if not hits:
@@ -133,14 +157,4 @@ def resolve(value: str, layout: Layout, embedded: dict[str, Any] | None) -> Vers
 
 def is_in_use(layout: Layout, digest: str) -> bool:
     """True if a running instance holds the version's use lock (shared)."""
-    try:
-        fd = os.open(layout.use_lock(digest), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return locks.is_held(layout.use_lock(digest))

@@ -3,37 +3,49 @@
 Protocol (DESIGN.md "The cache"): hold `.gc.lock` exclusive non-blocking (busy: skip).
 A version goes only if its use lock can be taken exclusive non-blocking; while we hold
 it, the version dir is renamed to `.trash-*` and its lock files are unlinked
-(`start.open_use_lock` re-checks the inode after locking, so a starter that raced us
+(`locks.hold` re-checks the inode after locking, so a starter that raced us
 retries on a fresh lock and finds the version gone). The trash is deleted after the
-lock is released. Deletion never follows a symlink, and only ever removes
-`.trash-*` / `.tmp-*` entries of `bundles/` or `vendor/`: anything else is renamed
-to `.trash-*` first.
+lock is released. Launcher code dirs are removed the same way under their own use
+lock, which a starting launcher holds while it imports from them. Deletion never
+follows a symlink, and only ever removes `.trash-*` / `.tmp-*` entries: anything
+else is renamed to `.trash-*` first. Work dirs of any kind (bundles, code, vendor)
+are removed only while their extract lock can be held.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import re
-import shutil
 import stat
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from launcher import inventory, locks
-from launcher.errors import CacheUnusable, InUse, LauncherError
-from launcher.inventory import Version
-from launcher.layout import Layout, check_owned_dir
+from launcher.cache import inventory, locks
+from launcher.cache.inventory import Version
+from launcher.cache.paths import (
+    EXTRACT_LOCK,
+    LABELS,
+    TRASH_PREFIX,
+    USE_LOCK,
+    WORK_PREFIX,
+    Layout,
+    check_level,
+    publish_lock,
+    use_lock,
+)
+from launcher.cache.root import owned_dir_problem
+from launcher.cache.tree import remove_tree
+from launcher.errors import InUse, LauncherError
 
 DAY = 86400.0
 PIN_NAME_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
-WORK_DIR_RE = re.compile(r"^\.tmp-(sha256-[0-9a-f]{64})-")
-LOCK_FILE_RE = re.compile(r"^(sha256-[0-9a-f]{64})\.(?:use|extract)\.lock$")
-DELETABLE_PREFIXES = (".trash-", ".tmp-")
+LOCK_FILE_RE = re.compile(r"^(sha256-[0-9a-f]{64})\.(?:use\.lock|extract\.lock|labels)$")
+SIDE_SUFFIXES = (USE_LOCK, EXTRACT_LOCK, LABELS)
+DELETABLE_PREFIXES = (TRASH_PREFIX, WORK_PREFIX)
+LEGACY_WORK_RE = re.compile(r"\.tmp-[0-9]+$")
 
 IN_USE = "in use"
 CURRENT = "current"
@@ -104,7 +116,7 @@ def collect(
     report = GcReport(dry_run=dry_run)
     if not os.path.lexists(layout.bundles):
         return report
-    check_owned_dir(layout.bundles, "cache directory")
+    check_level(layout.bundles, "cache directory")
     with gc_lock(layout) as held:
         if not held:
             report.skipped = BUSY
@@ -132,7 +144,7 @@ def clear(layout: Layout, *, dry_run: bool = False) -> GcReport:
     report = GcReport(dry_run=dry_run)
     if not os.path.lexists(layout.bundles):
         return report
-    check_owned_dir(layout.bundles, "cache directory")
+    check_level(layout.bundles, "cache directory")
     with gc_lock(layout) as held:
         if not held:
             raise InUse(f"cannot clear the cache: {BUSY}", "try again in a moment")
@@ -147,6 +159,10 @@ def clear(layout: Layout, *, dry_run: bool = False) -> GcReport:
             drop_pin(layout, digest, "not cached", report)
         sweep_leftovers(layout, report, current=None)
         clear_vendor(layout, report)
+        if not dry_run:
+            from launcher.cache import code
+
+            code.release()  # our own code goes too; later imports come from the zip
         sweep_code(layout, report, cutoff=None)
     return report
 
@@ -182,7 +198,7 @@ def triage(
 
 def version_item(version: Version, reason: str, size: int = 0) -> Item:
     """A report line for a version."""
-    return Item(version.label, reason, size, version.digest)
+    return Item(", ".join(version.labels or [version.label]), reason, size, version.digest)
 
 
 def remove_or_keep(
@@ -200,7 +216,7 @@ def remove_or_keep(
         report.removed.append(version_item(version, why, tree_size(version.path)))
         return True
     seen = version.last_used if recheck else None
-    outcome, size = remove_version(layout, version.digest, used_before=seen)
+    outcome, size = remove_in_use_guarded(version.path, used_before=seen)
     if outcome:
         report.kept.append(version_item(version, outcome))
         return False
@@ -208,122 +224,183 @@ def remove_or_keep(
     return True
 
 
-def remove_version(
-    layout: Layout, digest: str, used_before: float | None = None
-) -> tuple[str, int]:
-    """Remove a version if its use lock can be taken exclusive now.
+def remove_in_use_guarded(final: str, used_before: float | None = None) -> tuple[str, int]:
+    """Remove a published dir (a version, launcher code) if its use lock can be held now.
 
-    Returns ("", bytes freed) when removed, else (reason kept, 0).
+    Returns ("", bytes freed) when removed, else (reason kept, 0). Its side files (locks,
+    labels) go with it; a starter that raced us re-locks a fresh file and finds it gone.
     """
-    held = try_exclusive(layout.use_lock(digest))
+    held = locks.try_exclusive(use_lock(final))
     if held is None:
         return IN_USE, 0
     fd, created = held
     try:
         if used_before is not None and not created and os.fstat(fd).st_mtime > used_before + 1:
             return RECENT, 0
-        trash = move_to_trash(layout.bundles, layout.dirname(digest))
-        for path in (layout.extract_lock(digest), layout.use_lock(digest)):
-            unlink_quietly(path)
+        parent, name = os.path.split(final)
+        trash = move_to_trash(parent, name)
+        for suffix in (EXTRACT_LOCK, LABELS, USE_LOCK):
+            unlink_quietly(final + suffix)
     finally:
         os.close(fd)
-    return "", delete(layout.bundles, trash) if trash else 0
+    return "", delete(parent, trash) if trash else 0
 
 
 def sweep_leftovers(layout: Layout, report: GcReport, current: str | None) -> None:
-    """Remove `.trash-*`, `.tmp-*` work dirs nobody extracts into, and orphan lock files."""
-    names = sorted(os.listdir(layout.bundles))
+    """Remove trash, work dirs nobody publishes into, and orphan side files, in every
+    directory the cache publishes into."""
+    for parent in (layout.bundles, layout.code, layout.vendor):
+        if os.path.lexists(parent):
+            check_level(parent, "cache directory")
+            sweep_work(parent, report)
+    names = os.listdir(layout.bundles)
     for name in names:
-        if name.startswith(".trash-"):
-            size = tree_size(os.path.join(layout.bundles, name))
-            if not report.dry_run:
-                size = delete(layout.bundles, name)
-            report.leftovers.append(Item(name, "leftover trash", size))
-    for name in names:
-        match = WORK_DIR_RE.match(name)
-        if match:
-            sweep_work_dir(layout, name, "sha256:" + match.group(1)[7:], report)
-    names = os.listdir(layout.bundles)  # sweep_work_dir may have created lock files
+        if PIN_NAME_RE.match(name):
+            sweep_untrusted(layout.bundles, name, report)
+    names = os.listdir(layout.bundles)
     orphans = {m.group(1) for m in map(LOCK_FILE_RE.match, names) if m}
     for dirname in sorted(orphans):
         digest = "sha256:" + dirname[7:]
         if digest != current and dirname not in names:
-            sweep_orphan_locks(layout, digest, report)
+            sweep_orphan_side_files(os.path.join(layout.bundles, dirname), report)
+
+
+def sweep_untrusted(parent: str, name: str, report: GcReport) -> None:
+    """Unlink a version-named entry that is not a directory of ours (a planted symlink,
+    a file): it is never read as a version, so it is only clutter. Never followed."""
+    path = os.path.join(parent, name)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    problem = owned_dir_problem(st)
+    if problem is None:
+        return
+    if not report.dry_run:
+        trash = move_to_trash(parent, name)
+        if trash:
+            delete(parent, trash)
+    report.leftovers.append(Item(name, f"not a version of ours: it {problem}"))
+
+
+def sweep_work(parent: str, report: GcReport) -> None:
+    """`.trash-*` (always ours to delete) and `.tmp-<name>-*` whose publish lock is free."""
+    where = "" if os.path.basename(parent) == "bundles" else os.path.basename(parent) + "/"
+    for entry in sorted(os.listdir(parent)):
+        path = os.path.join(parent, entry)
+        if entry.startswith(TRASH_PREFIX):
+            size = tree_size(path) if report.dry_run else delete(parent, entry)
+            report.leftovers.append(Item(f"{where}{entry}", "leftover trash", size))
+        elif entry.startswith(WORK_PREFIX):
+            name = entry[len(WORK_PREFIX) :].rsplit("-", 1)[0]
+            lock_fd = locks.try_hold(publish_lock(os.path.join(parent, name)))
+            if lock_fd is None:
+                report.kept.append(Item(f"{where}{entry}", f"{IN_USE}: being unpacked"))
+                continue
+            try:
+                size = tree_size(path) if report.dry_run else delete(parent, entry)
+            finally:
+                os.close(lock_fd)
+            report.leftovers.append(Item(f"{where}{entry}", "stale work dir", size))
+        elif LEGACY_WORK_RE.search(entry) and not pid_alive(int(entry.rsplit("-", 1)[1])):
+            # `<name>.tmp-<pid>`, written by launchers before the publish protocol
+            size = tree_size(path)
+            if not report.dry_run:
+                trash = move_to_trash(parent, entry)
+                size = delete(parent, trash) if trash else 0
+            report.leftovers.append(Item(f"{where}{entry}", "stale work dir", size))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sweep_code(layout: Layout, report: GcReport, cutoff: float | None) -> None:
     """Remove launcher code dirs (v1/code/<id>) of other launchers, unused since `cutoff`
-    (all of them when None). A running launcher has its code loaded already; the
-    next start of another single file simply unpacks its code again."""
-    from launcher import codecache
+    (all of them when None), unless a launcher holds them in use."""
+    from launcher.cache import code
 
-    parent = os.path.join(layout.base, "code")
     try:
-        names = sorted(os.listdir(parent))
+        names = sorted(os.listdir(layout.code))
     except FileNotFoundError:
         return
-    current = codecache.code_id()
+    current = code.code_id()
+    present = set(names)
     for name in names:
+        if name.startswith(DELETABLE_PREFIXES):
+            continue  # swept by sweep_work
+        if name.endswith(SIDE_SUFFIXES):
+            owner = name.rsplit(".", 2)[0]
+            if owner not in present and not report.dry_run:
+                sweep_orphan_side_files(os.path.join(layout.code, owner), report, quiet=True)
+            continue
         if name == current and cutoff is not None:
             continue
-        path = os.path.join(parent, name)
-        if cutoff is not None and os.lstat(path).st_mtime >= cutoff:
+        path = layout.code_dir(name)
+        if cutoff is not None and last_used(path) >= cutoff:
             continue
-        size = tree_size(path)
-        if not report.dry_run:
-            trash = name if name.startswith(".tmp-") else move_to_trash(parent, name)
-            size = delete(parent, trash) if trash else 0
-        report.leftovers.append(Item(f"code/{name}", "launcher code of another version", size))
+        if report.dry_run:
+            report.leftovers.append(Item(f"code/{name}", "launcher code", tree_size(path)))
+            continue
+        outcome, size = remove_in_use_guarded(path)
+        if outcome:
+            report.kept.append(Item(f"code/{name}", f"{outcome}: a launcher is starting"))
+        else:
+            report.leftovers.append(Item(f"code/{name}", "launcher code", size))
 
 
-def sweep_work_dir(layout: Layout, name: str, digest: str, report: GcReport) -> None:
-    """Remove one `.tmp-*` work dir unless an extraction holds its version's extract lock."""
-    lock_fd = locks.try_lock(layout.extract_lock(digest))
-    if lock_fd is None:
-        report.kept.append(Item(name, f"{IN_USE}: an unpack is in progress"))
-        return
-    try:
-        size = tree_size(os.path.join(layout.bundles, name))
-        if not report.dry_run:
-            size = delete(layout.bundles, name)
-        report.leftovers.append(Item(name, "stale work dir", size))
-    finally:
-        os.close(lock_fd)
+def last_used(final: str) -> float:
+    """When a published dir was last used: its use lock's mtime, else its own."""
+    for path in (use_lock(final), final):
+        try:
+            return os.lstat(path).st_mtime
+        except FileNotFoundError:
+            continue
+    return 0.0
 
 
-def sweep_orphan_locks(layout: Layout, digest: str, report: GcReport) -> None:
-    """Unlink the lock files of a version that is not in the cache, if nobody holds them."""
+def sweep_orphan_side_files(final: str, report: GcReport, quiet: bool = False) -> None:
+    """Unlink the side files (locks, labels) of a dir that is not there, if nobody holds
+    its locks."""
     if report.dry_run:
         return
-    held = try_exclusive(layout.use_lock(digest))
+    held = locks.try_exclusive(use_lock(final))
     if held is None:
         return
     fd, _created = held
-    # An unpack holds the use lock too; checking the extract lock as well costs little.
-    extract_fd = locks.try_lock(layout.extract_lock(digest))
-    if extract_fd is None:
+    # A publisher holds the use lock too; checking the publish lock as well costs little.
+    publish_fd = locks.try_hold(publish_lock(final))
+    if publish_fd is None:
         os.close(fd)
         return
     try:
-        if os.path.lexists(layout.version_dir(digest)):
+        if os.path.lexists(final):
             return  # published meanwhile: its locks are live
-        for path in (layout.extract_lock(digest), layout.use_lock(digest)):
-            unlink_quietly(path)
+        for suffix in (EXTRACT_LOCK, LABELS, USE_LOCK):
+            unlink_quietly(final + suffix)
     finally:
-        os.close(extract_fd)
+        os.close(publish_fd)
         os.close(fd)
-    report.leftovers.append(Item(f"{layout.dirname(digest)}.*.lock", "orphan lock files"))
+    if not quiet:
+        report.leftovers.append(Item(f"{os.path.basename(final)}.*", "orphan lock files"))
 
 
 def clear_vendor(layout: Layout, report: GcReport) -> None:
     """Remove the extracted vendored modules, unless an unpack (their only user) is running."""
     try:
-        names = sorted(os.listdir(layout.vendor))
+        names = sorted(n for n in os.listdir(layout.vendor) if not n.startswith(DELETABLE_PREFIXES))
     except FileNotFoundError:
         return
     if not names:
         return
-    check_owned_dir(layout.vendor, "cache directory")
+    check_level(layout.vendor, "cache directory")
     held = hold_all_extract_locks(layout)
     if held is None:
         report.kept.append(Item("vendor/", f"{IN_USE}: an unpack is in progress"))
@@ -331,6 +408,10 @@ def clear_vendor(layout: Layout, report: GcReport) -> None:
     try:
         for name in names:
             path = os.path.join(layout.vendor, name)
+            if name.endswith(EXTRACT_LOCK):
+                if not report.dry_run:
+                    unlink_quietly(path)
+                continue
             size = tree_size(path)
             if not report.dry_run:
                 trash = move_to_trash(layout.vendor, name)
@@ -342,17 +423,18 @@ def clear_vendor(layout: Layout, report: GcReport) -> None:
 
 
 def hold_all_extract_locks(layout: Layout) -> list[int] | None:
-    """Every version's extract lock, held (fds); None (nothing held) if any is busy."""
+    """Every version's and vendored module's extract lock, held (fds); None if any is busy."""
     held: list[int] = []
-    for name in sorted(os.listdir(layout.bundles)):
-        if not name.endswith(".extract.lock"):
-            continue
-        fd = locks.try_lock(os.path.join(layout.bundles, name))
-        if fd is None:
-            for other in held:
-                os.close(other)
-            return None
-        held.append(fd)
+    for parent in (layout.bundles, layout.vendor):
+        for name in sorted(os.listdir(parent)):
+            if not name.endswith(EXTRACT_LOCK):
+                continue
+            fd = locks.try_hold(os.path.join(parent, name))
+            if fd is None:
+                for other in held:
+                    os.close(other)
+                return None
+            held.append(fd)
     return held
 
 
@@ -361,10 +443,10 @@ def hold_all_extract_locks(layout: Layout) -> list[int] | None:
 
 def persistent_pins(layout: Layout) -> set[str]:
     """Digests pinned by `cache pin` (files named sha256-<hex> in pins/)."""
-    try:
-        names = os.listdir(layout.pins)
-    except (FileNotFoundError, NotADirectoryError):
+    if not os.path.lexists(layout.pins):
         return set()
+    check_level(layout.pins, "cache directory")
+    names = os.listdir(layout.pins)
     return {"sha256:" + name[7:] for name in names if PIN_NAME_RE.match(name)}
 
 
@@ -390,7 +472,7 @@ def pinned(layout: Layout, embedded: dict[str, Any] | None) -> dict[str, str]:
 
 def pin_path(layout: Layout, digest: str) -> str:
     """The pin file of a version."""
-    return os.path.join(layout.pins, layout.dirname(digest))
+    return layout.pin(digest)
 
 
 def drop_pin(layout: Layout, digest: str, label: str, report: GcReport) -> None:
@@ -416,53 +498,19 @@ def embedded_manifest() -> dict[str, Any] | None:
 @contextmanager
 def gc_lock(layout: Layout) -> Iterator[bool]:
     """Try to hold `.gc.lock` exclusive without waiting; yields whether we hold it."""
+    fd = locks.try_hold(layout.gc_lock)
     try:
-        fd = os.open(layout.gc_lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise CacheUnusable(
-            f"cannot open {layout.gc_lock}: {exc.strerror}",
-            "make the cache writable or set AUTO_REVIEW_CACHE_DIR",
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield fd is not None
     finally:
-        os.close(fd)
-
-
-def try_exclusive(path: str) -> tuple[int, bool] | None:
-    """Open (creating if needed) and lock `path` exclusive without waiting.
-
-    Returns (fd, created) or None when someone holds it. A missing lock must be
-    created and locked, not skipped: a starter may be about to create it.
-    """
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-    created = False
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        fd = os.open(path, flags | os.O_CREAT, 0o600)
-        created = True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # A lock on an inode that is no longer at `path` protects nothing.
-        if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
-            return fd, created
-    except (BlockingIOError, FileNotFoundError):
-        pass
-    os.close(fd)
-    return None
+        if fd is not None:
+            os.close(fd)
 
 
 def move_to_trash(parent: str, name: str) -> str | None:
     """Rename parent/name to a fresh parent/.trash-<name>-<pid>[-n]; its new name, or None."""
     if not os.path.lexists(os.path.join(parent, name)):
         return None
-    base = f".trash-{name}-{os.getpid()}"
+    base = f"{TRASH_PREFIX}{name}-{os.getpid()}"
     trash, n = base, 0
     while os.path.lexists(os.path.join(parent, trash)):
         n += 1
@@ -474,40 +522,14 @@ def move_to_trash(parent: str, name: str) -> str | None:
 def delete(parent: str, name: str) -> int:
     """Delete parent/name (a `.trash-*` or `.tmp-*` entry) without following symlinks.
 
-    Returns the bytes of regular files it held. Errors other than a vanished entry
-    leave the rest for the next run.
+    Returns the bytes of regular files it held.
     """
     if os.sep in name or not name.startswith(DELETABLE_PREFIXES):
         raise ValueError(f"refusing to delete {name!r}: not a trash or work entry")
     path = os.path.join(parent, name)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return 0
-    if not stat.S_ISDIR(st.st_mode):
-        unlink_quietly(path)
-        return st.st_size if stat.S_ISREG(st.st_mode) else 0
     size = tree_size(path)
-    rmtree_no_follow(path)
+    remove_tree(path)
     return size
-
-
-def rmtree_no_follow(path: str) -> None:
-    """shutil.rmtree, which on Linux works on directory fds and unlinks symlinks unfollowed."""
-    if not shutil.rmtree.avoids_symlink_attacks:
-        raise CacheUnusable(
-            "this platform cannot delete directories safely", "remove the cache by hand"
-        )
-
-    def ignore_vanished(_func: Any, failed: str, exc: Any) -> None:
-        error = exc[1] if isinstance(exc, tuple) else exc
-        if not isinstance(error, FileNotFoundError):
-            sys.stderr.write(f"auto-review: warning: cannot delete {failed}: {error}\n")
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=ignore_vanished)
-    else:
-        shutil.rmtree(path, onerror=ignore_vanished)
 
 
 def tree_size(path: str) -> int:

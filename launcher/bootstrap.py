@@ -1,0 +1,70 @@
+"""auto-review: the single file. Runs the launcher from inside this zipapp.
+
+build.py writes this module as the zipapp's __main__.py, with CODE_ID filled in.
+zipimport compiles every module on every start, so the launcher prefers its code
+unpacked with bytecode in the cache (launcher.cache.code), when every level of it
+is a private directory of ours; it holds that code's use lock shared so that
+`cache clear` cannot delete it while this process still imports from it. The zip
+stays on the package path behind the cached copy, so a missing file falls back to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if sys.version_info < (3, 10):  # noqa: UP036 -- the message is for older interpreters
+    sys.exit("auto-review: needs Python 3.10 or newer -- run it with python3.10+")
+CODE_ID = "@CODE_ID@"
+
+
+def cached_code(code_id: str) -> str | None:
+    """The launcher's code unpacked in the cache, if every level of it is ours."""
+    from launcher.cache.root import MARKER, code_levels, owned_dir_problem
+
+    levels = code_levels(code_id)
+    for path in levels:
+        try:
+            if owned_dir_problem(os.lstat(path)):
+                return None
+        except OSError:
+            return None
+    code = levels[-1]
+    return code if os.path.exists(os.path.join(code, MARKER)) else None
+
+
+def prefer(code: str) -> None:
+    """Import the launcher's modules not loaded yet from `code`, then from the zip."""
+    import launcher
+    import launcher.cache
+
+    launcher.__path__.insert(0, os.path.join(code, "launcher"))
+    launcher.cache.__path__.insert(0, os.path.join(code, "launcher", "cache"))
+
+
+def forget(code: str) -> None:
+    """Undo prefer(): the code dir went away before we held it."""
+    import launcher
+    import launcher.cache
+
+    for package in (launcher, launcher.cache):
+        package.__path__[:] = [p for p in package.__path__ if not p.startswith(code + os.sep)]
+
+
+def use_cached_code() -> None:
+    """Prefer the cached code and hold it in use, or leave the zip in charge."""
+    code = cached_code(CODE_ID)
+    if code is None:
+        return
+    prefer(code)
+    from launcher.cache.code import hold_in_use
+
+    if not hold_in_use(code):
+        forget(code)
+
+
+if __name__ == "__main__":
+    use_cached_code()
+    from launcher.cli import main
+
+    sys.exit(main())

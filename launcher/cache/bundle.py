@@ -1,0 +1,140 @@
+"""The cold path of a bundle: publish the embedded rootfs into the cache, exactly once.
+
+Through the cache's one publish protocol (launcher.cache.publish): under the
+version's extract lock, stream zip -> sha256 -> zstd -> our extractor into a work
+dir, compare the digest, write bundle.json and files.tsv, then the marker and the
+no-replace rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, Any
+
+from launcher import embedded
+from launcher.cache import labels, publish, zstd
+from launcher.cache.extract import Entry, Limits, extract_tar_stream
+from launcher.cache.paths import Layout
+from launcher.errors import PayloadCorrupt
+from launcher.progress import Progress
+
+HARD_MAX_MEMBERS = 200_000
+HARD_MAX_TOTAL = 8 << 30
+FILES_LIST = "files.tsv"
+
+
+class HashingReader:
+    """Reads a stream forward, hashing and counting every byte that passes."""
+
+    def __init__(self, raw: IO[bytes], progress: Progress) -> None:
+        import hashlib
+
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha.update(data)
+        self.progress(len(data))
+        return data
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Read to the end, so the digest covers every stored byte."""
+        while self.read(1 << 20):
+            pass
+
+    def matches(self, digest: str) -> bool:
+        """Whether the bytes read so far hash to `digest` ('sha256:<hex>')."""
+        return "sha256:" + self.sha.hexdigest() == digest
+
+
+def limits_for(manifest: dict[str, Any]) -> Limits:
+    """Extraction caps from the manifest, bounded by absolute caps."""
+    return Limits(
+        max_members=min(int(manifest["file_count"]), HARD_MAX_MEMBERS),
+        max_file_size=min(int(manifest["largest_file"]), HARD_MAX_TOTAL),
+        max_total_size=min(int(manifest["unpacked_size"]), HARD_MAX_TOTAL),
+    )
+
+
+def ensure_unpacked(layout: Layout, manifest: dict[str, Any], quiet: bool = False) -> bool:
+    """Make sure the embedded bundle is published in the cache. True if this call did it."""
+    digest = manifest["digest"]
+    label = str(manifest.get("version", "?"))
+    done = publish.publish(
+        layout.version_dir(digest),
+        lambda work: fill_version(layout, manifest, work, quiet),
+        waiting_for=f"finish unpacking {label}",
+        needed_bytes=int(manifest["unpacked_size"]),
+        quiet=quiet,
+    )
+    labels.record(layout, digest, label)
+    return done
+
+
+def fill_version(layout: Layout, manifest: dict[str, Any], work: str, quiet: bool) -> None:
+    """The publish step for a bundle: rootfs/, bundle.json, files.tsv."""
+    entries = extract_verified(layout, manifest, work, quiet)
+    write_metadata(work, manifest, entries)
+
+
+def extract_verified(
+    layout: Layout, manifest: dict[str, Any], work: str, quiet: bool
+) -> list[Entry]:
+    """Stream the payload into work/rootfs and check its digest; PayloadCorrupt on mismatch."""
+    rootfs = os.path.join(work, "rootfs")
+    os.mkdir(rootfs, 0o700)
+    label = f"auto-review: unpacking {manifest.get('version', '?')}"
+    progress = Progress(label, int(manifest["compressed_size"]), enabled=not quiet)
+    import zipfile
+
+    with embedded.open_payload() as raw:
+        hashing = HashingReader(raw, progress)
+        reader = zstd.open_reader(hashing, layout)
+        bad = (*zstd.decompression_errors(), zipfile.BadZipFile, EOFError)
+        try:
+            result = extract_tar_stream(reader, rootfs, limits_for(manifest))
+            hashing.drain()
+            # The container's "/": traversable by the unprivileged sandbox user.
+            os.chmod(rootfs, 0o755)
+        except bad as exc:
+            raise PayloadCorrupt(
+                f"the embedded payload is damaged: {exc}", embedded.REBUILD
+            ) from None
+        except PayloadCorrupt as exc:
+            # Say whether the stored bytes are what the build hashed: read the rest
+            # (compressed, stored in the zip: cheap), never guess from a prefix.
+            hashing.drain()
+            if hashing.matches(manifest["digest"]):
+                exc.message += " (the payload matches its digest: the build itself is unsafe)"
+            else:
+                exc.message += " (and the payload does not match its digest)"
+            raise
+    progress.finish()
+    if not hashing.matches(manifest["digest"]):
+        actual = "sha256:" + hashing.sha.hexdigest()
+        raise PayloadCorrupt(
+            f"the embedded payload does not match its manifest digest ({actual[:19]}...)",
+            embedded.REBUILD,
+        )
+    return result.entries
+
+
+def write_metadata(work: str, manifest: dict[str, Any], entries: list[Entry]) -> None:
+    """bundle.json (the manifest) and files.tsv (what `cache verify` re-hashes)."""
+    with open(os.path.join(work, "bundle.json"), "w") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=True)
+    # surrogateescape: non-UTF-8 names are decoded that way; write them back as bytes
+    with open(os.path.join(work, FILES_LIST), "w", errors="surrogateescape") as fh:
+        for e in entries:
+            fh.write(f"{e.kind}\t{e.mode:o}\t{e.size}\t{e.digest}\t{e.path}\n")

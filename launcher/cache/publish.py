@@ -1,0 +1,158 @@
+"""Publish a directory into the cache exactly once, or not at all.
+
+One protocol for every kind of directory the cache holds (bundles, the launcher's
+code, vendored native modules), in the spirit of PEX's atomic_directory:
+
+    1. marker there?         -> published already, nothing to do
+    2. hold <final>.extract.lock (blocking, with a timeout and a message)
+    3. marker there now?     -> another process published it while we waited
+    4. remove what a killed publisher left: .tmp-<name>-* and a <final> without marker
+    5. check free space, fill a fresh .tmp-<name>-* work dir
+    6. sync the tree, write the marker inside it, rename it to <final> (never replacing),
+       sync the parent
+
+Readers trust only the marker; it is written before the rename that makes the
+directory visible under its final name, so a crash at any step leaves nothing or a
+complete directory, and the next publisher cleans up what is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from launcher.cache import locks
+from launcher.cache.paths import (
+    SPACE_FIX,
+    TRASH_PREFIX,
+    map_os_error,
+    publish_lock,
+    work_prefix,
+)
+from launcher.cache.root import MARKER
+from launcher.errors import LauncherError, NoSpace
+
+SPACE_MARGIN = 16 << 20
+
+TYPE_CHECKING = False  # typing and collections.abc cost milliseconds on every warm start
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def is_published(final: str) -> bool:
+    """True when `final` carries its marker (and so is complete)."""
+    return os.path.exists(os.path.join(final, MARKER))
+
+
+def publish(
+    final: str,
+    fill: Callable[[str], None],
+    *,
+    waiting_for: str,
+    needed_bytes: int = 0,
+    quiet: bool = False,
+) -> bool:
+    """Build `final` with `fill(work_dir)` unless it is published; True if this call did.
+
+    `fill` writes into the empty work dir it is given and raises on any failure; its
+    work is then thrown away. OSErrors become the launcher's errors (ENOSPC -> NoSpace).
+    """
+    if is_published(final):
+        return False
+    parent, name = os.path.split(final)
+    lock_fd = locks.hold(publish_lock(final), shared=False, waiting_for=waiting_for, quiet=quiet)
+    try:
+        if is_published(final):
+            return False
+        remove_leftovers(parent, name)
+        if needed_bytes:
+            check_free_space(parent, needed_bytes)
+        import tempfile
+
+        try:
+            work = tempfile.mkdtemp(prefix=work_prefix(name), dir=parent)
+        except OSError as exc:
+            raise map_os_error(exc, f"cannot write the cache {parent}") from None
+        try:
+            fill(work)
+            sync_tree(work)
+            write_marker(work)
+            rename_no_replace(work, final)
+            fsync_dir(parent)
+        except BaseException as exc:
+            from launcher.cache.tree import remove_tree
+
+            remove_tree(work)
+            if isinstance(exc, OSError) and not isinstance(exc, LauncherError):
+                raise map_os_error(exc, f"cannot write the cache {parent}") from None
+            raise
+    finally:
+        os.close(lock_fd)
+    return True
+
+
+def remove_leftovers(parent: str, name: str) -> None:
+    """Delete work dirs of `name` and an unpublished `final` (the caller holds its lock)."""
+    from launcher.cache.tree import remove_tree
+
+    prefix = work_prefix(name)
+    for entry in os.listdir(parent):
+        if entry.startswith(prefix) or entry.startswith(f"{TRASH_PREFIX}{name}-"):
+            remove_tree(os.path.join(parent, entry))
+    final = os.path.join(parent, name)
+    if os.path.lexists(final):  # a directory without its marker was never published
+        trash = os.path.join(parent, f"{TRASH_PREFIX}{name}-{os.getpid()}")
+        os.rename(final, trash)
+        remove_tree(trash)
+
+
+def check_free_space(path: str, needed: int) -> None:
+    """Refuse early when the filesystem cannot hold what is about to be written."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    if free < needed + SPACE_MARGIN:
+        raise NoSpace(
+            f"not enough space to unpack in {path}: need {(needed + SPACE_MARGIN) >> 20} MiB,"
+            f" {free >> 20} MiB free",
+            SPACE_FIX,
+        )
+
+
+def sync_tree(path: str) -> None:
+    """Flush everything written under `path` (one syncfs, not an fsync per file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def write_marker(work: str) -> None:
+    """The marker readers trust, durable before the rename that publishes it."""
+    fd = os.open(os.path.join(work, MARKER), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(work)
+
+
+def rename_no_replace(src: str, dst: str) -> None:
+    """rename(2) that never replaces what is there."""
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "already published", dst)
+    os.rename(src, dst)  # only an empty dir could be replaced, and the lock excludes that
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,129 @@
+"""A zstd decompressing reader: the stdlib on 3.14+, else the vendored zstandard module.
+
+A C extension cannot be imported from inside a zip, so the vendored zstandard
+module for this interpreter's ABI is published into <cache>/v1/vendor/ through the
+cache's one publish protocol, like a bundle. Only the cold path imports this module.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from typing import IO
+
+from launcher.cache import publish
+from launcher.cache.paths import Layout, ensure_level
+from launcher.errors import RuntimeMissing, SandboxFailed
+
+MAX_WINDOW_LOG = 25  # 32 MiB: the build uses a 16 MiB window (2**24); larger is a bomb
+POLICY_PREFIX = "PYTHON_ZSTANDARD_"
+READ_SIZE = 1 << 20
+
+
+def open_reader(raw: IO[bytes], layout: Layout) -> IO[bytes]:
+    """Wrap a compressed stream in a decompressing, forward-only reader."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+    except ImportError:
+        zstandard = import_zstandard(layout)
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+        reader = dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=False)
+        # tarfile reads 512 B headers and 10 KiB blocks: serve them from a buffer
+        # instead of a call into the decoder each.
+        return io.BufferedReader(reader, READ_SIZE)
+    options = {zstd.DecompressionParameter.window_log_max: MAX_WINDOW_LOG}
+    return zstd.ZstdFile(raw, mode="rb", options=options)
+
+
+def decompression_errors() -> tuple[type[BaseException], ...]:
+    """Exception types the active backend raises for corrupt or oversize input."""
+    errors: list[type[BaseException]] = []
+    zstandard = sys.modules.get("zstandard")
+    if zstandard is not None:
+        errors.append(zstandard.ZstdError)
+    zstd = sys.modules.get("compression.zstd")
+    if zstd is not None:
+        errors.append(zstd.ZstdError)
+    return tuple(errors)
+
+
+def import_zstandard(layout: Layout):
+    """The vendored zstandard module for this ABI, published into the cache on first use.
+
+    zstandard reads PYTHON_ZSTANDARD_IMPORT_POLICY from os.environ (even under -I) to
+    pick its backend; no environment variable may choose which code we load.
+    """
+    for name in [n for n in os.environ if n.startswith(POLICY_PREFIX)]:
+        del os.environ[name]
+    suffix = EXTENSION_SUFFIXES[0] if EXTENSION_SUFFIXES else ""
+    files = vendor_members(suffix)
+    if files is None:
+        try:
+            import zstandard  # an installed copy still works
+
+            return zstandard
+        except ImportError:
+            pass
+        raise RuntimeMissing(
+            f"no zstd decoder for Python {sys.version_info.major}.{sys.version_info.minor}"
+            f" ({suffix or 'unknown ABI'})",
+            "run auto-review with Python 3.10-3.13 or 3.14+, or pip install zstandard",
+        )
+    tag = "%08x" % (sum(crc for _n, _s, crc in files) & 0xFFFFFFFF)
+    abi = suffix.strip(".").split(".")[0]
+    ensure_level(layout.vendor, "cache directory")
+    target = layout.vendor_dir("zstandard", abi, tag)
+    publish.publish(
+        target,
+        lambda work: fill_vendor(work, files),
+        waiting_for="finish unpacking the zstd decoder",
+    )
+    refuse_noexec(target)
+    sys.path.insert(0, target)
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise RuntimeMissing(
+            f"the vendored zstd decoder does not load: {exc}",
+            "run auto-review with Python 3.10-3.13 or 3.14+, or pip install zstandard",
+        ) from None
+    return zstandard
+
+
+def vendor_members(suffix: str) -> list[tuple[str, int, int]] | None:
+    """(name, size, crc) of the vendored zstandard files for this ABI, None if absent."""
+    from launcher import embedded
+
+    members = [
+        m
+        for m in embedded.list_members("_vendor/zstandard/")
+        if m[0].endswith("__init__.py") or m[0].endswith(suffix)
+    ]
+    return members if any(m[0].endswith(suffix) for m in members) else None
+
+
+def fill_vendor(work: str, members: list[tuple[str, int, int]]) -> None:
+    """The publish step for the vendored package: work/zstandard/*."""
+    from launcher import embedded
+
+    os.mkdir(os.path.join(work, "zstandard"), 0o700)
+    for name, _size, _crc in members:
+        dest = os.path.join(work, "zstandard", name.rsplit("/", 1)[-1])
+        data = embedded.read_member(name)  # zipfile verifies the CRC
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o500)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+def refuse_noexec(path: str) -> None:
+    """A native module cannot be mapped from a noexec mount: say so before trying."""
+    if os.statvfs(path).f_flag & os.ST_NOEXEC:
+        raise SandboxFailed(
+            f"the cache {path} is on a filesystem mounted noexec: the zstd decoder"
+            " (a native module) cannot load from it",
+            "set AUTO_REVIEW_CACHE_DIR to a directory on a filesystem mounted without noexec",
+        )
