@@ -698,7 +698,8 @@ def launcher_entries(manifest: dict) -> tuple[str, list[tuple[str, bytes]]]:
         for src in sorted((HERE / "launcher").rglob("*.py"))
         if src.name != "_embedded.py"
     ]
-    digest = hashlib.sha256(manifest["digest"].encode())
+    # the whole manifest: two files with one payload but other labels must not share code
+    digest = hashlib.sha256(repr(manifest).encode())
     for name, data in entries:
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     code_id = digest.hexdigest()[:20]

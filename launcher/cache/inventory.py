@@ -107,6 +107,7 @@ def available_versions(layout: Layout, embedded: dict[str, Any] | None) -> list[
         for v in versions:
             if v.digest == embedded["digest"] and str(embedded["version"]) not in v.labels:
                 v.labels.append(str(embedded["version"]))
+                labels.record(layout, v.digest, str(embedded["version"]))
     if embedded and all(v.digest != embedded["digest"] for v in versions):
         versions.append(
             Version(

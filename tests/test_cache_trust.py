@@ -1,0 +1,316 @@
+"""The cache tried as an attacker and a busy host would: every level checked before it is
+trusted, every error one line with its exit code, labels that survive, locks that say
+who holds them. Each test reproduces a finding of the cache-core issue."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import HOST_PYTHON, ROOT, build_app, needs_root, rewrite_app, run_app
+from test_cache import assert_nothing_published, bundles, env_for, published, tmpfs
+
+PLANTER = 65534  # nobody: the other user who plants
+
+
+def manifest_of(app: Path) -> dict:
+    return json.loads(run_app(app, "bundle", "info", "--json", check=True).stdout)
+
+
+def owned_by_us(tree: Path) -> list[Path]:
+    """Entries under `tree` owned by the test's uid (what the launcher would have created)."""
+    return [p for p in [tree, *tree.rglob("*")] if p.lstat().st_uid == os.geteuid()]
+
+
+def plant_version(where: Path, digest: str, source: Path) -> None:
+    """A complete-looking version dir for `digest` under `where`, owned by the planter."""
+    vdir = where / digest.replace(":", "-", 1)
+    shutil.copytree(source, vdir, symlinks=True)
+    (vdir / "rootfs" / "PLANTED").write_text("the planter's gateway\n")
+    for p in [where, *where.rglob("*")]:
+        os.lchown(p, PLANTER, PLANTER)
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["world-writable v1", "v1 of another owner"])
+def test_a_planted_version_is_never_run(app: Path, tmp_path: Path, how: str) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache, AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
+    run_app(app, "cache", "prepare", env=env, check=True)
+    digest = manifest_of(app)["digest"]
+    [real] = published(cache)
+    cache.chmod(0o755)  # traversable, not writable: the root itself passes its check
+    v1 = cache / "v1"
+    if how == "world-writable v1":
+        v1.chmod(0o777)
+    else:
+        os.chown(v1, PLANTER, PLANTER)
+    # What the other user can now do: swap bundles/ for one of theirs.
+    os.rename(bundles(cache), v1 / "old-bundles")
+    planted = bundles(cache)
+    planted.mkdir()
+    plant_version(planted, digest, v1 / "old-bundles" / real.name)
+
+    for args in (("cache", "prepare"), ("check",), ("cache", "list")):
+        result = run_app(app, *args, env=env)
+        assert result.returncode == 73, (args, result.stdout, result.stderr)
+        assert str(v1) in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    assert owned_by_us(planted) == [], "nothing may be created in the planter's directory"
+
+
+@needs_root
+def test_a_symlinked_bundles_dir_creates_nothing_where_it_points(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    os.chown(elsewhere, PLANTER, PLANTER)
+    shutil.rmtree(bundles(cache))
+    bundles(cache).symlink_to(elsewhere)
+    result = run_app(app, "cache", "prepare", env=env)
+    assert result.returncode == 73, result.stderr
+    assert "symlink" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+@needs_root
+def test_a_relative_cache_dir_runs_the_sandbox(app: Path, tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    env = env_for(Path("rel/cache"), AUTO_REVIEW_STATE_DIR="rel/state")
+    path = subprocess.run([HOST_PYTHON, str(app), "cache", "path"], env=env, cwd=tmp_path / "work",
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert path.stdout.strip() == str(tmp_path / "work" / "rel" / "cache")
+    result = subprocess.run([HOST_PYTHON, str(app), "check"], env=env, cwd=tmp_path / "work",
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert published(tmp_path / "work" / "rel" / "cache")
+
+
+@needs_root
+def test_a_full_disk_when_the_root_is_created_is_no_space(app: Path, tmp_path: Path) -> None:
+    # Few inodes, all used: creating the cache root's first directory fails with ENOSPC.
+    with tmpfs(tmp_path / "full", "size=4m,nr_inodes=4,mode=0755") as disk:
+        n = 0
+        while True:
+            try:
+                (disk / f"f{n}").touch()
+            except OSError:
+                break
+            n += 1
+        result = run_app(app, "cache", "prepare", env=env_for(disk / "a" / "cache"))
+        assert result.returncode == 74, result.stderr
+        assert "no space left" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+@needs_root
+def test_a_noexec_cache_is_refused_with_the_fix(app: Path, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "noexec", "size=256m,noexec,mode=0700") as cache:
+        result = run_app(app, "cache", "prepare", env=env_for(cache))
+        assert result.returncode == 71, result.stderr
+        assert "noexec" in result.stderr and "AUTO_REVIEW_CACHE_DIR" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+        assert_nothing_published(cache)
+
+
+@pytest.mark.parametrize("policy", ["cffi", "rust", "cffi_fallback", "bogus"])
+def test_no_zstandard_variable_chooses_the_backend(app: Path, tmp_path: Path, policy: str) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache, PYTHON_ZSTANDARD_IMPORT_POLICY=policy)
+    result = run_app(app, "cache", "prepare", env=env)
+    assert result.returncode == 0, result.stderr
+    [version] = published(cache)
+    assert (version / ".complete").exists()
+
+
+def tar_with(members: list[tuple[str, bytes]]) -> bytes:
+    """An uncompressed tar whose members are (name, data), the first one absolute."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_an_early_refusal_of_a_matching_payload_says_only_what_is_known(
+    app: Path, tmp_path: Path
+) -> None:
+    # A payload refused at its first member, with the rest after it: the digest is right.
+    tail = os.urandom(256 << 10)
+    payload = zstandard.ZstdCompressor().compress(
+        tar_with([("/etc/evil", b"x"), ("usr/big", tail)])
+    )
+    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    bad = rewrite_app(
+        app,
+        tmp_path / "auto-review",
+        payload=payload,
+        edit_manifest=lambda m: m.update(digest=digest, compressed_size=len(payload)),
+    )
+    cache = tmp_path / "cache"
+    result = run_app(bad, "cache", "prepare", env=env_for(cache))
+    assert result.returncode == 65, result.stderr
+    assert "absolute path" in result.stderr
+    assert "does not match its digest" not in result.stderr
+    assert "matches its digest" in result.stderr
+    assert_nothing_published(cache)
+
+
+def test_an_early_refusal_of_a_changed_payload_says_it_does_not_match(
+    app: Path, tmp_path: Path
+) -> None:
+    payload = zstandard.ZstdCompressor().compress(tar_with([("/etc/evil", b"x")]))
+    bad = rewrite_app(app, tmp_path / "auto-review", payload=payload)
+    result = run_app(bad, "cache", "prepare", env=env_for(tmp_path / "cache"))
+    assert result.returncode == 65, result.stderr
+    assert "absolute path" in result.stderr
+    assert "does not match its digest" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def relabelled(app: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same sources built as version 0.2.0: same payload digest, another label."""
+    return build_app(tmp_path_factory.mktemp("relabelled") / "auto-review", "--version", "0.2.0")
+
+
+def test_a_label_resolves_whichever_file_unpacked_its_digest(
+    app: Path, relabelled: Path, tmp_path: Path
+) -> None:
+    assert manifest_of(relabelled)["digest"] == manifest_of(app)["digest"]
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)  # 0.1.0 unpacks first
+    for file in (relabelled, app):
+        pinned = run_app(file, "cache", "prepare", env=dict(env, AUTO_REVIEW_BUNDLE="0.2.0"))
+        assert pinned.returncode == 0, pinned.stderr
+    pin = run_app(relabelled, "cache", "pin", "0.2.0", env=env)
+    assert pin.returncode == 0, pin.stderr
+    rows = json.loads(run_app(app, "cache", "list", "--json", env=env, check=True).stdout)
+    assert [row["labels"] for row in rows] == [["0.1.0", "0.2.0"]]
+    assert rows[0]["pinned"] is True
+    # ...and a file that knows neither label still finds the version by it
+    unpin = run_app(app, "cache", "unpin", "0.2.0", env=env)
+    assert unpin.returncode == 0, unpin.stderr
+
+
+HOLD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_hung_unpacker_is_named_and_waited_for_only_so_long(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="1")
+    run_app(app, "cache", "path", env=env, check=True)
+    bundles(cache).mkdir(parents=True, mode=0o700)
+    for level in (cache, cache / "v1"):
+        level.chmod(0o700)
+    lock = bundles(cache) / (manifest_of(app)["digest"].replace(":", "-", 1) + ".extract.lock")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        result = run_app(app, "cache", "prepare", env=env)
+    finally:
+        holder.communicate("")
+    assert result.returncode == 75, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert f"waiting for another auto-review (pid {holder.pid}) to finish unpacking" in lines[0]
+    assert f"gave up after 1 s waiting for another auto-review (pid {holder.pid})" in lines[-1]
+    assert "AUTO_REVIEW_LOCK_TIMEOUT" in lines[-1]
+    assert_nothing_published(cache)
+
+
+def test_a_bad_lock_timeout_is_a_config_error(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    run_app(app, "cache", "prepare", env=env_for(cache), check=True)
+    lock = next(bundles(cache).glob("*.extract.lock"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        shutil.rmtree(published(cache)[0])
+        result = run_app(app, "cache", "prepare", env=env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="x"))
+    finally:
+        holder.communicate("")
+    assert result.returncode == 78, result.stderr
+    assert "AUTO_REVIEW_LOCK_TIMEOUT" in result.stderr
+
+
+def test_work_dirs_of_every_kind_left_by_a_kill_are_swept(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)
+    v1 = cache / "v1"
+    [code] = [p for p in (v1 / "code").iterdir() if p.is_dir()]
+    [vendor] = [p for p in (v1 / "vendor").iterdir() if p.is_dir()]
+    leftovers = [
+        v1 / "code" / f".tmp-{code.name}-abc123",
+        v1 / "vendor" / f".tmp-{vendor.name}-abc123",
+        v1 / "vendor" / f"{vendor.name}.tmp-999999999",  # the old launcher's naming
+        v1 / "code" / f".trash-{code.name}-1",
+    ]
+    for path in leftovers:
+        (path / "sub").mkdir(parents=True)
+        (path / "sub" / "file").write_bytes(b"x" * 1000)
+    result = run_app(app, "cache", "gc", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [p for p in leftovers if p.exists()] == []
+    assert code.is_dir() and vendor.is_dir()
+
+
+def test_global_flags_are_accepted_after_the_verb(app: Path, tmp_path: Path) -> None:
+    env = env_for(tmp_path / "cache")
+    result = run_app(app, "cache", "prepare", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert run_app(app, "cache", "list", "-q", "--json", env=env).returncode == 0
+
+
+def test_clear_never_crashes_a_starting_launcher(app: Path, tmp_path: Path) -> None:
+    """30 rounds of `cache prepare; cache clear & cache prepare`: 0 crashes, no traceback."""
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    for _round in range(30):
+        run_app(app, "cache", "prepare", env=env, check=True)
+        clear = subprocess.Popen(
+            [HOST_PYTHON, str(app), "cache", "clear"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        start = run_app(app, "cache", "prepare", env=env)
+        _out, err = clear.communicate(timeout=120)
+        assert start.returncode == 0, start.stderr
+        assert clear.returncode in (0, 75), err
+        assert "Traceback" not in start.stderr + err
+
+
+def test_the_bootstrap_is_the_linted_launcher_module(app: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(app) as zf:
+        main = zf.read("__main__.py").decode()
+    source = (ROOT / "launcher" / "bootstrap.py").read_text()
+    code_id = main.split('CODE_ID = "', 1)[1].split('"', 1)[0]
+    assert main == source.replace('CODE_ID = "@CODE_ID@"', f'CODE_ID = "{code_id}"')
