@@ -30,6 +30,8 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from launcher.manifest import validate  # the contract the launcher reads back
+
 HERE = Path(__file__).resolve().parent
 PAYLOAD = HERE / "payload"
 RECIPE = PAYLOAD / "rootfs.toml"
@@ -763,7 +765,7 @@ def make_manifest(
     """The contract between build and launcher (and the OCI image config's source)."""
     process = recipe.section("process")
     uid, gid = lookup_user(process["user"])
-    return {
+    manifest = {
         "schema": 1,
         "name": recipe.section("bundle")["name"],
         "version": version,
@@ -785,6 +787,7 @@ def make_manifest(
         },
         "mounts": [dict(m) for m in recipe.data.get("mounts", [])],
     }
+    return dict(validate(manifest))
 
 
 def tree_facts(root: Path, recipe: Recipe) -> dict:

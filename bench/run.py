@@ -194,12 +194,15 @@ def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
     work = base / "warm-path"
     env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(work / "cache"))
     run([PYTHON, str(app), "-q", "cache", "prepare"], env)
-    [code] = (work / "cache" / "v1" / "code").iterdir()
+    [code] = [p for p in (work / "cache" / "v1" / "code").iterdir() if p.is_dir()]
+    # what the zipapp's __main__ does (launcher.bootstrap), then the warm acquire
     boot = (
-        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
-        " from launcher import start; start.acquire(True)"
+        "import sys; sys.path[:0] = [sys.argv[1]]; from launcher import bootstrap;"
+        " bootstrap.CODE_ID = sys.argv[2]; bootstrap.use_cached_code();"
+        " from launcher.cache import warm; warm.acquire(True)"
     )
-    ours = timed(lambda: run([PYTHON, "-I", "-S", "-c", boot, str(code), str(app)], env), rounds)
+    cmd = [PYTHON, "-I", "-S", "-c", boot, str(app), code.name]
+    ours = timed(lambda: run(cmd, env), rounds)
     ref = timed(lambda: run([PYTHON, "-I", "-S", "-c", "pass"]), rounds)
     extra = (statistics.median(ours) - statistics.median(ref)) * 1000
     return (
@@ -207,7 +210,7 @@ def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
         fmt(ours),
         f"`python3 -I -S -c pass`: {fmt(ref)}",
         f"+{extra:.1f} ms",
-        "<= +10 ms",
+        "<= +8 ms",
     )
 
 

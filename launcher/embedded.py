@@ -14,7 +14,9 @@ from launcher.errors import PayloadCorrupt
 PAYLOAD_MEMBER = "bundle/rootfs.tar.zst"
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:
-    from typing import IO, Any
+    from typing import IO
+
+    from launcher.manifest import Manifest
 
 REBUILD = "download auto-review again (or rebuild it with: python3 build.py)"
 
@@ -28,15 +30,17 @@ def archive_path() -> str:
     return os.path.abspath(sys.argv[0])
 
 
-def manifest() -> dict[str, Any]:
-    """The embedded bundle's manifest."""
+def manifest() -> Manifest:
+    """The embedded bundle's manifest, checked against the contract (launcher.manifest)."""
     try:
         from launcher._embedded import MANIFEST
     except ImportError:
         raise PayloadCorrupt(
             "this launcher has no embedded bundle (running from a source tree?)", REBUILD
         ) from None
-    return MANIFEST
+    from launcher.manifest import validate
+
+    return validate(MANIFEST)
 
 
 def open_payload() -> IO[bytes]:

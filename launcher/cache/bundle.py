@@ -17,6 +17,7 @@ from launcher.cache import labels, publish, zstd
 from launcher.cache.extract import Entry, Limits, extract_tar_stream
 from launcher.cache.paths import Layout
 from launcher.errors import PayloadCorrupt
+from launcher.manifest import window_bytes
 from launcher.progress import Progress
 
 HARD_MAX_MEMBERS = 200_000
@@ -100,7 +101,7 @@ def extract_verified(
 
     with embedded.open_payload() as raw:
         hashing = HashingReader(raw, progress)
-        reader = zstd.open_reader(hashing, layout)
+        reader = zstd.open_reader(hashing, layout, window_bytes(manifest))
         bad = (*zstd.decompression_errors(), zipfile.BadZipFile, EOFError)
         try:
             result = extract_tar_stream(reader, rootfs, limits_for(manifest))

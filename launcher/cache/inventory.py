@@ -16,6 +16,7 @@ from launcher.cache.labels import LABEL_RE
 from launcher.cache.paths import Layout, check_level
 from launcher.cache.root import MARKER, owned_dir_problem
 from launcher.errors import PinNotFound
+from launcher.manifest import ManifestError, validate
 
 DIGEST_RE = re.compile(r"^(?:sha256[:-])?([0-9a-f]{12,64})$")
 MAX_MANIFEST = 1 << 20
@@ -61,7 +62,10 @@ def read_manifest(version_dir: str) -> dict[str, Any] | None:
             manifest = json.loads(fh.read(MAX_MANIFEST))
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) else None
+    try:
+        return validate(manifest)
+    except ManifestError:
+        return None
 
 
 def cached_versions(layout: Layout) -> list[Version]:

@@ -22,18 +22,20 @@ POLICY_PREFIX = "PYTHON_ZSTANDARD_"
 READ_SIZE = 1 << 20
 
 
-def open_reader(raw: IO[bytes], layout: Layout) -> IO[bytes]:
-    """Wrap a compressed stream in a decompressing, forward-only reader."""
+def open_reader(raw: IO[bytes], layout: Layout, window: int = 1 << MAX_WINDOW_LOG) -> IO[bytes]:
+    """Wrap a compressed stream in a decompressing, forward-only reader that refuses a
+    frame needing more than `window` bytes (never more than 2**MAX_WINDOW_LOG)."""
+    window = min(window, 1 << MAX_WINDOW_LOG)
     try:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
     except ImportError:
         zstandard = import_zstandard(layout)
-        dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+        dctx = zstandard.ZstdDecompressor(max_window_size=window)
         reader = dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=False)
         # tarfile reads 512 B headers and 10 KiB blocks: serve them from a buffer
         # instead of a call into the decoder each.
         return io.BufferedReader(reader, READ_SIZE)
-    options = {zstd.DecompressionParameter.window_log_max: MAX_WINDOW_LOG}
+    options = {zstd.DecompressionParameter.window_log_max: window.bit_length() - 1}
     return zstd.ZstdFile(raw, mode="rb", options=options)
 
 
