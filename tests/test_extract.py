@@ -1,4 +1,4 @@
-"""Tests of launcher.extract: real files under tmp_path, tar streams built in memory."""
+"""Tests of launcher.cache.extract: real files under tmp_path, tar streams built in memory."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from launcher.errors import PayloadCorrupt
-from launcher.extract import Entry, ExtractResult, Limits, extract_tar_stream
+from launcher.cache.extract import Entry, ExtractResult, Limits, extract_tar_stream
 
 BIG = Limits(max_members=100_000, max_file_size=1 << 30, max_total_size=1 << 32)
 

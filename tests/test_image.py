@@ -88,13 +88,13 @@ def _walk(root: Path) -> dict[str, tuple[str, str | None, int]]:
 
 
 def _launcher_mode(kind: str, mode: int) -> int:
-    """The launcher's extraction normalises modes (launcher/extract.py): directories via
+    """The launcher's extraction normalises modes (launcher/cache/extract.py): directories via
     `dir_mode` (owner rwx, no setgid, world-write only with the sticky bit), files
     `(mode & 0o755) | 0o400`. umoci --rootless keeps the tar's modes, so its modes are
     mapped through the same rule before comparing (the differences seen: /proc and
     /sys are 0555 in the tar, 0755 in the cache). Ownership is not compared: both
     unpack as the calling user."""
-    from launcher.extract import dir_mode
+    from launcher.cache.extract import dir_mode
 
     if kind == "d":
         return dir_mode(mode)
