@@ -19,8 +19,8 @@ import tempfile
 from typing import IO, Any
 
 from launcher import embedded, locks, zstd_backend
-from launcher.errors import CacheUnusable, NoSpace, PayloadCorrupt
 from launcher.cache.extract import Entry, Limits, extract_tar_stream
+from launcher.errors import CacheUnusable, NoSpace, PayloadCorrupt
 from launcher.layout import MARKER, Layout, make_private_dir
 from launcher.progress import Progress
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from launcher.errors import PayloadCorrupt
 from launcher.cache.extract import Entry, ExtractResult, Limits, extract_tar_stream
+from launcher.errors import PayloadCorrupt
 
 BIG = Limits(max_members=100_000, max_file_size=1 << 30, max_total_size=1 << 32)
 
