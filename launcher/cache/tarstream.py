@@ -25,7 +25,7 @@ _OCTAL = frozenset(b"01234567")
 # Types that carry `size` bytes of data after the header. POSIX stores none for links,
 # devices, directories and FIFOs whatever their size field says (tarfile agrees);
 # unknown types are skipped by their size, as GNU tar and tarfile do.
-_NO_DATA = frozenset(b"123456")
+_NO_DATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))
 _LONGNAME, _LONGLINK, _PAX, _GLOBAL = b"L", b"K", b"x", b"g"
 _EXTENSIONS = frozenset((_LONGNAME, _LONGLINK, _PAX, _GLOBAL))
 _PAX_KEYS = ("path", "linkpath", "size")
@@ -236,10 +236,10 @@ class TarReader:
         if at_boundary:
             return TarStreamError("the tar stream ends early (no end-of-archive marker)")
         if self._current is None:
-            return TarStreamError(f"the tar stream ends early (inside a {what})")
+            return TarStreamError(f"the tar stream ends early (inside the {what})")
         relation = "of" if what == "member data" else "after the member"
         return TarStreamError(
-            f"the tar stream ends early (inside a {what} {relation} {self._current!r})"
+            f"the tar stream ends early (inside the {what} {relation} {self._current!r})"
         )
 
     # --- members ----------------------------------------------------------------

@@ -66,12 +66,14 @@ class _Stack:
                 fd = os.open("..", DIR_FLAGS, dir_fd=frame.fd)
             except BaseException:
                 os.close(frame.fd)
+                frame.fd = -1
                 raise
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
                 os.close(fd)
                 os.close(frame.fd)
-                raise OSError(errno.ESTALE, "a directory was moved during the walk", parent.name)
+                frame.fd = -1
+                raise OSError(errno.ESTALE, "a directory was moved during the walk")
             parent.fd = fd
             self.lowest_open = len(self.frames) - 1
         return frame
@@ -184,7 +186,11 @@ def _remove_below(parent_fd: int, top: str, shown: str, report: OnError) -> None
         while stack.frames:
             frame = stack.frames[-1]
             if not frame.pending:
-                stack.pop()
+                try:
+                    stack.pop()
+                except OSError as exc:  # never go on in a directory we did not come from
+                    report(shown, exc)
+                    return
                 os.close(frame.fd)
                 frame.fd = -1
                 dir_fd = stack.frames[-1].fd if stack.frames else parent_fd
@@ -255,7 +261,11 @@ def walk(
         while stack.frames:
             frame = stack.frames[-1]
             if not frame.pending:
-                stack.pop()
+                try:
+                    stack.pop()
+                except OSError as exc:  # never go on in a directory we did not come from
+                    problem(f"{prefix}: cannot go back up", exc)
+                    return
                 os.close(frame.fd)
                 frame.fd = -1
                 if stack.frames:
