@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from launcher import gc, inventory, start
+from launcher.cache import tree
 from launcher.errors import CacheUnusable, ExitCode, PayloadCorrupt, PinNotFound, UsageError
 from launcher.inventory import Version
 from launcher.layout import (
@@ -302,7 +303,9 @@ def verify_version(version_dir: str) -> Verification:
     ancestors = {p.rsplit("/", i)[0] for p in expected for i in range(1, p.count("/") + 1)}
     seen: set[str] = set()
     digests: dict[tuple[int, int], str] = {}
-    for rel, st, parent_fd, name in walk_no_follow(os.path.join(version_dir, "rootfs"), result):
+    for rel, st, parent_fd, name in tree.walk(
+        os.path.join(version_dir, "rootfs"), result.problems.append
+    ):
         want = expected.get(rel)
         if want is None:
             if not (stat.S_ISDIR(st.st_mode) and rel in ancestors):

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from launcher import inventory, locks
+from launcher.cache import tree
 from launcher.errors import CacheUnusable, InUse, LauncherError
 from launcher.inventory import Version
 from launcher.layout import Layout, check_owned_dir
@@ -487,8 +488,8 @@ def delete(parent: str, name: str) -> int:
     if not stat.S_ISDIR(st.st_mode):
         unlink_quietly(path)
         return st.st_size if stat.S_ISREG(st.st_mode) else 0
-    size = tree_size(path)
-    rmtree_no_follow(path)
+    size = tree.tree_size(path)
+    tree.remove_tree(path, on_error=tree.warn)
     return size
 
 

@@ -14,12 +14,12 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from typing import IO, Any
 
 from launcher import embedded, locks, zstd_backend
 from launcher.cache.extract import Entry, Limits, extract_tar_stream
+from launcher.cache.tree import remove_tree
 from launcher.errors import CacheUnusable, NoSpace, PayloadCorrupt
 from launcher.layout import MARKER, Layout, make_private_dir
 from launcher.progress import Progress
@@ -87,12 +87,12 @@ def remove_stale_work(layout: Layout, digest: str) -> None:
     prefix = f".tmp-{layout.dirname(digest)}-"
     for name in os.listdir(layout.bundles):
         if name.startswith(prefix):
-            shutil.rmtree(os.path.join(layout.bundles, name), ignore_errors=True)
+            remove_tree(os.path.join(layout.bundles, name), ignore_errors=True)
     final = layout.version_dir(digest)
     if os.path.lexists(final):  # a version dir without its marker was never published
         trash = os.path.join(layout.bundles, f".trash-{layout.dirname(digest)}-{os.getpid()}")
         os.rename(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash, ignore_errors=True)
 
 
 def check_free_space(path: str, needed: int) -> None:
@@ -120,7 +120,7 @@ def publish(layout: Layout, manifest: dict[str, Any], quiet: bool) -> None:
         rename_no_replace(work, layout.version_dir(digest))
         fsync_dir(layout.bundles)
     except OSError as exc:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work, ignore_errors=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise NoSpace(
                 f"no space left while unpacking into {layout.bundles}",
@@ -133,7 +133,7 @@ def publish(layout: Layout, manifest: dict[str, Any], quiet: bool) -> None:
             ) from None
         raise
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work, ignore_errors=True)
         raise
 
 

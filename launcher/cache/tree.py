@@ -10,7 +10,6 @@ same directory (device and inode) or the walk stops. A 10,000-deep tree is fine.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import sys
@@ -312,6 +311,8 @@ def kind_of(mode: int) -> str:
 
 def hash_at(parent_fd: int, name: str) -> str:
     """sha256 hex of a regular file, opened relative to its directory without following."""
+    import hashlib  # not at the top: gc imports this module after a warm start
+
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
     try:
         digest = hashlib.sha256()
