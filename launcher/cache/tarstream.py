@@ -72,7 +72,8 @@ class Member:
     mode: int
     """Mode bits from the header."""
     size: int
-    """Bytes of data that follow the header (0 for links, dirs, devices, FIFOs)."""
+    """The header's size (pax `size` applied). Data of that length follows for regular
+    files and unknown types only: never for links, dirs, devices and FIFOs."""
     linkname: str
     """Link target (pax `linkpath` or GNU long link applied), else ""."""
 
