@@ -253,3 +253,9 @@ def test_a_directory_moved_mid_walk_stops_the_walk(tmp_path: Path, outside: Path
                 moved = True
     assert caught.value.errno == errno.ESTALE
     assert moved
+
+
+@pytest.mark.parametrize("path", ["", ".", "/", "a/..", "./"])
+def test_remove_tree_refuses_paths_that_name_no_entry(path: str) -> None:
+    with pytest.raises(ValueError, match="refusing to remove"):
+        tree.remove_tree(path)

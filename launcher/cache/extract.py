@@ -370,7 +370,7 @@ class _Extractor:
 
 
 def extract_tar_stream(
-    stream: BinaryIO,
+    stream: BinaryIO | Callable[[], bytes],
     dest: str,
     limits: Limits,
     *,

@@ -147,6 +147,8 @@ def remove_tree(path: str, *, ignore_errors: bool = False, on_error: OnError | N
     report = on_error or (_ignore if ignore_errors else _raise)
     path = os.path.normpath(path)
     parent_dir, top = os.path.split(path)
+    if top in ("", ".", ".."):  # "", ".", "/", "a/..": never what a caller means to delete
+        raise ValueError(f"refusing to remove {path!r}")
     try:
         parent_fd = os.open(parent_dir or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
