@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from launcher.cache import gc, inventory, locks, warm
+from launcher.cache import gc, inventory, locks, tree, warm
 from launcher.cache.bundle import FILES_LIST
 from launcher.cache.inventory import Version
 from launcher.cache.paths import (
@@ -31,7 +30,6 @@ from launcher.errors import ExitCode, PayloadCorrupt, PinNotFound, UsageError
 MB = 1e6
 PREPARE_HINT = "run: auto-review cache prepare"
 MAX_PROBLEMS_SHOWN = 50
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def run(args: argparse.Namespace, quiet: bool) -> int:
@@ -293,11 +291,13 @@ def verify_version(version_dir: str) -> Verification:
     ancestors = {p.rsplit("/", i)[0] for p in expected for i in range(1, p.count("/") + 1)}
     seen: set[str] = set()
     digests: dict[tuple[int, int], str] = {}
-    for rel, st, parent_fd, name in walk_no_follow(os.path.join(version_dir, "rootfs"), result):
+    for rel, st, parent_fd, name in tree.walk(
+        os.path.join(version_dir, "rootfs"), result.problems.append
+    ):
         want = expected.get(rel)
         if want is None:
             if not (stat.S_ISDIR(st.st_mode) and rel in ancestors):
-                result.problems.append(f"{rel}: not in the file list ({kind_of(st.st_mode)})")
+                result.problems.append(f"{rel}: not in the file list ({tree.kind_of(st.st_mode)})")
             continue
         seen.add(rel)
         result.counts[want.kind] = result.counts.get(want.kind, 0) + 1
@@ -328,40 +328,6 @@ def read_files_list(version_dir: str, result: Verification) -> dict[str, Expecte
     return expected
 
 
-def walk_no_follow(
-    rootfs: str, result: Verification
-) -> Iterator[tuple[str, os.stat_result, int, str]]:
-    """(relative path, lstat, parent dir fd, name) of every entry; never follows a symlink."""
-    try:
-        top = os.open(rootfs, DIR_FLAGS)
-    except OSError as exc:
-        result.problems.append(f"rootfs/: cannot be opened as a directory ({exc.strerror})")
-        return
-    yield from walk_dir(top, "", result)
-
-
-def walk_dir(
-    dir_fd: int, prefix: str, result: Verification
-) -> Iterator[tuple[str, os.stat_result, int, str]]:
-    """walk_no_follow below one open directory fd, which it closes."""
-    try:
-        with os.scandir(dir_fd) as it:
-            entries = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
-        for name, st in entries:
-            rel = prefix + name
-            yield rel, st, dir_fd, name
-            if not stat.S_ISDIR(st.st_mode):
-                continue
-            try:
-                sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-            except OSError as exc:
-                result.problems.append(f"{rel}: cannot be opened ({exc.strerror})")
-                continue
-            yield from walk_dir(sub, rel + "/", result)
-    finally:
-        os.close(dir_fd)
-
-
 def check_entry(
     rel: str,
     want: Expected,
@@ -372,7 +338,7 @@ def check_entry(
     result: Verification,
 ) -> None:
     """Compare one on-disk entry with its files.tsv line."""
-    kind = kind_of(st.st_mode)
+    kind = tree.kind_of(st.st_mode)
     expected_kind = "file" if want.kind == "hardlink" else want.kind
     if kind != expected_kind:
         result.problems.append(f"{rel}: is a {kind}, expected a {expected_kind}")
@@ -391,32 +357,10 @@ def check_entry(
         return
     key = (st.st_dev, st.st_ino)
     if key not in digests:
-        digests[key] = hash_file(parent_fd, name)
+        digests[key] = tree.hash_at(parent_fd, name)
         result.hashed += st.st_size
     if digests[key] != want.digest:
         result.problems.append(f"{rel}: content differs (sha256 {digests[key][:12]}...)")
-
-
-def kind_of(mode: int) -> str:
-    """files.tsv's kind names for an lstat mode ("other" for devices, FIFOs, sockets)."""
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
-def hash_file(parent_fd: int, name: str) -> str:
-    """sha256 hex of a regular file, opened relative to its directory without following links."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(name, flags, dir_fd=parent_fd)
-    sha = hashlib.sha256()
-    with open(fd, "rb", buffering=0) as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 # --------------------------------------------------------------------------- pin, unpin

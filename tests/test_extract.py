@@ -1,4 +1,4 @@
-"""Tests of launcher.extract: real files under tmp_path, tar streams built in memory."""
+"""Tests of launcher.cache.extract: real files under tmp_path, tar streams built in memory."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def _walk(root: Path) -> dict[str, tuple[str, str | None, int]]:
 
 
 def _launcher_mode(kind: str, mode: int) -> int:
-    """The launcher's extraction normalises modes (launcher/extract.py): directories via
+    """The launcher's extraction normalises modes (launcher/cache/extract.py): directories via
     `dir_mode` (owner rwx, no setgid, world-write only with the sticky bit), files
     `(mode & 0o755) | 0o400`. umoci --rootless keeps the tar's modes, so its modes are
     mapped through the same rule before comparing (the differences seen: /proc and

@@ -1,7 +1,7 @@
 """Safe streaming extraction of the rootfs tarball.
 
-The payload is data, never trusted blindly. `tarfile` only parses headers (stream mode
-`r|`, strictly forward); every entry is created by this module relative to directory file
+The payload is data, never trusted blindly. `tarstream` only parses headers (bounded,
+strictly forward); every entry is created by this module relative to directory file
 descriptors that were opened with O_NOFOLLOW, so no member can be written through a
 symlink or outside the destination. Symlink targets are written verbatim (they resolve
 inside the container) and created after everything else. The extractor never deletes
@@ -13,11 +13,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from launcher.cache.tarstream import Caps, Member, TarReader, TarStreamError
 from launcher.errors import PayloadCorrupt
 
 __all__ = [
@@ -32,7 +32,6 @@ RESERVED_NAMES = frozenset({".complete"})
 """Top-level names a member may not have (the cache owns them)."""
 
 _FIX = "the file is damaged or was tampered with: download auto-review again"
-_CHUNK = 1 << 20
 _MAX_CACHED_FDS = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -41,6 +40,8 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 _NAME_ERRNOS = frozenset(
     {errno.EEXIST, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 )
+_FILE_TYPES = frozenset((b"0", b"\x00", b"7"))  # regular, old regular, contiguous
+_KINDS = {b"5": "dir", b"2": "symlink", b"1": "hardlink"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class Entry:
     size: int
     """Bytes for files and hardlinks (size of the target), else 0."""
     digest: str
-    """sha256 hex of the content (files, hardlinks), the link target (symlinks), "" (dirs)."""
+    """sha256 hex of the content (files, hardlinks; "" when not hashed), the link target
+    (symlinks), "" (dirs)."""
     link: str = ""
     """Hardlinks: normalized path of the target member; else ""."""
 
@@ -104,22 +106,6 @@ def _refuse(name: str, reason: str) -> PayloadCorrupt:
 
 def _damaged(reason: str) -> PayloadCorrupt:
     return PayloadCorrupt(f"damaged payload: {reason}".replace("\n", " "), _FIX)
-
-
-class _EndTrackingTarInfo(tarfile.TarInfo):
-    """A TarInfo that records why header parsing stopped.
-
-    In stream mode `tarfile` silently ends the iteration on a truncated or garbled header
-    after the first member; only an end-of-archive zero block is a clean end.
-    """
-
-    @classmethod
-    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
-        try:
-            return super().fromtarfile(tar)
-        except tarfile.HeaderError as exc:
-            tar._auto_review_stop = exc  # type: ignore[attr-defined]
-            raise
 
 
 def _has_control(text: str) -> bool:
@@ -165,10 +151,17 @@ def _split(path: str) -> tuple[str, str]:
 class _Extractor:
     """State of one extraction: what exists, open directory fds, pending work."""
 
-    def __init__(self, root_fd: int, limits: Limits, progress: Callable[[int], None] | None):
+    def __init__(
+        self,
+        root_fd: int,
+        limits: Limits,
+        progress: Callable[[int], None] | None,
+        hash_files: bool,
+    ):
         self.root_fd = root_fd
         self.limits = limits
         self.progress = progress
+        self.hash_files = hash_files
         self.fds: dict[str, int] = {}
         # Every path that exists or will exist under dest, implicit parents included.
         self.kinds: dict[str, str] = {}
@@ -180,7 +173,6 @@ class _Extractor:
         self.entries: list[Entry] = []
         self.total = 0
         self.seen_root = False
-        self.buf = bytearray(_CHUNK)
 
     def close(self) -> None:
         """Close every cached directory fd (not the root)."""
@@ -245,22 +237,15 @@ class _Extractor:
         if existing is not None and not (kind == "dir" and existing == "dir"):
             raise _refuse(raw, f"conflicts with an earlier {existing} at the same path")
 
-    def add(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def add(self, reader: TarReader, member: Member) -> None:
         """Check one member and create it (symlinks are only recorded)."""
         raw = member.name
-        if member.ischr() or member.isblk():
+        if member.type in (b"3", b"4"):
             raise _refuse(raw, "device node")
-        if member.isfifo():
+        if member.type == b"6":
             raise _refuse(raw, "FIFO")
-        if member.isreg():
-            kind = "file"
-        elif member.isdir():
-            kind = "dir"
-        elif member.issym():
-            kind = "symlink"
-        elif member.islnk():
-            kind = "hardlink"
-        else:
+        kind = "file" if member.type in _FILE_TYPES else _KINDS.get(member.type)
+        if kind is None:
             raise _refuse(raw, f"unsupported member type {member.type!r}")
 
         path = _normalize(raw, is_dir=kind == "dir")
@@ -279,7 +264,7 @@ class _Extractor:
 
         try:
             if kind == "file":
-                entry = self.add_file(tf, member, path)
+                entry = self.add_file(reader, member, path)
             elif kind == "dir":
                 self.dir_fd(path)
                 mode = dir_mode(member.mode)
@@ -296,45 +281,36 @@ class _Extractor:
         self.members.add(path)
         self.entries.append(entry)
 
-    def add_file(self, tf: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> Entry:
+    def add_file(self, reader: TarReader, member: Member, path: str) -> Entry:
         if self.total + member.size > self.limits.max_total_size:
             raise _refuse(member.name, f"total size over the cap of {self.limits.max_total_size}")
         parent, name = _split(path)
         parent_fd = self.dir_fd(parent)
-        source = tf.extractfile(member)
-        if source is None:  # only for non-regular members, which never get here
-            raise _refuse(member.name, "no data")
-        digest = hashlib.sha256()
-        view = memoryview(self.buf)
-        written = 0
+        digest = hashlib.sha256() if self.hash_files else None
+        progress = self.progress
         mode = (member.mode & 0o755) | 0o400
         fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
         self.kinds[path] = "file"
         try:
-            while True:
-                n = source.readinto(view)  # type: ignore[attr-defined]
-                if not n:
-                    break
-                written += n
-                if written > member.size:
-                    raise _refuse(member.name, "more data than its header says")
-                digest.update(view[:n])
-                offset = 0
+            # The reader hands out exactly member.size bytes, or raises on a short stream.
+            for view in reader.data():
+                if digest is not None:
+                    digest.update(view)
+                n = len(view)
+                offset = os.write(fd, view)
                 while offset < n:
-                    offset += os.write(fd, view[offset:n])
-                if self.progress is not None:
-                    self.progress(n)
+                    offset += os.write(fd, view[offset:])
+                if progress is not None:
+                    progress(n)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
-        if written != member.size:
-            raise _refuse(member.name, "less data than its header says")
-        self.total += written
-        hexdigest = digest.hexdigest()
-        self.files[path] = (mode, written, hexdigest)
-        return Entry(path, "file", mode, written, hexdigest)
+        self.total += member.size
+        hexdigest = digest.hexdigest() if digest is not None else ""
+        self.files[path] = (mode, member.size, hexdigest)
+        return Entry(path, "file", mode, member.size, hexdigest)
 
-    def add_symlink(self, member: tarfile.TarInfo, path: str) -> Entry:
+    def add_symlink(self, member: Member, path: str) -> Entry:
         target = member.linkname
         if "\x00" in target:
             raise _refuse(member.name, "NUL byte in symlink target")
@@ -347,7 +323,7 @@ class _Extractor:
         self.symlinks.append((path, target))
         return Entry(path, "symlink", 0, 0, target)
 
-    def add_hardlink(self, member: tarfile.TarInfo, path: str) -> Entry:
+    def add_hardlink(self, member: Member, path: str) -> Entry:
         what = f"{member.name} -> {member.linkname}"
         target = _normalize(member.linkname, is_dir=False, what=what)
         if target is None:
@@ -393,52 +369,39 @@ class _Extractor:
             self.close()
 
 
-def _open_stream(stream: BinaryIO) -> tarfile.TarFile:
-    try:
-        return tarfile.open(
-            fileobj=stream,
-            mode="r|",
-            tarinfo=_EndTrackingTarInfo,
-            encoding="utf-8",
-            errors="surrogateescape",
-        )
-    except (tarfile.TarError, EOFError) as exc:
-        raise _damaged(str(exc) or type(exc).__name__) from exc
-
-
 def extract_tar_stream(
-    stream: BinaryIO,
+    stream: BinaryIO | Callable[[], bytes],
     dest: str,
     limits: Limits,
     *,
     progress: Callable[[int], None] | None = None,
+    hash_files: bool = True,
 ) -> ExtractResult:
     """Extract an uncompressed tar stream into the empty directory `dest`.
 
-    The stream is read strictly forward. Every refused member raises PayloadCorrupt
-    naming it; OSErrors such as ENOSPC propagate unchanged. Whatever was written before an
-    error stays in `dest` for the caller to delete. `progress`, if given, is called with
-    the number of file bytes just written.
+    The stream is read strictly forward (`readinto`/`read`, or a callable returning
+    chunks, see TarReader). Every refused member raises PayloadCorrupt naming it; OSErrors
+    such as ENOSPC and the stream's own exceptions propagate unchanged. Whatever was
+    written before an error stays in `dest` for the caller to delete. `progress`, if
+    given, is called with the number of file bytes just written. With `hash_files` false,
+    files and hardlinks get an empty digest (the caller has them from elsewhere).
     """
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    extractor = _Extractor(root_fd, limits, progress)
+    extractor = _Extractor(root_fd, limits, progress, hash_files)
+    reader = TarReader(stream, Caps())
+    member = None
     try:
         if os.listdir(root_fd):
             raise ValueError(f"extraction target {dest!r} is not empty")
-        with _open_stream(stream) as tf:
-            member = None
-            try:
-                # Iterating (not tf.next()) also copes with an archive without members
-                # on Python < 3.13, where next() would then try to seek backwards.
-                for member in tf:
-                    extractor.trim()
-                    extractor.add(tf, member)
-            except (tarfile.TarError, EOFError) as exc:
-                where = f" (at or after member {_show(member.name)})" if member else ""
-                raise _damaged(f"{exc or type(exc).__name__}{where}") from exc
-            stop = getattr(tf, "_auto_review_stop", None)
-            if not isinstance(stop, tarfile.EOFHeaderError):
-                raise _damaged(f"the tar stream ends early ({stop or 'no end-of-archive marker'})")
+        try:
+            for member in reader:
+                extractor.trim()
+                extractor.add(reader, member)
+        except TarStreamError as exc:
+            if exc.name is not None:
+                raise _refuse(exc.name, exc.reason) from None
+            where = f" (at or after member {_show(member.name)})" if member else ""
+            raise _damaged(f"{exc.reason}{where}") from None
         extractor.finish()
     finally:
         extractor.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from launcher.cache.paths import (
     use_lock,
 )
 from launcher.cache.root import owned_dir_problem
-from launcher.cache.tree import remove_tree
+from launcher.cache.tree import remove_tree, tree_size, warn
 from launcher.errors import InUse, LauncherError
 
 DAY = 86400.0
@@ -528,38 +527,8 @@ def delete(parent: str, name: str) -> int:
         raise ValueError(f"refusing to delete {name!r}: not a trash or work entry")
     path = os.path.join(parent, name)
     size = tree_size(path)
-    remove_tree(path)
+    remove_tree(path, on_error=warn)
     return size
-
-
-def tree_size(path: str) -> int:
-    """Bytes of the regular files under `path` (hardlinks once), without following symlinks."""
-    try:
-        top = os.lstat(path)
-    except FileNotFoundError:
-        return 0
-    if not stat.S_ISDIR(top.st_mode):
-        return top.st_size if stat.S_ISREG(top.st_mode) else 0
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    stack = [path]
-    while stack:
-        try:
-            entries = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-                elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_size
-    return total
 
 
 def unlink_quietly(path: str) -> None:

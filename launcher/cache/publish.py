@@ -82,7 +82,7 @@ def publish(
         except BaseException as exc:
             from launcher.cache.tree import remove_tree
 
-            remove_tree(work)
+            remove_tree(work, ignore_errors=True)
             if isinstance(exc, OSError) and not isinstance(exc, LauncherError):
                 raise map_os_error(exc, f"cannot write the cache {parent}") from None
             raise
@@ -98,12 +98,12 @@ def remove_leftovers(parent: str, name: str) -> None:
     prefix = work_prefix(name)
     for entry in os.listdir(parent):
         if entry.startswith(prefix) or entry.startswith(f"{TRASH_PREFIX}{name}-"):
-            remove_tree(os.path.join(parent, entry))
+            remove_tree(os.path.join(parent, entry), ignore_errors=True)
     final = os.path.join(parent, name)
     if os.path.lexists(final):  # a directory without its marker was never published
         trash = os.path.join(parent, f"{TRASH_PREFIX}{name}-{os.getpid()}")
         os.rename(final, trash)
-        remove_tree(trash)
+        remove_tree(trash, ignore_errors=True)
 
 
 def check_free_space(path: str, needed: int) -> None:
