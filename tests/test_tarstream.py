@@ -388,7 +388,7 @@ CHILD = textwrap.dedent(
     from launcher.cache.extract import Limits, extract_tar_stream
     from launcher.cache.readahead import ReadAhead
     from launcher.errors import PayloadCorrupt
-    from launcher.zstd_backend import MAX_WINDOW_LOG
+    from launcher.cache.zstd import MAX_WINDOW_LOG
 
     def peak_kib():
         with open("/proc/self/status") as fh:
@@ -471,7 +471,7 @@ def test_header_bombs_are_refused_in_bounded_memory(
     """A tiny payload whose header claims hundreds of MiB: refused from the size field,
     the whole child process (decoder thread included) peaking under 64 MB. And the
     largest zstd window the launcher accepts, on a valid member, also stays under."""
-    from launcher.zstd_backend import MAX_WINDOW_LOG
+    from launcher.cache.zstd import MAX_WINDOW_LOG
 
     payload = tmp_path / "bomb.tar.zst"
     if reason:

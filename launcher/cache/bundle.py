@@ -16,6 +16,7 @@ from launcher import embedded
 from launcher.cache import labels, publish, zstd
 from launcher.cache.extract import Entry, Limits, extract_tar_stream
 from launcher.cache.paths import Layout
+from launcher.cache.readahead import ReadAhead
 from launcher.errors import PayloadCorrupt
 from launcher.manifest import window_bytes
 from launcher.progress import Progress
@@ -104,7 +105,9 @@ def extract_verified(
         reader = zstd.open_reader(hashing, layout, window_bytes(manifest))
         bad = (*zstd.decompression_errors(), zipfile.BadZipFile, EOFError)
         try:
-            result = extract_tar_stream(reader, rootfs, limits_for(manifest))
+            # decoding in a second thread overlaps with creating the files
+            with ReadAhead(reader) as chunks:
+                result = extract_tar_stream(chunks, rootfs, limits_for(manifest))  # type: ignore[arg-type]
             hashing.drain()
             # The container's "/": traversable by the unprivileged sandbox user.
             os.chmod(rootfs, 0o755)
