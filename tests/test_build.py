@@ -20,9 +20,10 @@ import pytest
 import zstandard
 from conftest import HOST_PYTHON, ROOT, build_app, needs_root, run_app
 
-import build
+from buildsys.elf import find_library, is_elf, read_elf, resolve_in_root
+from buildsys.recipe import Recipe
 
-RECIPE = build.Recipe.load()
+RECIPE = Recipe.load()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def rootfs(payload: tuple[bytes, bytes, dict], tmp_path_factory: pytest.TempPath
 
 def test_required_paths_present(rootfs: Path) -> None:
     for path in RECIPE.required:
-        assert build.resolve_in_root(rootfs, path), f"missing {path}"
+        assert resolve_in_root(rootfs, path), f"missing {path}"
 
 
 def test_no_forbidden_names(members: list[tarfile.TarInfo]) -> None:
@@ -72,14 +73,14 @@ def test_every_elf_loads_from_inside(rootfs: Path) -> None:
     search = RECIPE.section("elf")["search"]
     checked = 0
     for path in rootfs.rglob("*"):
-        if path.is_symlink() or not path.is_file() or not build.is_elf(path):
+        if path.is_symlink() or not path.is_file() or not is_elf(path):
             continue
         inroot = "/" + path.relative_to(rootfs).as_posix()
-        info = build.read_elf(path)
+        info = read_elf(path)
         if info.interpreter:
-            assert build.resolve_in_root(rootfs, info.interpreter), f"{inroot}: no interpreter"
+            assert resolve_in_root(rootfs, info.interpreter), f"{inroot}: no interpreter"
         for soname in info.needed:
-            found = build.find_library(rootfs, soname, os.path.dirname(inroot), info, search)
+            found = find_library(rootfs, soname, os.path.dirname(inroot), info, search)
             assert found, f"{inroot} needs {soname}, not in the rootfs"
         checked += 1
     assert checked >= 10  # git, git-remote-http, python, libc, lib-dynload modules...
@@ -90,7 +91,7 @@ def test_no_symlink_resolves_outside(members: list[tarfile.TarInfo], rootfs: Pat
     assert links, "the rootfs has symlinks (python3 -> python3.11, /lib64 ...)"
     for m in links:
         assert not m.linkname.startswith("/"), f"absolute symlink {m.name} -> {m.linkname}"
-        assert build.resolve_in_root(rootfs, "/" + m.name), f"{m.name} -> {m.linkname} escapes"
+        assert resolve_in_root(rootfs, "/" + m.name), f"{m.name} -> {m.linkname} escapes"
 
 
 def test_no_setuid_and_only_tmp_world_writable(members: list[tarfile.TarInfo]) -> None:
