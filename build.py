@@ -13,6 +13,7 @@ The launcher never imports build code.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from buildsys.manifest import make_manifest, tree_facts
+from buildsys.provenance import build_provenance
 from buildsys.recipe import (
     DEFAULT_OUT,
     RECIPE,
@@ -28,14 +30,23 @@ from buildsys.recipe import (
     project_version,
     source_date_epoch,
 )
+from buildsys.release import sign, write_atomic, write_sums
+from buildsys.sbom import build_sbom
 from buildsys.stage import assemble_host_rootfs, check_rootfs
-from buildsys.tarball import compress, write_tar
-from buildsys.zipapp import build_zipapp
+from buildsys.tarball import compress, files_list, write_tar
+from buildsys.zipapp import SBOM_MEMBER, write_zipapp, zipapp_entries
 
 DEFAULT_ZSTD_LEVEL = 19
 
 
-def build(out: Path, version: str, level: int, rootfs: Path | None, recipe: Recipe) -> dict:
+def build(
+    out: Path,
+    version: str,
+    level: int,
+    rootfs: Path | None,
+    recipe: Recipe,
+    sign_key: Path | None = None,
+) -> dict:
     """Run the whole build and return a summary of what was produced."""
     started = time.monotonic()
     epoch = source_date_epoch()
@@ -54,10 +65,18 @@ def build(out: Path, version: str, level: int, rootfs: Path | None, recipe: Reci
         tar, count = write_tar(root, epoch)
     facts["file_count"] = count
     facts["level"] = level
+    files_tsv = files_list(tar)
+    facts["files_digest"] = "sha256:" + hashlib.sha256(files_tsv).hexdigest()
     payload = compress(tar, level)
     manifest = make_manifest(recipe, version, epoch, tar, payload, facts)
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(manifest["arch"], manifest["arch"])
-    build_zipapp(out, manifest, payload, machine)
+    entries = zipapp_entries(manifest, payload, files_tsv, machine)
+    sbom = build_sbom(recipe, manifest, tar, entries)
+    write_zipapp(out, [*entries, (SBOM_MEMBER, sbom)])
+    command = ["python3", "build.py", "--version", version, "--zstd-level", str(level)]
+    if rootfs is not None:
+        command += ["--rootfs", "ROOTFS"]  # a prepared tree; its content is the SBOM's
+    release = write_release(out, sbom, command, manifest, sign_key)
     return {
         "out": str(out),
         "size": out.stat().st_size,
@@ -65,7 +84,27 @@ def build(out: Path, version: str, level: int, rootfs: Path | None, recipe: Reci
         **{k: manifest[k] for k in ("version", "digest", "diff_id", "file_count")},
         "tar_size": len(tar),
         "compressed_size": len(payload),
+        "release": release,
     }
+
+
+def write_release(
+    out: Path, sbom: bytes, command: list[str], manifest: dict, sign_key: Path | None
+) -> list[str]:
+    """The release files beside the single file; returns their paths."""
+    directory = out.parent
+    sbom_path = directory / f"{out.name}.spdx.json"
+    write_atomic(sbom_path, sbom)
+    provenance_path = directory / f"{out.name}.provenance.json"
+    subjects = {out.name: out, sbom_path.name: sbom_path}
+    write_atomic(provenance_path, build_provenance(subjects, command, {}, manifest))
+    sums = write_sums(directory, [out.name, sbom_path.name, provenance_path.name])
+    written = [str(p) for p in (sbom_path, provenance_path, sums)]
+    if sign_key is not None:
+        written.append(str(sign(sums, sign_key)))
+    else:  # a signature left from an earlier build would not match these sums
+        sums.with_name(sums.name + ".sig").unlink(missing_ok=True)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,12 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rootfs", type=Path, help="pack this prepared rootfs directory")
     parser.add_argument("--version", default=None, help="bundle version (default: pyproject)")
     parser.add_argument("--zstd-level", type=int, default=DEFAULT_ZSTD_LEVEL, choices=range(1, 23))
+    parser.add_argument(
+        "--sign", type=Path, metavar="KEY", help="sign SHA256SUMS with this OpenSSH private key"
+    )
     parser.add_argument("--recipe", type=Path, default=RECIPE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         recipe = Recipe.load(args.recipe)
         summary = build(
-            args.out, args.version or project_version(), args.zstd_level, args.rootfs, recipe
+            args.out,
+            args.version or project_version(),
+            args.zstd_level,
+            args.rootfs,
+            recipe,
+            args.sign,
         )
     except BuildError as exc:
         print(f"build.py: error: {exc}", file=sys.stderr)

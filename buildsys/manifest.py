@@ -29,6 +29,7 @@ def make_manifest(
         "tar_size": len(tar),
         "unpacked_size": facts["unpacked_size"],
         "file_count": facts["file_count"],
+        "files_digest": facts["files_digest"],
         "largest_file": facts["largest_file"],
         "arch": facts["arch"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)),

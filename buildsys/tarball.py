@@ -7,6 +7,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
+from hashlib import sha256
 from pathlib import Path
 
 from buildsys.recipe import BuildError
@@ -79,3 +80,41 @@ def compress(data: bytes, level: int) -> bytes:
         write_dict_id=False,
     )
     return zstandard.ZstdCompressor(compression_params=params).compress(data)
+
+
+def unpacked_mode(kind: str, mode: int) -> int:
+    """The permission bits the launcher gives an entry when it unpacks (launcher/extract.py:
+    files owner-readable, no setuid/setgid or group/other write; directories owner rwx,
+    world-writable only with the sticky bit). tests/test_release.py holds the two equal
+    by comparing this list with the one a real unpack writes."""
+    if kind == "dir":
+        return (mode & 0o1777) | 0o700 if mode & 0o1000 else (mode & 0o755) | 0o700
+    if kind == "symlink":
+        return 0
+    return (mode & 0o755) | 0o400
+
+
+def files_list(tar: bytes) -> bytes:
+    """files.tsv of a tar: `kind mode(octal) size sha256-or-target path`, tab-separated,
+    one line per member in tar order; the format the launcher writes at unpack time."""
+    lines: list[str] = []
+    files: dict[str, tuple[int, int, str]] = {}
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as tf:
+        for member in tf:
+            if member.isreg():
+                data = tf.extractfile(member)
+                assert data is not None
+                mode = unpacked_mode("file", member.mode)
+                info = files[member.name] = (mode, member.size, sha256(data.read()).hexdigest())
+                kind = "file"
+            elif member.islnk():
+                info, kind = files[member.linkname], "hardlink"
+            elif member.issym():
+                info, kind = (0, 0, member.linkname), "symlink"
+            elif member.isdir():
+                info, kind = (unpacked_mode("dir", member.mode), 0, ""), "dir"
+            else:
+                raise BuildError(f"unsupported member type in the tar: {member.name}")
+            mode, size, digest = info
+            lines.append(f"{kind}\t{mode:o}\t{size}\t{digest}\t{member.name}\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")

@@ -1,17 +1,14 @@
-"""Pinned wheels: fetched once into a local cache; the vendored zstandard modules."""
+"""Pinned wheels: fetched once into a local cache (pip download), then reused."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
-from buildsys.recipe import HERE, BuildError, pinned_requirements
+from buildsys.recipe import HERE, BuildError
 
 WHEEL_CACHE = HERE / "build" / "wheels"
-VENDOR_ABIS = ("310", "311", "312", "313")
 
 
 def fetch_wheel(name: str, version: str, abi: str | None, machine: str) -> Path:
@@ -35,32 +32,3 @@ def fetch_wheel(name: str, version: str, abi: str | None, machine: str) -> Path:
             f"{proc.stderr.strip().splitlines()[-1:] or 'no match'}"
         )
     return hits[0]
-
-
-def strip_so(data: bytes) -> bytes:
-    """Strip a shared object's symbols (binutils), deterministically."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mod.so"
-        path.write_bytes(data)
-        subprocess.run(["strip", "--strip-unneeded", str(path)], check=True)
-        return path.read_bytes()
-
-
-def vendor_entries(machine: str) -> list[tuple[str, bytes]]:
-    """_vendor/zstandard: the package init and its C module for each CPython ABI, stripped.
-
-    The launcher's only third-party code. A C extension cannot be imported from a
-    zip: the launcher extracts the one matching its interpreter into the cache.
-    """
-    entries: list[tuple[str, bytes]] = []
-    version = pinned_requirements()["zstandard"]
-    for abi in VENDOR_ABIS:
-        with zipfile.ZipFile(fetch_wheel("zstandard", version, abi, machine)) as whl:
-            for member in whl.namelist():
-                base = member.rsplit("/", 1)[-1]
-                if member == "zstandard/__init__.py" or base.startswith("backend_c."):
-                    data = whl.read(member)
-                    if base.endswith(".so"):
-                        data = strip_so(data)
-                    entries.append((f"_vendor/{member}", data))
-    return sorted(dict(entries).items())

@@ -9,8 +9,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from buildsys.recipe import HERE
-from buildsys.wheels import vendor_entries
+from buildsys.recipe import HERE, BuildError
+from buildsys.vendor import BLOB_MEMBER, vendor_entries
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -30,46 +30,16 @@ def write_zip(fh, entries: Iterable[tuple[str, bytes]], stored: Iterable[str] = 
             zf.writestr(info, data, compresslevel=9)
 
 
-LAUNCHER_MAIN = """\
-\"\"\"auto-review: the single file. Runs the launcher from inside this zipapp.\"\"\"
-import os
-import sys
-
-if sys.version_info < (3, 10):
-    sys.exit("auto-review: needs Python 3.10 or newer -- run it with python3.10+")
-CODE_ID = "@CODE_ID@"
+BOOTSTRAP = HERE / "launcher" / "bootstrap.py"
+CODE_ID_LINE = 'CODE_ID = "@CODE_ID@"\n'
 
 
-def cached_code():
-    \"\"\"The launcher's code unpacked in the cache (with .pyc), if every level is ours.
-
-    zipimport compiles each module on every start; the cached copy does not. Same
-    root as launcher.layout.cache_root; a mismatch only means running from the zip.
-    \"\"\"
-    path = os.environ.get("AUTO_REVIEW_CACHE_DIR")
-    if not path:
-        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-        base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
-        path = os.path.join(base, "auto-review")
-    for part in ("v1", "code", CODE_ID, None):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        if st.st_uid != os.geteuid() or st.st_mode & 0o170022 != 0o040000:
-            return None  # not a real directory of ours, or writable by others
-        if part:
-            path = os.path.join(path, part)
-    return path if os.path.exists(os.path.join(path, ".complete")) else None
-
-
-code = cached_code()
-if code:
-    sys.path.insert(0, code)
-from launcher.cli import main  # noqa: E402
-
-sys.exit(main())
-"""
+def bootstrap_main(code_id: str) -> bytes:
+    """launcher/bootstrap.py as the zipapp's __main__.py, its CODE_ID filled in."""
+    text = BOOTSTRAP.read_text()
+    if text.count(CODE_ID_LINE) != 1:
+        raise BuildError(f"{BOOTSTRAP} must have the line {CODE_ID_LINE.strip()!r} exactly once")
+    return text.replace(CODE_ID_LINE, f'CODE_ID = "{code_id}"\n').encode()
 
 
 def launcher_entries(manifest: dict) -> tuple[str, list[tuple[str, bytes]]]:
@@ -88,18 +58,31 @@ def launcher_entries(manifest: dict) -> tuple[str, list[tuple[str, bytes]]]:
     return code_id, [*entries, ("launcher/_embedded.py", embedded)]
 
 
-def build_zipapp(out: Path, manifest: dict, payload: bytes, machine: str) -> None:
-    """Write the single file: shebang + deterministic zip."""
+PAYLOAD_MEMBER = "bundle/rootfs.tar.zst"
+FILES_MEMBER = "bundle/files.tsv"
+SBOM_MEMBER = "bundle/sbom.spdx.json"
+
+
+def zipapp_entries(
+    manifest: dict, payload: bytes, files_tsv: bytes, machine: str
+) -> list[tuple[str, bytes]]:
+    """Every member of the single file but the SBOM (which describes them)."""
     code_id, entries = launcher_entries(manifest)
-    entries.append(("__main__.py", LAUNCHER_MAIN.replace("@CODE_ID@", code_id).encode()))
+    entries.append(("__main__.py", bootstrap_main(code_id)))
     manifest_json = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     entries.append(("bundle/bundle.json", manifest_json))
-    entries.append(("bundle/rootfs.tar.zst", payload))
+    entries.append((FILES_MEMBER, files_tsv))
+    entries.append((PAYLOAD_MEMBER, payload))
     entries += vendor_entries(machine)
+    return entries
+
+
+def write_zipapp(out: Path, entries: list[tuple[str, bytes]]) -> None:
+    """Write the single file: shebang + deterministic zip, atomically, mode 0755."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(b"#!/usr/bin/env python3\n")
-        write_zip(fh, entries, stored={"bundle/rootfs.tar.zst"})
+        write_zip(fh, entries, stored={PAYLOAD_MEMBER, BLOB_MEMBER})
     os.chmod(tmp, 0o755)
     os.replace(tmp, out)

@@ -18,7 +18,7 @@ from typing import IO
 from launcher.errors import RuntimeMissing
 from launcher.layout import MARKER, Layout, make_private_dir
 
-MAX_WINDOW_LOG = 25  # 32 MiB: the build uses 2**23; anything larger is a bomb
+MAX_WINDOW_LOG = 25  # 32 MiB: the build uses 2**24; anything larger is a bomb
 READ_SIZE = 1 << 20
 
 
@@ -51,15 +51,10 @@ def decompression_errors() -> tuple[type[BaseException], ...]:
 
 def import_zstandard(layout: Layout):
     """The vendored zstandard module for this ABI, extracted into the cache on first use."""
-    from launcher import embedded
+    from launcher import vendorblob
 
     suffix = EXTENSION_SUFFIXES[0] if EXTENSION_SUFFIXES else ""
-    members = [
-        m
-        for m in embedded.list_members("_vendor/zstandard/")
-        if m[0].endswith("__init__.py") or m[0].endswith(suffix)
-    ]
-    if not any(m[0].endswith(suffix) for m in members):
+    if not vendorblob.has_abi(suffix):
         try:
             import zstandard  # an installed copy still works
 
@@ -71,28 +66,28 @@ def import_zstandard(layout: Layout):
             f" ({suffix or 'unknown ABI'})",
             "run auto-review with Python 3.10-3.13 or 3.14+, or pip install zstandard",
         )
-    tag = "%08x" % (sum(crc for _n, _s, crc in members) & 0xFFFFFFFF)
-    target = os.path.join(layout.vendor, f"zstandard-{suffix.strip('.').split('.')[0]}-{tag}")
+    abi = suffix.strip(".").split(".")[0]
+    target = os.path.join(layout.vendor, f"zstandard-{abi}-{vendorblob.blob_tag()}")
     if not os.path.exists(os.path.join(target, MARKER)):
-        publish_vendor(layout, target, members)
+        files = vendorblob.vendor_files(suffix)
+        assert files is not None  # has_abi said so
+        publish_vendor(layout, target, files)
     sys.path.insert(0, target)
     import zstandard
 
     return zstandard
 
 
-def publish_vendor(layout: Layout, target: str, members: list[tuple[str, int, int]]) -> None:
-    """Extract the vendored package into `target` atomically (the bundle protocol, in small)."""
-    from launcher import embedded
-
+def publish_vendor(layout: Layout, target: str, members: list[tuple[str, bytes]]) -> None:
+    """Write the vendored package's (name, bytes) into `target` atomically (the bundle
+    protocol, in small)."""
     make_private_dir(layout.vendor, "cache directory")
     work = f"{target}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(work, "zstandard"), mode=0o700)
     try:
-        for name, _size, _crc in members:
-            dest = os.path.join(work, "zstandard", name.rsplit("/", 1)[-1])
-            data = embedded.read_member(name)  # zipfile verifies the CRC
+        for name, data in members:
+            dest = os.path.join(work, "zstandard", name)
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o500)
             try:
                 os.write(fd, data)
