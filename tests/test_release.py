@@ -299,3 +299,23 @@ def test_damaged_vendor_blob_is_refused(release: Path, tmp_path: Path) -> None:
     assert "_vendor/zstandard.xz does not match its index" in line
     vendor = tmp_path / "cache" / "v1" / "vendor"
     assert not vendor.exists() or os.listdir(vendor) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "version"),
+    [
+        ("nix/store/" + "a" * 32 + "-git-minimal-2.47.2/bin/git", "git-minimal", "2.47.2"),
+        ("nix/store/" + "b" * 32 + "-python3-3.11.11/lib/libpython3.11.so", "python3", "3.11.11"),
+        ("nix/store/" + "c" * 32 + "-glibc-2.40-66/lib/libc.so.6", "glibc", "2.40-66"),
+        ("nix/store/" + "d" * 32 + "-cacert/etc/ca-bundle.crt", "cacert", "NOASSERTION"),
+    ],
+)
+def test_nix_store_paths_name_their_package(path: str, name: str, version: str) -> None:
+    """Under Nix the SBOM's packages are the store paths files live under."""
+    from buildsys.sbom import nix_package
+
+    package = nix_package(path)
+    assert package is not None
+    assert (package.name, package.version) == (name, version)
+    assert package.source == "/" + "/".join(path.split("/")[:3])
+    assert nix_package("usr/bin/git") is None
