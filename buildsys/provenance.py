@@ -22,17 +22,22 @@ BUILD_TYPE = "urn:auto-review:buildtype:build.py:v1"
 BUILDER_ID = "urn:auto-review:builder:build.py"
 
 
+def git(*args: str) -> str | None:
+    """Output of a git command in the source tree; None without git or a repository
+    (the Nix build has neither)."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def source_commit() -> dict:
     """The source tree's git commit (and whether the tree differed from it)."""
     if "AUTO_REVIEW_SOURCE_COMMIT" in os.environ:  # the Nix build has no .git
         return {"gitCommit": os.environ["AUTO_REVIEW_SOURCE_COMMIT"], "dirty": None}
-
-    def git(*args: str) -> str | None:
-        proc = subprocess.run(
-            ["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False
-        )
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"gitCommit": None, "dirty": None}
@@ -55,13 +60,7 @@ def wheel_dependencies() -> list[dict]:
 
 def origin_url() -> str:
     """The source repository's remote (git+URL), else a local marker."""
-    proc = subprocess.run(
-        ["git", "-C", str(HERE), "remote", "get-url", "origin"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    url = proc.stdout.strip() if proc.returncode == 0 else ""
+    url = None if "AUTO_REVIEW_SOURCE_COMMIT" in os.environ else git("remote", "get-url", "origin")
     return f"git+{url}" if url else "git+local:auto-review"
 
 

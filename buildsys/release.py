@@ -45,13 +45,16 @@ def sign(sums: Path, key: Path) -> Path:
         raise BuildError(f"--sign {key}: no such key file (an OpenSSH private key)")
     sig = sums.with_name(sums.name + ".sig")
     sig.unlink(missing_ok=True)  # ssh-keygen refuses to overwrite
-    proc = subprocess.run(
-        ["ssh-keygen", "-Y", "sign", "-q", "-f", str(key), "-n", NAMESPACE, str(sums)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["ssh-keygen", "-Y", "sign", "-q", "-f", str(key), "-n", NAMESPACE, str(sums)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except OSError as exc:
+        raise BuildError(f"--sign needs ssh-keygen (openssh-client): {exc.strerror}") from None
     if proc.returncode != 0 or not sig.is_file():
         detail = (proc.stderr.strip().splitlines() or ["no signature written"])[-1]
         raise BuildError(f"--sign {key}: ssh-keygen failed: {detail}")

@@ -319,3 +319,15 @@ def test_nix_store_paths_name_their_package(path: str, name: str, version: str) 
     assert (package.name, package.version) == (name, version)
     assert package.source == "/" + "/".join(path.split("/")[:3])
     assert nix_package("usr/bin/git") is None
+
+
+def test_provenance_takes_the_commit_a_nix_build_passes(tmp_path: Path) -> None:
+    """The Nix source has no .git: flake.nix passes the flake's revision instead."""
+    out = tmp_path / "auto-review"
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000", AUTO_REVIEW_SOURCE_COMMIT="f" * 40)
+    cmd = [sys.executable, str(ROOT / "build.py"), "--out", str(out), "--zstd-level", "1"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    statement = json.loads((tmp_path / "auto-review.provenance.json").read_text())
+    source = statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]
+    assert source["digest"] == {"gitCommit": "f" * 40}
+    assert source["uri"] == "git+local:auto-review"
