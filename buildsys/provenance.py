@@ -14,8 +14,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from buildsys.origins import pinned_wheels
 from buildsys.recipe import HERE
-from buildsys.sbom import pinned_wheels
 
 # URNs, not URLs: docs/release.md describes the build type; nothing is hosted for it.
 BUILD_TYPE = "urn:auto-review:buildtype:build.py:v1"

@@ -312,7 +312,7 @@ def test_damaged_vendor_blob_is_refused(release: Path, tmp_path: Path) -> None:
 )
 def test_nix_store_paths_name_their_package(path: str, name: str, version: str) -> None:
     """Under Nix the SBOM's packages are the store paths files live under."""
-    from buildsys.sbom import nix_package
+    from buildsys.origins import nix_package
 
     package = nix_package(path)
     assert package is not None
