@@ -331,3 +331,28 @@ def test_provenance_takes_the_commit_a_nix_build_passes(tmp_path: Path) -> None:
     source = statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]
     assert source["digest"] == {"gitCommit": "f" * 40}
     assert source["uri"] == "git+local:auto-review"
+
+
+def readme_verify_commands() -> str:
+    """The shell block of README's "Verify the download" section, verbatim."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Verify the download\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_verify_commands_accept_the_release_and_refuse_a_changed_file(
+    release: Path, key: Path, tmp_path: Path
+) -> None:
+    """The documented commands, run as written (the key placeholder replaced by the test
+    key): they pass on the release and stop at sha256sum when one byte differs."""
+    pub = " ".join(Path(f"{key}.pub").read_text().split()[:2])
+    script = readme_verify_commands().replace("ssh-ed25519 AAAA...", pub)
+    script = script.replace("release@auto-review", PRINCIPAL)
+    assert "ssh-keygen -Y verify" in script and "sha256sum -c SHA256SUMS" in script
+    copy = shutil.copytree(release, tmp_path / "dl")
+    ok = subprocess.run(["bash", "-e", "-c", script], cwd=copy, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    flip_byte(copy / "auto-review")
+    bad = subprocess.run(["bash", "-e", "-c", script], cwd=copy, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "auto-review: FAILED" in bad.stdout
