@@ -4,7 +4,8 @@
 # first `nix flake lock` (or `nix build`) writes it for the pinned branch below.
 #
 #   nix build .#rootfs        the rootfs tree (chosen files + their ELF closure only)
-#   nix build .#auto-review   the single file (build.py --rootfs), also the default
+#   nix build .#auto-review   the single file (build.py --rootfs), also the default; the
+#                             release files (SHA256SUMS, SBOM, provenance) beside it in bin/
 #   nix build .#oci           the OCI image layout (auto-review bundle export --oci)
 #   nix flake check           nix/check-rootfs.py against the real rootfs and single file
 #   nix run                   the single file
@@ -66,6 +67,8 @@
           auto-review = pkgs.runCommand "auto-review-${(builtins.fromTOML (builtins.readFile ./pyproject.toml)).project.version}" {
             nativeBuildInputs = [ buildPython pkgs.binutils ];
             SOURCE_DATE_EPOCH = epoch;
+            # The source has no .git here: the provenance names the flake's revision.
+            AUTO_REVIEW_SOURCE_COMMIT = self.rev or self.dirtyRev or "unknown";
             meta.mainProgram = "auto-review";
           } ''
             ${prepareSource}

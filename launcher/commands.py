@@ -7,7 +7,9 @@ import json
 import sys
 
 from launcher import embedded
-from launcher.errors import ExitCode, UsageError
+from launcher.errors import ExitCode, PayloadCorrupt, UsageError
+
+SBOM_MEMBER = "bundle/sbom.spdx.json"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bundle.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     info = bsub.add_parser("info", help="print the embedded manifest")
     info.add_argument("--json", action="store_true", help="the manifest as JSON")
+    bsub.add_parser("sbom", help="print the embedded SBOM (SPDX 2.3 JSON)")
     export = bsub.add_parser("export", help="write the embedded rootfs as a container image")
     target = export.add_mutually_exclusive_group(required=True)
     target.add_argument("--oci", metavar="DIR", help="an OCI image layout (new or empty dir)")
@@ -70,6 +73,8 @@ def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
     if args.command == "bundle":
         if args.verb == "export":
             return bundle_export(args.oci, args.docker_archive, args.zstd)
+        if args.verb == "sbom":
+            return bundle_sbom()
         return bundle_info(args.json)
     if args.command == "doctor":
         from launcher import doctor
@@ -101,6 +106,17 @@ def bundle_info(as_json: bool) -> int:
     ]
     for key, value in rows:
         print(f"{key:<11} {value}")
+    return ExitCode.OK
+
+
+def bundle_sbom() -> int:
+    """Print the SBOM the build embedded (the same bytes as the release's .spdx.json)."""
+    try:
+        data = embedded.read_member(SBOM_MEMBER)
+    except (KeyError, OSError) as exc:
+        raise PayloadCorrupt(f"cannot read the embedded SBOM: {exc}", embedded.REBUILD) from None
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
     return ExitCode.OK
 
 

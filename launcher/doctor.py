@@ -43,11 +43,15 @@ def check_zstd() -> Finding:
     from importlib.machinery import EXTENSION_SUFFIXES
 
     suffix = EXTENSION_SUFFIXES[0]
+    from launcher.cache import vendorblob
+
     try:
-        names = [n for n, _s, _c in embedded.list_members("_vendor/zstandard/")]
+        vendored = vendorblob.has_abi(suffix)
     except OSError as exc:
         return Finding("zstd", False, f"cannot read the single file: {exc}", embedded.REBUILD)
-    if any(n.endswith(suffix) for n in names):
+    except LauncherError as exc:
+        return Finding("zstd", False, exc.message, exc.fix or "")
+    if vendored:
         return Finding("zstd", True, f"vendored zstandard for {suffix.strip('.')}")
     return Finding(
         "zstd",

@@ -5,7 +5,7 @@
         --exe git=/nix/store/...-git/bin/git ... --file /etc/ssl/certs/ca-certificates.crt=PATH
     assemble-rootfs.py normalize DIR      # modes after a copy out of the (0555) store
 
-`assemble` runs build.assemble_host_rootfs on a copy of payload/rootfs.toml whose
+`assemble` runs buildsys.stage.assemble_host_rootfs on a copy of payload/rootfs.toml whose
 [executables] and [files] point at store paths: every chosen file and its ELF closure
 land at their /nix/store/... paths inside DIR (never whole closures: those carry bash
 and coreutils). Then each role's FHS path from the recipe (/usr/bin/git, ...) becomes
@@ -23,12 +23,15 @@ import sys
 from pathlib import Path
 
 
-def load_build(src: Path):
-    """build.py from the source tree (one implementation for host and Nix builds)."""
+def load_buildsys(src: Path):
+    """buildsys from the source tree (one implementation for host and Nix builds)."""
     sys.path.insert(0, str(src))
-    import build
+    import buildsys.elf
+    import buildsys.recipe
+    import buildsys.stage
+    import buildsys.wheels
 
-    return build
+    return buildsys
 
 
 def pairs(values: list[str]) -> dict[str, str]:
@@ -56,9 +59,9 @@ def break_hardlinks(root: Path) -> None:
 
 
 def assemble(args: argparse.Namespace) -> int:
-    build = load_build(args.src)
-    build.WHEEL_CACHE = args.wheels  # pre-fetched (nix/wheels.nix): pip never runs
-    recipe = build.Recipe.load(args.src / "payload" / "rootfs.toml")
+    buildsys = load_buildsys(args.src)
+    buildsys.wheels.WHEEL_CACHE = args.wheels  # pre-fetched (nix/wheels.nix): pip never runs
+    recipe = buildsys.recipe.Recipe.load(args.src / "payload" / "rootfs.toml")
     exes, files = pairs(args.exe), pairs(args.file)
     fhs = recipe.section("executables")
     if set(exes) != set(fhs):
@@ -69,7 +72,7 @@ def assemble(args: argparse.Namespace) -> int:
     # stands in for the Debian multiarch dirs of the recipe's [elf] search list.
     search = []
     for path in exes.values():
-        info = build.read_elf(Path(os.path.realpath(path)))
+        info = buildsys.elf.read_elf(Path(os.path.realpath(path)))
         if info.interpreter and os.path.dirname(info.interpreter) not in search:
             search.append(os.path.dirname(info.interpreter))
     data = dict(recipe.data)
@@ -78,17 +81,17 @@ def assemble(args: argparse.Namespace) -> int:
     data["elf"] = {"search": search + list(recipe.section("elf")["search"])}
     args.out.mkdir()
     try:
-        facts = build.assemble_host_rootfs(args.out, build.Recipe(data))
-    except build.BuildError as exc:
+        facts = buildsys.stage.assemble_host_rootfs(args.out, buildsys.recipe.Recipe(data))
+    except buildsys.recipe.BuildError as exc:
         print(f"assemble-rootfs: {exc}", file=sys.stderr)
         return 1
-    stage = build.Stage(args.out)
+    stage = buildsys.stage.Stage(args.out)
     for role, inroot in sorted(fhs.items()):
         stage.mkdirs(os.path.dirname(inroot))
         os.symlink(exes[role], stage.root / inroot.lstrip("/"))
     stage.relativize_symlinks()
     break_hardlinks(args.out)
-    build.check_rootfs(args.out, recipe)
+    buildsys.stage.check_rootfs(args.out, recipe)
     print(f"assemble-rootfs: {facts}")
     return 0
 
@@ -96,8 +99,8 @@ def assemble(args: argparse.Namespace) -> int:
 def normalize(args: argparse.Namespace) -> int:
     """The Nix store keeps only r-x/r--: restore what the host build writes
     (dirs 0755, files 0644/0755, mount points as the recipe says)."""
-    build = load_build(args.src)
-    recipe = build.Recipe.load(args.src / "payload" / "rootfs.toml")
+    buildsys = load_buildsys(args.src)
+    recipe = buildsys.recipe.Recipe.load(args.src / "payload" / "rootfs.toml")
     root = args.dir
     for dirpath, _dirs, files in os.walk(root):
         os.chmod(dirpath, 0o755)

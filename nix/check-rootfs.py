@@ -3,7 +3,7 @@
 
     check-rootfs.py ROOTFS [--app SINGLE_FILE] [--src SRC]
 
-Every rule comes from payload/rootfs.toml's [contract] (read through build.py, the
+Every rule comes from payload/rootfs.toml's [contract] (read through buildsys, the
 same code the build uses), never from a copy here:
   - every `required` path resolves inside the tree (chroot semantics);
   - no file or symlink anywhere has a `forbidden` name;
@@ -12,7 +12,7 @@ same code the build uses), never from a copy here:
     required executable that is a script has its #! interpreter inside too;
   - with --app: the single file's manifest digest is the sha256 of its payload, the
     payload decompresses to a tar whose sha256 is the manifest's diff_id, and this tree
-    packs (build.write_tar, the manifest's date) to exactly that diff_id.
+    packs (buildsys.tarball.write_tar, the manifest's date) to exactly that diff_id.
 Exit 0 when clean; 1 with one line per problem otherwise.
 """
 
@@ -31,18 +31,20 @@ import zipfile
 from pathlib import Path
 
 
-def load_build(src: Path):
-    """build.py from the source tree: one implementation of the contract."""
+def load_buildsys(src: Path):
+    """buildsys from the source tree: one implementation of the contract."""
     sys.path.insert(0, str(src))
-    import build
+    import buildsys.elf
+    import buildsys.recipe
+    import buildsys.tarball
 
-    return build
+    return buildsys
 
 
-def check_tree(build, root: Path, recipe) -> list[str]:
+def check_tree(buildsys, root: Path, recipe) -> list[str]:
     problems: list[str] = []
     for inroot in recipe.required:
-        if build.resolve_in_root(root, inroot) is None:
+        if buildsys.elf.resolve_in_root(root, inroot) is None:
             problems.append(f"required path {inroot} does not resolve inside the rootfs")
     forbidden = recipe.forbidden
     elves: list[str] = []
@@ -54,16 +56,16 @@ def check_tree(build, root: Path, recipe) -> list[str]:
             if name in forbidden and not stat.S_ISDIR(st.st_mode):
                 problems.append(f"forbidden name {inroot}")
             if stat.S_ISLNK(st.st_mode):
-                if build.resolve_in_root(root, inroot) is None:
+                if buildsys.elf.resolve_in_root(root, inroot) is None:
                     target = os.readlink(path)
                     problems.append(f"symlink {inroot} -> {target} escapes or dangles")
-            elif stat.S_ISREG(st.st_mode) and build.is_elf(Path(path)):
+            elif stat.S_ISREG(st.st_mode) and buildsys.elf.is_elf(Path(path)):
                 elves.append(inroot)
     infos = {}
     for inroot in elves:
         try:
-            infos[inroot] = build.read_elf(root / inroot.lstrip("/"))
-        except (build.BuildError, struct.error, ValueError, IndexError) as exc:
+            infos[inroot] = buildsys.elf.read_elf(root / inroot.lstrip("/"))
+        except (buildsys.recipe.BuildError, struct.error, ValueError, IndexError) as exc:
             problems.append(f"ELF {inroot} cannot be parsed: {exc}")
     # The loader's own directory is its default search path (the Nix glibc case); the
     # recipe's [elf] search covers the Debian layout.
@@ -72,25 +74,26 @@ def check_tree(build, root: Path, recipe) -> list[str]:
         if info.interpreter and os.path.dirname(info.interpreter) not in search:
             search.insert(0, os.path.dirname(info.interpreter))
     for inroot, info in sorted(infos.items()):
-        if info.interpreter and build.resolve_in_root(root, info.interpreter) is None:
+        if info.interpreter and buildsys.elf.resolve_in_root(root, info.interpreter) is None:
             problems.append(f"ELF {inroot}: interpreter {info.interpreter} not inside")
         for soname in info.needed:
-            if build.find_library(root, soname, os.path.dirname(inroot), info, search) is None:
+            found = buildsys.elf.find_library(root, soname, os.path.dirname(inroot), info, search)
+            if found is None:
                 problems.append(f"ELF {inroot}: needed {soname} not inside")
     for inroot in recipe.required:
-        real = build.resolve_in_root(root, inroot)
+        real = buildsys.elf.resolve_in_root(root, inroot)
         path = root / (real or "/").lstrip("/")
-        if real and path.is_file() and not build.is_elf(path):
+        if real and path.is_file() and not buildsys.elf.is_elf(path):
             with open(path, "rb") as fh:
                 head = fh.read(256)
             if head.startswith(b"#!"):
                 interp = head[2:].split(b"\n", 1)[0].split()[0].decode(errors="replace")
-                if build.resolve_in_root(root, interp) is None:
+                if buildsys.elf.resolve_in_root(root, interp) is None:
                     problems.append(f"script {inroot}: interpreter {interp} not inside")
     return problems
 
 
-def check_app(build, root: Path, app: Path) -> list[str]:
+def check_app(buildsys, root: Path, app: Path) -> list[str]:
     import zstandard
 
     problems: list[str] = []
@@ -103,7 +106,7 @@ def check_app(build, root: Path, app: Path) -> list[str]:
     if "sha256:" + hashlib.sha256(tar).hexdigest() != manifest["diff_id"]:
         problems.append("manifest diff_id != sha256 of the decompressed payload")
     epoch = calendar.timegm(time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ"))
-    packed, _count = build.write_tar(root, epoch)
+    packed, _count = buildsys.tarball.write_tar(root, epoch)
     if "sha256:" + hashlib.sha256(packed).hexdigest() != manifest["diff_id"]:
         problems.append("this rootfs does not pack to the manifest's diff_id")
     return problems
@@ -115,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", type=Path, help="the single file built from this rootfs")
     parser.add_argument("--src", type=Path, default=Path(__file__).resolve().parent.parent)
     args = parser.parse_args(argv)
-    build = load_build(args.src)
-    recipe = build.Recipe.load(args.src / "payload" / "rootfs.toml")
-    problems = check_tree(build, args.rootfs, recipe)
+    buildsys = load_buildsys(args.src)
+    recipe = buildsys.recipe.Recipe.load(args.src / "payload" / "rootfs.toml")
+    problems = check_tree(buildsys, args.rootfs, recipe)
     if args.app:
-        problems += check_app(build, args.rootfs, args.app)
+        problems += check_app(buildsys, args.rootfs, args.app)
     for problem in problems:
         print(f"check-rootfs: {problem}", file=sys.stderr)
     print(f"check-rootfs: {args.rootfs}: {'FAIL' if problems else 'ok'}")

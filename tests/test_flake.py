@@ -63,13 +63,13 @@ def test_flake_shape() -> None:
 
 
 def test_one_source_of_truth() -> None:
-    """The Nix scripts read [contract] through build.py from rootfs.toml; no copies."""
-    import build
+    """The Nix scripts read [contract] through buildsys from rootfs.toml; no copies."""
+    from buildsys.recipe import Recipe
 
-    recipe = build.Recipe.load()
+    recipe = Recipe.load()
     for script in (CHECK, ROOT / "nix" / "assemble-rootfs.py"):
         text = script.read_text()
-        assert "rootfs.toml" in text and "import build" in text, script
+        assert "rootfs.toml" in text and "import buildsys." in text, script
         assert '"busybox"' not in text and "'busybox'" not in text, script
         quoted = {f"{q}{name}{q}" for name in recipe.forbidden for q in "\"'"}
         assert not [q for q in quoted if q in text], script
@@ -129,9 +129,9 @@ def test_check_fails_on_escaping_symlink_and_missing_library(
     (bad / "usr" / "lib" / "escape").symlink_to("../../../../../etc/shadow")
     git = Path(os.path.realpath(bad / "usr" / "bin" / "git"))
     assert git.is_file()
-    import build
+    from buildsys.elf import read_elf
 
-    needed = build.read_elf(git).needed
+    needed = read_elf(git).needed
     for victim in bad.rglob(needed[0]):  # e.g. libz.so.1, and any link to it
         victim.unlink()
     proc = run_check(bad)

@@ -19,6 +19,7 @@ from launcher.errors import RuntimeMissing, SandboxFailed
 
 MAX_WINDOW_LOG = 25  # 32 MiB: the build uses a 16 MiB window (2**24); larger is a bomb
 POLICY_PREFIX = "PYTHON_ZSTANDARD_"
+REBUILD = "download auto-review again (or rebuild it with: python3 build.py)"
 READ_SIZE = 1 << 20
 
 
@@ -57,11 +58,12 @@ def import_zstandard(layout: Layout):
     zstandard reads PYTHON_ZSTANDARD_IMPORT_POLICY from os.environ (even under -I) to
     pick its backend; no environment variable may choose which code we load.
     """
+    from launcher.cache import vendorblob
+
     for name in [n for n in os.environ if n.startswith(POLICY_PREFIX)]:
         del os.environ[name]
     suffix = EXTENSION_SUFFIXES[0] if EXTENSION_SUFFIXES else ""
-    files = vendor_members(suffix)
-    if files is None:
+    if not vendorblob.has_abi(suffix):
         try:
             import zstandard  # an installed copy still works
 
@@ -73,13 +75,12 @@ def import_zstandard(layout: Layout):
             f" ({suffix or 'unknown ABI'})",
             "run auto-review with Python 3.10-3.13 or 3.14+, or pip install zstandard",
         )
-    tag = "%08x" % (sum(crc for _n, _s, crc in files) & 0xFFFFFFFF)
     abi = suffix.strip(".").split(".")[0]
     ensure_level(layout.vendor, "cache directory")
-    target = layout.vendor_dir("zstandard", abi, tag)
+    target = layout.vendor_dir("zstandard", abi, vendorblob.blob_tag())
     publish.publish(
         target,
-        lambda work: fill_vendor(work, files),
+        lambda work: fill_vendor(work, vendorblob.vendor_files(suffix) or []),
         waiting_for="finish unpacking the zstd decoder",
     )
     refuse_noexec(target)
@@ -94,26 +95,13 @@ def import_zstandard(layout: Layout):
     return zstandard
 
 
-def vendor_members(suffix: str) -> list[tuple[str, int, int]] | None:
-    """(name, size, crc) of the vendored zstandard files for this ABI, None if absent."""
-    from launcher import embedded
-
-    members = [
-        m
-        for m in embedded.list_members("_vendor/zstandard/")
-        if m[0].endswith("__init__.py") or m[0].endswith(suffix)
-    ]
-    return members if any(m[0].endswith(suffix) for m in members) else None
-
-
-def fill_vendor(work: str, members: list[tuple[str, int, int]]) -> None:
-    """The publish step for the vendored package: work/zstandard/*."""
-    from launcher import embedded
-
+def fill_vendor(work: str, files: list[tuple[str, bytes]]) -> None:
+    """The publish step for the vendored package: work/zstandard/<name> for each file."""
+    if not files:
+        raise RuntimeMissing("the vendored zstd decoder is missing from this file", REBUILD)
     os.mkdir(os.path.join(work, "zstandard"), 0o700)
-    for name, _size, _crc in members:
-        dest = os.path.join(work, "zstandard", name.rsplit("/", 1)[-1])
-        data = embedded.read_member(name)  # zipfile verifies the CRC
+    for name, data in files:
+        dest = os.path.join(work, "zstandard", name)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o500)
         try:
             os.write(fd, data)

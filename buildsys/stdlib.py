@@ -1,0 +1,119 @@
+"""Stdlib closure: the modules the gateway imports, found and byte-compiled by the
+target interpreter itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from buildsys.recipe import BuildError, Recipe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from buildsys.stage import Stage
+
+
+MODULE_SCAN = r"""
+import json, sys
+from modulefinder import ModuleFinder
+gateway, extra, exclude = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+finder = ModuleFinder(path=[gateway] + sys.path[1:], excludes=exclude)
+finder.run_script(gateway + "/__main__.py")
+for name in extra:
+    finder.import_hook(name)
+out = {}
+for name, mod in finder.modules.items():
+    if mod.__file__:
+        out[name] = [mod.__file__, bool(mod.__path__)]
+json.dump({"modules": out, "stdlib": sys.path[1:]}, sys.stdout)
+"""
+
+
+def scan_python_modules(python: str, gateway: Path, recipe: Recipe) -> dict[str, Path]:
+    """Stdlib module files the gateway needs, computed by the target interpreter.
+
+    Returns {module file (host path): stdlib dir it lives under}.
+    """
+    section = recipe.section("python")
+    proc = subprocess.run(
+        [
+            *(python, "-I", "-S", "-c", MODULE_SCAN, str(gateway)),
+            json.dumps(section.get("extra", [])),
+            json.dumps(section.get("exclude", [])),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BuildError(f"module scan with {python} failed: {proc.stderr.strip()[-300:]}")
+    result = json.loads(proc.stdout)
+    stdlib_dirs = [Path(p) for p in result["stdlib"] if p]
+    files: dict[str, Path] = {}
+    for file, _is_pkg in result["modules"].values():
+        path = Path(file)
+        for d in stdlib_dirs:
+            if path.is_relative_to(d) and path.exists():
+                files[str(path)] = d
+                break
+    return files
+
+
+COMPILE = r"""
+import json, py_compile, sys
+for src, cfile, dfile in json.load(sys.stdin):
+    py_compile.compile(src, cfile=cfile, dfile=dfile, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+"""
+
+
+def compile_pycs(python: str, jobs: list[tuple[str, str, str]]) -> None:
+    """Compile (source, pyc path, displayed path) triples with the target interpreter.
+
+    Unchecked-hash pycs carry no timestamps (reproducible) and are never rewritten:
+    the root is read-only in the sandbox.
+    """
+    if not jobs:
+        return
+    proc = subprocess.run(
+        [python, "-I", "-S", "-c", COMPILE],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BuildError(f"byte-compiling with {python} failed: {proc.stderr.strip()[-300:]}")
+
+
+def python_tag(python: str) -> str:
+    """The cache tag of the target interpreter, e.g. cpython-311."""
+    return subprocess.run(
+        [python, "-I", "-S", "-c", "import sys; print(sys.implementation.cache_tag)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def add_python(stage: Stage, python: str, recipe: Recipe, gateway: Path) -> int:
+    """Ship the stdlib modules the gateway imports, as sourceless bytecode, and the
+    extension modules (whose libraries join the ELF closure).
+
+    `os.pyc` beside where `os.py` would be: Python 3.11+ accepts it as the stdlib
+    landmark and imports it without a source. Tracebacks keep file and line; the
+    sources would add 0.5 MB to the single file.
+    """
+    jobs = []
+    modules = scan_python_modules(python, gateway, recipe)
+    for file in sorted(modules):
+        if file.endswith(".py"):
+            parent = stage.add_host_path(os.path.dirname(file))
+            inroot = f"{parent}/{os.path.basename(file)}"
+            jobs.append((file, str(stage.root / (inroot.lstrip("/") + "c")), inroot))
+        else:
+            stage.add_host_path(file)
+    compile_pycs(python, jobs)
+    return len(modules)

@@ -1,0 +1,89 @@
+"""The single file: shebang + a deterministic zip of launcher, bundle and vendor."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from buildsys.recipe import HERE, BuildError
+from buildsys.vendor import BLOB_MEMBER, vendor_entries
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def write_zip(fh, entries: Iterable[tuple[str, bytes]], stored: Iterable[str] = ()) -> None:
+    """A deterministic zip: sorted names, fixed timestamps and attributes."""
+    stored = set(stored)
+    with zipfile.ZipFile(fh, "w") as zf:
+        for name, data in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.external_attr = (0o100644 & 0xFFFF) << 16
+            info.create_system = 3
+            if name in stored:
+                info.compress_type = zipfile.ZIP_STORED
+            else:
+                info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data, compresslevel=9)
+
+
+BOOTSTRAP = HERE / "launcher" / "bootstrap.py"
+CODE_ID_LINE = 'CODE_ID = "@CODE_ID@"\n'
+
+
+def bootstrap_main(code_id: str) -> bytes:
+    """launcher/bootstrap.py as the zipapp's __main__.py, its CODE_ID filled in."""
+    text = BOOTSTRAP.read_text()
+    if text.count(CODE_ID_LINE) != 1:
+        raise BuildError(f"{BOOTSTRAP} must have the line {CODE_ID_LINE.strip()!r} exactly once")
+    return text.replace(CODE_ID_LINE, f'CODE_ID = "{code_id}"\n').encode()
+
+
+def launcher_entries(manifest: dict) -> tuple[str, list[tuple[str, bytes]]]:
+    """(code id, launcher/*.py entries): the id names the launcher's cached copy."""
+    entries = [
+        (src.relative_to(HERE).as_posix(), src.read_bytes())
+        for src in sorted((HERE / "launcher").rglob("*.py"))
+        if src.name != "_embedded.py"
+    ]
+    # the whole manifest: two files with one payload but other labels must not share code
+    digest = hashlib.sha256(repr(manifest).encode())
+    for name, data in entries:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    code_id = digest.hexdigest()[:20]
+    # The manifest as a Python literal: the warm path reads it without json.
+    embedded = f"MANIFEST = {manifest!r}\nCODE_ID = {code_id!r}\n".encode()
+    return code_id, [*entries, ("launcher/_embedded.py", embedded)]
+
+
+PAYLOAD_MEMBER = "bundle/rootfs.tar.zst"
+FILES_MEMBER = "bundle/files.tsv"
+SBOM_MEMBER = "bundle/sbom.spdx.json"
+
+
+def zipapp_entries(
+    manifest: dict, payload: bytes, files_tsv: bytes, machine: str
+) -> list[tuple[str, bytes]]:
+    """Every member of the single file but the SBOM (which describes them)."""
+    code_id, entries = launcher_entries(manifest)
+    entries.append(("__main__.py", bootstrap_main(code_id)))
+    manifest_json = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    entries.append(("bundle/bundle.json", manifest_json))
+    entries.append((FILES_MEMBER, files_tsv))
+    entries.append((PAYLOAD_MEMBER, payload))
+    entries += vendor_entries(machine)
+    return entries
+
+
+def write_zipapp(out: Path, entries: list[tuple[str, bytes]]) -> None:
+    """Write the single file: shebang + deterministic zip, atomically, mode 0755."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(b"#!/usr/bin/env python3\n")
+        write_zip(fh, entries, stored={PAYLOAD_MEMBER, BLOB_MEMBER})
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, out)
