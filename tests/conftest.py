@@ -74,6 +74,7 @@ def rewrite_app(
     *,
     payload: bytes | None = None,
     edit_manifest: Callable[[dict], None] | None = None,
+    members: dict[str, bytes] | None = None,
 ) -> Path:
     """A copy of the single file with another payload and/or an edited embedded manifest
     (as an attacker or a broken download would produce it; the code id is kept)."""
@@ -82,7 +83,9 @@ def rewrite_app(
         with zipfile.ZipFile(fh, "w") as dst:
             for info in src.infolist():
                 data = src.read(info)
-                if info.filename == "bundle/rootfs.tar.zst" and payload is not None:
+                if members and info.filename in members:
+                    data = members[info.filename]
+                elif info.filename == "bundle/rootfs.tar.zst" and payload is not None:
                     data = payload
                 elif info.filename == "launcher/_embedded.py" and edit_manifest is not None:
                     head, rest = data.decode().split("MANIFEST = ", 1)

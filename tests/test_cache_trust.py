@@ -314,3 +314,38 @@ def test_the_bootstrap_is_the_linted_launcher_module(app: Path) -> None:
     source = (ROOT / "launcher" / "bootstrap.py").read_text()
     code_id = main.split('CODE_ID = "', 1)[1].split('"', 1)[0]
     assert main == source.replace('CODE_ID = "@CODE_ID@"', f'CODE_ID = "{code_id}"')
+
+
+def test_the_build_file_list_is_authenticated_and_must_match_the_payload(
+    app: Path, tmp_path: Path
+) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(app) as zf:
+        listed = zf.read("bundle/files.tsv").decode()
+    lines = listed.splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if line.startswith("file\t"))
+    kind, mode, size, digest, path = lines[i].split("\t", 4)
+    # a changed digest: the list no longer matches the manifest's files_digest
+    lines[i] = "\t".join((kind, mode, size, "0" * 64, path))
+    forged = "".join(lines).encode()
+    bad = rewrite_app(app, tmp_path / "a1", members={"bundle/files.tsv": forged})
+    result = run_app(bad, "cache", "prepare", env=env_for(tmp_path / "c1"))
+    assert result.returncode == 65, result.stderr
+    assert "bundle/files.tsv does not match its manifest digest" in result.stderr
+    assert_nothing_published(tmp_path / "c1")
+    # a list that the manifest vouches for but that is not what the payload holds
+    lines[i] = "\t".join((kind, "700", size, digest, path))
+    forged = "".join(lines).encode()
+    bad = rewrite_app(
+        app,
+        tmp_path / "a2",
+        members={"bundle/files.tsv": forged},
+        edit_manifest=lambda m: m.update(
+            files_digest="sha256:" + hashlib.sha256(forged).hexdigest()
+        ),
+    )
+    result = run_app(bad, "cache", "prepare", env=env_for(tmp_path / "c2"))
+    assert result.returncode == 65, result.stderr
+    assert f"entry {path.strip()!r} differs from its file list" in result.stderr
+    assert_nothing_published(tmp_path / "c2")
