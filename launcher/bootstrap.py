@@ -55,7 +55,11 @@ def use_cached_code() -> None:
     """Prefer the cached code and hold it in use, or leave the zip in charge."""
     code = cached_code(CODE_ID)
     if code is None:
-        return
+        from launcher.cache.code import publish_early
+
+        code = publish_early()
+        if code is None or cached_code(CODE_ID) != code:
+            return  # the zip stays in charge (and the command reports a bad cache)
     prefer(code)
     from launcher.cache.code import hold_in_use
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import HOST_PYTHON, ROOT, build_app, needs_root, rewrite_app, run_app
+from conftest import HOST_PYTHON, build_app, needs_root, rewrite_app, run_app
 from test_cache import assert_nothing_published, bundles, env_for, published, tmpfs
 
 PLANTER = 65534  # nobody: the other user who plants
@@ -304,16 +304,6 @@ def test_clear_never_crashes_a_starting_launcher(app: Path, tmp_path: Path) -> N
         assert start.returncode == 0, start.stderr
         assert clear.returncode in (0, 75), err
         assert "Traceback" not in start.stderr + err
-
-
-def test_the_bootstrap_is_the_linted_launcher_module(app: Path) -> None:
-    import zipfile
-
-    with zipfile.ZipFile(app) as zf:
-        main = zf.read("__main__.py").decode()
-    source = (ROOT / "launcher" / "bootstrap.py").read_text()
-    code_id = main.split('CODE_ID = "', 1)[1].split('"', 1)[0]
-    assert main == source.replace('CODE_ID = "@CODE_ID@"', f'CODE_ID = "{code_id}"')
 
 
 def test_the_build_file_list_is_authenticated_and_must_match_the_payload(

@@ -66,7 +66,20 @@ def fill_code(work: str) -> None:
             raise OSError(f"cannot compile {name}: {exc.msg}") from None
 
 
-def publish_code(layout: Layout, quiet: bool = False) -> str | None:
+def publish_early() -> str | None:
+    """Publish the code dir before anything else is imported from the zip (the
+    bootstrap's first run): every later import then comes from bytecode, and of 16
+    launchers starting at once one compiles while the others wait. Silent: a cache
+    that cannot be used is reported by the command itself."""
+    from launcher.cache.paths import open_layout
+
+    try:
+        return publish_code(open_layout(create=True), quiet=True, warn=False)
+    except (LauncherError, OSError):
+        return None
+
+
+def publish_code(layout: Layout, quiet: bool = False, warn: bool = True) -> str | None:
     """The published code dir of this launcher (publishing it now if needed), or None
     when that is not possible: the launcher then keeps running from the zip."""
     ident = code_id()
@@ -81,8 +94,9 @@ def publish_code(layout: Layout, quiet: bool = False) -> str | None:
             target, fill_code, waiting_for="finish unpacking its launcher code", quiet=quiet
         )
     except (LauncherError, OSError) as exc:
-        text = exc.one_line() if isinstance(exc, LauncherError) else str(exc)
-        sys.stderr.write(f"auto-review: warning: cannot cache the launcher code: {text}\n")
+        if warn:
+            text = exc.one_line() if isinstance(exc, LauncherError) else str(exc)
+            sys.stderr.write(f"auto-review: warning: cannot cache the launcher code: {text}\n")
         return None
     return target
 

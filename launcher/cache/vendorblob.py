@@ -68,17 +68,20 @@ def vendor_files(abi_suffix: str) -> list[tuple[str, bytes]] | None:
     blob = embedded.read_member(BLOB_MEMBER)
     if hashlib.sha256(blob).hexdigest() != index["blob_sha256"]:
         raise PayloadCorrupt(f"{BLOB_MEMBER} does not match its index", embedded.REBUILD)
+    wanted = [f for f in index["files"] if f["abi"] in ("", abi_suffix)]
+    # decode only as far as the last file we need (the blob's sha256 vouches for the rest)
+    end = max(f["offset"] + f["size"] for f in wanted)
+    if end > index["size"]:
+        raise PayloadCorrupt(f"{INDEX_MEMBER} names bytes past the blob", embedded.REBUILD)
     try:
         decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        raw = decoder.decompress(blob, max_length=index["size"] + 1)
+        raw = decoder.decompress(blob, max_length=end)
     except lzma.LZMAError as exc:
         raise PayloadCorrupt(f"{BLOB_MEMBER} is damaged: {exc}", embedded.REBUILD) from None
-    if len(raw) != index["size"] or not decoder.eof:
+    if len(raw) != end:
         raise PayloadCorrupt(f"{BLOB_MEMBER} has the wrong size", embedded.REBUILD)
     out = []
-    for f in index["files"]:
-        if f["abi"] not in ("", abi_suffix):
-            continue
+    for f in wanted:
         data = raw[f["offset"] : f["offset"] + f["size"]]
         if hashlib.sha256(data).hexdigest() != f["sha256"] or "/" in f["name"]:
             raise PayloadCorrupt(f"{BLOB_MEMBER}: {f['name']!r} is damaged", embedded.REBUILD)
