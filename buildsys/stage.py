@@ -164,7 +164,9 @@ def build_gateway_pyz(stage: Stage, python: str, recipe: Recipe, source: Path) -
         entries = [(src.relative_to(source).as_posix(), src.read_bytes()) for src in sources]
         entries += [(Path(j[1]).relative_to(tmp).as_posix(), Path(j[1]).read_bytes()) for j in jobs]
         buf = io.BytesIO()
-        write_zip(buf, entries)
+        # stored, not deflated: the payload's zstd compresses the sources and bytecode far
+        # better across files (1.04 MB: 264 KB, against 362 KB deflated one by one)
+        write_zip(buf, entries, stored=[name for name, _data in entries])
         stage.write(install, buf.getvalue(), 0o644)
 
 
