@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
-from launcher.cache import locks, publish
-from launcher.cache.paths import Layout, ensure_level, use_lock
+from launcher.cache import locks
+from launcher.cache.paths import Layout, ensure_level, is_published, use_lock
 from launcher.errors import LauncherError
 
 _held: list[int] = []  # use-lock fds of the code dirs this process imports from
@@ -36,7 +36,7 @@ def hold_in_use(code_dir: str) -> bool:
         _held.append(locks.hold(use_lock(code_dir), shared=True, quiet=True))
     except (LauncherError, OSError):
         return False
-    return publish.is_published(code_dir)
+    return is_published(code_dir)
 
 
 def release() -> None:
@@ -86,10 +86,12 @@ def publish_code(layout: Layout, quiet: bool = False, warn: bool = True) -> str 
     if ident is None:
         return None
     target = layout.code_dir(ident)
-    if publish.is_published(target):
+    if is_published(target):
         return target
     try:
         ensure_level(layout.code, "cache directory")
+        from launcher.cache import publish
+
         publish.publish(
             target, fill_code, waiting_for="finish unpacking its launcher code", quiet=quiet
         )

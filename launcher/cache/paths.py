@@ -87,6 +87,11 @@ class Layout:
         return os.path.join(self.vendor, f"{module}-{abi}-{tag}")
 
 
+def is_published(final: str) -> bool:
+    """True when the directory `final` carries its marker (and so is complete)."""
+    return os.path.exists(os.path.join(final, MARKER))
+
+
 def publish_lock(final: str) -> str:
     """The exclusive lock that guards publishing the directory `final`."""
     return final + EXTRACT_LOCK

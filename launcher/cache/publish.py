@@ -25,6 +25,7 @@ from launcher.cache import locks
 from launcher.cache.paths import (
     SPACE_FIX,
     TRASH_PREFIX,
+    is_published,
     map_os_error,
     publish_lock,
     work_prefix,
@@ -37,11 +38,6 @@ SPACE_MARGIN = 16 << 20
 TYPE_CHECKING = False  # typing and collections.abc cost milliseconds on every warm start
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-
-def is_published(final: str) -> bool:
-    """True when `final` carries its marker (and so is complete)."""
-    return os.path.exists(os.path.join(final, MARKER))
 
 
 def publish(
