@@ -27,6 +27,9 @@ from buildsys.recipe import BuildError, pinned_requirements
 from buildsys.wheels import fetch_wheel
 
 VENDOR_ABIS = ("310", "311", "312", "313")
+# The launcher decodes the blob only up to the last file it needs: the ABI of the
+# reference host's python3 (Debian 12: 3.11) goes first, then the newer ones.
+BLOB_ORDER = ("311", "312", "313", "310")
 INDEX_MEMBER = "_vendor/zstandard.json"
 BLOB_MEMBER = "_vendor/zstandard.xz"
 # 8 MiB covers all four copies (3.8 MB); the decoder needs about this much memory.
@@ -61,7 +64,8 @@ def vendor_files(machine: str) -> list[tuple[str, str, bytes]]:
                     modules.append((suffix, base, strip_so(whl.read(member))))
     if len(modules) != len(VENDOR_ABIS):
         raise BuildError(f"zstandard {version}: expected one C module per ABI {VENDOR_ABIS}")
-    return [("", name, data) for name, data in sorted(shared.items())] + sorted(modules)
+    modules.sort(key=lambda m: BLOB_ORDER.index(m[0].split("-")[1]))
+    return [("", name, data) for name, data in sorted(shared.items())] + modules
 
 
 def vendor_entries(machine: str) -> list[tuple[str, bytes]]:

@@ -14,7 +14,7 @@ from launcher.errors import PayloadCorrupt
 PAYLOAD_MEMBER = "bundle/rootfs.tar.zst"
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:
-    from typing import IO
+    from typing import IO, Any
 
     from launcher.manifest import Manifest
 
@@ -43,14 +43,29 @@ def manifest() -> Manifest:
     return validate(MANIFEST)
 
 
+_archive: list[Any] = []  # the single file, opened once per process (cold path only)
+
+
+def _zip() -> Any:
+    """The single file as a ZipFile, its central directory read once."""
+    import zipfile
+
+    if not _archive:
+        try:
+            _archive.append(zipfile.ZipFile(archive_path()))
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
+    return _archive[0]
+
+
 def open_payload() -> IO[bytes]:
     """A forward-only stream of the stored rootfs.tar.zst, straight from the zip file."""
     import zipfile
 
+    zf = _zip()
     try:
-        zf = zipfile.ZipFile(archive_path())
         info = zf.getinfo(PAYLOAD_MEMBER)
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+    except KeyError as exc:
         raise PayloadCorrupt(f"cannot read the embedded payload: {exc}", REBUILD) from None
     if info.compress_type != zipfile.ZIP_STORED:
         raise PayloadCorrupt("the embedded payload is not stored uncompressed", REBUILD)
@@ -58,18 +73,12 @@ def open_payload() -> IO[bytes]:
 
 
 def read_member(name: str) -> bytes:
-    """Bytes of one member of the zipapp (vendored modules)."""
-    import zipfile
-
-    with zipfile.ZipFile(archive_path()) as zf:
-        return zf.read(name)
+    """Bytes of one member of the zipapp (KeyError when there is none)."""
+    return _zip().read(name)
 
 
 def list_members(prefix: str) -> list[tuple[str, int, int]]:
     """(name, size, crc) of the zipapp's members under `prefix`."""
-    import zipfile
-
-    with zipfile.ZipFile(archive_path()) as zf:
-        return [
-            (i.filename, i.file_size, i.CRC) for i in zf.infolist() if i.filename.startswith(prefix)
-        ]
+    return [
+        (i.filename, i.file_size, i.CRC) for i in _zip().infolist() if i.filename.startswith(prefix)
+    ]
