@@ -6,13 +6,26 @@
     body keyed with ``WEBHOOK_SECRET``, compared in constant time; otherwise 401 and
     nothing is parsed or enqueued. The event is ``X-Forgejo-Event`` / ``X-Gitea-Event``:
 
+    Forgejo's webhook settings have one checkbox per event *type*, and the header
+    ``X-Forgejo-Event`` carries the event *family* (``HookEventType.Event()`` in
+    Forgejo's ``modules/webhook/type.go``): the types ``pull_request`` and
+    ``pull_request_sync`` (*Pull request synchronized*) both arrive as ``pull_request``,
+    ``issue_comment`` and ``pull_request_comment`` (*Pull request comment*) both as
+    ``issue_comment``; ``X-Forgejo-Event-Type`` names the type.
+
     * ``pull_request`` with action ``opened``, ``synchronized`` (a push to the head branch;
       GitHub calls it "synchronize", Forgejo and Gitea "synchronized"), ``reopened`` or
-      ``ready_for_review`` enqueues a review of the head commit. A draft PR is skipped
-      (except on ``ready_for_review``), and so is a closed one.
+      ``ready_for_review`` enqueues a review of the head commit. A draft PR (``draft``,
+      or a title with a work-in-progress prefix, Forgejo's ``WIP:`` / ``[WIP]``) is
+      skipped, and so is a closed one. Forgejo has no ``ready_for_review``: a draft
+      becomes ready by losing its prefix, which sends ``edited`` with
+      ``changes.title.from`` (``ChangesPayload`` in ``modules/structs/hook.go``); an
+      ``edited`` whose old title was a draft's and whose new one is not is reviewed.
     * ``issue_comment`` (action ``created``) on a pull request whose body mentions
       ``@<AR_BOT_NAME>`` and says ``re-review`` enqueues a forced review of the PR's
-      current head, read from the forge API (a comment event does not carry it).
+      current head. The head is read from the forge when the job runs, not here: the
+      answer must reach Forgejo within its delivery timeout (a few seconds), so this
+      handler makes no forge call.
     * ``ping`` answers ``{"pong": true}``. Forgejo and Gitea have no ping event: their
       "Test Delivery" button sends a signed ``push`` event with a dummy commit, which is
       answered 200 ``{"ignored": ...}``, so a test delivery shows green exactly when the
@@ -49,11 +62,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from auto_review_gateway import httpjson
+from auto_review_gateway import forgejo, httpjson, names
 from auto_review_gateway.forgejo import ForgejoConfig
 from auto_review_gateway.model import ReviewError
 
 PR_ACTIONS = ("opened", "synchronized", "reopened", "ready_for_review")
+# Forgejo's default [repository.pull-request] WORK_IN_PROGRESS_PREFIXES, compared
+# case-insensitively (HasWorkInProgressPrefix).
+WIP_PREFIXES = ("WIP:", "[WIP]")
 RETRY_AFTER_SECONDS = 30
 FORGE_TIMEOUT = 10.0  # looking up a PR while the forge waits for our answer
 # The events a forge sends; any other value is counted as "other", so a client cannot
@@ -70,6 +86,7 @@ KNOWN_EVENTS = frozenset(
         "pull_request_approved",
         "pull_request_comment",
         "pull_request_rejected",
+        "pull_request_sync",
         "push",
         "release",
         "repository",
@@ -80,8 +97,7 @@ KNOWN_EVENTS = frozenset(
     }
 )
 
-_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,100}\Z")
-_SHA = re.compile(r"\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_ACTION = re.compile(r"\A[A-Za-z0-9_.-]{1,100}\Z")
 _DELIVERY = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 _RE_REVIEW = re.compile(r"\bre-review\b", re.IGNORECASE)
 
@@ -241,7 +257,7 @@ def _obj(doc: Any, key: str, where: str) -> dict[str, Any]:
 
 
 def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+    if not names.is_name(value):
         raise BadRequest(f"{what} is not a valid name")
     return value
 
@@ -253,7 +269,7 @@ def _number(value: Any, what: str) -> int:
 
 
 def _sha(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _SHA.match(value.lower()):
+    if not names.is_sha(value):
         raise BadRequest(f"{what} must be a full hex commit SHA (40 or 64 digits)")
     return value.lower()
 
@@ -306,22 +322,14 @@ class ForgeError(Exception):
 
 
 def get_pull(forge: ForgejoConfig, owner: str, repo: str, number: int) -> dict[str, Any]:
-    """``GET /repos/{owner}/{repo}/pulls/{number}``: the PR JSON; ForgeError on failure."""
-    url = (
-        f"{forge.api_url}/repos/{urllib.parse.quote(owner, safe='')}/"
-        f"{urllib.parse.quote(repo, safe='')}/pulls/{number}"
-    )
+    """``repoGetPullRequest`` once, with a short timeout: the PR JSON; ForgeError on failure."""
+    client = forgejo.Forgejo(forge, retry=None, timeout=min(forge.timeout, FORGE_TIMEOUT))
     try:
-        _status, doc = httpjson.request(
-            "GET",
-            url,
-            token=forge.token,
-            auth_scheme="token",
-            timeout=min(forge.timeout, FORGE_TIMEOUT),
-            exit_code=1,
-        )
+        doc = client.get_pull_doc(owner, repo, number)
     except httpjson.HttpError as exc:
         raise ForgeError(str(exc), exc.status) from None
+    except ReviewError as exc:
+        raise ForgeError(str(exc), None) from None
     if not isinstance(doc, dict):
         raise ForgeError("the forge's pull request answer is not an object", None)
     return doc
@@ -368,8 +376,7 @@ def _api_clone_url(intake: Intake, pull: dict[str, Any], owner: str, repo: str) 
             return _clone_url(url, "base.repo.clone_url")
         except BadRequest:
             pass
-    root = intake.forge.api_url[: -len("/api/v1")]
-    return f"{root}/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(repo, safe='')}.git"
+    return intake.forge.repo_clone_url(owner, repo)
 
 
 # --------------------------------------------------------------------------- enqueue
@@ -441,14 +448,34 @@ def handle_webhook(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Re
     return Reply(200, {"ignored": f"event {event_label(event)} does not trigger reviews"})
 
 
+def is_wip_title(title: Any) -> bool:
+    """True if ``title`` starts with a work-in-progress prefix (see WIP_PREFIXES)."""
+    return isinstance(title, str) and title.lstrip().upper().startswith(WIP_PREFIXES)
+
+
+def _is_draft(pull: dict[str, Any]) -> bool:
+    return pull.get("draft") is True or is_wip_title(pull.get("title"))
+
+
+def _became_ready(doc: dict[str, Any], pull: dict[str, Any]) -> bool:
+    """An ``edited`` event whose title change took the PR out of draft."""
+    changes = doc.get("changes")
+    title = changes.get("title") if isinstance(changes, dict) else None
+    old = title.get("from") if isinstance(title, dict) else None
+    return is_wip_title(old) and not _is_draft(pull)
+
+
 def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
     action = doc.get("action")
+    pull = doc.get("pull_request")
+    if action == "edited" and isinstance(pull, dict) and _became_ready(doc, pull):
+        action = "ready_for_review"  # Forgejo's way of saying it (see the module doc)
     if action not in PR_ACTIONS:
-        shown = action if isinstance(action, str) and _NAME.match(action) else "?"
+        shown = action if isinstance(action, str) and _ACTION.match(action) else "?"
         return Reply(200, {"ignored": f"pull_request action {shown} does not trigger reviews"})
     pull = _obj(doc, "pull_request", "payload")
     repository = _obj(doc, "repository", "payload")
-    if pull.get("draft") is True and action != "ready_for_review":
+    if _is_draft(pull) and action != "ready_for_review":
         return Reply(200, {"ignored": "draft pull request"})
     if pull.get("state") == "closed" or pull.get("merged") is True:
         return Reply(200, {"ignored": "pull request is closed"})
@@ -481,27 +508,23 @@ def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) ->
     author = comment.get("user")
     if isinstance(author, dict) and str(author.get("login", "")).lower() == intake.bot_name.lower():
         return Reply(200, {"ignored": "comment by the bot itself"})
+    if issue.get("state") == "closed":
+        return Reply(200, {"ignored": "pull request is closed"})
     repository = _obj(doc, "repository", "payload")
     owner = _owner_login(repository)
     repo = _name(repository.get("name"), "repository.name")
     number = _number(issue.get("number"), "issue.number")
-    fetched = _fetch_pull(intake, owner, repo, number)
-    if isinstance(fetched, Reply):
-        return fetched
-    pull, (head_sha, base_ref, state) = fetched
-    if state == "closed":
-        return Reply(200, {"ignored": "pull request is closed"})
-    clone_url = repository.get("clone_url")
     try:
-        clone_url = _clone_url(clone_url, "repository.clone_url")
+        clone_url = _clone_url(repository.get("clone_url"), "repository.clone_url")
     except BadRequest:
-        clone_url = _api_clone_url(intake, pull, owner, repo)
+        clone_url = intake.forge.repo_clone_url(owner, repo)
+    # Queued without a head: the worker reads the PR's current head when it runs.
     request = intake.job_request(
         owner=owner,
         repo=repo,
         pr_number=number,
-        head_sha=head_sha,
-        base_ref=base_ref,
+        head_sha="",
+        base_ref="",
         clone_url=clone_url,
         reason="issue_comment:re-review",
         delivery_id=delivery,
