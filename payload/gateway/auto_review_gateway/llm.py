@@ -15,9 +15,26 @@ Trust boundaries:
   verdict and summary of a Review are computed from severities, and where the review is
   posted is decided by the caller's configuration, never by model text.
 
+Servers as they behave (OpenAI API reference, "Create chat completion"):
+
+* ``max_completion_tokens`` bounds the answer, reasoning tokens included (``max_tokens``
+  is deprecated and refused by reasoning models); a server that refuses the parameter
+  (400 with ``param: max_completion_tokens``) is asked again with ``max_tokens``.
+* Reasoning models (o1, o3, o4-mini, gpt-5 ...) support only the default temperature and
+  answer 400 ``unsupported_value`` (``param: temperature``) to ``temperature: 0``: no
+  temperature is sent for them (``LLM_TEMPERATURE``: a number, ``default`` for none, or
+  empty for that automatic choice), and any model that refuses it is asked again
+  without it.
+* ``choices[0].finish_reason`` ``length`` (cut off at the token limit) or
+  ``content_filter`` is an error, not an answer to repair.
+* 408, 409, 429 and 5xx and network errors are retried with jittered backoff that
+  honours ``Retry-After`` (:class:`httpjson.Retry`), within a total deadline per review
+  (``LLM_DEADLINE``) that also bounds every request's timeout.
+
 Environment: ``LLM_BASE_URL`` (required; ``https://host`` or ``https://host/v1``),
 ``LLM_API_KEY`` (optional, sent as a Bearer token), ``LLM_REASONING_MODEL``,
-``LLM_TIMEOUT`` (seconds per request), ``AR_SEVERITY_FLOOR``.
+``LLM_TIMEOUT`` (seconds per request), ``LLM_DEADLINE`` (seconds per review, default
+600), ``LLM_TEMPERATURE``, ``LLM_MAX_TOKENS`` (default 16384), ``AR_SEVERITY_FLOOR``.
 """
 
 from __future__ import annotations
@@ -26,7 +43,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +62,11 @@ from auto_review_gateway.model import (
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT = 120.0
+DEFAULT_DEADLINE = 600.0  # seconds for the whole review: every request and retry
+DEFAULT_MAX_TOKENS = 16384  # reasoning tokens count too
+RETRY_ATTEMPTS = 4
+# Model families that accept only the default temperature (OpenAI's reasoning models).
+_REASONING = re.compile(r"(?:\A|/)(?:o[1-9][0-9]*|gpt-5)(?:\Z|[-._:])", re.IGNORECASE)
 DEFAULT_FLOOR = "low"
 MAX_MESSAGE_CHARS = 500
 MAX_RULE_CHARS = 64
@@ -139,14 +162,35 @@ class LLMConfig:
     model: str
     timeout: float
     floor: str
+    temperature: float | None = 0.0  # None: not sent (the server's default)
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    deadline: float = DEFAULT_DEADLINE
 
     def __repr__(self) -> str:
         # The key is never shown, even when the config object is printed or logged.
         key = "***" if self.api_key else None
         return (
             f"LLMConfig(endpoint={self.endpoint!r}, api_key={key!r}, model={self.model!r}, "
-            f"timeout={self.timeout!r}, floor={self.floor!r})"
+            f"timeout={self.timeout!r}, floor={self.floor!r}, "
+            f"temperature={self.temperature!r}, max_tokens={self.max_tokens!r}, "
+            f"deadline={self.deadline!r})"
         )
+
+
+def is_reasoning_model(model: str) -> bool:
+    """True for a model that accepts only the default temperature (o1, o3, gpt-5 ...)."""
+    return bool(_REASONING.search(model.strip()))
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ReviewError(f"{name} must be a number of seconds in (0, 3600]", EXIT_CONFIG)
+    return value
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -177,25 +221,42 @@ def load_config(env: Mapping[str, str] | None = None) -> LLMConfig:
     if not base:
         raise ReviewError("LLM_BASE_URL is not set", EXIT_CONFIG)
     httpjson.check_url(base, what="LLM_BASE_URL", exit_code=EXIT_CONFIG)
-    raw_timeout = env.get("LLM_TIMEOUT", "").strip()
-    try:
-        timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT
-    except ValueError:
-        timeout = -1.0
-    if not 0 < timeout <= 3600:
-        raise ReviewError("LLM_TIMEOUT must be a number of seconds in (0, 3600]", EXIT_CONFIG)
+    timeout = _seconds(env, "LLM_TIMEOUT", DEFAULT_TIMEOUT)
+    deadline = _seconds(env, "LLM_DEADLINE", DEFAULT_DEADLINE)
     api_key = env.get("LLM_API_KEY", "").strip() or None
     if api_key is not None and not httpjson.header_safe(api_key):
         raise ReviewError("LLM_API_KEY contains characters not allowed in a header", EXIT_CONFIG)
     model = env.get("LLM_REASONING_MODEL", "").strip() or DEFAULT_MODEL
     if _CONTROL.search(model):
         raise ReviewError("LLM_REASONING_MODEL contains control characters", EXIT_CONFIG)
+    raw = env.get("LLM_TEMPERATURE", "").strip().lower()
+    temperature: float | None
+    if not raw:
+        temperature = None if is_reasoning_model(model) else 0.0
+    elif raw == "default":
+        temperature = None
+    else:
+        try:
+            temperature = float(raw)
+        except ValueError:
+            temperature = -1.0
+        if not 0 <= temperature <= 2:
+            raise ReviewError(
+                "LLM_TEMPERATURE must be a number from 0 to 2, or 'default'", EXIT_CONFIG
+            )
+    raw = env.get("LLM_MAX_TOKENS", "").strip()
+    max_tokens = int(raw) if raw.isdigit() else (DEFAULT_MAX_TOKENS if not raw else 0)
+    if not 1 <= max_tokens <= 1_000_000:
+        raise ReviewError("LLM_MAX_TOKENS must be a whole number from 1 to 1000000", EXIT_CONFIG)
     return LLMConfig(
         endpoint=chat_completions_url(base),
         api_key=api_key,
         model=model,
         timeout=timeout,
         floor=severity_floor(env),
+        temperature=temperature,
+        max_tokens=max_tokens,
+        deadline=deadline,
     )
 
 
@@ -265,19 +326,26 @@ def build_user_message(context: ReviewContext) -> str:
     )
 
 
-def build_request(config: LLMConfig, messages: list[dict[str, str]]) -> dict[str, Any]:
-    """The chat-completions request body for ``messages``."""
-    return {
-        "model": config.model,
-        "messages": messages,
-        "temperature": 0,
-        # Servers that honour it constrain decoding to the schema; the schema is also in
-        # the system prompt for servers that ignore response_format.
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "code_review", "strict": True, "schema": ANSWER_SCHEMA},
-        },
+def build_request(
+    config: LLMConfig,
+    messages: list[dict[str, str]],
+    *,
+    temperature: bool = True,
+    token_field: str = "max_completion_tokens",
+) -> dict[str, Any]:
+    """The chat-completions request body for ``messages``; ``temperature`` False leaves
+    it out whatever the config says, ``token_field`` names the answer's token bound."""
+    body: dict[str, Any] = {"model": config.model, "messages": messages}
+    if temperature and config.temperature is not None:
+        body["temperature"] = config.temperature
+    body[token_field] = config.max_tokens
+    # Servers that honour it constrain decoding to the schema; the schema is also in
+    # the system prompt for servers that ignore response_format.
+    body["response_format"] = {
+        "type": "json_schema",
+        "json_schema": {"name": "code_review", "strict": True, "schema": ANSWER_SCHEMA},
     }
+    return body
 
 
 # --------------------------------------------------------------------------- the answer
@@ -290,7 +358,8 @@ def _content(response: Any) -> str:
     repair round can fix.
     """
     try:
-        message = response["choices"][0]["message"]
+        choice = response["choices"][0]
+        message = choice["message"]
         if not isinstance(message, dict):
             raise TypeError
     except (KeyError, IndexError, TypeError):
@@ -298,6 +367,17 @@ def _content(response: Any) -> str:
             "LLM server answered without choices[0].message (not a chat completion)",
             EXIT_REVIEWER,
         ) from None
+    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+    if finish == "length":
+        raise ReviewError(
+            "the LLM answer was cut off at the token limit (finish_reason length):"
+            " raise LLM_MAX_TOKENS or use a model with a larger output",
+            EXIT_REVIEWER,
+        )
+    if finish == "content_filter":
+        raise ReviewError(
+            "the LLM server withheld the answer (finish_reason content_filter)", EXIT_REVIEWER
+        )
     content = message.get("content")
     if isinstance(content, str) and content.strip():
         return content
@@ -414,21 +494,79 @@ def to_findings(items: list[dict[str, Any]], context: ReviewContext, floor: str)
 # --------------------------------------------------------------------------- the call
 
 
+def make_retry(deadline: float) -> httpjson.Retry:
+    """The retry policy of one review's requests (tests replace it to never really sleep)."""
+    return httpjson.Retry(RETRY_ATTEMPTS, deadline=deadline)
+
+
+class _Session:
+    """The requests of one review: what the server turned out to refuse, and the deadline."""
+
+    def __init__(self, config: LLMConfig, retry: httpjson.Retry) -> None:
+        self.config = config
+        self.retry = retry
+        self.temperature = config.temperature is not None
+        self.token_field = "max_completion_tokens"
+
+    def _send(self, messages: list[dict[str, str]]) -> Any:
+        left = self.retry.remaining()
+        if left is not None and left <= 0:
+            raise ReviewError(
+                f"the LLM review ran out of time (LLM_DEADLINE {self.config.deadline:g} s)",
+                EXIT_REVIEWER,
+            )
+        timeout = self.config.timeout if left is None else min(self.config.timeout, left)
+        body = build_request(
+            self.config, messages, temperature=self.temperature, token_field=self.token_field
+        )
+        return httpjson.request(
+            "POST",
+            self.config.endpoint,
+            token=self.config.api_key,
+            auth_scheme="Bearer",
+            body=body,
+            timeout=max(timeout, 0.001),
+            exit_code=EXIT_REVIEWER,
+        )[1]
+
+    def _adapted(self, exc: httpjson.HttpError) -> bool:
+        """Drop what a 400 says the model refuses; True if there is something to resend."""
+        if exc.status != 400 or exc.code not in ("unsupported_value", "unsupported_parameter"):
+            return False
+        if exc.param == "temperature" and self.temperature:
+            self.temperature = False
+            return True
+        if exc.param == "max_completion_tokens" and self.token_field != "max_tokens":
+            self.token_field = "max_tokens"
+            return True
+        return False
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        """One chat completion (retried, adapted); the assistant's text."""
+
+        def once() -> Any:
+            for _ in range(3):  # at most temperature and the token bound to give up
+                try:
+                    return self._send(messages)
+                except httpjson.HttpError as exc:
+                    if not self._adapted(exc):
+                        raise
+            return self._send(messages)
+
+        return _content(self.retry.call(once))
+
+
 def _complete(config: LLMConfig, messages: list[dict[str, str]]) -> str:
     """One chat-completions round trip; the assistant's text (InvalidAnswer if none)."""
-    _status, response = httpjson.request(
-        "POST",
-        config.endpoint,
-        token=config.api_key,
-        auth_scheme="Bearer",
-        body=build_request(config, messages),
-        timeout=config.timeout,
-        exit_code=EXIT_REVIEWER,
-    )
-    return _content(response)
+    return _Session(config, make_retry(time.monotonic() + config.deadline)).complete(messages)
 
 
-def review(context: ReviewContext, *, config: LLMConfig | None = None) -> tuple[list[Finding], str]:
+def review(
+    context: ReviewContext,
+    *,
+    config: LLMConfig | None = None,
+    retry: Callable[[float], httpjson.Retry] | None = None,
+) -> tuple[list[Finding], str]:
     """Review ``context`` with the configured model: ``(findings, model name)``.
 
     At most two requests: the review, and if its answer is invalid one repair round that
@@ -437,13 +575,14 @@ def review(context: ReviewContext, *, config: LLMConfig | None = None) -> tuple[
     invalid, and EXIT_CONFIG for bad settings. ``config`` defaults to :func:`load_config`.
     """
     config = load_config() if config is None else config
+    session = _Session(config, (retry or make_retry)(time.monotonic() + config.deadline))
     messages = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": build_user_message(context)},
     ]
     answer = ""
     try:
-        answer = _complete(config, messages)
+        answer = session.complete(messages)
         items, _summary = validate_answer(answer)
     except InvalidAnswer as first:
         messages += [
@@ -451,7 +590,7 @@ def review(context: ReviewContext, *, config: LLMConfig | None = None) -> tuple[
             {"role": "user", "content": _REPAIR_PROMPT.format(error=first)},
         ]
         try:
-            items, _summary = validate_answer(_complete(config, messages))
+            items, _summary = validate_answer(session.complete(messages))
         except InvalidAnswer as second:
             reason = httpjson.clean_text(str(second), 300)
             raise ReviewError(
