@@ -427,9 +427,16 @@ class Publication:
             self._status("pending", "auto-review is reviewing")
         except ReviewError as exc:
             self.error("auto-review could not post its review")
-            raise ReviewError(
-                f"posting the review to {self._name()} failed: {exc}", EXIT_POST
-            ) from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: ReviewError) -> httpjson.HttpError:
+        """``exc`` as a posting failure on this PR, keeping whether it is transient."""
+        return httpjson.HttpError(
+            f"posting the review to {self._name()} failed: {exc}",
+            EXIT_POST,
+            getattr(exc, "status", None),
+            transient=getattr(exc, "transient", True),
+        )
 
     def _name(self) -> str:
         return f"{self.owner}/{self.repo}#{self.index}"
@@ -445,9 +452,7 @@ class Publication:
             self._status(final, review.summary)
         except ReviewError as exc:
             self.error("auto-review could not post its review")
-            raise ReviewError(
-                f"posting the review to {self._name()} failed: {exc}", EXIT_POST
-            ) from None
+            raise self._failure(exc) from None
 
     def error(self, description: str) -> None:
         """Status error, best effort: the failure that led here is the one to report."""

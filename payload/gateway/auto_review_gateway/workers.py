@@ -36,10 +36,13 @@ def backoff(attempt: int) -> float:
 
 def retryable(exc: BaseException) -> bool:
     """Whether a job that raised ``exc`` may succeed later: could not fetch (EXIT_CLONE),
-    the reviewer failed (EXIT_REVIEWER), posting failed (EXIT_POST). A bad ref, a bad
-    configuration or a bug would fail the same way again."""
+    the reviewer failed (EXIT_REVIEWER), posting failed (EXIT_POST), unless the error
+    says it is not transient (an HTTP 4xx). A bad ref, a bad configuration or a bug
+    would fail the same way again."""
     from auto_review_gateway import model
 
+    if getattr(exc, "transient", True) is False:
+        return False  # an HTTP answer that will not change: 401, 404, 422 ...
     code = getattr(exc, "exit_code", None)
     return isinstance(exc, model.ReviewError) and code in (
         model.EXIT_CLONE,
