@@ -693,3 +693,64 @@ def test_the_forge_token_goes_only_to_the_forge(
 )
 def test_auth_scope(clone_url: str, base: str, scope: str | None) -> None:
     assert worker.auth_scope(clone_url, base) == scope
+
+
+@pytest.fixture(scope="module")
+def forge_repos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``<root>/acme/private.git`` with a topic branch; (root, head SHA)."""
+    root = tmp_path_factory.mktemp("forge-repos")
+    path = root / "acme" / "private.git"
+    make_repo(path, BASE)
+    subprocess.run(
+        ["git", "--git-dir", str(path), "branch", "topic", "main"],
+        check=True,
+        env={"PATH": os.environ["PATH"], "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(root)},
+    )
+    return root, commit(path, PLANTED, "topic", branch="topic")
+
+
+def test_a_clone_url_on_another_host_name_is_fetched_from_the_forge_with_the_token(
+    certs: CertFiles,
+    forge_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    forge_repos: tuple[Path, str],
+) -> None:
+    root, head = forge_repos
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    with FakeForgejo(token=TOKEN, ssl_context=tls, git_root=root) as forge:
+        use_forge(monkeypatch, forge)  # https://127.0.0.1:<port>
+        # Forgejo's ROOT_URL names another host: the webhook's clone URL is on it.
+        elsewhere = f"https://git.example.invalid:{forge.port}/acme/private.git"
+        job = Job(5, request(5, repo="private", head_sha=head, clone_url=elsewhere), 1)
+        worker.run_review_job(job)
+        fetches = [r for r in forge.requests if r.kind == "git"]
+        assert fetches and all(r.headers["authorization"] == f"token {TOKEN}" for r in fetches)
+        assert states(forge) == ["pending", "failure"]
+        [review] = forge.reviews()
+        assert review["commit_id"] == head and review["event"] == "REQUEST_CHANGES"
+
+
+def test_an_http_forge_serves_the_clone_over_plain_http_to_its_host_only(
+    forge_env: Path, monkeypatch: pytest.MonkeyPatch, forge_repos: tuple[Path, str]
+) -> None:
+    root, head = forge_repos
+    with FakeForgejo(token=TOKEN, git_root=root) as forge:
+        use_forge(monkeypatch, forge)  # http://127.0.0.1:<port>
+        job = Job(
+            6,
+            request(6, repo="private", head_sha=head, clone_url=f"{forge.url}/acme/private.git"),
+            1,
+        )
+        worker.run_review_job(job)
+        assert [r for r in forge.requests if r.kind == "git"]
+        assert states(forge) == ["pending", "failure"]
+    # Another http:// host is still refused: git allows plain HTTP for the forge only.
+    with FakeForgejo(token=TOKEN) as forge, FakeForgejo(git_root=root) as other:
+        use_forge(monkeypatch, forge)
+        url = f"{other.url}/x/y.git"
+        job = Job(7, request(7, repo="private", head_sha=head, clone_url=url), 1)
+        with pytest.raises(ReviewError, match="transport 'http' not allowed"):
+            worker.run_review_job(job)
+        assert not [r for r in other.requests if r.kind == "git"]
+        assert states(forge) == ["pending", "error"]
