@@ -17,6 +17,11 @@ types and the status state / review event (422), and answers unknown paths with 
 
 It refuses what Forgejo refuses; each rule names its source in Forgejo:
 
+* ``repoCreateStatus`` on a commit the repository does not have is 404
+  (``routers/api/v1/repo/status.go`` ``NewCommitStatus``: ``git.ErrNotExist`` ->
+  NotFound); the stand-in knows a repository's commits from its git repository under
+  ``git_root`` and the heads given to :meth:`FakeForgejo.set_pull` (:meth:`add_commit`
+  adds more), and accepts any SHA for a repository it knows nothing of;
 * a wrong token is 401 on every route, ``/version`` included: the API's auth middleware
   checks any token sent before routing (``routers/api/v1/api.go``);
 * ``repoCreatePullReview``: REQUEST_CHANGES by the PR's author is 422 "reject your own
@@ -111,6 +116,7 @@ class FakeForgejo(LoopbackServer):
         self._midway: dict[str, int] = {}
         self._held: dict[str, threading.Event] = {}
         self._waiting: dict[str, threading.Event] = {}
+        self._commits: dict[tuple[str, str], set[str]] = {}
         # (owner, repo, index) -> list of reviews, each a dict with "comments"
         self._reviews: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         self._pulls: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -171,6 +177,26 @@ class FakeForgejo(LoopbackServer):
         }
         with self._lock:
             self._pulls[(owner, repo, number)] = pull
+            self._commits.setdefault((owner, repo), set()).add(head_sha)
+
+    def add_commit(self, owner: str, repo: str, sha: str) -> None:
+        """Make ``sha`` a commit of ``owner/repo`` (for ``repoCreateStatus``)."""
+        with self._lock:
+            self._commits.setdefault((owner, repo), set()).add(sha)
+
+    def has_commit(self, owner: str, repo: str, sha: str) -> bool:
+        """Whether a status may be set on ``sha`` (see the module doc)."""
+        with self._lock:
+            known = self._commits.get((owner, repo))
+        git_dir = os.path.join(self.git_root or "", owner, f"{repo}.git")
+        if self.git_root and os.path.isdir(git_dir):
+            found = subprocess.run(
+                ["git", "--git-dir", git_dir, "cat-file", "-e", f"{sha}^{{commit}}"],
+                capture_output=True,
+                env={"PATH": os.environ.get("PATH", os.defpath), "GIT_CONFIG_NOSYSTEM": "1"},
+            )
+            return found.returncode == 0 or (known is not None and sha in known)
+        return known is None or sha in known
 
     def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any] | None:
         with self._lock:
@@ -483,6 +509,9 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 self._send(422, _api_error(problem))
                 return
             owner, repo, sha = match.groups()
+            if not fake.has_commit(owner, repo, sha):
+                self._send(404, _api_error(f"sha does not exist [sha: {sha}]"))
+                return
             status_id = fake._next_id()
             base = fake.base_url
             self._send(

@@ -408,3 +408,14 @@ def test_fake_without_a_fixed_token_accepts_any_forge_token(monkeypatch) -> None
         forgejo.publish(make_review("low"), pr="octo/widgets#42")
         assert [b["state"] for _path, b in forge.posted("/statuses/")] == ["pending", "success"]
         assert [p for p, _b in forge.posted("/reviews")] == [REVIEW_PATH]
+
+
+def test_a_status_on_a_commit_the_repository_lacks_is_404_and_not_retried(
+    forge: FakeForgejo, sleeps: list[float]
+) -> None:
+    forge.set_pull("octo", "widgets", 42, HEAD)  # the stand-in now knows octo/widgets
+    with pytest.raises(ReviewError) as caught:
+        forgejo.set_status("octo", "widgets", BASE, "pending", "x")
+    assert "HTTP 404" in str(caught.value) and sleeps == []
+    assert len(forge.of_kind("status")) == 1
+    forgejo.set_status("octo", "widgets", HEAD, "pending", "x")  # its head is fine
