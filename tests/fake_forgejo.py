@@ -210,14 +210,15 @@ class FakeForgejo(LoopbackServer):
         *,
         times: int | None = None,
         retry_after: str | None = None,
+        after: int = 0,
     ) -> None:
         """Answer later ``kind`` requests ("status", "review", "pull", "version", "user",
-        "reviews", "delete") with ``status``: all of them, or the next ``times``.
-        ``retry_after`` is sent as the ``Retry-After`` header."""
+        "reviews", "delete") with ``status``: all of them, or the next ``times``, once
+        ``after`` more have succeeded. ``retry_after`` is sent as ``Retry-After``."""
         if body is None:
             body = {"message": f"fake: {kind} failed", "url": "https://forge.invalid/api/swagger"}
         with self._lock:
-            self._failures[kind] = [status, body, times, retry_after]
+            self._failures[kind] = [status, body, times, retry_after, after]
 
     def fail_midway(self, kind: str = "review", times: int = 1) -> None:
         """The next ``times`` reviews fail with 500 after their pending review and its
@@ -289,7 +290,10 @@ class FakeForgejo(LoopbackServer):
             failure = self._failures.get(kind)
             if failure is None:
                 return None
-            status, body, times, retry_after = failure
+            status, body, times, retry_after, after = failure
+            if after > 0:
+                failure[4] = after - 1
+                return None
             if times is not None:
                 if times <= 1:
                     del self._failures[kind]

@@ -754,3 +754,28 @@ def test_an_http_forge_serves_the_clone_over_plain_http_to_its_host_only(
             worker.run_review_job(job)
         assert not [r for r in other.requests if r.kind == "git"]
         assert states(forge) == ["pending", "error"]
+
+
+def test_a_job_retried_after_its_review_was_posted_does_not_post_it_again(
+    git_server: GitHttpsServer,
+    forge_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    queue: JobQueue,
+    pool: list[Workers],
+) -> None:
+    from auto_review_gateway import forgejo, httpjson
+
+    monkeypatch.setattr(forgejo, "make_retry", lambda: httpjson.Retry(2, sleep=lambda s: None))
+    with FakeForgejo(token=TOKEN) as forge:
+        use_forge(monkeypatch, forge)
+        # The pending status goes through, then the forge fails the final one (both
+        # tries): the job fails after its review was posted, and is retried.
+        forge.fail("status", 503, times=2, after=1)
+        queue.submit(job_for(git_server, "planted").request)
+        metrics = Metrics()
+        start(pool, queue, worker.run_review_job, metrics=metrics, retry_delay=lambda n: 0.0)
+        wait_until(drained(queue), 30)
+        assert queue.get(1)["state"] == "done" and queue.get(1)["attempts"] == 2  # type: ignore[index]
+        assert len(forge.reviews()) == 1  # the second run found its review on the PR
+        assert states(forge) == ["pending", "failure", "failure", "error", "pending", "failure"]
+        assert metrics.value("job_retries_total", {"cause": "post"}) == 1
