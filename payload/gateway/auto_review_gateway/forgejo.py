@@ -47,7 +47,7 @@ DEFAULT_TIMEOUT = 30.0
 MAX_DESCRIPTION_CHARS = 140  # what forges show of a status description
 
 RETRY_ATTEMPTS = 4
-_PR = re.compile(r"\A([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)#([1-9][0-9]{0,17})\Z")
+_PR = re.compile(r"\A([^/#]+)/([^/#]+)#([1-9][0-9]{0,17})\Z")  # names: names.is_name
 MARKER = "<!-- auto-review run {key} -->"  # hidden in the body: this run's review
 
 
@@ -117,7 +117,7 @@ def load_config(env: Mapping[str, str] | None = None) -> ForgejoConfig:
 def parse_pr(pr: str) -> tuple[str, str, int]:
     """``"OWNER/REPO#N"`` -> ``(owner, repo, N)``; ReviewError(EXIT_USAGE) otherwise."""
     match = _PR.match(pr.strip()) if isinstance(pr, str) else None
-    if not match or match.group(1) in (".", "..") or match.group(2) in (".", ".."):
+    if not match or not names.is_name(match.group(1)) or not names.is_name(match.group(2)):
         raise ReviewError("--pr must look like OWNER/REPO#NUMBER", EXIT_USAGE)
     return match.group(1), match.group(2), int(match.group(3))
 

@@ -16,9 +16,9 @@ names into the sandbox):
 ``AR_REQUEST_TIMEOUT``     seconds a client gets to send a whole request (default 10)
 =========================  ========================================================
 
-The job queue is ``jobs.sqlite3`` in ``AUTO_REVIEW_STATE_DIR_INSIDE`` (default
-``/var/lib/auto-review``). Once listening it prints ``auto-review: serving on
-http://HOST:PORT`` (the real port when bound to port 0).
+The job queue is ``jobs.sqlite3`` in the state dir (:func:`names.state_dir`). Once
+listening it prints ``auto-review: serving on http://HOST:PORT`` (the real port when
+bound to port 0). An ``http://`` ``FORGEJO_BASE_URL`` is logged as a warning at start.
 
 Exit status: 0 after a graceful stop on SIGTERM or SIGINT (the listening socket is
 closed at once, running reviews get ``AR_SHUTDOWN_GRACE`` seconds, pending jobs stay
