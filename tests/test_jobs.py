@@ -779,3 +779,27 @@ def test_a_job_retried_after_its_review_was_posted_does_not_post_it_again(
         assert len(forge.reviews()) == 1  # the second run found its review on the PR
         assert states(forge) == ["pending", "failure", "failure", "error", "pending", "failure"]
         assert metrics.value("job_retries_total", {"cause": "post"}) == 1
+
+
+def test_a_schema_1_database_is_migrated_in_place(db_path: str) -> None:
+    os.makedirs(os.path.dirname(db_path), exist_ok=True)
+    with sqlite3.connect(db_path) as db:  # as the previous release left it
+        db.executescript(
+            jobs._SCHEMA.replace(",\n    not_before  REAL    NOT NULL DEFAULT 0", "")
+            + "PRAGMA user_version = 1;"
+            " INSERT INTO jobs (owner, repo, pr_number, head_sha, base_ref, clone_url, reason,"
+            f" created_at) VALUES ('acme', 'demo', 1, '{1:040x}', 'main', 'u', 'ci', 0);"
+        )
+        assert "not_before" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    db.close()
+    queue = JobQueue(db_path)
+    try:
+        job = queue.claim()
+        assert job is not None and job.request.head_sha == f"{1:040x}"
+        assert queue.retry(job.id, "post: HTTP 503", 0.0)
+        assert queue.recent()[0]["not_before"] > 0
+    finally:
+        queue.close()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == jobs.SCHEMA_VERSION == 2
+    db.close()
