@@ -28,6 +28,7 @@ from auto_review_gateway.model import (
     Review,
     ReviewError,
 )
+from auto_review_gateway.retry import Retry
 
 TOKEN = "f0rgej0-t0ken-0123456789abcdef0123456789abcdef"
 HEAD = "3a5f" * 10
@@ -63,7 +64,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The waits of the forge client's retries, recorded instead of slept."""
     waited: list[float] = []
     monkeypatch.setattr(
-        forgejo, "make_retry", lambda: httpjson.Retry(forgejo.RETRY_ATTEMPTS, sleep=waited.append)
+        forgejo, "make_retry", lambda: Retry(forgejo.RETRY_ATTEMPTS, sleep=waited.append)
     )
     return waited
 

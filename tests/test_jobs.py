@@ -763,9 +763,10 @@ def test_a_job_retried_after_its_review_was_posted_does_not_post_it_again(
     queue: JobQueue,
     pool: list[Workers],
 ) -> None:
-    from auto_review_gateway import forgejo, httpjson
+    from auto_review_gateway import forgejo
+    from auto_review_gateway.retry import Retry
 
-    monkeypatch.setattr(forgejo, "make_retry", lambda: httpjson.Retry(2, sleep=lambda s: None))
+    monkeypatch.setattr(forgejo, "make_retry", lambda: Retry(2, sleep=lambda s: None))
     with FakeForgejo(token=TOKEN) as forge:
         use_forge(monkeypatch, forge)
         # The pending status goes through, then the forge fails the final one (both

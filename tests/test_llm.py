@@ -18,7 +18,7 @@ from tests.fake_openai import FakeOpenAI, Reply, Stall, Truncated, error_body, r
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 
-from auto_review_gateway import httpjson, llm
+from auto_review_gateway import llm
 from auto_review_gateway.model import (
     EXIT_CONFIG,
     EXIT_REVIEWER,
@@ -30,6 +30,7 @@ from auto_review_gateway.model import (
     ReviewContext,
     ReviewError,
 )
+from auto_review_gateway.retry import Retry
 
 API_KEY = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 MODEL = "review-model-1"
@@ -103,8 +104,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The waits of the reviewer's retries, recorded instead of slept."""
     waited: list[float] = []
 
-    def make_retry(deadline: float) -> httpjson.Retry:
-        return httpjson.Retry(llm.RETRY_ATTEMPTS, deadline=deadline, sleep=waited.append)
+    def make_retry(deadline: float) -> Retry:
+        return Retry(llm.RETRY_ATTEMPTS, deadline=deadline, sleep=waited.append)
 
     monkeypatch.setattr(llm, "make_retry", make_retry)
     return waited
@@ -486,7 +487,7 @@ def test_an_answer_cut_off_at_the_token_limit_is_an_error(api: FakeOpenAI) -> No
 
 def test_timeout_is_a_reviewer_error(api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLM_TIMEOUT", "0.5")
-    monkeypatch.setattr(llm, "make_retry", lambda deadline: httpjson.Retry(1, deadline=deadline))
+    monkeypatch.setattr(llm, "make_retry", lambda deadline: Retry(1, deadline=deadline))
     api.script(Stall(5))
     started = time.monotonic()
     exc = review_error(make_context())

@@ -21,7 +21,7 @@ Forgejo's swagger (``templates/swagger/v1_json.tmpl``) it follows:
 * ``getVersion`` ``GET /version``: the readiness probe.
 
 Transient failures (408, 409, 429, 5xx, network errors) are retried with backoff,
-honouring ``Retry-After`` (:class:`httpjson.Retry`). Authentication is ``Authorization:
+honouring ``Retry-After`` (:class:`retry.Retry`). Authentication is ``Authorization:
 token <AR_FORGEJO_TOKEN>``; the token never appears in messages. Where results go is
 decided only by ``FORGEJO_BASE_URL`` and the PR the caller names, never by the review.
 
@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from auto_review_gateway import httpjson, names
 from auto_review_gateway.model import EXIT_CONFIG, EXIT_POST, EXIT_USAGE, Review, ReviewError
+from auto_review_gateway.retry import Retry
 
 STATUS_CONTEXT = "auto_review"
 STATES = ("pending", "success", "failure", "error")
@@ -130,15 +131,15 @@ def _repo_url(config: ForgejoConfig, owner: str, repo: str) -> str:
     return f"{config.api_url}/repos/{urllib.parse.quote(owner)}/{urllib.parse.quote(repo)}"
 
 
-RetryFactory = Callable[[], httpjson.Retry]
+RetryFactory = Callable[[], Retry]
 
 
-def make_retry() -> httpjson.Retry:
+def make_retry() -> Retry:
     """The retry policy of every forge call (tests replace it to never really sleep)."""
-    return httpjson.Retry(RETRY_ATTEMPTS)
+    return Retry(RETRY_ATTEMPTS)
 
 
-def _default_retry() -> httpjson.Retry:
+def _default_retry() -> Retry:
     return make_retry()
 
 
