@@ -16,8 +16,9 @@ Forgejo's swagger (``templates/swagger/v1_json.tmpl``) it follows:
 * Forgejo creates a review as a pending one, adds the comments, then submits it; a
   failure part-way leaves the bot's PENDING review, and the next create appends to it.
   So before each try the bot's pending reviews are deleted (``repoListPullReviews``,
-  ``repoDeletePullReview``, the bot being ``userGetCurrent``), and a review already
-  submitted for the same run (its body carries the run's marker) is not posted again.
+  ``repoDeletePullReview``, the bot being ``userGetCurrent``, which needs the token's
+  ``read:user`` scope; without it nothing is deleted), and a review already submitted
+  for the same run (its body carries the run's marker) is not posted again.
 * ``getVersion`` ``GET /version``: the readiness probe.
 
 Transient failures (408, 409, 429, 5xx, network errors) are retried with backoff,
@@ -355,7 +356,12 @@ class Forgejo:
     def _my_id(self) -> int | None:
         """The bot's user id (``userGetCurrent``), cached; None if the forge will not say."""
         if self._me is None:
-            doc = self._call("GET", f"{self.config.api_url}/user")
+            try:
+                doc = self._call("GET", f"{self.config.api_url}/user")
+            except httpjson.HttpError as exc:
+                if exc.status in (401, 403):  # a token without the read:user scope
+                    return None
+                raise
             user_id = doc.get("id") if isinstance(doc, dict) else None
             self._me = user_id if isinstance(user_id, int) else None
         return self._me

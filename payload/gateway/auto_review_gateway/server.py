@@ -141,15 +141,12 @@ class Readiness:
 def forge_probe(intake: Intake) -> Callable[[], None]:
     """A probe for :class:`Readiness`: ``GET <forge>/api/v1/version`` with a short timeout."""
 
+    from auto_review_gateway import forgejo
+
+    client = forgejo.Forgejo(intake.forge, retry=None)
+
     def probe() -> None:
-        httpjson.request(
-            "GET",
-            f"{intake.forge.api_url}/version",
-            token=intake.forge.token,
-            auth_scheme="token",
-            timeout=READY_PROBE_TIMEOUT,
-            exit_code=1,
-        )
+        client.version(READY_PROBE_TIMEOUT)
 
     return probe
 
