@@ -247,7 +247,9 @@ class Gateway:
 
     def ci(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /reviews/ci``."""
-        return webhooks.handle_ci(self.intake, headers, body)
+        from auto_review_gateway import ci
+
+        return ci.handle_ci(self.intake, headers, body)
 
 
 class _Deadlines:
