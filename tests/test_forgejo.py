@@ -246,7 +246,8 @@ def test_request_changes_refused_with_422_falls_back_to_a_comment(forge: FakeFor
     forgejo.publish(make_review("high"), pr="octo/widgets#42")
     first, second = forge.reviews()
     assert first["event"] == "REQUEST_CHANGES" and second["event"] == "COMMENT"
-    assert "reject your own pull is not allowed" in second["body"]
+    assert "(reject your own pull is not allowed)" in second["body"]
+    assert forge.base_url not in second["body"]  # the forge's reason, not our request
     assert second["comments"] == first["comments"] and len(second["comments"]) == 1
     [stored] = forge.pull_reviews("octo", "widgets", 42)
     assert stored["state"] == "COMMENT"
@@ -420,3 +421,12 @@ def test_a_status_on_a_commit_the_repository_lacks_is_404_and_not_retried(
     assert "HTTP 404" in str(caught.value) and sleeps == []
     assert len(forge.of_kind("status")) == 1
     forgejo.set_status("octo", "widgets", HEAD, "pending", "x")  # its head is fine
+
+
+def test_a_token_without_read_user_still_posts_once_per_run(forge: FakeForgejo) -> None:
+    forge.fail("user", 403, {"message": "token does not have required scope: read:user"})
+    review = make_review("low")
+    forgejo.post_review("octo", "widgets", 42, review, key="job-3")
+    forgejo.post_review("octo", "widgets", 42, review, key="job-3")
+    assert len(forge.reviews()) == 1
+    assert forge.of_kind("delete") == []  # whose pending review it is cannot be told

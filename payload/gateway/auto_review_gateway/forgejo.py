@@ -377,12 +377,13 @@ class Forgejo:
         mark = MARKER.format(key=key) if key else None
         for review in self._reviews(owner, repo, index):
             user = review.get("user")
-            if not isinstance(user, dict) or me is None or user.get("id") != me:
-                continue
-            if review.get("state") == "PENDING" and isinstance(review.get("id"), int):
+            if me is not None and (not isinstance(user, dict) or user.get("id") != me):
+                continue  # another user's review (without the bot's id: any review)
+            pending = review.get("state") == "PENDING"
+            if pending and me is not None and isinstance(review.get("id"), int):
                 url = f"{_repo_url(self.config, owner, repo)}/pulls/{index}/reviews/{review['id']}"
                 self._call("DELETE", url)
-            elif mark and mark in str(review.get("body", "")):
+            elif not pending and mark and mark in str(review.get("body", "")):
                 return review
         return None
 
@@ -404,7 +405,7 @@ class Forgejo:
             except httpjson.HttpError as exc:
                 if exc.status != 422 or body["event"] != "REQUEST_CHANGES":
                     raise
-                reason = httpjson.clean_text(str(exc), 200)
+                reason = httpjson.clean_text(exc.detail or "HTTP 422", 200).replace("`", "'")
             fallback = dict(body)
             fallback["event"] = "COMMENT"
             fallback["body"] = (

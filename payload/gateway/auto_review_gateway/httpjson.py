@@ -53,7 +53,8 @@ class HttpError(ReviewError):
     ``transient`` says whether trying again may help (a transient status, a network
     error, a timeout); ``retry_after`` is the wait the server asked for, in seconds
     (``Retry-After`` / ``retry-after-ms``), if any; ``code`` and ``param`` are the
-    OpenAI error object's ``error.code`` and ``error.param`` when the body had them.
+    OpenAI error object's ``error.code`` and ``error.param`` when the body had them;
+    ``detail`` is the error answer's message (Forgejo's ``message``), redacted.
     """
 
     def __init__(
@@ -66,8 +67,10 @@ class HttpError(ReviewError):
         retry_after: float | None = None,
         code: str | None = None,
         param: str | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message, exit_code)
+        self.detail = detail  # the server's own message, redacted ('' if none)
         self.status = status
         self.transient = is_transient_status(status) if transient is None else transient
         self.retry_after = retry_after
@@ -326,6 +329,7 @@ def request(
                 retry_after=parse_retry_after(exc.headers),
                 code=code,
                 param=param,
+                detail=detail,
             ) from None
     except TimeoutError:
         raise HttpError(
