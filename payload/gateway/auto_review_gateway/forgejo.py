@@ -40,17 +40,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from auto_review_gateway import httpjson, names
+from auto_review_gateway.forge_bodies import (
+    MARKER,
+    MAX_DESCRIPTION_CHARS,
+    STATES,
+    STATUS_CONTEXT,
+    render_body,
+    review_body,
+    status_body,
+)
 from auto_review_gateway.model import EXIT_CONFIG, EXIT_POST, EXIT_USAGE, Review, ReviewError
 from auto_review_gateway.retry import Retry
 
-STATUS_CONTEXT = "auto_review"
-STATES = ("pending", "success", "failure", "error")
 DEFAULT_TIMEOUT = 30.0
-MAX_DESCRIPTION_CHARS = 140  # what forges show of a status description
 
 RETRY_ATTEMPTS = 4
 _PR = re.compile(r"\A([^/#]+)/([^/#]+)#([1-9][0-9]{0,17})\Z")  # names: names.is_name
-MARKER = "<!-- auto-review run {key} -->"  # hidden in the body: this run's review
 
 
 @dataclass(frozen=True)
@@ -174,18 +179,6 @@ def _post(config: ForgejoConfig, url: str, body: dict[str, Any]) -> Any:
     return _send(config, "POST", url, body)
 
 
-def status_body(state: str, description: str) -> dict[str, str]:
-    """The ``CreateStatusOption`` JSON for the ``auto_review`` context."""
-    if state not in STATES:
-        raise ValueError(f"state must be one of {', '.join(STATES)}")
-    return {
-        "state": state,
-        "context": STATUS_CONTEXT,
-        "description": httpjson.clean_text(description, MAX_DESCRIPTION_CHARS),
-        "target_url": "",
-    }
-
-
 def set_status(
     owner: str,
     repo: str,
@@ -203,52 +196,6 @@ def set_status(
     _post(
         config, f"{_repo_url(config, owner, repo)}/statuses/{sha}", status_body(state, description)
     )
-
-
-def _code(text: str) -> str:
-    """``text`` as inline Markdown code (backticks removed, so it cannot break out)."""
-    return "`" + httpjson.clean_text(text.replace("`", "'"), 200) + "`"
-
-
-def render_body(review: Review) -> str:
-    """The review's Markdown body: verdict and summary first, then the facts behind them."""
-    lines = [
-        f"### auto-review: {review.verdict}",
-        "",
-        review.summary,
-        "",
-        f"Reviewer: {_code(review.reviewer)} · base {_code(review.base[:12])} · "
-        f"head {_code(review.head[:12])}",
-    ]
-    if review.findings:
-        lines.append("")
-        lines.append(f"{len(review.findings)} finding(s), shown as inline comments.")
-    if review.truncated:
-        lines += ["", "The diff was larger than the review limit: only part of it was reviewed."]
-    if review.skipped:
-        shown = ", ".join(_code(path) for path in review.skipped[:20])
-        more = f" and {len(review.skipped) - 20} more" if len(review.skipped) > 20 else ""
-        lines += ["", f"Skipped (ignored paths): {shown}{more}"]
-    return "\n".join(lines)
-
-
-def review_body(review: Review) -> dict[str, Any]:
-    """The ``CreatePullReviewOptions`` JSON for ``review``: one inline comment per finding."""
-    return {
-        "body": render_body(review),
-        # A failing review requests changes; anything else comments. Never APPROVED:
-        # a bot's approval could count towards branch protection.
-        "event": "REQUEST_CHANGES" if review.verdict == "fail" else "COMMENT",
-        "commit_id": review.head,
-        "comments": [
-            {
-                "path": f.path,
-                "new_position": f.line,
-                "body": f"**{f.severity}** {f.rule}: {f.message}",
-            }
-            for f in review.findings
-        ],
-    }
 
 
 def post_review(
@@ -474,3 +421,24 @@ def publish(review: Review, pr: str, *, config: ForgejoConfig | None = None) -> 
     """Post ``review`` to ``pr`` (``OWNER/REPO#N``): status pending, the review, then status
     success (verdict pass/warn) or failure (verdict fail); error if posting fails."""
     Publication(pr, review.head, config=config).finish(review)
+
+
+__all__ = [
+    "MARKER",
+    "MAX_DESCRIPTION_CHARS",
+    "STATES",
+    "STATUS_CONTEXT",
+    "ForgeClient",
+    "Forgejo",
+    "ForgejoConfig",
+    "Publication",
+    "PullInfo",
+    "load_config",
+    "parse_pr",
+    "post_review",
+    "publish",
+    "render_body",
+    "review_body",
+    "set_status",
+    "status_body",
+]
