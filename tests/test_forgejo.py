@@ -400,6 +400,7 @@ def test_https_with_an_untrusted_certificate_fails_closed(
         exc = post_error(make_review())
         assert exc.exit_code == EXIT_POST
         assert "CERTIFICATE_VERIFY_FAILED" in str(exc)
+        assert getattr(exc, "transient", None) is False  # not retried, nor is the job
         assert forge.requests == []  # nothing (no token) reached the server
 
 

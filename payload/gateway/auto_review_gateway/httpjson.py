@@ -342,8 +342,10 @@ def request(
                 f"{where}: timed out after {timeout:g}s", exit_code, transient=True
             ) from None
         text = clean_text(redact(str(reason), token), _ERROR_DETAIL_CHARS)
-        # Connection refused or reset, DNS failure: the server may be back shortly.
-        raise HttpError(f"{where}: {text}", exit_code, transient=True) from None
+        # Connection refused or reset, DNS failure: the server may be back shortly. A
+        # certificate that does not verify will not verify on the next try either.
+        transient = not isinstance(reason, ssl.SSLCertVerificationError)
+        raise HttpError(f"{where}: {text}", exit_code, transient=transient) from None
     except ValueError as exc:  # our size cap; also urllib's "invalid URL" errors
         text = clean_text(redact(str(exc), token), _ERROR_DETAIL_CHARS)
         raise HttpError(f"{where}: {text}", exit_code) from None
