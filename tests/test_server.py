@@ -875,3 +875,24 @@ def test_signature_token_and_mention_checks() -> None:
         "@auto-review pre-review",
     ):
         assert not mentions_re_review(text, "auto-review"), text
+
+
+def test_jobs_lists_attempts_and_last_errors_and_metrics_count_retries(
+    gw: Served, forge: FakeForgejo
+) -> None:
+    forge.add_commit("acme", "demo", sha("listed"))  # a status on it is accepted
+    event = pr_event(34, sha("listed"))
+    status, _h, body = deliver(gw, "pull_request", event)
+    assert status == 202
+    job_id = body["job_id"]
+    # Its clone fails (nothing listens): the job goes back to the queue for a retry.
+    wait_for(lambda: gw.jobs()[job_id]["attempts"] == 1 and gw.jobs()[job_id]["error"])
+    assert gw.jobs()[job_id]["state"] == "pending"
+    status, listing = gw.get("/jobs")
+    assert status == 200
+    [row] = [j for j in listing["jobs"] if j["id"] == job_id]
+    assert row["attempts"] == 1 and row["state"] == "pending"
+    assert row["error"].startswith("clone: ") and row["not_before"] > row["created_at"]
+    assert not any(secret in json.dumps(listing) for secret in SECRETS)
+    assert gw.metric("job_retries_total", '{cause="clone"}') >= 1
+    assert gw.metric("jobs_waiting_retry") >= 1
