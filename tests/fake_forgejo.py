@@ -14,6 +14,33 @@ It speaks the API paths and JSON the gateway uses, with the real status codes:
 Like the real API it wants ``Authorization: token <token>`` (401 ``{"message", "url"}``
 otherwise; with ``token=None`` any non-empty token is accepted), validates the fields'
 types and the status state / review event (422), and answers unknown paths with 404.
+
+It refuses what Forgejo refuses; each rule names its source in Forgejo:
+
+* ``repoCreateStatus`` on a commit the repository does not have is 404
+  (``routers/api/v1/repo/status.go`` ``NewCommitStatus``: ``git.ErrNotExist`` ->
+  NotFound); the stand-in knows a repository's commits from its git repository under
+  ``git_root`` and the heads given to :meth:`FakeForgejo.set_pull` (:meth:`add_commit`
+  adds more), and accepts any SHA for a repository it knows nothing of;
+* a wrong token is 401 on every route, ``/version`` included: the API's auth middleware
+  checks any token sent before routing (``routers/api/v1/api.go``);
+* ``repoCreatePullReview``: REQUEST_CHANGES by the PR's author is 422 "reject your own
+  pull is not allowed", APPROVED "approve your own pull is not allowed"
+  (``routers/api/v1/repo/pull_review.go`` ``preparePullReviewType``); either on a closed
+  PR is 422 (``services/pull/review.go`` ``SubmitReview``, ErrSubmitReviewOnClosedPR);
+  COMMENT or REQUEST_CHANGES with neither body nor comments is 422 ("review event ...
+  requires a body or a comment");
+* a review is built as the user's PENDING review, comments added, then submitted; a
+  pending review of the same user is reused (``issues_model.GetCurrentReview``), so a
+  post that fails part-way (:meth:`FakeForgejo.fail_midway`) leaves comments that the
+  next post appends to. ``repoListPullReviews`` lists the PR's reviews,
+  ``repoDeletePullReview`` deletes one (204), ``userGetCurrent`` names the token owner.
+
+:meth:`FakeForgejo.fail` takes ``times`` (then the request succeeds again) and
+``retry_after`` (sent as ``Retry-After``); :meth:`FakeForgejo.hold` makes a kind of
+request wait until :meth:`FakeForgejo.release`. With ``git_root`` the stand-in also
+serves the bare repositories under it over git's smart HTTP (``git http-backend``) at
+``/{owner}/{repo}.git``, token required, as Forgejo serves a private repository.
 Every request is recorded with its headers and parsed JSON body
 (:attr:`FakeForgejo.requests`, :meth:`FakeForgejo.posted`). :meth:`FakeForgejo.fail`
 makes a kind of request (``"status"``, ``"review"``, ``"pull"`` or ``"version"``) answer
@@ -30,8 +57,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import ssl
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -46,6 +75,10 @@ EVENTS = ("APPROVED", "REQUEST_CHANGES", "COMMENT", "")
 _STATUS_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]+)\Z")
 _REVIEW_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews\Z")
 _PULL_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)\Z")
+_REVIEW_ONE = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews/([0-9]+)\Z")
+_GIT_PATH = re.compile(r"\A/([^/]+)/([^/]+\.git)/")
+BOT_ID = 7
+BOT_LOGIN = "auto-review-bot"
 _TIME = "2024-01-01T00:00:00Z"
 
 
@@ -63,16 +96,29 @@ class Received:
 
 def _user() -> dict[str, Any]:
     """The token owner, as the API renders a User."""
-    return {"id": 7, "login": "auto-review-bot", "full_name": "", "email": "bot@invalid"}
+    return {"id": BOT_ID, "login": BOT_LOGIN, "full_name": "", "email": "bot@invalid"}
 
 
 class FakeForgejo(LoopbackServer):
     """The server; use as a context manager (or call :meth:`start` / :meth:`stop`)."""
 
-    def __init__(self, token: str | None = None, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        git_root: str | os.PathLike[str] | None = None,
+    ):
         self.token = token
+        self.git_root = None if git_root is None else os.fspath(git_root)
         self.requests: list[Received] = []
-        self._failures: dict[str, tuple[int, Any]] = {}
+        self._failures: dict[str, list[Any]] = {}
+        self._midway: dict[str, int] = {}
+        self._held: dict[str, threading.Event] = {}
+        self._waiting: dict[str, threading.Event] = {}
+        self._commits: dict[tuple[str, str], set[str]] = {}
+        # (owner, repo, index) -> list of reviews, each a dict with "comments"
+        self._reviews: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         self._pulls: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -113,36 +159,108 @@ class FakeForgejo(LoopbackServer):
         base_ref: str = "main",
         state: str = "open",
         clone_url: str | None = None,
+        author: str = "alice",
+        draft: bool = False,
     ) -> None:
-        """Make ``GET .../pulls/{number}`` answer this pull request (replacing any before)."""
+        """Make ``GET .../pulls/{number}`` answer this pull request (replacing any before).
+        ``author`` is the PR's poster (the bot is ``BOT_LOGIN``)."""
         base: dict[str, Any] = {"ref": base_ref}
         if clone_url is not None:
             base["repo"] = {"name": repo, "full_name": f"{owner}/{repo}", "clone_url": clone_url}
         pull = {
             "number": number,
             "state": state,
+            "draft": draft,
+            "user": {"id": BOT_ID if author == BOT_LOGIN else 1, "login": author},
             "head": {"sha": head_sha, "ref": head_ref},
             "base": base,
         }
         with self._lock:
             self._pulls[(owner, repo, number)] = pull
+            self._commits.setdefault((owner, repo), set()).add(head_sha)
+
+    def add_commit(self, owner: str, repo: str, sha: str) -> None:
+        """Make ``sha`` a commit of ``owner/repo`` (for ``repoCreateStatus``)."""
+        with self._lock:
+            self._commits.setdefault((owner, repo), set()).add(sha)
+
+    def has_commit(self, owner: str, repo: str, sha: str) -> bool:
+        """Whether a status may be set on ``sha`` (see the module doc)."""
+        with self._lock:
+            known = self._commits.get((owner, repo))
+        git_dir = os.path.join(self.git_root or "", owner, f"{repo}.git")
+        if self.git_root and os.path.isdir(git_dir):
+            found = subprocess.run(
+                ["git", "--git-dir", git_dir, "cat-file", "-e", f"{sha}^{{commit}}"],
+                capture_output=True,
+                env={"PATH": os.environ.get("PATH", os.defpath), "GIT_CONFIG_NOSYSTEM": "1"},
+            )
+            return found.returncode == 0 or (known is not None and sha in known)
+        return known is None or sha in known
 
     def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any] | None:
         with self._lock:
             return self._pulls.get((owner, repo, number))
 
-    def fail(self, kind: str, status: int = 500, body: Any = None) -> None:
-        """Answer every later ``kind`` request ("status", "review", "pull" or "version")
-        with ``status``."""
+    def fail(
+        self,
+        kind: str,
+        status: int = 500,
+        body: Any = None,
+        *,
+        times: int | None = None,
+        retry_after: str | None = None,
+        after: int = 0,
+    ) -> None:
+        """Answer later ``kind`` requests ("status", "review", "pull", "version", "user",
+        "reviews", "delete") with ``status``: all of them, or the next ``times``, once
+        ``after`` more have succeeded. ``retry_after`` is sent as ``Retry-After``."""
         if body is None:
             body = {"message": f"fake: {kind} failed", "url": "https://forge.invalid/api/swagger"}
         with self._lock:
-            self._failures[kind] = (status, body)
+            self._failures[kind] = [status, body, times, retry_after, after]
+
+    def fail_midway(self, kind: str = "review", times: int = 1) -> None:
+        """The next ``times`` reviews fail with 500 after their pending review and its
+        comments were stored, as a Forgejo that errs while submitting leaves them."""
+        with self._lock:
+            self._midway[kind] = times
 
     def recover(self, kind: str) -> None:
         """Undo :meth:`fail` for ``kind``."""
         with self._lock:
             self._failures.pop(kind, None)
+
+    def hold(self, kind: str) -> None:
+        """Make ``kind`` requests wait (after being recorded) until :meth:`release`."""
+        with self._lock:
+            self._held[kind] = threading.Event()
+            self._waiting[kind] = threading.Event()
+
+    def release(self, kind: str) -> None:
+        """Let the held ``kind`` requests go on."""
+        with self._lock:
+            event = self._held.pop(kind, None)
+        if event is not None:
+            event.set()
+
+    def wait_held(self, kind: str, timeout: float = 30) -> bool:
+        """Wait until a ``kind`` request is being held."""
+        with self._lock:
+            waiting = self._waiting.get(kind)
+        return waiting is not None and waiting.wait(timeout)
+
+    def stop(self) -> None:
+        with self._lock:
+            held = list(self._held.values())
+        for event in held:
+            event.set()
+        super().stop()
+
+    def pull_reviews(self, owner: str, repo: str, index: int) -> list[dict[str, Any]]:
+        """The reviews stored on a PR (submitted and pending), in creation order."""
+        with self._lock:
+            return [dict(r) for r in self._reviews.get((owner, repo, index), [])]
 
     def of_kind(self, kind: str) -> list[Received]:
         """The recorded requests of one kind, in arrival order."""
@@ -167,9 +285,30 @@ class FakeForgejo(LoopbackServer):
         with self._lock:
             self.requests.append(received)
 
-    def _failure(self, kind: str) -> tuple[int, Any] | None:
+    def _failure(self, kind: str) -> tuple[int, Any, tuple[tuple[str, str], ...]] | None:
         with self._lock:
-            return self._failures.get(kind)
+            failure = self._failures.get(kind)
+            if failure is None:
+                return None
+            status, body, times, retry_after, after = failure
+            if after > 0:
+                failure[4] = after - 1
+                return None
+            if times is not None:
+                if times <= 1:
+                    del self._failures[kind]
+                else:
+                    failure[2] = times - 1
+        headers = (("Retry-After", retry_after),) if retry_after is not None else ()
+        return status, body, headers
+
+    def _hold_point(self, kind: str) -> None:
+        with self._lock:
+            event = self._held.get(kind)
+            waiting = self._waiting.get(kind)
+        if event is not None and waiting is not None:
+            waiting.set()
+            event.wait(60)
 
     def _next_id(self) -> int:
         with self._lock:
@@ -193,15 +332,17 @@ def _check_status(doc: Any) -> str | None:
     return None
 
 
-def _check_review(doc: Any) -> str | None:
-    """Why a CreatePullReviewOptions body would be refused (None if it is fine)."""
+def _check_review(doc: Any, pull: dict[str, Any] | None) -> str | None:
+    """Why a CreatePullReviewOptions body would be refused (None if it is fine); the
+    rules and their sources are in the module doc."""
     if not isinstance(doc, dict):
         return "body must be a JSON object"
     for key in ("body", "event", "commit_id"):
         if key in doc and not isinstance(doc[key], str):
             return f"{key} must be a string"
-    if doc.get("event", "") not in EVENTS:
-        return f"unknown event {doc.get('event')!r}"
+    event = doc.get("event", "")
+    if event not in EVENTS:
+        return f"unknown event {event!r}"
     comments = doc.get("comments", [])
     if not isinstance(comments, list):
         return "comments must be an array"
@@ -211,9 +352,35 @@ def _check_review(doc: Any) -> str | None:
         for key in ("new_position", "old_position"):
             if key in c and (not isinstance(c[key], int) or isinstance(c[key], bool)):
                 return f"comment {key} must be an integer"
-    if doc.get("event") == "REQUEST_CHANGES" and not doc.get("body") and not comments:
-        return "review event REQUEST_CHANGES requires a body or a comment"
+    if event in ("REQUEST_CHANGES", "COMMENT") and not doc.get("body", "").strip() and not comments:
+        return f"review event {event} requires a body or a comment"
+    if pull is not None and event in ("APPROVED", "REQUEST_CHANGES"):
+        if pull.get("user", {}).get("login") == BOT_LOGIN:
+            verb = "approve" if event == "APPROVED" else "reject"
+            return f"{verb} your own pull is not allowed"
+        if pull.get("state") == "closed":
+            return "can't submit review for a closed or merged PR"
     return None
+
+
+def _review_json(fake: FakeForgejo, owner: str, repo: str, index: int, r: dict) -> dict:
+    base = fake.base_url
+    return {
+        "id": r["id"],
+        "user": _user(),
+        "team": None,
+        "state": r["state"],
+        "body": r["body"],
+        "commit_id": r["commit_id"],
+        "stale": False,
+        "official": False,
+        "dismissed": False,
+        "comments_count": len(r["comments"]),
+        "submitted_at": _TIME,
+        "updated_at": _TIME,
+        "html_url": f"{base}/{owner}/{repo}/pulls/{index}#issuecomment-{r['id']}",
+        "pull_request_url": f"{base}/{owner}/{repo}/pulls/{index}",
+    }
 
 
 def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
@@ -226,13 +393,37 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _send(self, status: int, body: Any) -> None:
+        def _send(self, status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
             data = b"" if body is None else json.dumps(body).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json;charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json;charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # the client gave up
+
+        def _kind(self, method: str, path: str) -> str:
+            if method == "POST" and _STATUS_PATH.match(path):
+                return "status"
+            if method == "POST" and _REVIEW_PATH.match(path):
+                return "review"
+            if method == "GET" and _REVIEW_PATH.match(path):
+                return "reviews"
+            if method == "DELETE" and _REVIEW_ONE.match(path):
+                return "delete"
+            if method == "GET" and path == "/api/v1/version":
+                return "version"
+            if method == "GET" and path == "/api/v1/user":
+                return "user"
+            if method == "GET" and _PULL_PATH.match(path):
+                return "pull"
+            if fake.git_root and method in ("GET", "POST") and _GIT_PATH.match(path):
+                return "git"
+            return "unknown"
 
         def _handle(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -245,19 +436,7 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 doc = None
             path = self.path.split("?", 1)[0]
-            status_match = _STATUS_PATH.match(path)
-            review_match = _REVIEW_PATH.match(path)
-            pull_match = _PULL_PATH.match(path)
-            if method == "POST" and status_match:
-                kind = "status"
-            elif method == "POST" and review_match:
-                kind = "review"
-            elif method == "GET" and path == "/api/v1/version":
-                kind = "version"
-            elif method == "GET" and pull_match:
-                kind = "pull"
-            else:
-                kind = "unknown"
+            kind = self._kind(method, path)
             fake._record(
                 Received(
                     method=method,
@@ -268,32 +447,64 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                     raw=raw,
                 )
             )
+            fake._hold_point(kind)
             if kind == "unknown":
                 self._send(404, _api_error("not found"))
                 return
-            if kind == "version":
-                failure = fake._failure(kind)
-                self._send(*(failure or (200, {"version": VERSION})))
+            header = self.headers.get("Authorization", "")
+            if kind == "git":
+                if not fake._authorized(header):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="Gitea"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._git(method, raw)
                 return
-            if not fake._authorized(self.headers.get("Authorization", "")):
+            # A token, when sent, is checked on every route; /version alone needs none.
+            if (header or kind != "version") and not fake._authorized(header):
                 self._send(401, _api_error("user does not exist or token is invalid"))
                 return
             failure = fake._failure(kind)
             if failure is not None:
                 self._send(*failure)
                 return
-            if kind == "status":
-                self._status(status_match, doc)
+            if kind == "version":
+                self._send(200, {"version": VERSION})
+            elif kind == "user":
+                self._send(200, _user())
+            elif kind == "status":
+                self._status(_STATUS_PATH.match(path), doc)
             elif kind == "pull":
-                assert pull_match is not None
-                owner, repo, index = pull_match.groups()
+                m = _PULL_PATH.match(path)
+                assert m is not None
+                owner, repo, index = m.groups()
                 pull = fake._pull(owner, repo, int(index))
                 if pull is None:
                     self._send(404, _api_error("pull request does not exist"))
                 else:
                     self._send(200, pull)
+            elif kind == "reviews":
+                m = _REVIEW_PATH.match(path)
+                assert m is not None
+                owner, repo, index = m.groups()
+                reviews = fake.pull_reviews(owner, repo, int(index))
+                self._send(200, [_review_json(fake, owner, repo, int(index), r) for r in reviews])
+            elif kind == "delete":
+                m = _REVIEW_ONE.match(path)
+                assert m is not None
+                owner, repo, index, review_id = m.groups()
+                with fake._lock:
+                    reviews = fake._reviews.get((owner, repo, int(index)), [])
+                    kept = [r for r in reviews if r["id"] != int(review_id)]
+                    found = len(kept) != len(reviews)
+                    fake._reviews[(owner, repo, int(index))] = kept
+                if found:
+                    self._send(204, None)
+                else:
+                    self._send(404, _api_error("review does not exist"))
             else:
-                self._review(review_match, doc)
+                self._review(_REVIEW_PATH.match(path), doc)
 
         def _status(self, match: re.Match[str] | None, doc: Any) -> None:
             assert match is not None
@@ -302,6 +513,9 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 self._send(422, _api_error(problem))
                 return
             owner, repo, sha = match.groups()
+            if not fake.has_commit(owner, repo, sha):
+                self._send(404, _api_error(f"sha does not exist [sha: {sha}]"))
+                return
             status_id = fake._next_id()
             base = fake.base_url
             self._send(
@@ -321,37 +535,83 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
 
         def _review(self, match: re.Match[str] | None, doc: Any) -> None:
             assert match is not None
-            problem = _check_review(doc)
+            owner, repo, index = match.groups()
+            key = (owner, repo, int(index))
+            problem = _check_review(doc, fake._pull(owner, repo, int(index)))
             if problem:
                 self._send(422, _api_error(problem))
                 return
-            owner, repo, index = match.groups()
-            review_id = fake._next_id()
-            base = fake.base_url
-            self._send(
-                200,
-                {
-                    "id": review_id,
-                    "user": _user(),
-                    "team": None,
-                    "state": doc.get("event") or "PENDING",
-                    "body": doc.get("body", ""),
-                    "commit_id": doc.get("commit_id", ""),
-                    "stale": False,
-                    "official": False,
-                    "dismissed": False,
-                    "comments_count": len(doc.get("comments", [])),
-                    "submitted_at": _TIME,
-                    "updated_at": _TIME,
-                    "html_url": f"{base}/{owner}/{repo}/pulls/{index}#issuecomment-{review_id}",
-                    "pull_request_url": f"{base}/{owner}/{repo}/pulls/{index}",
-                },
+            with fake._lock:
+                reviews = fake._reviews.setdefault(key, [])
+                pending = next((r for r in reviews if r["state"] == "PENDING"), None)
+                if pending is None:  # GetCurrentReview finds none: a new pending one
+                    pending = {"id": next(fake._ids), "state": "PENDING", "body": "",
+                               "commit_id": "", "comments": []}  # fmt: skip
+                    reviews.append(pending)
+                pending["comments"].extend(doc.get("comments", []))
+                midway = fake._midway.get("review", 0)
+                if midway:
+                    fake._midway["review"] = midway - 1
+                else:
+                    pending["state"] = doc.get("event") or "PENDING"
+                    pending["body"] = doc.get("body", "")
+                    pending["commit_id"] = doc.get("commit_id", "")
+                review = dict(pending)
+            if midway:
+                self._send(500, _api_error("fake: failed while submitting the review"))
+                return
+            self._send(200, _review_json(fake, owner, repo, int(index), review))
+
+        def _git(self, method: str, body: bytes) -> None:
+            """One smart-HTTP request through ``git http-backend`` (CGI)."""
+            path, _, query = self.path.partition("?")
+            env = {
+                "PATH": os.environ.get("PATH", os.defpath),
+                "GIT_PROJECT_ROOT": fake.git_root or "",
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "HOME": fake.git_root or "/",
+                "REQUEST_METHOD": method,
+                "PATH_INFO": path,
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(len(body)),
+                "REMOTE_ADDR": self.client_address[0],
+                "GATEWAY_INTERFACE": "CGI/1.1",
+            }
+            for name, header in (
+                ("HTTP_CONTENT_ENCODING", "Content-Encoding"),
+                ("HTTP_GIT_PROTOCOL", "Git-Protocol"),
+            ):
+                if self.headers.get(header):
+                    env[name] = self.headers[header]
+            proc = subprocess.run(
+                ["git", "http-backend"], input=body, capture_output=True, env=env, timeout=60
             )
+            head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+            status = 200
+            headers = []
+            for line in head.decode("latin-1").split("\r\n"):
+                name, _, value = line.partition(":")
+                if name.lower() == "status":
+                    status = int(value.split()[0])
+                elif name:
+                    headers.append((name.strip(), value.strip()))
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
         def do_GET(self) -> None:
             self._handle("GET")
 
         def do_POST(self) -> None:
             self._handle("POST")
+
+        def do_DELETE(self) -> None:
+            self._handle("DELETE")
 
     return Handler

@@ -12,8 +12,26 @@ Scripted items:
 * :class:`Reply`: any status and JSON body (e.g. a 500 or a 401 error object);
 * :class:`Stall`: wait that many seconds before answering (for client timeouts).
 
+* :class:`Truncated`: a completion cut off at the token limit (``finish_reason: "length"``);
+* :func:`rate_limited`: a 429 ``rate_limit_exceeded`` with ``retry-after``.
+
 With nothing queued the server answers 500, so a test that makes one request too many
 fails loudly. ``ssl_context`` serves HTTPS instead of HTTP.
+
+It refuses what the real API refuses (OpenAI API reference, "Create chat completion",
+and the errors it documents), before consuming a scripted answer:
+
+* ``messages`` must be a list of ``{"role", "content"}`` with a known role;
+* reasoning models (o1, o3, o4-mini, gpt-5 ...; "Reasoning models" guide: only the
+  default temperature) and models named in :meth:`FakeOpenAI.refuse_temperature` answer
+  400 ``unsupported_value`` (``param: temperature``) to a temperature other than 1, and
+  400 ``unsupported_parameter`` (``param: max_tokens``) to ``max_tokens``, which the
+  reference marks deprecated in favour of ``max_completion_tokens``;
+* a ``response_format`` ``json_schema`` with ``strict: true`` must follow the
+  Structured Outputs rules: every object lists all its properties in ``required`` and
+  sets ``additionalProperties: false`` (400 otherwise).
+
+Every JSON body sent back is kept in :attr:`FakeOpenAI.answers`.
 
 Typical use::
 
@@ -27,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import ssl
 import threading
 import time
@@ -37,6 +56,8 @@ from typing import Any
 from loopback import LoopbackServer
 
 MAX_BODY = 16 * 1024 * 1024
+ROLES = ("system", "developer", "user", "assistant", "tool")
+REASONING = re.compile(r"(?:\A|/)(?:o[1-9][0-9]*|gpt-5)(?:\Z|[-._:])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,23 @@ class Stall:
     then: Any = '{"findings": [], "summary": "late"}'
 
 
+@dataclass(frozen=True)
+class Truncated:
+    """A completion cut off at the token limit: ``finish_reason`` is ``length``."""
+
+    content: str
+
+
+def rate_limited(retry_after: str) -> Reply:
+    """A 429 as the API sends it when a rate limit is hit, with ``retry-after``."""
+    body = error_body(
+        "Rate limit reached for requests. Please try again later.",
+        "requests",
+        "rate_limit_exceeded",
+    )
+    return Reply(429, body, (("retry-after", retry_after),))
+
+
 @dataclass
 class Received:
     """One request as the server saw it."""
@@ -68,7 +106,9 @@ class Received:
     raw: bytes = field(repr=False, default=b"")
 
 
-def completion(content: str, model: str, created: int | None = None) -> dict[str, Any]:
+def completion(
+    content: str, model: str, created: int | None = None, finish_reason: str = "stop"
+) -> dict[str, Any]:
     """A ``chat.completion`` object as OpenAI returns it, with ``content`` as the answer."""
     return {
         "id": "chatcmpl-fake0001",
@@ -80,7 +120,7 @@ def completion(content: str, model: str, created: int | None = None) -> dict[str
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": None},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {
@@ -92,9 +132,75 @@ def completion(content: str, model: str, created: int | None = None) -> dict[str
     }
 
 
-def error_body(message: str, kind: str = "server_error", code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, kind: str = "server_error", code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     """An OpenAI error object: ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _strict_problem(schema: Any, where: str = "()") -> str | None:
+    """Why a strict json_schema breaks the Structured Outputs rules (None if it does not)."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object":
+        props = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return (
+                f"In context={where}, 'additionalProperties' is required to be supplied"
+                " and to be false."
+            )
+        if sorted(schema.get("required", [])) != sorted(props):
+            return (
+                f"In context={where}, 'required' is required to be supplied and to be an"
+                " array including every key in properties."
+            )
+        for name, sub in props.items():
+            problem = _strict_problem(sub, f"{where[:-1]}'properties', '{name}')")
+            if problem:
+                return problem
+    if schema.get("type") == "array":
+        return _strict_problem(schema.get("items"), f"{where[:-1]}'items')")
+    return None
+
+
+def refusal(model: str, doc: dict[str, Any], refuse_temperature: bool) -> dict[str, Any] | None:
+    """The 400 error the real API gives this request body, or None (module doc)."""
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and m.get("role") in ROLES and "content" in m for m in messages
+    ):
+        return error_body("Invalid 'messages'.", "invalid_request_error", None, "messages")
+    temperature = doc.get("temperature", 1)
+    if refuse_temperature and temperature != 1:
+        return error_body(
+            f"Unsupported value: 'temperature' does not support {temperature} with this model."
+            " Only the default (1) value is supported.",
+            "invalid_request_error",
+            "unsupported_value",
+            "temperature",
+        )
+    if REASONING.search(model) and "max_tokens" in doc:
+        return error_body(
+            "Unsupported parameter: 'max_tokens' is not supported with this model."
+            " Use 'max_completion_tokens' instead.",
+            "invalid_request_error",
+            "unsupported_parameter",
+            "max_tokens",
+        )
+    fmt = doc.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        if spec.get("strict") is True:
+            problem = _strict_problem(spec.get("schema"))
+            if problem:
+                return error_body(
+                    f"Invalid schema for response_format '{spec.get('name')}': {problem}",
+                    "invalid_request_error",
+                    "invalid_value",
+                    "response_format",
+                )
+    return None
 
 
 class FakeOpenAI(LoopbackServer):
@@ -102,6 +208,8 @@ class FakeOpenAI(LoopbackServer):
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.requests: list[Received] = []
+        self.answers: list[Any] = []
+        self._refuse_temperature: set[str] = set()
         self._answers: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -128,6 +236,15 @@ class FakeOpenAI(LoopbackServer):
     def url(self) -> str:
         """Alias of :attr:`base_url`."""
         return self.base_url
+
+    def refuse_temperature(self, model: str) -> None:
+        """Refuse a temperature other than 1 for ``model`` too (as for reasoning models)."""
+        with self._lock:
+            self._refuse_temperature.add(model)
+
+    def _refuses_temperature(self, model: str) -> bool:
+        with self._lock:
+            return bool(REASONING.search(model)) or model in self._refuse_temperature
 
     def script(self, *answers: Any) -> None:
         """Queue answers for the next requests, in order."""
@@ -161,6 +278,8 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
             data = b"" if body is None else json.dumps(body).encode("utf-8")
+            with fake._lock:
+                fake.answers.append(body)
             try:
                 self.send_response(status)
                 for name, value in headers:
@@ -211,6 +330,11 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     ),
                 )
                 return
+            model = str(doc.get("model", ""))
+            refused = refusal(model, doc, fake._refuses_temperature(model))
+            if refused is not None:
+                self._send(400, refused)
+                return
             answer = fake._next()
             if isinstance(answer, Stall):
                 fake._stopping.wait(answer.seconds)
@@ -219,6 +343,8 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(500, error_body("fake: no scripted answer left"))
             elif isinstance(answer, Reply):
                 self._send(answer.status, answer.body, answer.headers)
+            elif isinstance(answer, Truncated):
+                self._send(200, completion(answer.content, model, finish_reason="length"))
             else:
                 self._send(200, completion(str(answer), str(doc.get("model", ""))))
 

@@ -19,7 +19,7 @@ from tests.gitserver import CertFiles, make_ca
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 
-from auto_review_gateway import forgejo
+from auto_review_gateway import forgejo, httpjson
 from auto_review_gateway.model import (
     EXIT_CONFIG,
     EXIT_POST,
@@ -28,6 +28,7 @@ from auto_review_gateway.model import (
     Review,
     ReviewError,
 )
+from auto_review_gateway.retry import Retry
 
 TOKEN = "f0rgej0-t0ken-0123456789abcdef0123456789abcdef"
 HEAD = "3a5f" * 10
@@ -59,7 +60,17 @@ def make_review(*severities: str, skipped: list[str] | None = None) -> Review:
 
 
 @pytest.fixture
-def forge(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeForgejo]:
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits of the forge client's retries, recorded instead of slept."""
+    waited: list[float] = []
+    monkeypatch.setattr(
+        forgejo, "make_retry", lambda: Retry(forgejo.RETRY_ATTEMPTS, sleep=waited.append)
+    )
+    return waited
+
+
+@pytest.fixture
+def forge(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> Iterator[FakeForgejo]:
     """A running fake Forgejo with FORGEJO_BASE_URL / AR_FORGEJO_TOKEN pointing at it."""
     with FakeForgejo(token=TOKEN) as server:
         monkeypatch.setenv("FORGEJO_BASE_URL", server.base_url)
@@ -82,14 +93,19 @@ def test_publish_passing_review(forge: FakeForgejo) -> None:
     assert review.verdict == "pass"
     forgejo.publish(review, pr="octo/widgets#42")
 
+    # Before posting, the bot (userGetCurrent) looks for a pending review of its own to
+    # delete (repoListPullReviews).
     assert [(r.method, r.path) for r in forge.requests] == [
         ("POST", STATUS_PATH),
+        ("GET", "/api/v1/user"),
+        ("GET", REVIEW_PATH + "?limit=50"),
         ("POST", REVIEW_PATH),
         ("POST", STATUS_PATH),
     ]
     for r in forge.requests:
         assert r.headers["authorization"] == f"token {TOKEN}"
-        assert r.headers["content-type"] == "application/json"
+        if r.method == "POST":
+            assert r.headers["content-type"] == "application/json"
     assert forge.statuses() == [
         {
             "state": "pending",
@@ -153,16 +169,19 @@ def test_no_findings_still_posts_a_review_with_a_body(forge: FakeForgejo) -> Non
 def test_base_url_forms(forge: FakeForgejo, monkeypatch, suffix: str) -> None:
     monkeypatch.setenv("FORGEJO_BASE_URL", forge.base_url + suffix)
     forgejo.publish(make_review(), pr="octo/widgets#42")
-    assert [r.path for r in forge.requests] == [STATUS_PATH, REVIEW_PATH, STATUS_PATH]
+    posts = [r.path for r in forge.requests if r.method == "POST"]
+    assert posts == [STATUS_PATH, REVIEW_PATH, STATUS_PATH]
 
 
-def test_500_on_the_review_sets_error_status(forge: FakeForgejo) -> None:
+def test_500_on_the_review_sets_error_status(forge: FakeForgejo, sleeps: list[float]) -> None:
     forge.fail("review", 500)
     exc = post_error(make_review("high"))
     assert exc.exit_code == EXIT_POST
     assert "octo/widgets#42" in str(exc)
     assert f"POST {forge.base_url}{REVIEW_PATH}: HTTP 500" in str(exc)
-    assert [r.kind for r in forge.requests] == ["status", "review", "status"]
+    kinds = [r.kind for r in forge.requests if r.kind in ("status", "review")]
+    assert kinds == ["status", "review", "review", "review", "review", "status"]
+    assert len(sleeps) == 3 and 0 < sleeps[0] < sleeps[1] < sleeps[2] <= 8  # backoff
     assert [s["state"] for s in forge.statuses()] == ["pending", "error"]
     assert forge.statuses()[1]["description"] == "auto-review could not post its review"
 
@@ -194,7 +213,93 @@ def test_failure_of_the_final_status_is_reported(forge: FakeForgejo, monkeypatch
     exc = post_error(make_review())
     assert exc.exit_code == EXIT_POST
     assert calls == ["pending", "success", "error"]
-    assert [s["state"] for s in forge.statuses()] == ["pending", "success", "error"]
+    states = [s["state"] for s in forge.statuses()]
+    assert states == ["pending"] + ["success"] * forgejo.RETRY_ATTEMPTS + ["error"]
+
+
+# --------------------------------------------------------------------------- as Forgejo behaves
+
+
+def test_a_503_with_retry_after_is_retried_once_and_one_review_is_posted(
+    forge: FakeForgejo, sleeps: list[float]
+) -> None:
+    forge.fail("status", 503, times=1, retry_after="7")
+    forgejo.publish(make_review("low"), pr="octo/widgets#42")
+    assert sleeps == [7.0]  # the server's Retry-After, not our backoff
+    assert [s["state"] for s in forge.statuses()] == ["pending", "pending", "success"]
+    assert len(forge.reviews()) == 1
+
+
+def test_retry_after_as_an_http_date() -> None:
+    headers = {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    now = 1445412480.0 - 30  # 30 s before that date
+    assert httpjson.parse_retry_after(headers, now=now) == pytest.approx(30.0)
+    assert httpjson.parse_retry_after(headers, now=now + 3600) == 0.0  # in the past
+    assert httpjson.parse_retry_after({"Retry-After": "120"}) == 120.0
+    assert httpjson.parse_retry_after({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
+    assert httpjson.parse_retry_after({"Retry-After": "soon"}) is None
+
+
+def test_request_changes_refused_with_422_falls_back_to_a_comment(forge: FakeForgejo) -> None:
+    # The bot opened this PR: Forgejo refuses "reject your own pull".
+    forge.set_pull("octo", "widgets", 42, HEAD, author="auto-review-bot")
+    forgejo.publish(make_review("high"), pr="octo/widgets#42")
+    first, second = forge.reviews()
+    assert first["event"] == "REQUEST_CHANGES" and second["event"] == "COMMENT"
+    assert "(reject your own pull is not allowed)" in second["body"]
+    assert forge.base_url not in second["body"]  # the forge's reason, not our request
+    assert second["comments"] == first["comments"] and len(second["comments"]) == 1
+    [stored] = forge.pull_reviews("octo", "widgets", 42)
+    assert stored["state"] == "COMMENT"
+    assert [s["state"] for s in forge.statuses()] == ["pending", "failure"]
+
+
+def test_request_changes_on_a_closed_pr_falls_back_to_a_comment(forge: FakeForgejo) -> None:
+    forge.set_pull("octo", "widgets", 42, HEAD, state="closed")
+    forgejo.publish(make_review("critical"), pr="octo/widgets#42")
+    assert [r["event"] for r in forge.reviews()] == ["REQUEST_CHANGES", "COMMENT"]
+    assert "closed or merged" in forge.reviews()[1]["body"]
+
+
+def test_a_500_while_posting_leaves_no_duplicated_comments(
+    forge: FakeForgejo, sleeps: list[float]
+) -> None:
+    forge.fail_midway("review")  # the pending review and its comment stay behind
+    forgejo.publish(make_review("medium", "low"), pr="octo/widgets#42")
+    [stored] = forge.pull_reviews("octo", "widgets", 42)
+    assert stored["state"] == "COMMENT"
+    assert len(stored["comments"]) == 2  # not 4: the leftover pending review was deleted
+    assert [r.kind for r in forge.requests].count("delete") == 1
+    assert len(sleeps) == 1
+
+
+def test_a_review_of_a_run_is_never_posted_twice(forge: FakeForgejo) -> None:
+    review = make_review("low")
+    forgejo.post_review("octo", "widgets", 42, review, key="job-9")
+    forgejo.post_review("octo", "widgets", 42, review, key="job-9")  # the job ran again
+    forgejo.post_review("octo", "widgets", 42, review, key="job-10")  # another job
+    assert len(forge.reviews()) == 2
+    assert "<!-- auto-review run job-9 -->" in forge.reviews()[0]["body"]
+
+
+def test_the_token_is_checked_on_version_too() -> None:
+    with FakeForgejo(token=TOKEN) as server:
+        config = forgejo.ForgejoConfig(api_url=server.base_url + "/api/v1", token="wrong")
+        with pytest.raises(httpjson.HttpError) as caught:
+            forgejo.Forgejo(config).version(3)
+        assert caught.value.status == 401
+        ok = forgejo.ForgejoConfig(api_url=server.base_url + "/api/v1", token=TOKEN)
+        assert forgejo.Forgejo(ok).version(3)["version"]
+
+
+def test_an_http_forge_warns_and_rewrites_clone_urls() -> None:
+    config = forgejo.load_config(
+        {"FORGEJO_BASE_URL": "http://forge.lan:3000", "AR_FORGEJO_TOKEN": TOKEN}
+    )
+    assert config.plain_http and "http://" in (config.warning() or "")
+    assert config.repo_clone_url("acme", "demo") == "http://forge.lan:3000/acme/demo.git"
+    tls = forgejo.load_config({"FORGEJO_BASE_URL": "https://f.example", "AR_FORGEJO_TOKEN": TOKEN})
+    assert tls.warning() is None
 
 
 @pytest.mark.parametrize(
@@ -295,6 +400,7 @@ def test_https_with_an_untrusted_certificate_fails_closed(
         exc = post_error(make_review())
         assert exc.exit_code == EXIT_POST
         assert "CERTIFICATE_VERIFY_FAILED" in str(exc)
+        assert getattr(exc, "transient", None) is False  # not retried, nor is the job
         assert forge.requests == []  # nothing (no token) reached the server
 
 
@@ -305,3 +411,23 @@ def test_fake_without_a_fixed_token_accepts_any_forge_token(monkeypatch) -> None
         forgejo.publish(make_review("low"), pr="octo/widgets#42")
         assert [b["state"] for _path, b in forge.posted("/statuses/")] == ["pending", "success"]
         assert [p for p, _b in forge.posted("/reviews")] == [REVIEW_PATH]
+
+
+def test_a_status_on_a_commit_the_repository_lacks_is_404_and_not_retried(
+    forge: FakeForgejo, sleeps: list[float]
+) -> None:
+    forge.set_pull("octo", "widgets", 42, HEAD)  # the stand-in now knows octo/widgets
+    with pytest.raises(ReviewError) as caught:
+        forgejo.set_status("octo", "widgets", BASE, "pending", "x")
+    assert "HTTP 404" in str(caught.value) and sleeps == []
+    assert len(forge.of_kind("status")) == 1
+    forgejo.set_status("octo", "widgets", HEAD, "pending", "x")  # its head is fine
+
+
+def test_a_token_without_read_user_still_posts_once_per_run(forge: FakeForgejo) -> None:
+    forge.fail("user", 403, {"message": "token does not have required scope: read:user"})
+    review = make_review("low")
+    forgejo.post_review("octo", "widgets", 42, review, key="job-3")
+    forgejo.post_review("octo", "widgets", 42, review, key="job-3")
+    assert len(forge.reviews()) == 1
+    assert forge.of_kind("delete") == []  # whose pending review it is cannot be told

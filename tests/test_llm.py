@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Reply, Stall, error_body
+from tests.fake_openai import FakeOpenAI, Reply, Stall, Truncated, error_body, rate_limited
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 
@@ -30,6 +30,7 @@ from auto_review_gateway.model import (
     ReviewContext,
     ReviewError,
 )
+from auto_review_gateway.retry import Retry
 
 API_KEY = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 MODEL = "review-model-1"
@@ -96,6 +97,18 @@ def item(path: str = "src/calc.py", line: int = 11, severity: str = "high", **kw
         "rule": kw.get("rule", "code-injection"),
         "message": kw.get("message", "eval() on user input runs arbitrary code."),
     }
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits of the reviewer's retries, recorded instead of slept."""
+    waited: list[float] = []
+
+    def make_retry(deadline: float) -> Retry:
+        return Retry(llm.RETRY_ATTEMPTS, deadline=deadline, sleep=waited.append)
+
+    monkeypatch.setattr(llm, "make_retry", make_retry)
+    return waited
 
 
 @pytest.fixture
@@ -403,18 +416,78 @@ def test_diff_text_cannot_forge_the_end_marker(api: FakeOpenAI) -> None:
 # --------------------------------------------------------------------------- server failures
 
 
-def test_http_500_is_a_reviewer_error_without_retry(api: FakeOpenAI) -> None:
-    api.script(Reply(500, error_body("The server had an error processing your request.")))
+def test_http_500_is_retried_then_a_reviewer_error(api: FakeOpenAI, sleeps: list[float]) -> None:
+    failure = Reply(500, error_body("The server had an error processing your request."))
+    api.script(*[failure] * llm.RETRY_ATTEMPTS)
     exc = review_error(make_context())
     assert exc.exit_code == EXIT_REVIEWER
     assert "POST http://127.0.0.1:" in str(exc)
     assert "/v1/chat/completions: HTTP 500" in str(exc)
     assert "server had an error" in str(exc)
-    assert len(api.requests) == 1
+    assert len(api.requests) == llm.RETRY_ATTEMPTS
+    # jittered exponential backoff: 0.5, 1, 2 s, each scaled into [0.75, 1]
+    assert len(sleeps) == 3
+    assert all(0.75 * b <= s <= b for s, b in zip(sleeps, (0.5, 1.0, 2.0), strict=True))
+
+
+def test_a_429_with_retry_after_then_success(api: FakeOpenAI, sleeps: list[float]) -> None:
+    api.script(rate_limited("3"), answer(item()))
+    findings, _model = llm.review(make_context())
+    assert len(findings) == 1 and len(api.requests) == 2
+    assert sleeps == [3.0]  # what the server asked for
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up(
+    api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
+    monkeypatch.setenv("LLM_DEADLINE", "10")
+    api.script(rate_limited("60"))
+    exc = review_error(make_context())
+    assert "HTTP 429" in str(exc) and sleeps == [] and len(api.requests) == 1
+
+
+def test_a_400_is_not_retried(api: FakeOpenAI, sleeps: list[float]) -> None:
+    api.script(Reply(400, error_body("bad", "invalid_request_error", "invalid_value")))
+    assert "HTTP 400" in str(review_error(make_context()))
+    assert len(api.requests) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("model", ["o3-mini", "gpt-5", "openai/o1", "o4-mini-2025-04-16"])
+def test_a_reasoning_model_gets_no_temperature(
+    api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    monkeypatch.setenv("LLM_REASONING_MODEL", model)
+    api.script(answer(item()))
+    findings, _model = llm.review(make_context())
+    assert len(findings) == 1 and len(api.requests) == 1
+    body = api.requests[0].json
+    assert "temperature" not in body and "max_tokens" not in body
+    assert body["max_completion_tokens"] == llm.DEFAULT_MAX_TOKENS
+
+
+def test_a_model_that_refuses_temperature_is_asked_again_without_it(
+    api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stand-in refuses temperature 0 for this model as OpenAI does for reasoning ones.
+    monkeypatch.setenv("LLM_REASONING_MODEL", "house-reasoner")
+    api.refuse_temperature("house-reasoner")
+    api.script(answer(item()))
+    findings, _model = llm.review(make_context())
+    assert len(findings) == 1
+    assert [("temperature" in r.json) for r in api.requests] == [True, False]
+    assert api.answers[0]["error"]["code"] == "unsupported_value"
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_an_error(api: FakeOpenAI) -> None:
+    api.script(Truncated('{"findings": [{"path": "src/ca'))
+    exc = review_error(make_context())
+    assert "finish_reason length" in str(exc) and "LLM_MAX_TOKENS" in str(exc)
+    assert len(api.requests) == 1  # no repair round for a cut answer
 
 
 def test_timeout_is_a_reviewer_error(api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLM_TIMEOUT", "0.5")
+    monkeypatch.setattr(llm, "make_retry", lambda deadline: Retry(1, deadline=deadline))
     api.script(Stall(5))
     started = time.monotonic()
     exc = review_error(make_context())

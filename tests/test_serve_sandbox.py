@@ -238,3 +238,33 @@ def test_a_burst_of_200_webhooks(app: Path, world: dict) -> None:
         assert 'auto_review_webhooks_total{event="pull_request"}' in metrics
     finally:
         assert gw.stop() in (0, 143)
+
+
+def test_an_http_forge_works_end_to_end(app: Path, world: dict, tmp_path: Path) -> None:
+    # A forge on plain HTTP that also serves the repository (token required), as a
+    # Forgejo on a private network does; the webhook's clone URL names Forgejo's
+    # ROOT_URL, another host name: the gateway fetches from FORGEJO_BASE_URL.
+    root = tmp_path / "forge-repos"
+    (root / "acme").mkdir(parents=True)
+    (root / "acme" / "demo.git").symlink_to(world["git"].repos_root / "demo.git")
+    head = world["heads"][2]
+    with FakeForgejo(token=TOKEN, git_root=root) as forge:
+        assert forge.url.startswith("http://")
+        state = tmp_path / "state"  # a queue of its own (the burst's retries fill the shared one)
+        gw = Gateway(app, world, FORGEJO_BASE_URL=forge.url, AUTO_REVIEW_STATE_DIR=str(state))
+        try:
+            event = pr_event(world, 200, head)
+            event["repository"]["clone_url"] = "https://forge.example.invalid/acme/demo.git"
+            status, answer = deliver(gw, event)
+            assert status == 202, answer
+            wait_for(lambda: final_states(forge).get(head, [])[-1:] in (["success"], ["failure"]))
+            assert final_states(forge)[head] == ["pending", "success"]
+            fetches = [r for r in forge.requests if r.kind == "git"]
+            assert fetches and all(
+                r.headers.get("authorization") == f"token {TOKEN}" for r in fetches
+            )
+            [review] = forge.posted("/pulls/200/reviews")
+            assert review[1]["commit_id"] == head
+        finally:
+            assert gw.stop() in (0, 143)
+        assert "FORGEJO_BASE_URL is http://" in "".join(gw.errors)

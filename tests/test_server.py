@@ -110,11 +110,16 @@ class Served:
         return "".join(self._stderr)
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        timeout: float = 30,
     ) -> tuple[int, dict[str, str], Any]:
         """(status, headers, parsed JSON or text) of one request."""
         host = self.host.strip("[]")
-        conn = http.client.HTTPConnection(host, self.port, timeout=30)
+        conn = http.client.HTTPConnection(host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
@@ -153,6 +158,15 @@ class Served:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def wait_for(predicate: Any, timeout: float = 30) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for a condition")
+        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- payloads
@@ -227,6 +241,8 @@ def deliver(
     delivery: str | None = None,
     secret: str | None = SECRET,
     gitea: bool = False,
+    event_type: str | None = None,
+    timeout: float = 30,
 ) -> tuple[int, dict[str, str], Any]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     prefix = "X-Gitea-" if gitea else "X-Forgejo-"
@@ -235,9 +251,11 @@ def deliver(
         prefix + "Event": event,
         prefix + "Delivery": delivery or str(uuid.uuid4()),
     }
+    if event_type is not None:
+        headers[prefix + "Event-Type"] = event_type
     if secret is not None:
         headers[prefix + "Signature"] = sign(body, secret)
-    return gw.request("POST", "/webhooks/forgejo", body, headers)
+    return gw.request("POST", "/webhooks/forgejo", body, headers, timeout=timeout)
 
 
 def ci(gw: Served, doc: Any, token: str | None = CI_TOKEN) -> tuple[int, dict[str, str], Any]:
@@ -476,9 +494,15 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     assert deliver(gw, "pull_request", pr_event(7, head))[0] == 202
     status, _h, body = deliver(gw, "issue_comment", comment_event(7, "@auto-review re-review"))
     assert status == 202, body
-    job = gw.jobs()[body["job_id"]]
-    assert (job["head_sha"], job["base_ref"], job["force"]) == (head, "develop", 1)
+    job_id = body["job_id"]
+    job = gw.jobs()[job_id]
+    # Queued before any forge call: the worker reads the current head when it runs.
+    assert (job["head_sha"], job["base_ref"], job["force"]) == ("", "", 1)
     assert job["reason"] == "issue_comment:re-review"
+    wait_for(lambda: gw.jobs()[job_id]["state"] != "pending")
+    assert any(r.kind == "pull" and r.path.endswith("/acme/demo/pulls/7") for r in forge.requests)
+    # ... and reviews that head: its statuses come from both jobs (pending, error each).
+    wait_for(lambda: sum(head in r.path for r in forge.of_kind("status")) == 4)
     ignored = [
         comment_event(7, "looks good to me"),
         comment_event(7, "@auto-review-bot re-review"),  # another user
@@ -489,8 +513,65 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     for event in ignored:
         status, _h, body = deliver(gw, "issue_comment", event)
         assert status == 200 and "ignored" in body, body
+    # An unknown PR is found out by the worker, not while Forgejo waits for the answer.
     status, _h, body = deliver(gw, "issue_comment", comment_event(404, "@auto-review re-review"))
-    assert status == 404
+    assert status == 202
+    job_id = body["job_id"]
+    wait_for(lambda: gw.jobs()[job_id]["state"] == "failed")
+    assert "HTTP 404" in gw.jobs()[job_id]["error"] and gw.jobs()[job_id]["attempts"] == 1
+
+
+def test_a_slow_forge_does_not_slow_the_webhook_answer(gw: Served, forge: FakeForgejo) -> None:
+    forge.set_pull("acme", "demo", 31, sha("slow-head"))
+    forge.hold("pull")  # the forge answers no PR lookup until released
+    try:
+        status, _h, body = deliver(
+            gw, "issue_comment", comment_event(31, "@auto-review re-review"), timeout=2
+        )
+        assert status == 202, body
+        assert forge.wait_held("pull")  # the worker is the one waiting for the forge
+    finally:
+        forge.release("pull")
+
+
+def test_the_readme_names_the_forgejo_events_that_reach_the_gateway(gw: Served) -> None:
+    # Forgejo's webhook form has one checkbox per event type (modules/webhook/type.go);
+    # X-Forgejo-Event carries the family, X-Forgejo-Event-Type the type.
+    readme = (GATEWAY.parent.parent / "README.md").read_text()
+    step = readme[readme.index("**Register the webhook**") :]
+    step = step[: step.index("\n4. ")]
+    for label in ("*Pull request*", "*Pull request synchronized*", "*Pull request comment*"):
+        assert label in step, label
+    for event_type in ("pull_request", "pull_request_sync", "pull_request_comment"):
+        assert f"`{event_type}`" in step, event_type
+    # comments on a PR are pull_request_comment, not issue_comment
+    assert "and *Issue comment*" not in step and "*Issue comment* is not needed" in step
+    sync = pr_event(32, sha("sync-head"), action="synchronized")
+    assert deliver(gw, "pull_request", sync, event_type="pull_request_sync")[0] == 202
+    comment = comment_event(32, "@auto-review re-review")
+    assert deliver(gw, "issue_comment", comment, event_type="pull_request_comment")[0] == 202
+
+
+def test_a_draft_that_becomes_ready_by_losing_wip_is_reviewed(gw: Served) -> None:
+    head = sha("wip-head")
+    wip = pr_event(33, head)
+    wip["pull_request"]["title"] = "WIP: Add a thing"
+    status, _h, body = deliver(gw, "pull_request", wip)
+    assert (status, body) == (200, {"ignored": "draft pull request"})
+    # Still a draft after the edit: ignored.
+    edited = pr_event(33, head, action="edited")
+    edited["pull_request"]["title"] = "[wip] Add a thing"
+    edited["changes"] = {"title": {"from": "WIP: Add a thing"}}
+    assert "ignored" in deliver(gw, "pull_request", edited)[2]
+    # The prefix removed: Forgejo sends "edited" with the old title, and that is reviewed.
+    edited["pull_request"]["title"] = "Add a thing"
+    status, _h, body = deliver(gw, "pull_request", edited)
+    assert status == 202, body
+    assert gw.jobs()[body["job_id"]]["reason"] == "pull_request:ready_for_review"
+    # A body edit of a ready PR is not a new review.
+    body_edit = pr_event(33, sha("other"), action="edited")
+    body_edit["changes"] = {"body": {"from": "old"}}
+    assert "ignored" in deliver(gw, "pull_request", body_edit)[2]
 
 
 def test_oversized_body_is_413_without_reading_it(gw: Served) -> None:
@@ -794,3 +875,24 @@ def test_signature_token_and_mention_checks() -> None:
         "@auto-review pre-review",
     ):
         assert not mentions_re_review(text, "auto-review"), text
+
+
+def test_jobs_lists_attempts_and_last_errors_and_metrics_count_retries(
+    gw: Served, forge: FakeForgejo
+) -> None:
+    forge.add_commit("acme", "demo", sha("listed"))  # a status on it is accepted
+    event = pr_event(34, sha("listed"))
+    status, _h, body = deliver(gw, "pull_request", event)
+    assert status == 202
+    job_id = body["job_id"]
+    # Its clone fails (nothing listens): the job goes back to the queue for a retry.
+    wait_for(lambda: gw.jobs()[job_id]["attempts"] == 1 and gw.jobs()[job_id]["error"])
+    assert gw.jobs()[job_id]["state"] == "pending"
+    status, listing = gw.get("/jobs")
+    assert status == 200
+    [row] = [j for j in listing["jobs"] if j["id"] == job_id]
+    assert row["attempts"] == 1 and row["state"] == "pending"
+    assert row["error"].startswith("clone: ") and row["not_before"] > row["created_at"]
+    assert not any(secret in json.dumps(listing) for secret in SECRETS)
+    assert gw.metric("job_retries_total", '{cause="clone"}') >= 1
+    assert gw.metric("jobs_waiting_retry") >= 1

@@ -1,18 +1,33 @@
-"""Posting a Review to a Forgejo/Gitea pull request: a review with inline comments and
-the ``auto_review`` commit status.
+"""The forge client: Forgejo/Gitea's ``/api/v1``, reads and writes in one place.
 
-API (Forgejo and Gitea share it, ``/api/v1``):
+:class:`ForgeClient` is what the pipeline needs from a forge (read a PR, set a status,
+post a review); :class:`Forgejo` implements it. Every rule below names the operation of
+Forgejo's swagger (``templates/swagger/v1_json.tmpl``) it follows:
 
-* ``POST /repos/{owner}/{repo}/statuses/{sha}`` with ``CreateStatusOption``
-  ``{"state", "context", "description", "target_url"}``; answers 201.
-* ``POST /repos/{owner}/{repo}/pulls/{index}/reviews`` with ``CreatePullReviewOptions``
-  ``{"body", "event", "commit_id", "comments": [CreatePullReviewComment]}`` where a
-  comment is ``{"path", "body", "new_position"}`` (``new_position``: the line number in
-  the new file; ``old_position`` would anchor it on the old side); answers 200.
+* ``repoGetPullRequest`` ``GET /repos/{owner}/{repo}/pulls/{index}`` -> ``PullRequest``
+  (``head.sha``, ``base.ref``, ``state``, ``draft``, ``base.repo.clone_url``);
+* ``repoCreateStatus`` ``POST /repos/{owner}/{repo}/statuses/{sha}`` with
+  ``CreateStatusOption`` ``{"state", "context", "description", "target_url"}`` -> 201;
+* ``repoCreatePullReview`` ``POST /repos/{owner}/{repo}/pulls/{index}/reviews`` with
+  ``CreatePullReviewOptions`` ``{"body", "event", "commit_id", "comments"}`` (a comment
+  is ``{"path", "body", "new_position"}``) -> 200 ``PullReview``; 422 when the review is
+  refused: REQUEST_CHANGES on one's own PR ("reject your own pull is not allowed") or on
+  a closed one. Then the review is posted again as a COMMENT that says why.
+* Forgejo creates a review as a pending one, adds the comments, then submits it; a
+  failure part-way leaves the bot's PENDING review, and the next create appends to it.
+  So before each try the bot's pending reviews are deleted (``repoListPullReviews``,
+  ``repoDeletePullReview``, the bot being ``userGetCurrent``, which needs the token's
+  ``read:user`` scope; without it nothing is deleted), and a review already submitted
+  for the same run (its body carries the run's marker) is not posted again.
+* ``getVersion`` ``GET /version``: the readiness probe.
 
-Authentication is ``Authorization: token <AR_FORGEJO_TOKEN>``. The token never appears in
-messages. Where results go is decided only by ``FORGEJO_BASE_URL`` and the PR the caller
-names, never by anything in the review.
+Transient failures (408, 409, 429, 5xx, network errors) are retried with backoff,
+honouring ``Retry-After`` (:class:`retry.Retry`). Authentication is ``Authorization:
+token <AR_FORGEJO_TOKEN>``; the token never appears in messages. Where results go is
+decided only by ``FORGEJO_BASE_URL`` and the PR the caller names, never by the review.
+
+``FORGEJO_BASE_URL`` may be ``http://`` (a forge on a private network): then the
+gateway warns, and plain HTTP is allowed to that host only (see :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -20,21 +35,27 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from auto_review_gateway import httpjson
+from auto_review_gateway import httpjson, names
+from auto_review_gateway.forge_bodies import (
+    MARKER,
+    MAX_DESCRIPTION_CHARS,
+    STATES,
+    STATUS_CONTEXT,
+    render_body,
+    review_body,
+    status_body,
+)
 from auto_review_gateway.model import EXIT_CONFIG, EXIT_POST, EXIT_USAGE, Review, ReviewError
+from auto_review_gateway.retry import Retry
 
-STATUS_CONTEXT = "auto_review"
-STATES = ("pending", "success", "failure", "error")
 DEFAULT_TIMEOUT = 30.0
-MAX_DESCRIPTION_CHARS = 140  # what forges show of a status description
 
-_PR = re.compile(r"\A([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)#([1-9][0-9]{0,17})\Z")
-_NAME = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
-_SHA = re.compile(r"\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")  # SHA-1 and SHA-256 repositories
+RETRY_ATTEMPTS = 4
+_PR = re.compile(r"\A([^/#]+)/([^/#]+)#([1-9][0-9]{0,17})\Z")  # names: names.is_name
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,29 @@ class ForgejoConfig:
     def __repr__(self) -> str:
         # The token is never shown, even when the config object is printed or logged.
         return f"ForgejoConfig(api_url={self.api_url!r}, token='***', timeout={self.timeout!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The forge's web root (``FORGEJO_BASE_URL`` without ``/api/v1``)."""
+        return self.api_url[: -len("/api/v1")] if self.api_url.endswith("/api/v1") else self.api_url
+
+    @property
+    def plain_http(self) -> bool:
+        """True when the forge is configured as ``http://`` (no TLS)."""
+        return self.api_url.lower().startswith("http://")
+
+    def warning(self) -> str | None:
+        """The warning to log at start for an ``http://`` forge, else None."""
+        if not self.plain_http:
+            return None
+        return (
+            "warning: FORGEJO_BASE_URL is http://: the forge token and the repositories "
+            "travel unencrypted; plain HTTP is allowed to that host only"
+        )
+
+    def repo_clone_url(self, owner: str, repo: str) -> str:
+        """``<base>/<owner>/<repo>.git``, where Forgejo serves the repository over HTTP."""
+        return f"{self.base_url}/{urllib.parse.quote(owner)}/{urllib.parse.quote(repo)}.git"
 
 
 def load_config(env: Mapping[str, str] | None = None) -> ForgejoConfig:
@@ -80,7 +124,7 @@ def load_config(env: Mapping[str, str] | None = None) -> ForgejoConfig:
 def parse_pr(pr: str) -> tuple[str, str, int]:
     """``"OWNER/REPO#N"`` -> ``(owner, repo, N)``; ReviewError(EXIT_USAGE) otherwise."""
     match = _PR.match(pr.strip()) if isinstance(pr, str) else None
-    if not match or match.group(1) in (".", "..") or match.group(2) in (".", ".."):
+    if not match or not names.is_name(match.group(1)) or not names.is_name(match.group(2)):
         raise ReviewError("--pr must look like OWNER/REPO#NUMBER", EXIT_USAGE)
     return match.group(1), match.group(2), int(match.group(3))
 
@@ -88,35 +132,51 @@ def parse_pr(pr: str) -> tuple[str, str, int]:
 def _repo_url(config: ForgejoConfig, owner: str, repo: str) -> str:
     """``<api>/repos/{owner}/{repo}`` with both names checked and quoted."""
     for name in (owner, repo):
-        if not _NAME.match(name) or name in (".", ".."):
+        if not names.is_name(name):
             raise ReviewError("owner and repository names must be [A-Za-z0-9_.-]+", EXIT_USAGE)
     return f"{config.api_url}/repos/{urllib.parse.quote(owner)}/{urllib.parse.quote(repo)}"
 
 
+RetryFactory = Callable[[], Retry]
+
+
+def make_retry() -> Retry:
+    """The retry policy of every forge call (tests replace it to never really sleep)."""
+    return Retry(RETRY_ATTEMPTS)
+
+
+def _default_retry() -> Retry:
+    return make_retry()
+
+
+def _send(
+    config: ForgejoConfig,
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    retry: RetryFactory | None = _default_retry,
+    timeout: float | None = None,
+) -> Any:
+    """One API call with the forge token, retried on transient failures; the answer."""
+
+    def once() -> Any:
+        return httpjson.request(
+            method,
+            url,
+            token=config.token,
+            auth_scheme="token",
+            body=body,
+            timeout=config.timeout if timeout is None else timeout,
+            exit_code=EXIT_POST,
+        )[1]
+
+    return once() if retry is None else retry().call(once)
+
+
 def _post(config: ForgejoConfig, url: str, body: dict[str, Any]) -> Any:
-    """POST ``body`` as JSON with the forge token; the parsed answer."""
-    _status, answer = httpjson.request(
-        "POST",
-        url,
-        token=config.token,
-        auth_scheme="token",
-        body=body,
-        timeout=config.timeout,
-        exit_code=EXIT_POST,
-    )
-    return answer
-
-
-def status_body(state: str, description: str) -> dict[str, str]:
-    """The ``CreateStatusOption`` JSON for the ``auto_review`` context."""
-    if state not in STATES:
-        raise ValueError(f"state must be one of {', '.join(STATES)}")
-    return {
-        "state": state,
-        "context": STATUS_CONTEXT,
-        "description": httpjson.clean_text(description, MAX_DESCRIPTION_CHARS),
-        "target_url": "",
-    }
+    """POST ``body`` as JSON with the forge token; the parsed answer (retried)."""
+    return _send(config, "POST", url, body)
 
 
 def set_status(
@@ -131,70 +191,178 @@ def set_status(
     """Set the ``auto_review`` commit status of ``sha`` to ``state``
     (pending | success | failure | error). Raises ReviewError(EXIT_POST) on failure."""
     config = load_config() if config is None else config
-    if not _SHA.match(sha):
+    if not names.is_sha(sha) or sha != sha.lower():
         raise ReviewError("the commit to set a status on is not a full hex SHA", EXIT_POST)
     _post(
         config, f"{_repo_url(config, owner, repo)}/statuses/{sha}", status_body(state, description)
     )
 
 
-def _code(text: str) -> str:
-    """``text`` as inline Markdown code (backticks removed, so it cannot break out)."""
-    return "`" + httpjson.clean_text(text.replace("`", "'"), 200) + "`"
-
-
-def render_body(review: Review) -> str:
-    """The review's Markdown body: verdict and summary first, then the facts behind them."""
-    lines = [
-        f"### auto-review: {review.verdict}",
-        "",
-        review.summary,
-        "",
-        f"Reviewer: {_code(review.reviewer)} · base {_code(review.base[:12])} · "
-        f"head {_code(review.head[:12])}",
-    ]
-    if review.findings:
-        lines.append("")
-        lines.append(f"{len(review.findings)} finding(s), shown as inline comments.")
-    if review.truncated:
-        lines += ["", "The diff was larger than the review limit: only part of it was reviewed."]
-    if review.skipped:
-        shown = ", ".join(_code(path) for path in review.skipped[:20])
-        more = f" and {len(review.skipped) - 20} more" if len(review.skipped) > 20 else ""
-        lines += ["", f"Skipped (ignored paths): {shown}{more}"]
-    return "\n".join(lines)
-
-
-def review_body(review: Review) -> dict[str, Any]:
-    """The ``CreatePullReviewOptions`` JSON for ``review``: one inline comment per finding."""
-    return {
-        "body": render_body(review),
-        # A failing review requests changes; anything else comments. Never APPROVED:
-        # a bot's approval could count towards branch protection.
-        "event": "REQUEST_CHANGES" if review.verdict == "fail" else "COMMENT",
-        "commit_id": review.head,
-        "comments": [
-            {
-                "path": f.path,
-                "new_position": f.line,
-                "body": f"**{f.severity}** {f.rule}: {f.message}",
-            }
-            for f in review.findings
-        ],
-    }
-
-
 def post_review(
-    owner: str, repo: str, index: int, review: Review, *, config: ForgejoConfig | None = None
+    owner: str,
+    repo: str,
+    index: int,
+    review: Review,
+    *,
+    config: ForgejoConfig | None = None,
+    key: str | None = None,
 ) -> Any:
     """Create the review on pull request ``index``; the forge's PullReview answer.
-    Raises ReviewError(EXIT_POST) on failure."""
+
+    With ``key`` (one run of one job) a review of that run already on the PR is not
+    posted again. Raises ReviewError(EXIT_POST) on failure."""
     config = load_config() if config is None else config
     if not isinstance(index, int) or isinstance(index, bool) or index < 1:
         raise ReviewError("the pull request number must be a positive integer", EXIT_USAGE)
-    return _post(
-        config, f"{_repo_url(config, owner, repo)}/pulls/{index}/reviews", review_body(review)
-    )
+    return Forgejo(config).post_review(owner, repo, index, review, key=key)
+
+
+@dataclass(frozen=True)
+class PullInfo:
+    """What the pipeline needs of a pull request (``repoGetPullRequest``)."""
+
+    head_sha: str
+    base_ref: str
+    state: str  # "open" | "closed"
+    draft: bool
+    clone_url: str | None  # base.repo.clone_url, if given
+
+
+class ForgeClient(Protocol):
+    """What the review pipeline and the service need from a forge."""
+
+    def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
+        """The pull request; HttpError (status 404 for an unknown one) on failure."""
+        ...
+
+    def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
+        """Set the ``auto_review`` commit status."""
+        ...
+
+    def post_review(
+        self, owner: str, repo: str, index: int, review: Review, *, key: str | None = None
+    ) -> Any:
+        """Post ``review`` once (see :func:`post_review`)."""
+        ...
+
+
+class Forgejo:
+    """:class:`ForgeClient` over Forgejo/Gitea's API (see the module doc)."""
+
+    def __init__(
+        self,
+        config: ForgejoConfig,
+        *,
+        retry: RetryFactory | None = _default_retry,
+        timeout: float | None = None,
+    ) -> None:
+        """``retry`` None: one try per call; ``timeout`` bounds each (default: config's)."""
+        self.config = config
+        self.retry = retry
+        self.timeout = timeout
+        self._me: int | None = None
+
+    def _call(self, method: str, url: str, body: Any = None) -> Any:
+        return _send(self.config, method, url, body, retry=self.retry, timeout=self.timeout)
+
+    def version(self, timeout: float) -> Any:
+        """``getVersion``, once, with a short timeout (a readiness probe must be quick)."""
+        return _send(self.config, "GET", f"{self.config.api_url}/version", retry=None,
+                     timeout=timeout)  # fmt: skip
+
+    def get_pull_doc(self, owner: str, repo: str, number: int) -> Any:
+        """``repoGetPullRequest``: the forge's JSON as it is."""
+        return self._call("GET", f"{_repo_url(self.config, owner, repo)}/pulls/{int(number)}")
+
+    def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
+        """``repoGetPullRequest``; ReviewError when the answer is not a usable PR."""
+        doc = self.get_pull_doc(owner, repo, number)
+        head = doc.get("head") if isinstance(doc, dict) else None
+        base = doc.get("base") if isinstance(doc, dict) else None
+        sha = head.get("sha") if isinstance(head, dict) else None
+        ref = base.get("ref") if isinstance(base, dict) else None
+        if not names.is_sha(sha) or not isinstance(ref, str) or not ref:
+            raise ReviewError("the forge's pull request answer is unusable", EXIT_POST)
+        base_repo = base.get("repo") if isinstance(base, dict) else None
+        clone = base_repo.get("clone_url") if isinstance(base_repo, dict) else None
+        state = doc.get("state") if isinstance(doc.get("state"), str) else "open"
+        if doc.get("merged") is True:
+            state = "closed"
+        return PullInfo(
+            head_sha=sha.lower(),
+            base_ref=ref,
+            state=state,
+            draft=doc.get("draft") is True,
+            clone_url=clone if isinstance(clone, str) and clone else None,
+        )
+
+    def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
+        """``repoCreateStatus`` (retried: setting a status twice is harmless)."""
+        set_status(owner, repo, sha, state, description, config=self.config)
+
+    def _my_id(self) -> int | None:
+        """The bot's user id (``userGetCurrent``), cached; None if the forge will not say."""
+        if self._me is None:
+            try:
+                doc = self._call("GET", f"{self.config.api_url}/user")
+            except httpjson.HttpError as exc:
+                if exc.status in (401, 403):  # a token without the read:user scope
+                    return None
+                raise
+            user_id = doc.get("id") if isinstance(doc, dict) else None
+            self._me = user_id if isinstance(user_id, int) else None
+        return self._me
+
+    def _reviews(self, owner: str, repo: str, index: int) -> list[dict[str, Any]]:
+        url = f"{_repo_url(self.config, owner, repo)}/pulls/{index}/reviews?limit=50"
+        doc = self._call("GET", url)
+        return [r for r in doc if isinstance(r, dict)] if isinstance(doc, list) else []
+
+    def _clear_pending(self, owner: str, repo: str, index: int, key: str | None) -> Any:
+        """Delete the bot's PENDING reviews; the bot's review of run ``key``, if posted."""
+        me = self._my_id()
+        mark = MARKER.format(key=key) if key else None
+        for review in self._reviews(owner, repo, index):
+            user = review.get("user")
+            if me is not None and (not isinstance(user, dict) or user.get("id") != me):
+                continue  # another user's review (without the bot's id: any review)
+            pending = review.get("state") == "PENDING"
+            if pending and me is not None and isinstance(review.get("id"), int):
+                url = f"{_repo_url(self.config, owner, repo)}/pulls/{index}/reviews/{review['id']}"
+                self._call("DELETE", url)
+            elif not pending and mark and mark in str(review.get("body", "")):
+                return review
+        return None
+
+    def post_review(
+        self, owner: str, repo: str, index: int, review: Review, *, key: str | None = None
+    ) -> Any:
+        """``repoCreatePullReview`` once per run, falling back to COMMENT on a 422."""
+        body = review_body(review)
+        if key:
+            body["body"] += "\n\n" + MARKER.format(key=key)
+        url = f"{_repo_url(self.config, owner, repo)}/pulls/{index}/reviews"
+
+        def once() -> Any:
+            posted = self._clear_pending(owner, repo, index, key)
+            if posted is not None:
+                return posted  # an earlier try got through after all
+            try:
+                return _send(self.config, "POST", url, body, retry=None)
+            except httpjson.HttpError as exc:
+                if exc.status != 422 or body["event"] != "REQUEST_CHANGES":
+                    raise
+                reason = httpjson.clean_text(exc.detail or "HTTP 422", 200).replace("`", "'")
+            fallback = dict(body)
+            fallback["event"] = "COMMENT"
+            fallback["body"] = (
+                f"{body['body']}\n\nThe forge refused a review requesting changes "
+                f"({reason}); this review is a comment instead."
+            )
+            self._clear_pending(owner, repo, index, None)
+            return _send(self.config, "POST", url, fallback, retry=None)
+
+        return once() if self.retry is None else self.retry().call(once)
 
 
 class Publication:
@@ -203,17 +371,27 @@ class Publication:
     the run as failed. A bad ``pr`` (EXIT_USAGE) or missing settings (EXIT_CONFIG) are
     found before anything is sent."""
 
-    def __init__(self, pr: str, sha: str, *, config: ForgejoConfig | None = None) -> None:
+    def __init__(
+        self, pr: str, sha: str, *, config: ForgejoConfig | None = None, key: str | None = None
+    ) -> None:
         self.owner, self.repo, self.index = parse_pr(pr)
         self.config = load_config() if config is None else config
         self.sha = sha
+        self.key = key
         try:
             self._status("pending", "auto-review is reviewing")
         except ReviewError as exc:
             self.error("auto-review could not post its review")
-            raise ReviewError(
-                f"posting the review to {self._name()} failed: {exc}", EXIT_POST
-            ) from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: ReviewError) -> httpjson.HttpError:
+        """``exc`` as a posting failure on this PR, keeping whether it is transient."""
+        return httpjson.HttpError(
+            f"posting the review to {self._name()} failed: {exc}",
+            EXIT_POST,
+            getattr(exc, "status", None),
+            transient=getattr(exc, "transient", True),
+        )
 
     def _name(self) -> str:
         return f"{self.owner}/{self.repo}#{self.index}"
@@ -224,14 +402,12 @@ class Publication:
     def finish(self, review: Review) -> None:
         """Post the review, then status success (verdict pass/warn) or failure (fail)."""
         try:
-            post_review(self.owner, self.repo, self.index, review, config=self.config)
+            post_review(self.owner, self.repo, self.index, review, config=self.config, key=self.key)
             final = "failure" if review.verdict == "fail" else "success"
             self._status(final, review.summary)
         except ReviewError as exc:
             self.error("auto-review could not post its review")
-            raise ReviewError(
-                f"posting the review to {self._name()} failed: {exc}", EXIT_POST
-            ) from None
+            raise self._failure(exc) from None
 
     def error(self, description: str) -> None:
         """Status error, best effort: the failure that led here is the one to report."""
@@ -245,3 +421,24 @@ def publish(review: Review, pr: str, *, config: ForgejoConfig | None = None) -> 
     """Post ``review`` to ``pr`` (``OWNER/REPO#N``): status pending, the review, then status
     success (verdict pass/warn) or failure (verdict fail); error if posting fails."""
     Publication(pr, review.head, config=config).finish(review)
+
+
+__all__ = [
+    "MARKER",
+    "MAX_DESCRIPTION_CHARS",
+    "STATES",
+    "STATUS_CONTEXT",
+    "ForgeClient",
+    "Forgejo",
+    "ForgejoConfig",
+    "Publication",
+    "PullInfo",
+    "load_config",
+    "parse_pr",
+    "post_review",
+    "publish",
+    "render_body",
+    "review_body",
+    "set_status",
+    "status_body",
+]

@@ -240,14 +240,16 @@ def open_path(path: str, base: str, head: str) -> Repo:
     return repo
 
 
-def clone(url: str, base: str, head: str, workdir: str) -> Repo:
+def clone(url: str, base: str, head: str, workdir: str, *, allow_http: bool = False) -> Repo:
     """Fetch ``base`` and ``head`` (branch, tag or full SHA) of ``url`` into ``workdir``.
 
     Shallow first, then deeper until base and head share an ancestor. Only the
     two commits' history is fetched, into a bare repository: no checkout.
     ReviewError: EXIT_CLONE when the server cannot be reached or refuses us,
     EXIT_BAD_REF when a ref is not on the server. Messages never carry the
-    URL's userinfo.
+    URL's userinfo. ``allow_http`` lets git use plain HTTP for this URL (an ``http://``
+    forge the operator configured); redirects are then refused, so that nothing but
+    that URL is fetched over it.
     """
     _check_ref(base)
     _check_ref(head)
@@ -264,8 +266,15 @@ def clone(url: str, base: str, head: str, workdir: str) -> Repo:
         raise ReviewError(f"git init failed: {_last_line(proc.stderr)}", EXIT_CLONE)
     refspecs = [f"+{base}:{_BASE_REF}", f"+{head}:{_HEAD_REF}"]
 
+    insecure = (
+        ("-c", "protocol.http.allow=always", "-c", "http.followRedirects=false")
+        if allow_http and url.lower().startswith("http://")
+        else ()
+    )
+
     def fetch(*how: str) -> None:
         proc = repo.git(
+            *insecure,
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
             *how, "--end-of-options", url, *refspecs,
             timeout=FETCH_TIMEOUT,

@@ -36,12 +36,83 @@ _CHUNK = 64 * 1024
 USER_AGENT = f"auto-review-gateway/{__version__}"
 
 
-class HttpError(ReviewError):
-    """An HTTP exchange that failed; ``status`` is None when no answer arrived."""
+# Statuses worth another try, as OpenAI's own client retries them (openai-python,
+# ``_base_client.py`` ``_should_retry``): 408 request timeout, 409 lock timeout, 429 rate
+# limit, and every 5xx. The same holds for a forge behind a proxy (502/503/504).
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
-    def __init__(self, message: str, exit_code: int, status: int | None = None) -> None:
+
+def is_transient_status(status: int | None) -> bool:
+    """True for 408, 409, 429 and 5xx (see TRANSIENT_STATUSES)."""
+    return status is not None and (status in TRANSIENT_STATUSES or 500 <= status <= 599)
+
+
+class HttpError(ReviewError):
+    """An HTTP exchange that failed; ``status`` is None when no answer arrived.
+
+    ``transient`` says whether trying again may help (a transient status, a network
+    error, a timeout); ``retry_after`` is the wait the server asked for, in seconds
+    (``Retry-After`` / ``retry-after-ms``), if any; ``code`` and ``param`` are the
+    OpenAI error object's ``error.code`` and ``error.param`` when the body had them;
+    ``detail`` is the error answer's message (Forgejo's ``message``), redacted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        exit_code: int,
+        status: int | None = None,
+        *,
+        transient: bool | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        detail: str = "",
+    ) -> None:
         super().__init__(message, exit_code)
+        self.detail = detail  # the server's own message, redacted ('' if none)
         self.status = status
+        self.transient = is_transient_status(status) if transient is None else transient
+        self.retry_after = retry_after
+        self.code = code
+        self.param = param
+
+
+MAX_RETRY_AFTER = 300.0  # seconds; a server asking for longer is not waited for
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """The wait a response asks for, in seconds, or None.
+
+    ``retry-after-ms`` (milliseconds; sent by OpenAI's API, honoured by its clients) wins
+    over ``Retry-After``, which RFC 9110 section 10.2.3 defines as either
+    delay-seconds or an HTTP-date. A date in the past is 0; garbage is None.
+    """
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            value = float(millis) / 1000
+            if value >= 0 and value == value:
+                return value
+        except ValueError:
+            pass
+    text = (headers.get("Retry-After") or "").strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    try:
+        import email.utils
+
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -132,6 +203,19 @@ def check_url(url: str, *, what: str, exit_code: int) -> None:
         raise ReviewError(f"{what} must be an http:// or https:// URL with a host", exit_code)
     if parts.username is not None or parts.password is not None:
         raise ReviewError(f"{what} must not contain user:password@", exit_code)
+
+
+def _error_fields(raw: bytes) -> tuple[str | None, str | None]:
+    """``(error.code, error.param)`` of an OpenAI error object, else ``(None, None)``."""
+    try:
+        doc = json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return None, None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code, param = error.get("code"), error.get("param")
+    return (code if isinstance(code, str) else None, param if isinstance(param, str) else None)
 
 
 def _error_detail(raw: bytes, token: str | None) -> str:
@@ -237,22 +321,38 @@ def request(
             if 300 <= status < 400:
                 detail = "redirects are not followed"
             suffix = f" ({detail})" if detail else ""
-            raise HttpError(f"{where}: HTTP {status}{suffix}", exit_code, status) from None
+            code, param = _error_fields(raw)
+            raise HttpError(
+                f"{where}: HTTP {status}{suffix}",
+                exit_code,
+                status,
+                retry_after=parse_retry_after(exc.headers),
+                code=code,
+                param=param,
+                detail=detail,
+            ) from None
     except TimeoutError:
-        raise HttpError(f"{where}: timed out after {timeout:g}s", exit_code) from None
+        raise HttpError(
+            f"{where}: timed out after {timeout:g}s", exit_code, transient=True
+        ) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, TimeoutError):
-            raise HttpError(f"{where}: timed out after {timeout:g}s", exit_code) from None
+            raise HttpError(
+                f"{where}: timed out after {timeout:g}s", exit_code, transient=True
+            ) from None
         text = clean_text(redact(str(reason), token), _ERROR_DETAIL_CHARS)
-        raise HttpError(f"{where}: {text}", exit_code) from None
+        # Connection refused or reset, DNS failure: the server may be back shortly. A
+        # certificate that does not verify will not verify on the next try either.
+        transient = not isinstance(reason, ssl.SSLCertVerificationError)
+        raise HttpError(f"{where}: {text}", exit_code, transient=transient) from None
     except ValueError as exc:  # our size cap; also urllib's "invalid URL" errors
         text = clean_text(redact(str(exc), token), _ERROR_DETAIL_CHARS)
         raise HttpError(f"{where}: {text}", exit_code) from None
     except (OSError, http.client.HTTPException) as exc:
         # Connection reset mid-body, a truncated chunked answer, a TLS alert...
         text = clean_text(redact(f"{type(exc).__name__}: {exc}", token), _ERROR_DETAIL_CHARS)
-        raise HttpError(f"{where}: {text}", exit_code) from None
+        raise HttpError(f"{where}: {text}", exit_code, transient=True) from None
     if not raw.strip():
         return status, None
     try:

@@ -1,4 +1,4 @@
-"""The gateway's durable job queue (SQLite in the state dir) and its bounded pool of workers.
+"""The gateway's durable job queue: SQLite in the state dir (the workers are in workers.py).
 
 Guarantees:
 
@@ -15,8 +15,11 @@ Guarantees:
   completed twice. A job found running when :class:`Workers` start was interrupted by a
   crash or a stop: it runs again (``attempts`` + 1), and after ``max_attempts`` claims it
   is failed instead. Execution is therefore at least once: a crash after the job's effect
-  (the review posted) but before ``done`` is committed runs it again, so ``run_job`` keeps
-  that window small by returning right after its last effect.
+  (the review posted) but before ``done`` is committed runs it again, so ``run_job`` must
+  find its own effect (the worker marks its review) instead of repeating it.
+* **Retries.** A job that failed for a cause that may pass (:meth:`JobQueue.retry`)
+  goes back to pending with ``not_before`` set: no worker claims it before then. Its
+  ``attempts`` and last ``error`` stay visible (:meth:`JobQueue.recent`).
 * **One processor per database.** :meth:`Workers.start` takes an exclusive lock
   (``<db>.lock``, released by the kernel when the process dies): a second gateway on the
   same state dir cannot mistake the first one's running jobs for interrupted ones.
@@ -29,19 +32,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway.metrics import Metrics
+from auto_review_gateway import names
+from auto_review_gateway.jobspec import Job, JobRequest, checked
 
-DEFAULT_STATE_DIR = "/var/lib/auto-review"
-DB_NAME = "jobs.sqlite3"
-SCHEMA_VERSION = 1
+DEFAULT_STATE_DIR = names.STATE_DIR
+DB_NAME = names.JOBS_DB
+SCHEMA_VERSION = 2
 STATES = ("pending", "running", "done", "failed")
 MAX_ATTEMPTS = 3
 MAX_ERROR_CHARS = 500
@@ -50,9 +52,7 @@ PRUNE_EVERY = 3600.0  # seconds between deletions of old finished jobs
 POLL_INTERVAL = 1.0  # seconds an idle worker waits before looking again (another process)
 BUSY_TIMEOUT_MS = 10_000
 
-_NAME = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
-_SHA = re.compile(r"\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
-_LIMITS = {"base_ref": 255, "clone_url": 2048, "reason": 200, "delivery_id": 200}
+RECENT_LIMIT = 50
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error       TEXT,
     created_at  REAL    NOT NULL,
     started_at  REAL,
-    finished_at REAL
+    finished_at REAL,
+    not_before  REAL    NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);
 CREATE INDEX IF NOT EXISTS jobs_by_head
@@ -81,34 +82,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_head
 
 
 def default_path() -> str:
-    """The queue's database in the state dir: ``$AUTO_REVIEW_STATE_DIR_INSIDE`` (else
-    ``/var/lib/auto-review``) + ``/jobs.sqlite3``."""
-    state_dir = os.environ.get("AUTO_REVIEW_STATE_DIR_INSIDE") or DEFAULT_STATE_DIR
-    return os.path.join(state_dir, DB_NAME)
-
-
-def _log(message: str) -> None:
-    print(f"auto-review: {message}", file=sys.stderr, flush=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class JobRequest:
-    """What to review and why; the server builds one per webhook or CI call."""
-
-    owner: str
-    repo: str
-    pr_number: int
-    head_sha: str
-    base_ref: str
-    clone_url: str
-    reason: str  # e.g. "pull_request:opened", "issue_comment:re-review", "ci"
-    delivery_id: str | None = None
-    force: bool = False
-
-    @property
-    def pr(self) -> str:
-        """``OWNER/REPO#N``, as forgejo.Publication wants it."""
-        return f"{self.owner}/{self.repo}#{self.pr_number}"
+    """The queue's database in the state dir (see :func:`names.jobs_db`)."""
+    return names.jobs_db()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,40 +94,7 @@ class Submission:
     job_id: int | None  # the new job, or the one it duplicates; None when full
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """A claimed job: ``attempts`` counts the claims so far, this one included (1 first)."""
-
-    id: int
-    request: JobRequest
-    attempts: int
-
-
-def _checked(req: JobRequest) -> JobRequest:
-    """``req`` with the head SHA lower-cased and an empty delivery id as None;
-    ValueError naming the first bad field."""
-    for name in ("owner", "repo"):
-        value = getattr(req, name)
-        if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
-            raise ValueError(f"{name} must match [A-Za-z0-9_.-]+")
-    if not isinstance(req.pr_number, int) or isinstance(req.pr_number, bool) or req.pr_number < 1:
-        raise ValueError("pr_number must be a positive integer")
-    if not isinstance(req.head_sha, str) or not _SHA.match(req.head_sha.lower()):
-        raise ValueError("head_sha must be a full hex commit SHA")
-    for name, limit in _LIMITS.items():
-        value = getattr(req, name)
-        if value is None and name == "delivery_id":
-            continue
-        if not isinstance(value, str) or len(value) > limit or "\0" in value:
-            raise ValueError(f"{name} must be a string of at most {limit} characters")
-        if not value and name in ("base_ref", "clone_url"):
-            raise ValueError(f"{name} must not be empty")
-    return dataclasses.replace(
-        req,
-        head_sha=req.head_sha.lower(),
-        delivery_id=req.delivery_id or None,
-        force=bool(req.force),
-    )
+_checked = checked
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -230,6 +172,9 @@ class JobQueue:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "not_before" not in columns:  # a schema 1 database
+                db.execute("ALTER TABLE jobs ADD COLUMN not_before REAL NOT NULL DEFAULT 0")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._prune(time.time())
 
@@ -346,11 +291,15 @@ class JobQueue:
         assert job_id is not None
         return Submission("accepted", job_id)
 
-    def claim(self) -> Job | None:
-        """Take the oldest pending job: running, attempts + 1, committed. None if none."""
+    def claim(self, now: float | None = None) -> Job | None:
+        """Take the oldest pending job that is due (``not_before`` passed): running,
+        attempts + 1, committed. None if none."""
+        now = time.time() if now is None else now
         with self._lock, self._transaction() as db:
             row = db.execute(
-                "SELECT id FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+                "SELECT id FROM jobs WHERE state = 'pending' AND not_before <= ?"
+                " ORDER BY id LIMIT 1",
+                (now,),
             ).fetchone()
             if row is None:
                 return None
@@ -381,6 +330,53 @@ class JobQueue:
                 self._prune(now)
         self._bump()
         return changed == 1
+
+    def retry(self, job_id: int, error: str, delay: float) -> bool:
+        """Put the running job ``job_id`` back to pending, due in ``delay`` seconds, with
+        ``error`` as its last error. False if it was not running."""
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET state = 'pending', error = ?, not_before = ?"
+                " WHERE id = ? AND state = 'running'",
+                (error[:MAX_ERROR_CHARS], now + max(delay, 0.0), job_id),
+            ).rowcount
+        self._bump()
+        return changed == 1
+
+    def next_due(self) -> float | None:
+        """The earliest ``not_before`` of the pending jobs (a time.time() value), or None."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT MIN(not_before) FROM jobs WHERE state = 'pending'")
+                .fetchone()
+            )
+        return None if row is None or row[0] is None else float(row[0])
+
+    def recent(self, limit: int = RECENT_LIMIT) -> list[dict[str, Any]]:
+        """The newest jobs (at most ``limit``), newest first: what ``GET /jobs`` lists."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT id, state, owner, repo, pr_number, head_sha, reason, attempts,"
+                    " error, created_at, started_at, finished_at, not_before"
+                    " FROM jobs ORDER BY id DESC LIMIT ?",
+                    (max(1, min(limit, 1000)),),
+                )
+                .fetchall()
+            )
+        return [dict(row) for row in rows]
+
+    def retrying(self) -> int:
+        """Pending jobs that have already run (waiting for a retry)."""
+        with self._lock:
+            return int(
+                self._conn()
+                .execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending' AND attempts > 0")
+                .fetchone()[0]
+            )
 
     def _recover(self, max_attempts: int) -> tuple[list[int], list[Job]]:
         """Jobs left running by a previous process: back to pending, or failed when they
@@ -435,231 +431,6 @@ class JobQueue:
         self._bump()
 
 
-class _ProcessorLock:
-    """An exclusive flock on ``<db>.lock``, so one process at a time runs a queue's jobs."""
+from auto_review_gateway.workers import Workers, failure_cause  # noqa: E402  (compatibility)
 
-    def __init__(self, db_path: str) -> None:
-        import fcntl
-
-        self.path = db_path + ".lock"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RuntimeError(
-                f"another auto-review process is running the jobs of {db_path}"
-            ) from None
-        self.fd: int | None = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def failure_cause(exc: BaseException) -> str:
-    """The ``cause`` label of a failed review: the ReviewError's exit code name
-    (``clone``, ``bad_ref``, ``reviewer``, ``config``, ``post``, ``usage``) or the
-    exception's class name."""
-    from auto_review_gateway import model
-
-    code = getattr(exc, "exit_code", None)
-    if isinstance(exc, model.ReviewError) and isinstance(code, int):
-        for name, value in vars(model).items():
-            if name.startswith("EXIT_") and value == code:
-                return name[len("EXIT_") :].lower()
-        return f"exit_{code}"
-    return type(exc).__name__
-
-
-def _error_text(exc: BaseException) -> str:
-    from auto_review_gateway.gitrepo import redact
-
-    message = " ".join(str(exc).split())
-    text = f"{failure_cause(exc)}: {message}" if message else failure_cause(exc)
-    return redact(text)[:MAX_ERROR_CHARS]
-
-
-class Workers:
-    """A bounded pool of threads that claim jobs from a queue and run ``run_job`` on them."""
-
-    def __init__(
-        self,
-        queue: JobQueue,
-        run_job: Callable[[Job], None],
-        *,
-        concurrency: int,
-        metrics: Metrics,
-        on_abandoned: Callable[[Job], None] | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
-        poll_interval: float = POLL_INTERVAL,
-    ) -> None:
-        """Prepare ``concurrency`` workers (nothing runs before :meth:`start`).
-
-        ``on_abandoned`` is called (best effort, in a background thread) with each job
-        that :meth:`start` fails for having been interrupted ``max_attempts`` times, e.g.
-        to set an ``error`` commit status.
-        """
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        self.queue = queue
-        self.run_job = run_job
-        self.concurrency = concurrency
-        self.metrics = metrics
-        self.on_abandoned = on_abandoned
-        self.max_attempts = max_attempts
-        self.poll_interval = poll_interval
-        self._stopping = threading.Event()
-        self._claiming = threading.Lock()  # no claim can start once stop() has begun
-        self._guard = threading.Lock()
-        self._alive = 0
-        self._threads: list[threading.Thread] = []
-        self._processor_lock: _ProcessorLock | None = None
-        self._started = False
-
-    def start(self) -> None:
-        """Take the queue's processor lock, put interrupted jobs back in the queue (or fail
-        them after ``max_attempts``), then start the workers; they run the oldest jobs
-        first. RuntimeError if another process holds the lock."""
-        if self._started:
-            raise RuntimeError("workers already started")
-        self._processor_lock = _ProcessorLock(self.queue.path)
-        try:
-            resumed, abandoned = self.queue._recover(self.max_attempts)
-        except BaseException:
-            self._release_lock()
-            raise
-        self._started = True
-        if resumed:
-            _log(f"resuming {len(resumed)} interrupted job(s): {', '.join(map(str, resumed))}")
-        for job in abandoned:
-            self.metrics.inc("reviews_failed_total", {"cause": "interrupted"})
-            _log(f"job {job.id} {job.request.pr} failed: interrupted {job.attempts} times")
-        if abandoned and self.on_abandoned is not None:
-            threading.Thread(
-                target=self._abandon, args=(abandoned,), name="jobs-abandoned", daemon=True
-            ).start()
-        self.queue._listeners.append(self._refresh_depth)
-        self._refresh_depth()
-        self._alive = self.concurrency
-        for i in range(self.concurrency):
-            thread = threading.Thread(target=self._loop, name=f"jobs-worker-{i}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def stop(self, grace: float) -> None:
-        """Stop claiming jobs and wait up to ``grace`` s for the running ones to finish.
-
-        Pending jobs stay pending. A job still running after ``grace`` stays "running" in
-        the database and is resumed by the next start (its thread is a daemon: it does
-        not keep the process alive; if it finishes before the process exits it is still
-        marked done).
-        """
-        with self._claiming:
-            self._stopping.set()
-        self.queue._bump()
-        deadline = time.monotonic() + max(grace, 0.0)
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
-        still = [t.name for t in self._threads if t.is_alive()]
-        if still:
-            _log(f"stopped with {len(still)} job(s) still running: they resume at next start")
-        else:
-            self._release_lock()  # nothing of ours is running any more
-        try:
-            self.queue._listeners.remove(self._refresh_depth)
-        except ValueError:
-            pass
-        self._refresh_depth()
-
-    def running(self) -> int:
-        """Worker threads still alive (after :meth:`stop`: the jobs still running)."""
-        return sum(t.is_alive() for t in self._threads)
-
-    # ------------------------------------------------------------------ internals
-
-    def _refresh_depth(self) -> None:
-        try:
-            self.metrics.set("queue_depth", self.queue.depth())
-        except sqlite3.Error:
-            pass  # closed: the last value stays
-
-    def _abandon(self, jobs: list[Job]) -> None:
-        assert self.on_abandoned is not None
-        for job in jobs:
-            try:
-                self.on_abandoned(job)
-            except Exception as exc:
-                _log(f"job {job.id}: could not report its abandonment: {_error_text(exc)}")
-
-    def _loop(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                try:
-                    if not self._step():
-                        return
-                except Exception as exc:  # a bug here must not shrink the pool
-                    _log(f"job worker error: {type(exc).__name__}: {exc}")
-                    self._stopping.wait(self.poll_interval)
-        finally:
-            with self._guard:
-                self._alive -= 1
-                last = self._alive == 0
-            if last and self._stopping.is_set():
-                self._release_lock()  # the last job of a stopped pool has ended
-
-    def _step(self) -> bool:
-        """Claim and run one job, or wait for one; False once stopping."""
-        seq = self.queue._current_seq()
-        try:
-            with self._claiming:
-                if self._stopping.is_set():
-                    return False
-                job = self.queue.claim()
-        except sqlite3.ProgrammingError:
-            return False  # the queue was closed: nothing more to claim
-        except sqlite3.Error as exc:
-            if self._stopping.is_set():
-                return False
-            _log(f"cannot claim a job: {exc}")
-            self._stopping.wait(self.poll_interval)
-            return True
-        if job is None:
-            self.queue._wait(seq, self.poll_interval)
-        else:
-            self._run(job)
-        return True
-
-    def _release_lock(self) -> None:
-        with self._guard:
-            lock, self._processor_lock = self._processor_lock, None
-        if lock is not None:
-            lock.release()
-
-    def _run(self, job: Job) -> None:
-        req = job.request
-        self.metrics.inc("reviews_started_total")
-        started = time.monotonic()
-        error: BaseException | None = None
-        try:
-            self.run_job(job)
-        except BaseException as exc:  # one job's failure never stops the workers
-            error = exc
-        elapsed = time.monotonic() - started
-        what = f"job {job.id} {req.pr} @{req.head_sha[:12]} (attempt {job.attempts})"
-        try:
-            recorded = self.queue.finish(job.id, None if error is None else _error_text(error))
-        except sqlite3.Error as exc:
-            _log(f"{what}: cannot record its end ({exc}): it will run again at next start")
-            return
-        if not recorded:
-            _log(f"{what}: was no longer running in the database; result not recorded")
-            return
-        self.metrics.observe("review_duration_seconds", elapsed)
-        if error is None:
-            self.metrics.inc("reviews_succeeded_total")
-            _log(f"{what} done in {elapsed:.1f} s")
-        else:
-            self.metrics.inc("reviews_failed_total", {"cause": failure_cause(error)})
-            _log(f"{what} failed after {elapsed:.1f} s: {_error_text(error)}")
+__all__ = ["Job", "JobQueue", "JobRequest", "Submission", "Workers", "failure_cause"]

@@ -21,6 +21,13 @@ METRICS = {
     "reviews_failed_total": ("counter", "Reviews that failed, by cause"),
     "review_duration_seconds": ("histogram", "Wall time of a review job"),
     "queue_depth": ("gauge", "Jobs pending or running"),
+    "job_retries_total": ("counter", "Failed tries of a job that was queued again, by cause"),
+    "jobs_waiting_retry": ("gauge", "Pending jobs that have failed before (waiting to retry)"),
+    "job_attempts_max": ("gauge", "The most tries any job has had so far"),
+    "last_job_error_timestamp_seconds": (
+        "gauge",
+        "When a job last failed (retried or not), by cause (details: GET /jobs)",
+    ),
 }
 
 Labels = tuple[tuple[str, str], ...]

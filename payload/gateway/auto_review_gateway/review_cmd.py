@@ -9,7 +9,6 @@ failed. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 # Every command module is imported to build the parser: this one keeps its
@@ -18,12 +17,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from auto_review_gateway.forgejo import Publication
     from auto_review_gateway.gitrepo import Repo
-    from auto_review_gateway.model import Finding, ReviewContext
 
 NAME = "review"
 HELP = "review the change between two commits of a repository and print the result"
 FORMATS = ("text", "json", "markdown")
-DEFAULT_MAX_DIFF_BYTES = 256 * 1024
+DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # the same as pipeline.DEFAULT_MAX_DIFF_BYTES
 
 
 def _positive(text: str) -> int:
@@ -78,6 +76,7 @@ def _review(args: argparse.Namespace) -> int:
     import tempfile
 
     from auto_review_gateway import gitrepo
+    from auto_review_gateway.pipeline import Reading as _Reading
 
     if args.path is not None:
         with _Reading():
@@ -93,103 +92,25 @@ def _review(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-class _Reading:
-    """Turns an OSError or ValueError while reading the repository into a clean exit."""
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        from auto_review_gateway.model import EXIT_CLONE, ReviewError
-
-        if isinstance(exc, (OSError, ValueError)):
-            raise ReviewError(f"could not read the repository: {exc}", EXIT_CLONE) from None
-
-
-def _config_text(repo: Repo) -> str | None:
-    from auto_review_gateway import repoconfig
-    from auto_review_gateway.model import EXIT_CONFIG, ReviewError
-
-    try:
-        size = repo.size_at(repo.head, repoconfig.FILENAME)
-    except FileNotFoundError:
-        return None
-    if size > repoconfig.MAX_FILE_BYTES:
-        raise ReviewError(f"{repoconfig.FILENAME}: larger than 64 KiB", EXIT_CONFIG)
-    try:
-        return repo.file_at(repo.head, repoconfig.FILENAME).decode("utf-8")
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError:
-        raise ReviewError(f"{repoconfig.FILENAME}: not UTF-8 text", EXIT_CONFIG) from None
-
-
 def _review_repo(repo: Repo, args: argparse.Namespace) -> int:
-    from auto_review_gateway import builtin_rules, context, render, repoconfig
-    from auto_review_gateway.model import Review, ReviewError
+    from auto_review_gateway import pipeline, render
+    from auto_review_gateway.model import ReviewError
 
-    with _Reading():
-        config = repoconfig.load(_config_text(repo))
-        if config.enabled:
-            ctx = context.build(repo, repo.base, repo.head, config, args.max_diff_bytes)
-    if not config.enabled:
+    ctx = pipeline.context_of(repo, args.max_diff_bytes)
+    if ctx is None:
         print(render.render_disabled(repo.base, repo.head, args.format))
         return 0
     publication = _start_post(args.pr, repo.head) if args.post else None
-    findings = builtin_rules.review(ctx)
-    reviewers = ["builtin"]
-    if os.environ.get("LLM_BASE_URL"):
-        try:
-            llm_findings, model = _llm_review(ctx)
-        except ReviewError as exc:
-            if publication:
-                publication.error(f"auto-review failed: {str(exc)[:100]}")
-            raise
-        findings += llm_findings
-        reviewers.append(f"llm:{model}")
-    review = Review(
-        base=repo.base,
-        head=repo.head,
-        reviewer="+".join(reviewers),
-        findings=_ordered(findings),
-        files_reviewed=len(ctx.files),
-        truncated=ctx.truncated,
-        skipped=ctx.skipped,
-    )
+    try:
+        review = pipeline.review_context(ctx)
+    except ReviewError as exc:
+        if publication:
+            publication.error(f"auto-review failed: {str(exc)[:100]}")
+        raise
     print(render.render(review, args.format), flush=True)
     if publication:
         publication.finish(review)
     return 0
-
-
-def _ordered(findings: list[Finding]) -> list[Finding]:
-    """Without exact duplicates, by path, line, severity (worst first), rule."""
-    from auto_review_gateway.model import severity_rank
-
-    return sorted(
-        set(findings), key=lambda f: (f.path, f.line, -severity_rank(f.severity), f.rule, f.message)
-    )
-
-
-def _llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
-    from auto_review_gateway.model import EXIT_REVIEWER, ReviewError
-
-    try:
-        from auto_review_gateway import llm
-    except ImportError as exc:
-        raise ReviewError(
-            f"LLM_BASE_URL is set but the LLM reviewer is missing: {exc}", EXIT_REVIEWER
-        ) from None
-    try:
-        return llm.review(ctx)
-    except ReviewError:
-        raise  # it names its own cause (EXIT_REVIEWER, or EXIT_CONFIG for a bad setting)
-    except Exception as exc:
-        raise ReviewError(
-            f"the LLM reviewer failed: {type(exc).__name__}: {exc}", EXIT_REVIEWER
-        ) from None
 
 
 def _start_post(pr: str | None, head: str) -> Publication:
@@ -199,4 +120,7 @@ def _start_post(pr: str | None, head: str) -> Publication:
 
     if not pr:
         raise ReviewError("--post needs --pr OWNER/REPO#N", EXIT_USAGE)
-    return forgejo.Publication(pr, head)
+    config = forgejo.load_config()
+    if config.warning():
+        print(f"auto-review: {config.warning()}", file=sys.stderr, flush=True)
+    return forgejo.Publication(pr, head, config=config)

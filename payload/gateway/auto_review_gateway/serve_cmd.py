@@ -16,9 +16,9 @@ names into the sandbox):
 ``AR_REQUEST_TIMEOUT``     seconds a client gets to send a whole request (default 10)
 =========================  ========================================================
 
-The job queue is ``jobs.sqlite3`` in ``AUTO_REVIEW_STATE_DIR_INSIDE`` (default
-``/var/lib/auto-review``). Once listening it prints ``auto-review: serving on
-http://HOST:PORT`` (the real port when bound to port 0).
+The job queue is ``jobs.sqlite3`` in the state dir (:func:`names.state_dir`). Once
+listening it prints ``auto-review: serving on http://HOST:PORT`` (the real port when
+bound to port 0). An ``http://`` ``FORGEJO_BASE_URL`` is logged as a warning at start.
 
 Exit status: 0 after a graceful stop on SIGTERM or SIGINT (the listening socket is
 closed at once, running reviews get ``AR_SHUTDOWN_GRACE`` seconds, pending jobs stay
@@ -39,7 +39,6 @@ HELP = "run the webhook gateway (Forgejo/Gitea webhooks, CI requests, health, me
 
 REQUIRED = ("WEBHOOK_SECRET", "FORGEJO_BASE_URL", "AR_FORGEJO_TOKEN")
 DEFAULT_BIND = "127.0.0.1:8080"
-DEFAULT_STATE_DIR = "/var/lib/auto-review"
 MIN_CI_TOKEN_CHARS = 32
 
 TYPE_CHECKING = False
@@ -90,7 +89,9 @@ class ServeConfig:
         self.bot_name = env.get("AR_BOT_NAME", "").strip().lstrip("@") or "auto-review"
         if not all(c.isascii() and (c.isalnum() or c in "._-") for c in self.bot_name):
             raise ConfigError("AR_BOT_NAME must be a user name ([A-Za-z0-9_.-])")
-        self.state_dir = env.get("AUTO_REVIEW_STATE_DIR_INSIDE", "").strip() or DEFAULT_STATE_DIR
+        from auto_review_gateway import names
+
+        self.state_dir = names.state_dir(env)
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values, for redaction."""
@@ -147,11 +148,14 @@ def serve(config: ServeConfig) -> int:
     import signal
     import threading
 
+    from auto_review_gateway import names
     from auto_review_gateway import server as http
-    from auto_review_gateway.jobs import JobQueue, JobRequest, Workers
+    from auto_review_gateway.jobs import JobQueue
+    from auto_review_gateway.jobspec import JobRequest
     from auto_review_gateway.metrics import Metrics
     from auto_review_gateway.webhooks import Intake
     from auto_review_gateway.worker import abandon_review_job, run_review_job
+    from auto_review_gateway.workers import Workers
 
     stop = threading.Event()
     signals: list[int] = []
@@ -167,9 +171,11 @@ def serve(config: ServeConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    if config.forge.warning():
+        http.log(f"auto-review: {config.forge.warning()}")
     os.makedirs(config.state_dir, exist_ok=True)
     metrics = Metrics()
-    queue = JobQueue(os.path.join(config.state_dir, "jobs.sqlite3"), max_pending=config.queue_max)
+    queue = JobQueue(os.path.join(config.state_dir, names.JOBS_DB), max_pending=config.queue_max)
     workers = None
     httpd = None
     try:

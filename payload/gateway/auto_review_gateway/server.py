@@ -9,6 +9,8 @@ Endpoints (every answer is JSON except /metrics; every answer closes the connect
 ``/version``              GET     200 ``{"version": ...}``
 ``/metrics``              GET     200 Prometheus text format 0.0.4
 ``/info``                 GET     200 ``{"version", "bundle_digest", "isolation", "queue"}``
+``/jobs``                 GET     200 ``{"jobs": [...]}``: the newest jobs with their state,
+                                  attempts and last error (secrets redacted)
 ``/webhooks/forgejo``     POST    see :mod:`auto_review_gateway.webhooks`
 ``/reviews/ci``           POST    see :mod:`auto_review_gateway.webhooks`
 ========================  ======  =====================================================
@@ -139,15 +141,12 @@ class Readiness:
 def forge_probe(intake: Intake) -> Callable[[], None]:
     """A probe for :class:`Readiness`: ``GET <forge>/api/v1/version`` with a short timeout."""
 
+    from auto_review_gateway import forgejo
+
+    client = forgejo.Forgejo(intake.forge, retry=None)
+
     def probe() -> None:
-        httpjson.request(
-            "GET",
-            f"{intake.forge.api_url}/version",
-            token=intake.forge.token,
-            auth_scheme="token",
-            timeout=READY_PROBE_TIMEOUT,
-            exit_code=1,
-        )
+        client.version(READY_PROBE_TIMEOUT)
 
     return probe
 
@@ -179,6 +178,7 @@ class Gateway:
             "/version": {"GET": self.version},
             "/metrics": {"GET": self.metrics_text},
             "/info": {"GET": self.info},
+            "/jobs": {"GET": self.jobs},
             "/webhooks/forgejo": {"POST": self.webhook},
             "/reviews/ci": {"POST": self.ci},
         }
@@ -202,6 +202,9 @@ class Gateway:
         """Prometheus text, with the queue depth read now."""
         try:
             self.metrics.set("queue_depth", self.intake.queue.depth())
+            retrying = getattr(self.intake.queue, "retrying", None)
+            if retrying is not None:
+                self.metrics.set("jobs_waiting_retry", retrying())
         except Exception as exc:
             log(f"auto-review: reading the queue depth failed: {type(exc).__name__}")
         return Reply(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
@@ -223,13 +226,30 @@ class Gateway:
             },
         )
 
+    def jobs(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        """The newest jobs: id, PR, state, attempts, last error, times."""
+        recent = getattr(self.intake.queue, "recent", None)
+        if recent is None:
+            return Reply(404, {"error": "not found"})
+        try:
+            rows = recent()
+        except Exception as exc:
+            log(f"auto-review: reading the jobs failed: {type(exc).__name__}")
+            return Reply(503, {"error": "the job queue is unavailable"}, {"Retry-After": "5"})
+        for row in rows:
+            if row.get("error"):
+                row["error"] = self.intake.safe(str(row["error"]))
+        return Reply(200, {"jobs": rows})
+
     def webhook(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /webhooks/forgejo``."""
         return webhooks.handle_webhook(self.intake, headers, body)
 
     def ci(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /reviews/ci``."""
-        return webhooks.handle_ci(self.intake, headers, body)
+        from auto_review_gateway import ci
+
+        return ci.handle_ci(self.intake, headers, body)
 
 
 class _Deadlines:

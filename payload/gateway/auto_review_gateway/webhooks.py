@@ -6,13 +6,26 @@
     body keyed with ``WEBHOOK_SECRET``, compared in constant time; otherwise 401 and
     nothing is parsed or enqueued. The event is ``X-Forgejo-Event`` / ``X-Gitea-Event``:
 
+    Forgejo's webhook settings have one checkbox per event *type*, and the header
+    ``X-Forgejo-Event`` carries the event *family* (``HookEventType.Event()`` in
+    Forgejo's ``modules/webhook/type.go``): the types ``pull_request`` and
+    ``pull_request_sync`` (*Pull request synchronized*) both arrive as ``pull_request``,
+    ``issue_comment`` and ``pull_request_comment`` (*Pull request comment*) both as
+    ``issue_comment``; ``X-Forgejo-Event-Type`` names the type.
+
     * ``pull_request`` with action ``opened``, ``synchronized`` (a push to the head branch;
       GitHub calls it "synchronize", Forgejo and Gitea "synchronized"), ``reopened`` or
-      ``ready_for_review`` enqueues a review of the head commit. A draft PR is skipped
-      (except on ``ready_for_review``), and so is a closed one.
+      ``ready_for_review`` enqueues a review of the head commit. A draft PR (``draft``,
+      or a title with a work-in-progress prefix, Forgejo's ``WIP:`` / ``[WIP]``) is
+      skipped, and so is a closed one. Forgejo has no ``ready_for_review``: a draft
+      becomes ready by losing its prefix, which sends ``edited`` with
+      ``changes.title.from`` (``ChangesPayload`` in ``modules/structs/hook.go``); an
+      ``edited`` whose old title was a draft's and whose new one is not is reviewed.
     * ``issue_comment`` (action ``created``) on a pull request whose body mentions
       ``@<AR_BOT_NAME>`` and says ``re-review`` enqueues a forced review of the PR's
-      current head, read from the forge API (a comment event does not carry it).
+      current head. The head is read from the forge when the job runs, not here: the
+      answer must reach Forgejo within its delivery timeout (a few seconds), so this
+      handler makes no forge call.
     * ``ping`` answers ``{"pong": true}``. Forgejo and Gitea have no ping event: their
       "Test Delivery" button sends a signed ``push`` event with a dummy commit, which is
       answered 200 ``{"ignored": ...}``, so a test delivery shows green exactly when the
@@ -23,11 +36,7 @@
     and for a form the signature is checked against the JSON in ``payload``, which is
     what the forge signs.
 
-``POST /reviews/ci``
-    For a CI job that wants a review of the commit it tested: ``Authorization: Bearer
-    <AR_CI_REVIEW_TOKEN>`` (404 when no token is configured, 401 when it does not match),
-    body ``{"owner", "repo", "pr_number", "head_sha", "force"}``. The PR is read from the
-    forge; if its head is no longer ``head_sha`` the answer is 409 with the current head.
+``POST /reviews/ci`` is in :mod:`ci`.
 
 Enqueueing answers 202 ``{"job_id": N}`` (accepted), 200 ``{"duplicate": true}`` (that
 delivery, or that head of that PR, is already queued or reviewed) or 503 with
@@ -49,13 +58,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from auto_review_gateway import httpjson
+from auto_review_gateway import httpjson, names
 from auto_review_gateway.forgejo import ForgejoConfig
 from auto_review_gateway.model import ReviewError
 
 PR_ACTIONS = ("opened", "synchronized", "reopened", "ready_for_review")
+# Forgejo's default [repository.pull-request] WORK_IN_PROGRESS_PREFIXES, compared
+# case-insensitively (HasWorkInProgressPrefix).
+WIP_PREFIXES = ("WIP:", "[WIP]")
 RETRY_AFTER_SECONDS = 30
-FORGE_TIMEOUT = 10.0  # looking up a PR while the forge waits for our answer
 # The events a forge sends; any other value is counted as "other", so a client cannot
 # grow the metric's label set.
 KNOWN_EVENTS = frozenset(
@@ -70,6 +81,7 @@ KNOWN_EVENTS = frozenset(
         "pull_request_approved",
         "pull_request_comment",
         "pull_request_rejected",
+        "pull_request_sync",
         "push",
         "release",
         "repository",
@@ -80,8 +92,7 @@ KNOWN_EVENTS = frozenset(
     }
 )
 
-_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,100}\Z")
-_SHA = re.compile(r"\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_ACTION = re.compile(r"\A[A-Za-z0-9_.-]{1,100}\Z")
 _DELIVERY = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 _RE_REVIEW = re.compile(r"\bre-review\b", re.IGNORECASE)
 
@@ -222,7 +233,7 @@ def signed_payload(raw: bytes, content_type: str | None) -> bytes:
     return values[0].encode("utf-8") if values and len(values) == 1 else raw
 
 
-def _parse_json(text: bytes) -> dict[str, Any]:
+def parse_json(text: bytes) -> dict[str, Any]:
     """The JSON object in ``text``; BadRequest otherwise."""
     try:
         doc = json.loads(text)
@@ -233,38 +244,44 @@ def _parse_json(text: bytes) -> dict[str, Any]:
     return doc
 
 
-def _obj(doc: Any, key: str, where: str) -> dict[str, Any]:
+def want_obj(doc: Any, key: str, where: str) -> dict[str, Any]:
+    """``doc[key]`` if it is an object; BadRequest naming ``where.key`` otherwise."""
     value = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(value, dict):
         raise BadRequest(f"{where}.{key} is missing or not an object")
     return value
 
 
-def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+def want_name(value: Any, what: str) -> str:
+    """``value`` if it is an owner or repository name (names.is_name); else BadRequest."""
+    if not names.is_name(value):
         raise BadRequest(f"{what} is not a valid name")
     return value
 
 
-def _number(value: Any, what: str) -> int:
+def want_number(value: Any, what: str) -> int:
+    """``value`` if it is a positive integer (not a bool); else BadRequest."""
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**53:
         raise BadRequest(f"{what} must be a positive integer")
     return value
 
 
-def _sha(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _SHA.match(value.lower()):
+def want_sha(value: Any, what: str) -> str:
+    """``value`` lower-cased if it is a full hex commit SHA; else BadRequest."""
+    if not names.is_sha(value):
         raise BadRequest(f"{what} must be a full hex commit SHA (40 or 64 digits)")
     return value.lower()
 
 
-def _ref(value: Any, what: str) -> str:
+def want_ref(value: Any, what: str) -> str:
+    """``value`` if it is a printable git ref of at most 255 characters; else BadRequest."""
     if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
         raise BadRequest(f"{what} is not a valid ref")
     return value
 
 
-def _clone_url(value: Any, what: str) -> str:
+def want_clone_url(value: Any, what: str) -> str:
+    """``value`` if it is an http(s) URL without credentials; else BadRequest."""
     if not isinstance(value, str) or len(value) > 2048:
         raise BadRequest(f"{what} is not a valid URL")
     try:
@@ -275,9 +292,9 @@ def _clone_url(value: Any, what: str) -> str:
 
 
 def _owner_login(repository: dict[str, Any]) -> str:
-    owner = _obj(repository, "owner", "repository")
+    owner = want_obj(repository, "owner", "repository")
     login = owner.get("login") or owner.get("username")
-    return _name(login, "repository.owner.login")
+    return want_name(login, "repository.owner.login")
 
 
 def delivery_id(headers: Mapping[str, str]) -> str | None:
@@ -292,84 +309,6 @@ def mentions_re_review(body: str, bot_name: str) -> bool:
     """True if ``body`` mentions ``@bot_name`` (as a whole user name) and says ``re-review``."""
     mention = re.compile(rf"(?<![\w@/.-])@{re.escape(bot_name)}(?![\w-])", re.IGNORECASE)
     return bool(mention.search(body)) and bool(_RE_REVIEW.search(body))
-
-
-# --------------------------------------------------------------------------- forge
-
-
-class ForgeError(Exception):
-    """The forge could not be asked; ``status`` is its HTTP status, if it answered."""
-
-    def __init__(self, message: str, status: int | None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def get_pull(forge: ForgejoConfig, owner: str, repo: str, number: int) -> dict[str, Any]:
-    """``GET /repos/{owner}/{repo}/pulls/{number}``: the PR JSON; ForgeError on failure."""
-    url = (
-        f"{forge.api_url}/repos/{urllib.parse.quote(owner, safe='')}/"
-        f"{urllib.parse.quote(repo, safe='')}/pulls/{number}"
-    )
-    try:
-        _status, doc = httpjson.request(
-            "GET",
-            url,
-            token=forge.token,
-            auth_scheme="token",
-            timeout=min(forge.timeout, FORGE_TIMEOUT),
-            exit_code=1,
-        )
-    except httpjson.HttpError as exc:
-        raise ForgeError(str(exc), exc.status) from None
-    if not isinstance(doc, dict):
-        raise ForgeError("the forge's pull request answer is not an object", None)
-    return doc
-
-
-def _forge_reply(intake: Intake, exc: ForgeError, owner: str, repo: str, number: int) -> Reply:
-    if exc.status == 404:
-        return Reply(404, {"error": f"pull request {owner}/{repo}#{number} not found"})
-    intake.log(f"auto-review: forge lookup failed: {intake.safe(str(exc))}")
-    return Reply(502, {"error": "the forge could not be asked", "detail": intake.safe(str(exc))})
-
-
-def _fetch_pull(
-    intake: Intake, owner: str, repo: str, number: int
-) -> Reply | tuple[dict[str, Any], tuple[str, str, str]]:
-    """The pull request from the forge and its (head sha, base ref, state), or the reply
-    that says why it could not be had (404 unknown, 502 forge failure or bad answer)."""
-    try:
-        pull = get_pull(intake.forge, owner, repo, number)
-    except ForgeError as exc:
-        return _forge_reply(intake, exc, owner, repo, number)
-    try:
-        return pull, _pull_facts(pull)
-    except BadRequest as exc:
-        intake.log(f"auto-review: the forge's pull request answer is unusable: {exc}")
-        return Reply(502, {"error": "the forge's pull request answer is unusable"})
-
-
-def _pull_facts(pull: dict[str, Any]) -> tuple[str, str, str]:
-    """(head sha, base ref, state) of a PR from the API."""
-    head = _obj(pull, "head", "pull_request")
-    base = _obj(pull, "base", "pull_request")
-    state = pull.get("state") if isinstance(pull.get("state"), str) else "open"
-    return _sha(head.get("sha"), "head.sha"), _ref(base.get("ref"), "base.ref"), state
-
-
-def _api_clone_url(intake: Intake, pull: dict[str, Any], owner: str, repo: str) -> str:
-    """``base.repo.clone_url`` of the PR, else ``<forge>/<owner>/<repo>.git``."""
-    base = pull.get("base")
-    base_repo = base.get("repo") if isinstance(base, dict) else None
-    url = base_repo.get("clone_url") if isinstance(base_repo, dict) else None
-    if isinstance(url, str) and url:
-        try:
-            return _clone_url(url, "base.repo.clone_url")
-        except BadRequest:
-            pass
-    root = intake.forge.api_url[: -len("/api/v1")]
-    return f"{root}/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(repo, safe='')}.git"
 
 
 # --------------------------------------------------------------------------- enqueue
@@ -427,7 +366,7 @@ def handle_webhook(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Re
     if not event:
         return Reply(400, {"error": "missing X-Forgejo-Event header"})
     try:
-        doc = _parse_json(payload)
+        doc = parse_json(payload)
         if event == "ping":
             return Reply(200, {"pong": True})
         if event == "pull_request":
@@ -441,27 +380,47 @@ def handle_webhook(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Re
     return Reply(200, {"ignored": f"event {event_label(event)} does not trigger reviews"})
 
 
+def is_wip_title(title: Any) -> bool:
+    """True if ``title`` starts with a work-in-progress prefix (see WIP_PREFIXES)."""
+    return isinstance(title, str) and title.lstrip().upper().startswith(WIP_PREFIXES)
+
+
+def _is_draft(pull: dict[str, Any]) -> bool:
+    return pull.get("draft") is True or is_wip_title(pull.get("title"))
+
+
+def _became_ready(doc: dict[str, Any], pull: dict[str, Any]) -> bool:
+    """An ``edited`` event whose title change took the PR out of draft."""
+    changes = doc.get("changes")
+    title = changes.get("title") if isinstance(changes, dict) else None
+    old = title.get("from") if isinstance(title, dict) else None
+    return is_wip_title(old) and not _is_draft(pull)
+
+
 def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
     action = doc.get("action")
+    pull = doc.get("pull_request")
+    if action == "edited" and isinstance(pull, dict) and _became_ready(doc, pull):
+        action = "ready_for_review"  # Forgejo's way of saying it (see the module doc)
     if action not in PR_ACTIONS:
-        shown = action if isinstance(action, str) and _NAME.match(action) else "?"
+        shown = action if isinstance(action, str) and _ACTION.match(action) else "?"
         return Reply(200, {"ignored": f"pull_request action {shown} does not trigger reviews"})
-    pull = _obj(doc, "pull_request", "payload")
-    repository = _obj(doc, "repository", "payload")
-    if pull.get("draft") is True and action != "ready_for_review":
+    pull = want_obj(doc, "pull_request", "payload")
+    repository = want_obj(doc, "repository", "payload")
+    if _is_draft(pull) and action != "ready_for_review":
         return Reply(200, {"ignored": "draft pull request"})
     if pull.get("state") == "closed" or pull.get("merged") is True:
         return Reply(200, {"ignored": "pull request is closed"})
-    head = _obj(pull, "head", "pull_request")
-    base = _obj(pull, "base", "pull_request")
+    head = want_obj(pull, "head", "pull_request")
+    base = want_obj(pull, "base", "pull_request")
     number = pull.get("number", doc.get("number"))
     request = intake.job_request(
         owner=_owner_login(repository),
-        repo=_name(repository.get("name"), "repository.name"),
-        pr_number=_number(number, "pull_request.number"),
-        head_sha=_sha(head.get("sha"), "pull_request.head.sha"),
-        base_ref=_ref(base.get("ref"), "pull_request.base.ref"),
-        clone_url=_clone_url(repository.get("clone_url"), "repository.clone_url"),
+        repo=want_name(repository.get("name"), "repository.name"),
+        pr_number=want_number(number, "pull_request.number"),
+        head_sha=want_sha(head.get("sha"), "pull_request.head.sha"),
+        base_ref=want_ref(base.get("ref"), "pull_request.base.ref"),
+        clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
         reason=f"pull_request:{action}",
         delivery_id=delivery,
     )
@@ -471,82 +430,36 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
 def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
     if doc.get("action") != "created":
         return Reply(200, {"ignored": "only new comments are read"})
-    issue = _obj(doc, "issue", "payload")
+    issue = want_obj(doc, "issue", "payload")
     if issue.get("pull_request") is None and doc.get("is_pull") is not True:
         return Reply(200, {"ignored": "comment on an issue, not a pull request"})
-    comment = _obj(doc, "comment", "payload")
+    comment = want_obj(doc, "comment", "payload")
     body = comment.get("body")
     if not isinstance(body, str) or not mentions_re_review(body, intake.bot_name):
         return Reply(200, {"ignored": "comment does not ask for a re-review"})
     author = comment.get("user")
     if isinstance(author, dict) and str(author.get("login", "")).lower() == intake.bot_name.lower():
         return Reply(200, {"ignored": "comment by the bot itself"})
-    repository = _obj(doc, "repository", "payload")
-    owner = _owner_login(repository)
-    repo = _name(repository.get("name"), "repository.name")
-    number = _number(issue.get("number"), "issue.number")
-    fetched = _fetch_pull(intake, owner, repo, number)
-    if isinstance(fetched, Reply):
-        return fetched
-    pull, (head_sha, base_ref, state) = fetched
-    if state == "closed":
+    if issue.get("state") == "closed":
         return Reply(200, {"ignored": "pull request is closed"})
-    clone_url = repository.get("clone_url")
+    repository = want_obj(doc, "repository", "payload")
+    owner = _owner_login(repository)
+    repo = want_name(repository.get("name"), "repository.name")
+    number = want_number(issue.get("number"), "issue.number")
     try:
-        clone_url = _clone_url(clone_url, "repository.clone_url")
+        clone_url = want_clone_url(repository.get("clone_url"), "repository.clone_url")
     except BadRequest:
-        clone_url = _api_clone_url(intake, pull, owner, repo)
+        clone_url = intake.forge.repo_clone_url(owner, repo)
+    # Queued without a head: the worker reads the PR's current head when it runs.
     request = intake.job_request(
         owner=owner,
         repo=repo,
         pr_number=number,
-        head_sha=head_sha,
-        base_ref=base_ref,
+        head_sha="",
+        base_ref="",
         clone_url=clone_url,
         reason="issue_comment:re-review",
         delivery_id=delivery,
         force=True,
-    )
-    return enqueue(intake, request)
-
-
-# --------------------------------------------------------------------------- CI
-
-
-def handle_ci(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Reply:
-    """``POST /reviews/ci``: authenticate, check the head is current, enqueue."""
-    if not intake.ci_token:
-        return Reply(404, {"error": "not found: /reviews/ci is disabled (no CI token set)"})
-    if not bearer_ok(intake.ci_token, headers.get("Authorization")):
-        return Reply(401, {"error": "missing or invalid token"}, {"WWW-Authenticate": "Bearer"})
-    try:
-        doc = _parse_json(raw)
-        owner = _name(doc.get("owner"), "owner")
-        repo = _name(doc.get("repo"), "repo")
-        number = _number(doc.get("pr_number"), "pr_number")
-        head_sha = _sha(doc.get("head_sha"), "head_sha")
-        force = doc.get("force", False)
-        if not isinstance(force, bool):
-            raise BadRequest("force must be true or false")
-    except BadRequest as exc:
-        return Reply(400, {"error": str(exc)})
-    fetched = _fetch_pull(intake, owner, repo, number)
-    if isinstance(fetched, Reply):
-        return fetched
-    pull, (current, base_ref, state) = fetched
-    if current != head_sha:
-        return Reply(409, {"error": "head moved", "head": current})
-    if state == "closed":
-        return Reply(409, {"error": "pull request is closed"})
-    request = intake.job_request(
-        owner=owner,
-        repo=repo,
-        pr_number=number,
-        head_sha=head_sha,
-        base_ref=base_ref,
-        clone_url=_api_clone_url(intake, pull, owner, repo),
-        reason="ci",
-        delivery_id=None,
-        force=force,
     )
     return enqueue(intake, request)

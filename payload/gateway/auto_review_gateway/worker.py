@@ -1,34 +1,43 @@
 """The production job of the gateway: review one pull request head and publish the result.
 
-:func:`run_review_job` sets the ``auto_review`` commit status to pending, fetches the
-base branch and the head commit, reviews the change (built-in rules, plus the LLM when
-``LLM_BASE_URL`` is set) and posts the review with a success/failure status. Whatever
-goes wrong after the pending status leaves an ``error`` status (best effort) and the
-exception propagates to :class:`~auto_review_gateway.jobs.Workers`, which records it.
+:func:`run_review_job` reads the PR's head from the forge when the job was queued
+without one (a re-review comment: the webhook answers before any forge call), sets the
+``auto_review`` commit status to pending, fetches the base branch and the head commit,
+runs :mod:`pipeline` and posts the review with a success/failure status. Whatever goes
+wrong after the pending status leaves an ``error`` status (best effort) and the
+exception propagates to :class:`~auto_review_gateway.workers.Workers`, which records
+it and may try the job again later.
 
-Re-running after a crash: the job queue completes a job once, but a crash after the
-review is posted and before the job is marked done runs the job again on restart, which
-posts a second review. The function returns right after the final status, so that
-window is the time of one SQLite commit.
+Posting twice: the review carries a marker of the job (``job-<id>``), and a job that
+runs again (a retry, or a restart after a crash between the post and the commit of
+"done") finds its review on the PR and does not post it again.
+
+Where the repository is fetched from: a clone URL under ``FORGEJO_BASE_URL`` as it is;
+a clone URL naming the same repository (``/<owner>/<repo>.git``) on another host name
+(Forgejo's ROOT_URL differs from the address the gateway uses) is rewritten to
+``FORGEJO_BASE_URL/<owner>/<repo>.git``; any other URL is fetched as it is, without the
+token. Plain ``http://`` is allowed only when ``FORGEJO_BASE_URL`` itself is http:// and
+only to it.
 
 Private repositories: the forge token goes to git as an ``http.<url>.extraHeader`` scoped
-to ``FORGEJO_BASE_URL`` (scheme, host, port and path prefix), only when the clone URL is
-an HTTPS URL under it. gitrepo builds git's whole environment and command line itself, so
-the setting is put in the configuration of the (not yet fetched) repository that
-:func:`gitrepo.clone` initializes and fetches into: a repository's own config applies,
-and ``git init`` keeps it. It lives in the job's private temporary directory, removed
-when the job ends.
+to ``FORGEJO_BASE_URL`` (scheme, host, port and path prefix). gitrepo builds git's whole
+environment and command line itself, so the setting is put in the configuration of the
+(not yet fetched) repository that :func:`gitrepo.clone` initializes and fetches into: a
+repository's own config applies, and ``git init`` keeps it. It lives in the job's
+private temporary directory, removed when the job ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 import urllib.parse
 
 from auto_review_gateway import forgejo, gitrepo
-from auto_review_gateway.jobs import Job, JobRequest
+from auto_review_gateway.jobspec import Job, JobRequest
 from auto_review_gateway.model import EXIT_CLONE, Review, ReviewError
 
 STATUS_DESCRIPTION_CHARS = 100
@@ -37,9 +46,7 @@ _CONFIG_UNSAFE = frozenset('"\\\n\r\0')
 
 def forge_base_url(config: forgejo.ForgejoConfig) -> str:
     """The forge's web root (``FORGEJO_BASE_URL`` without ``/api/v1``)."""
-    return (
-        config.api_url[: -len("/api/v1")] if config.api_url.endswith("/api/v1") else config.api_url
-    )
+    return config.base_url
 
 
 def _default_port(scheme: str, port: int | None) -> int:
@@ -48,8 +55,9 @@ def _default_port(scheme: str, port: int | None) -> int:
 
 def auth_scope(clone_url: str, base_url: str) -> str | None:
     """The URL prefix (``https://host[:port][/path]/``) the forge token may be sent to
-    when fetching ``clone_url``, or None when ``clone_url`` is not an HTTPS URL on the
-    forge at ``base_url`` (same scheme, host, port, under its path)."""
+    when fetching ``clone_url``, or None when ``clone_url`` is not on the forge at
+    ``base_url`` (same scheme, host, port, under its path). The scheme is https, or
+    http when ``base_url`` itself is http:// (the operator's choice)."""
     try:
         clone = urllib.parse.urlsplit(clone_url)
         base = urllib.parse.urlsplit(base_url)
@@ -57,7 +65,8 @@ def auth_scope(clone_url: str, base_url: str) -> str | None:
         base_port = _default_port(base.scheme.lower(), base.port)
     except ValueError:
         return None
-    if clone.scheme.lower() != "https" or base.scheme.lower() != "https":
+    scheme = base.scheme.lower()
+    if scheme not in ("https", "http") or clone.scheme.lower() != scheme:
         return None
     if not base.hostname or (clone.hostname or "").lower() != base.hostname.lower():
         return None
@@ -70,7 +79,7 @@ def auth_scope(clone_url: str, base_url: str) -> str | None:
     if ":" in host:
         host = f"[{host}]"
     netloc = host if base.port is None else f"{host}:{base.port}"
-    scope = f"https://{netloc}{prefix}/"
+    scope = f"{scheme}://{netloc}{prefix}/"
     if any(c in _CONFIG_UNSAFE or ord(c) < 32 for c in scope):
         return None
     return scope
@@ -105,39 +114,47 @@ def prepare_auth(workdir: str, clone_url: str, config: forgejo.ForgejoConfig) ->
     return True
 
 
+def clone_source(req: JobRequest, config: forgejo.ForgejoConfig) -> str:
+    """The URL to fetch ``req``'s repository from (see the module doc)."""
+    base = config.base_url
+    if req.clone_url and auth_scope(req.clone_url, base) is not None:
+        return req.clone_url
+    wanted = f"/{req.owner}/{req.repo}.git".lower()
+    try:
+        path = urllib.parse.urlsplit(req.clone_url).path.lower() if req.clone_url else ""
+    except ValueError:
+        path = ""
+    if not req.clone_url or path.endswith(wanted):
+        return config.repo_clone_url(req.owner, req.repo)
+    return req.clone_url
+
+
 def review_request(req: JobRequest, config: forgejo.ForgejoConfig) -> Review | None:
     """Fetch and review the change of ``req``: the Review, or None when the repository's
     ``.auto_review.yaml`` disables reviews. ReviewError on failure."""
-    from auto_review_gateway import builtin_rules, context, repoconfig, review_cmd
+    from auto_review_gateway import pipeline
 
+    url = clone_source(req, config)
+    allow_http = config.plain_http and auth_scope(url, config.base_url) is not None
     work = tempfile.mkdtemp(prefix="auto-review-job-")
     try:
-        with review_cmd._Reading():
-            prepare_auth(work, req.clone_url, config)
-            repo = gitrepo.clone(req.clone_url, req.base_ref, req.head_sha, work)
-            repo_config = repoconfig.load(review_cmd._config_text(repo))
-            if not repo_config.enabled:
-                return None
-            ctx = context.build(
-                repo, repo.base, repo.head, repo_config, review_cmd.DEFAULT_MAX_DIFF_BYTES
-            )
-        findings = builtin_rules.review(ctx)
-        reviewers = ["builtin"]
-        if os.environ.get("LLM_BASE_URL"):
-            llm_findings, model = review_cmd._llm_review(ctx)
-            findings += llm_findings
-            reviewers.append(f"llm:{model}")
-        return Review(
-            base=repo.base,
-            head=repo.head,
-            reviewer="+".join(reviewers),
-            findings=review_cmd._ordered(findings),
-            files_reviewed=len(ctx.files),
-            truncated=ctx.truncated,
-            skipped=ctx.skipped,
-        )
+        with pipeline.Reading():
+            prepare_auth(work, url, config)
+            repo = gitrepo.clone(url, req.base_ref, req.head_sha, work, allow_http=allow_http)
+        return pipeline.review_repo(repo, pipeline.DEFAULT_MAX_DIFF_BYTES)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def resolve(req: JobRequest, forge: forgejo.ForgeClient) -> JobRequest | None:
+    """``req`` with the PR's current head and base read from the forge when it was queued
+    without them; None when the PR is closed."""
+    if req.head_sha and req.base_ref:
+        return req
+    pull = forge.get_pull(req.owner, req.repo, req.pr_number)
+    if pull.state == "closed":
+        return None
+    return dataclasses.replace(req, head_sha=pull.head_sha, base_ref=pull.base_ref)
 
 
 def _error_description(exc: BaseException, clone_url: str) -> str:
@@ -152,9 +169,15 @@ def run_review_job(job: Job) -> None:
     """Review ``job``'s pull request head and publish it: status pending, the review, then
     success (verdict pass/warn) or failure (fail). Any exception leaves status error (best
     effort) and is re-raised. Needs ``FORGEJO_BASE_URL`` and ``AR_FORGEJO_TOKEN``."""
-    req = job.request
     config = forgejo.load_config()
-    publication = forgejo.Publication(req.pr, req.head_sha, config=config)  # status pending
+    req = resolve(job.request, forgejo.Forgejo(config))
+    if req is None:
+        print(f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return
+    publication = forgejo.Publication(
+        req.pr, req.head_sha, config=config, key=f"job-{job.id}"
+    )  # status pending
     try:
         review = review_request(req, config)
     except BaseException as exc:
@@ -181,6 +204,8 @@ def abandon_review_job(job: Job) -> None:
     """Set status error on a job the queue gave up on (interrupted too many times):
     ``Workers(on_abandoned=abandon_review_job)``. Raises ReviewError if posting fails."""
     req = job.request
+    if not req.head_sha:
+        return  # queued without a head: no commit to mark
     forgejo.set_status(
         req.owner,
         req.repo,

@@ -1,0 +1,73 @@
+"""What the gateway sends to the forge: the JSON bodies of a commit status
+(``CreateStatusOption``) and of a review (``CreatePullReviewOptions``), as Forgejo's
+swagger (``templates/swagger/v1_json.tmpl``) defines them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auto_review_gateway import httpjson
+from auto_review_gateway.model import Review
+
+STATUS_CONTEXT = "auto_review"
+STATES = ("pending", "success", "failure", "error")
+MAX_DESCRIPTION_CHARS = 140  # what forges show of a status description
+MARKER = "<!-- auto-review run {key} -->"  # hidden in the body: this run's review
+
+
+def status_body(state: str, description: str) -> dict[str, str]:
+    """The ``CreateStatusOption`` JSON for the ``auto_review`` context."""
+    if state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}")
+    return {
+        "state": state,
+        "context": STATUS_CONTEXT,
+        "description": httpjson.clean_text(description, MAX_DESCRIPTION_CHARS),
+        "target_url": "",
+    }
+
+
+def _code(text: str) -> str:
+    """``text`` as inline Markdown code (backticks removed, so it cannot break out)."""
+    return "`" + httpjson.clean_text(text.replace("`", "'"), 200) + "`"
+
+
+def render_body(review: Review) -> str:
+    """The review's Markdown body: verdict and summary first, then the facts behind them."""
+    lines = [
+        f"### auto-review: {review.verdict}",
+        "",
+        review.summary,
+        "",
+        f"Reviewer: {_code(review.reviewer)} · base {_code(review.base[:12])} · "
+        f"head {_code(review.head[:12])}",
+    ]
+    if review.findings:
+        lines.append("")
+        lines.append(f"{len(review.findings)} finding(s), shown as inline comments.")
+    if review.truncated:
+        lines += ["", "The diff was larger than the review limit: only part of it was reviewed."]
+    if review.skipped:
+        shown = ", ".join(_code(path) for path in review.skipped[:20])
+        more = f" and {len(review.skipped) - 20} more" if len(review.skipped) > 20 else ""
+        lines += ["", f"Skipped (ignored paths): {shown}{more}"]
+    return "\n".join(lines)
+
+
+def review_body(review: Review) -> dict[str, Any]:
+    """The ``CreatePullReviewOptions`` JSON for ``review``: one inline comment per finding."""
+    return {
+        "body": render_body(review),
+        # A failing review requests changes; anything else comments. Never APPROVED:
+        # a bot's approval could count towards branch protection.
+        "event": "REQUEST_CHANGES" if review.verdict == "fail" else "COMMENT",
+        "commit_id": review.head,
+        "comments": [
+            {
+                "path": f.path,
+                "new_position": f.line,
+                "body": f"**{f.severity}** {f.rule}: {f.message}",
+            }
+            for f in review.findings
+        ],
+    }

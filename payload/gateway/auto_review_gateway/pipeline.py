@@ -1,0 +1,124 @@
+"""The review pipeline, the one path both ``review`` and the service take:
+repository -> ``.auto_review.yaml`` -> diff -> context -> reviewers -> findings -> verdict.
+
+:func:`review_repo` runs it on a repository whose base and head are resolved (a clone
+or a local checkout); it returns the :class:`~auto_review_gateway.model.Review` whose
+verdict is computed from the findings, or None when the repository disables reviews.
+Errors are ReviewErrors naming their cause (exit codes in :mod:`model`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from auto_review_gateway.model import (
+    EXIT_CLONE,
+    EXIT_CONFIG,
+    EXIT_REVIEWER,
+    Finding,
+    Review,
+    ReviewContext,
+    ReviewError,
+    severity_rank,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from auto_review_gateway.gitrepo import Repo
+
+DEFAULT_MAX_DIFF_BYTES = 256 * 1024
+
+
+class Reading:
+    """Turns an OSError or ValueError while reading the repository into a clean exit."""
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, (OSError, ValueError)):
+            raise ReviewError(f"could not read the repository: {exc}", EXIT_CLONE) from None
+
+
+def config_text(repo: Repo) -> str | None:
+    """The head's ``.auto_review.yaml`` as text, None when there is none."""
+    from auto_review_gateway import repoconfig
+
+    try:
+        size = repo.size_at(repo.head, repoconfig.FILENAME)
+    except FileNotFoundError:
+        return None
+    if size > repoconfig.MAX_FILE_BYTES:
+        raise ReviewError(f"{repoconfig.FILENAME}: larger than 64 KiB", EXIT_CONFIG)
+    try:
+        return repo.file_at(repo.head, repoconfig.FILENAME).decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise ReviewError(f"{repoconfig.FILENAME}: not UTF-8 text", EXIT_CONFIG) from None
+
+
+def ordered(findings: list[Finding]) -> list[Finding]:
+    """Without exact duplicates, by path, line, severity (worst first), rule."""
+    return sorted(
+        set(findings), key=lambda f: (f.path, f.line, -severity_rank(f.severity), f.rule, f.message)
+    )
+
+
+def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
+    """The LLM reviewer's findings and model name; ReviewError(EXIT_REVIEWER) on failure."""
+    try:
+        from auto_review_gateway import llm
+    except ImportError as exc:
+        raise ReviewError(
+            f"LLM_BASE_URL is set but the LLM reviewer is missing: {exc}", EXIT_REVIEWER
+        ) from None
+    try:
+        return llm.review(ctx)
+    except ReviewError:
+        raise  # it names its own cause (EXIT_REVIEWER, or EXIT_CONFIG for a bad setting)
+    except Exception as exc:
+        raise ReviewError(
+            f"the LLM reviewer failed: {type(exc).__name__}: {exc}", EXIT_REVIEWER
+        ) from None
+
+
+def context_of(repo: Repo, max_diff_bytes: int) -> ReviewContext | None:
+    """The repository's config and the diff as a context; None when reviews are disabled."""
+    from auto_review_gateway import context, repoconfig
+
+    with Reading():
+        config = repoconfig.load(config_text(repo))
+        if not config.enabled:
+            return None
+        return context.build(repo, repo.base, repo.head, config, max_diff_bytes)
+
+
+def review_context(ctx: ReviewContext) -> Review:
+    """Run the reviewers on ``ctx`` (built-in rules, plus the LLM when ``LLM_BASE_URL``
+    is set) and assemble the Review."""
+    from auto_review_gateway import builtin_rules
+
+    findings = builtin_rules.review(ctx)
+    reviewers = ["builtin"]
+    if os.environ.get("LLM_BASE_URL"):
+        llm_findings, model = llm_review(ctx)
+        findings += llm_findings
+        reviewers.append(f"llm:{model}")
+    return Review(
+        base=ctx.base,
+        head=ctx.head,
+        reviewer="+".join(reviewers),
+        findings=ordered(findings),
+        files_reviewed=len(ctx.files),
+        truncated=ctx.truncated,
+        skipped=ctx.skipped,
+    )
+
+
+def review_repo(repo: Repo, max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES) -> Review | None:
+    """The whole pipeline on ``repo``: its Review, or None when it disables reviews."""
+    ctx = context_of(repo, max_diff_bytes)
+    return None if ctx is None else review_context(ctx)
