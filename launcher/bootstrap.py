@@ -51,10 +51,22 @@ def forget(code: str) -> None:
         package.__path__[:] = [p for p in package.__path__ if not p.startswith(code + os.sep)]
 
 
+def will_unpack(argv: list[str]) -> bool:
+    """Whether this command uses the cache (a sandboxed command, `cache prepare`): only
+    then is the code published before the first import; `--help`, `bundle info` or
+    `cache path` create nothing."""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words or words[0] in ("bundle", "doctor", "help"):
+        return False
+    return words[0] != "cache" or words[1:2] == ["prepare"]
+
+
 def use_cached_code() -> None:
     """Prefer the cached code and hold it in use, or leave the zip in charge."""
     code = cached_code(CODE_ID)
     if code is None:
+        if not will_unpack(sys.argv[1:]):
+            return
         from launcher.cache.code import publish_early
 
         code = publish_early()
