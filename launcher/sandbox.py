@@ -3,9 +3,14 @@
 The launcher supervises the runtime instead of exec'ing it: it forwards
 signals, mirrors the exit code (128+N for a signal), removes the run dir, and
 can tell "the sandbox could not start" (the runtime logged an error) from
-"the gateway exited non-zero". The cache use lock is passed into the container
-as fd 3 (--preserve-fds 1), so the version stays in use as long as the gateway
-lives, even if the runtime or the launcher is killed.
+"the gateway exited non-zero". The cache use lock stays here, held by the
+launcher for as long as the sandbox runs; the container gets only the lifeline
+and the secrets pipe (launcher.hostlink), so it exits when the launcher dies.
+
+Without network (or with the host's), one `runc run`. With the user-mode
+network, podman's sequence: `runc create`, slirp4netns attached to the
+container's namespace by its pid, the serve port forwarded, `runc start`; the
+launcher is the child subreaper that waits for the container's init.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import signal
 import stat
 import sys
 
-from launcher import gateway_env, ocispec, rundirs
+from launcher import gateway_env, hostlink, network, ocispec, rundirs
 from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
 from launcher.layout import default_state_dir
 from launcher.runtime import Runtime, discover
@@ -23,7 +28,7 @@ from launcher.start import Acquired, acquire
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
-LOCK_FD = 3
+PR_SET_CHILD_SUBREAPER = 36
 REPO_MOUNT = "/mnt/repo"  # a mount point the recipe pre-creates
 DOCTOR = "run: auto-review doctor"
 
@@ -53,30 +58,48 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             f" rootfs {acquired.rootfs}\n"
         )
     argv, repo_dir = bind_repo_path(argv)
+    net_mode = network.mode()
+    stack = net_mode == "isolated" and network.needs_stack(argv)
+    slirp = network.slirp4netns() if stack else None
+    forward = network.serve_forward(argv) if stack else None
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
     dirs.clean_stale(runtime)
     run = dirs.new_run(runtime, fixed_container_id())
+    extra = {
+        "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
+        "AUTO_REVIEW_LIFELINE_FD": str(hostlink.LIFELINE_FD),
+        "AUTO_REVIEW_SECRETS_FD": str(hostlink.SECRETS_FD),
+        "AUTO_REVIEW_NETWORK": net_mode,
+    }
+    if forward:  # inside, the forwarded port arrives on the tap device's address
+        extra["AR_GATEWAY_BIND"] = f"0.0.0.0:{forward[1]}"
+    env, secrets = gateway_env.sandbox_env_and_secrets(
+        acquired.manifest["process"]["env"], runtime.name, extra
+    )
     try:
         spec = ocispec.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
             args=argv,
-            env=gateway_env.sandbox_env(
-                acquired.manifest["process"]["env"],
-                runtime.name,
-                {"AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest},
-            ),
+            env=env,
             state_dir=state_dir(
                 *sandbox_owner(rootless, acquired.manifest),
                 acquired.manifest["process"]["user"]["uid"],
             ),
             rootless=rootless,
-            resolv_conf=resolv_conf(),
+            resolv_conf=network.resolv_conf(resolv_conf(), run.path) if stack else resolv_conf(),
             ca_bundle=ca_bundle(acquired, run.path),
             repo_dir=repo_dir,
+            host_network=net_mode == "host",
         )
         run.write_config(ocispec.build_config(spec))
-        return supervise(runtime, dirs, run, acquired.lock_fd)
+        link = hostlink.HostLink(secrets)
+        try:
+            if slirp:
+                return supervise_with_network(runtime, dirs, run, link, slirp, rootless, forward)
+            return supervise(runtime, dirs, run, link)
+        finally:
+            link.cut()
     finally:
         run.remove()
 
@@ -198,33 +221,14 @@ def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
     return path
 
 
-def supervise(runtime: Runtime, dirs: rundirs.RunDirs, run: rundirs.Run, lock_fd: int) -> int:
-    """Start the runtime, forward signals to it, and return the gateway's exit status."""
-    argv = [
-        runtime.path, "--root", dirs.state_root, *runtime.log_args(run.log),
-        "run", "--bundle", run.path, "--preserve-fds", "1", run.container_id,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "NOTIFY_SOCKET")}
-    os.set_inheritable(lock_fd, True)
-    try:
-        pid = os.posix_spawn(
-            runtime.path, argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, lock_fd, LOCK_FD)]
-        )
-    except OSError as exc:
-        raise SandboxFailed(f"cannot start {runtime.path}: {exc.strerror}", DOCTOR) from None
-    forward_sigint = not os.isatty(0)
-    previous = {}
-    for sig in FORWARDED:
-        if sig == signal.SIGINT and not forward_sigint:
-            # The terminal already sends Ctrl-C to the whole process group, runtime included.
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-            continue
-        previous[sig] = signal.signal(sig, lambda signo, _frame: _forward(pid, signo))
-    try:
+def supervise(
+    runtime: Runtime, dirs: rundirs.RunDirs, run: rundirs.Run, link: hostlink.HostLink
+) -> int:
+    """`runc run`, with signals forwarded to it; returns the gateway's exit status."""
+    pid = spawn(runtime, dirs, run, link, "run", "--preserve-fds", "2")
+    link.close_read_ends()
+    with forwarding(pid):
         status = _wait(pid)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # the runtime itself died of a signal: its container may be orphaned
         dirs.delete(runtime, run.container_id)
@@ -234,6 +238,97 @@ def supervise(runtime: Runtime, dirs: rundirs.RunDirs, run: rundirs.Run, lock_fd
         if failure:
             raise SandboxFailed(f"the sandbox could not start: {failure}", diagnose(failure))
     return code
+
+
+def supervise_with_network(
+    runtime: Runtime,
+    dirs: rundirs.RunDirs,
+    run: rundirs.Run,
+    link: hostlink.HostLink,
+    slirp: str,
+    rootless: bool,
+    forward: tuple[str, int] | None,
+) -> int:
+    """create, attach slirp4netns, forward the port, start; wait for the container's init."""
+    import ctypes
+
+    # The container's init is runc create's child: as subreaper we inherit and reap it.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    pid_file = os.path.join(run.path, "init.pid")
+    created = spawn(runtime, dirs, run, link, "create", "--pid-file", pid_file,
+                    "--preserve-fds", "2")  # fmt: skip
+    code = os.waitstatus_to_exitcode(_wait(created))
+    if code != 0:
+        failure = run.runtime_error() or f"{runtime.name} create exited {code}"
+        raise SandboxFailed(f"the sandbox could not start: {failure}", diagnose(failure))
+    usernet = None
+    try:
+        with open(pid_file) as fh:
+            init = int(fh.read().strip())
+        usernet = network.UserNet.attach(slirp, init, rootless, link.lifeline_read, run.path)
+        link.close_read_ends()
+        if not network.host_loopback():
+            network.block_addresses(init, rootless, network.host_addresses())
+        if forward:
+            usernet.forward(*forward)
+        started = spawn(runtime, dirs, run, None, "start")
+        code = os.waitstatus_to_exitcode(_wait(started))
+        if code != 0:
+            failure = run.runtime_error() or f"{runtime.name} start exited {code}"
+            raise SandboxFailed(f"the sandbox could not start: {failure}", DOCTOR)
+        with forwarding(init):
+            status = _wait(init)
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+    finally:
+        link.cut()
+        if usernet:
+            usernet.stop()
+        dirs.delete(runtime, run.container_id)
+
+
+def spawn(
+    runtime: Runtime,
+    dirs: rundirs.RunDirs,
+    run: rundirs.Run,
+    link: hostlink.HostLink | None,
+    verb: str,
+    *options: str,
+) -> int:
+    """Start `<runtime> <verb>` for this run; the link's read ends become its fds 3 and 4."""
+    argv = [runtime.path, "--root", dirs.state_root, *runtime.log_args(run.log), verb]
+    if verb != "start":
+        argv += ["--bundle", run.path]
+    argv += [*options, run.container_id]
+    env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "NOTIFY_SOCKET")}
+    env = {k: v for k, v in env.items() if k not in hostlink.SECRET_NAMES}
+    try:
+        actions = link.file_actions() if link else []
+        return os.posix_spawn(runtime.path, argv, env, file_actions=actions)
+    except OSError as exc:
+        raise SandboxFailed(f"cannot start {runtime.path}: {exc.strerror}", DOCTOR) from None
+
+
+class forwarding:
+    """Forward the signals in FORWARDED to `pid` while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> forwarding:
+        forward_sigint = not os.isatty(0)
+        for sig in FORWARDED:
+            if sig == signal.SIGINT and not forward_sigint:
+                # The terminal already sends Ctrl-C to the whole process group, runtime included.
+                self.previous[sig] = signal.signal(sig, signal.SIG_IGN)
+                continue
+            self.previous[sig] = signal.signal(sig, lambda signo, _f: _forward(self.pid, signo))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _forward(pid: int, signo: int) -> None:
@@ -276,8 +371,11 @@ def run_bare(acquired: Acquired, argv: list[str]) -> int:
     gateway = os.path.join(acquired.rootfs, manifest["process"]["args"][-1].lstrip("/"))
     state = state_dir(os.geteuid(), os.getegid(), manifest["process"]["user"]["uid"])
     extra = {"AUTO_REVIEW_STATE_DIR_INSIDE": state, "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest}
-    env_list = gateway_env.sandbox_env([], "bare", extra)
+    env_list, secrets = gateway_env.sandbox_env_and_secrets([], "bare", extra)
     env = dict(item.split("=", 1) for item in env_list)
+    secrets_fd = hostlink.write_secrets(secrets)
+    os.set_inheritable(secrets_fd, True)
+    env["AUTO_REVIEW_SECRETS_FD"] = str(secrets_fd)
     env["PATH"] = os.environ.get("PATH", os.defpath)
     env.setdefault("HOME", state)
     os.set_inheritable(acquired.lock_fd, True)  # keep the version in use while it runs

@@ -12,7 +12,7 @@ import signal
 import time
 
 NAME = "probe"
-HELP = "small diagnostics for integration tests: exit, sleep, env, write, whoami, clone"
+HELP = "small diagnostics for integration tests: exit, sleep, env, write, whoami, clone, connect"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     action = actions.add_parser("clone", help="shallow-clone URL into /tmp; print HEAD and files")
     action.add_argument("url")
     action.set_defaults(action_run=_clone)
+    action = actions.add_parser(
+        "connect", help='connect to tcp:HOST:PORT or abstract:NAME; print "connected" or the errno'
+    )
+    action.add_argument("target")
+    action.set_defaults(action_run=_connect)
+    action = actions.add_parser("flock", help="try flock(FD, OP) for OP in un, sh, ex; print each")
+    action.add_argument("fd", type=int)
+    action.set_defaults(action_run=_flock)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,4 +122,38 @@ def _clone(args: argparse.Namespace) -> int:
             ["git", "-C", work + "/repo", "ls-files"], capture_output=True, text=True
         )
         print(f"cloned {head.stdout.strip()} {' '.join(files.stdout.split())}")
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    import socket
+
+    kind, _, rest = args.target.partition(":")
+    try:
+        if kind == "abstract":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect("\0" + rest)
+        else:
+            host, _, port = rest.rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=5):
+                pass
+    except OSError as exc:
+        code = exc.errno
+        print(errno.errorcode.get(code, "timeout") if code else type(exc).__name__)
+        return 1
+    print("connected")
+    return 0
+
+
+def _flock(args: argparse.Namespace) -> int:
+    import fcntl
+
+    results = []
+    for name, op in (("un", fcntl.LOCK_UN), ("sh", fcntl.LOCK_SH), ("ex", fcntl.LOCK_EX)):
+        try:
+            fcntl.flock(args.fd, op | fcntl.LOCK_NB)
+            results.append(f"{name}=ok")
+        except OSError as exc:
+            results.append(f"{name}={errno.errorcode.get(exc.errno, exc.errno)}")
+    print(" ".join(results))
     return 0
