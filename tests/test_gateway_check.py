@@ -33,6 +33,13 @@ ITEM_NAMES = [
     "unshare",
     "mount",
     "ptrace",
+    "network",
+    "abstract-sockets",
+    "vsock",
+    "host-fds",
+    "pid1-environ",
+    "dev-tmpfs",
+    "pids-limit",
 ]
 
 
@@ -91,6 +98,7 @@ def test_check_reports_every_item_and_fails_outside_a_sandbox(
     assert not items["rootfs-readonly"]["ok"]
     assert "/usr: writable" in items["rootfs-readonly"]["detail"]
     assert not items["uid"]["ok"]
+    assert not items["host-fds"]["ok"]  # no lifeline: not started by the launcher
     assert report["ok"] is False
     assert result.returncode == 1
 
