@@ -31,6 +31,7 @@ GUEST_ADDR = "10.0.2.100"  # slirp4netns --configure's address for the container
 HOST_ALIAS = "10.0.2.2"  # the host's loopback, when AUTO_REVIEW_HOST_LOOPBACK=1
 DNS_ADDR = "10.0.2.3"  # slirp4netns's built-in DNS forwarder
 DEFAULT_BIND = "127.0.0.1:8080"  # the gateway's own default for AR_GATEWAY_BIND
+TUN = "/dev/net/tun"
 INSTALL = "install it: apt-get install slirp4netns (dnf install slirp4netns)"
 # `probe` actions that reach the network
 NETWORK_PROBES = ("clone", "connect")
@@ -80,6 +81,11 @@ def slirp4netns() -> str:
         raise RuntimeMissing(
             "slirp4netns is not installed (AUTO_REVIEW_NETWORK=isolated needs it)",
             INSTALL + ", or set AUTO_REVIEW_NETWORK=host to share the host's network",
+        )
+    if not os.access(TUN, os.R_OK | os.W_OK):
+        raise SandboxFailed(
+            f"{TUN} is not usable by this user (slirp4netns opens it)",
+            f"as root: chmod 0666 {TUN} (the distributions' default), or AUTO_REVIEW_NETWORK=host",
         )
     return path
 
