@@ -216,3 +216,10 @@ def test_unknown_command_is_a_usage_error(gateway_pyz: Path, args: list[str]) ->
     result = gateway(gateway_pyz, *args)
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_probe_abi_runs_the_i386_abi_outside_a_sandbox(gateway_pyz: Path) -> None:
+    # the control for the sandbox test that expects SIGSYS: on this host i386 syscalls run
+    result = gateway(gateway_pyz, "probe", "abi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "i386=ran"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from launcher import hostlink, network
+from launcher import hostlink, network, usernet
 from launcher.errors import ConfigError
 
 sys.path.insert(0, str(ROOT / "payload" / "gateway"))
@@ -133,7 +133,7 @@ def test_resolv_conf_names_the_forwarder_and_keeps_search(tmp_path) -> None:
 
 
 def test_host_addresses_are_this_hosts_and_never_loopback() -> None:
-    addrs = network.host_addresses()
+    addrs = usernet.host_addresses()
     assert not [a for a in addrs if a.startswith("127.")]
     listed = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
     assert all(f"inet {a}/" in listed for a in addrs)

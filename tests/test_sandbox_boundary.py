@@ -241,3 +241,10 @@ def test_the_seccomp_table_is_what_the_config_gets(runner: Runner) -> None:
     assert clone[0]["value"] == 0x7E020080  # every CLONE_NEW* flag, CLONE_NEWTIME included
     [clone3] = [r for r in rules if r["names"] == ["clone3"]]
     assert clone3["action"] == "SCMP_ACT_ERRNO" and clone3["errnoRet"] == 38
+
+
+def test_other_abis_are_killed(runner: Runner) -> None:
+    # outside the sandbox the same probe runs getpid through i386 (see test_gateway_check)
+    result = runner.run("probe", "abi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["i386=killed:SIGSYS", "x32=killed:SIGSYS"]

@@ -39,6 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     action.add_argument("target")
     action.set_defaults(action_run=_connect)
+    action = actions.add_parser(
+        "abi", help="getpid through the i386 and x32 ABIs; print how each ended (x86_64)"
+    )
+    action.set_defaults(action_run=_abi)
     action = actions.add_parser("flock", help="try flock(FD, OP) for OP in un, sh, ex; print each")
     action.add_argument("fd", type=int)
     action.set_defaults(action_run=_flock)
@@ -155,5 +159,27 @@ def _flock(args: argparse.Namespace) -> int:
             results.append(f"{name}=ok")
         except OSError as exc:
             results.append(f"{name}={errno.errorcode.get(exc.errno, exc.errno)}")
+    print(" ".join(results))
+    return 0
+
+
+def _abi(args: argparse.Namespace) -> int:
+    from auto_review_gateway import syscalls
+
+    if os.uname().machine != "x86_64":
+        print("n/a")
+        return 0
+    results = []
+    for abi in syscalls.FOREIGN_ABI_GETPID:
+        pid = os.fork()
+        if pid == 0:
+            value = syscalls.foreign_abi_getpid(abi)
+            os._exit(0 if value == os.getpid() else (1 if value == -errno.ENOSYS else 2))
+        status = os.waitpid(pid, 0)[1]
+        if os.WIFSIGNALED(status):
+            outcome = f"killed:{signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            outcome = {0: "ran", 1: "ENOSYS"}.get(os.WEXITSTATUS(status), "error")
+        results.append(f"{abi}={outcome}")
     print(" ".join(results))
     return 0
