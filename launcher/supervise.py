@@ -74,7 +74,9 @@ def supervise_with_network(
                 raise SandboxFailed(f"the sandbox could not start: {failure}", diagnose(failure))
             with open(pid_file) as fh:
                 init = int(fh.read().strip())
-            stack = usernet.UserNet.attach(slirp, init, rootless, link.lifeline_read, run.path)
+            stack = usernet.UserNet.attach(
+                slirp, init, rootless, link.lifeline_read, run.path, api=forward is not None
+            )
             link.close_read_ends()
             if not network.host_loopback():
                 usernet.block_addresses(init, rootless, usernet.host_addresses())

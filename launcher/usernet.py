@@ -23,18 +23,28 @@ class UserNet:
 
     @classmethod
     def attach(
-        cls, binary: str, target_pid: int, rootless: bool, exit_fd: int, run_dir: str
+        cls,
+        binary: str,
+        target_pid: int,
+        rootless: bool,
+        exit_fd: int,
+        run_dir: str,
+        api: bool = False,
     ) -> UserNet:
         """Start slirp4netns for `target_pid`'s namespace; return once the tap is configured.
 
         It exits when `exit_fd` (a lifeline read end) sees EOF, i.e. with the launcher.
+        `api`: open its API socket (needed to forward a port; a unix socket path has
+        a 107-byte limit, so it is opened only when needed).
         """
         ready_r, ready_w = os.pipe()
-        api = os.path.join(run_dir, "slirp.sock")
+        socket_path = os.path.join(run_dir, "slirp.sock") if api else ""
         argv = [
             binary, "--configure", "--mtu=65520", f"--exit-fd={exit_fd}",
-            f"--ready-fd={ready_w}", f"--api-socket={api}", "--enable-seccomp",
+            f"--ready-fd={ready_w}", "--enable-seccomp",
         ]  # fmt: skip
+        if api:
+            argv.append(f"--api-socket={socket_path}")
         if not rootless:  # rootless, its sandbox fails on setegid(0) in runc's 1:1 namespace
             argv.append("--enable-sandbox")
         if not host_loopback():
@@ -73,7 +83,7 @@ class UserNet:
             raise SandboxFailed(
                 f"slirp4netns failed: {reason or 'no output'}", "run: auto-review doctor"
             )
-        return cls(pid, api)
+        return cls(pid, socket_path)
 
     def forward(self, host_addr: str, port: int) -> None:
         """Forward host_addr:port (TCP) to the container's port."""
