@@ -248,3 +248,16 @@ def test_other_abis_are_killed(runner: Runner) -> None:
     result = runner.run("probe", "abi")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["i386=killed:SIGSYS", "x32=killed:SIGSYS"]
+
+
+def test_the_number_of_processes_is_capped(runner: Runner) -> None:
+    # root: the cgroup pids limit; rootless: RLIMIT_NPROC, counted per user namespace
+    result = runner.run("probe", "forks", "1500")
+    assert result.returncode == 0, result.stderr
+    assert 900 < int(result.stdout) < 1024
+
+
+def test_memory_is_capped_as_root(root_runner: Runner) -> None:
+    assert root_runner.run("probe", "alloc", "64").stdout.strip() == "allocated"
+    result = root_runner.run("probe", "alloc", "3072")  # over the 2 GiB memory+swap limit
+    assert result.returncode == 137, result.stdout + result.stderr

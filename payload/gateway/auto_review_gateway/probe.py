@@ -43,6 +43,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "abi", help="getpid through the i386 and x32 ABIs; print how each ended (x86_64)"
     )
     action.set_defaults(action_run=_abi)
+    action = actions.add_parser("forks", help="hold up to N children at once; print how many")
+    action.add_argument("count", type=int)
+    action.set_defaults(action_run=_forks)
+    action = actions.add_parser("alloc", help='allocate and touch MIB MiB; print "allocated"')
+    action.add_argument("mib", type=int)
+    action.set_defaults(action_run=_alloc)
     action = actions.add_parser("flock", help="try flock(FD, OP) for OP in un, sh, ex; print each")
     action.add_argument("fd", type=int)
     action.set_defaults(action_run=_flock)
@@ -182,4 +188,34 @@ def _abi(args: argparse.Namespace) -> int:
             outcome = {0: "ran", 1: "ENOSYS"}.get(os.WEXITSTATUS(status), "error")
         results.append(f"{abi}={outcome}")
     print(" ".join(results))
+    return 0
+
+
+def _forks(args: argparse.Namespace) -> int:
+    gate_r, gate_w = os.pipe()
+    children = []
+    try:
+        for _ in range(args.count):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                os.close(gate_w)
+                os.read(gate_r, 1)  # until the parent closes the gate
+                os._exit(0)
+            children.append(pid)
+    finally:
+        os.close(gate_w)
+        for pid in children:
+            os.waitpid(pid, 0)
+    print(len(children))
+    return 0
+
+
+def _alloc(args: argparse.Namespace) -> int:
+    block = bytearray(args.mib << 20)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    print("allocated")
     return 0
