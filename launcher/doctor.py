@@ -190,6 +190,74 @@ def check_cache() -> list[Finding]:
     return out
 
 
+def check_network() -> list[Finding]:
+    """AUTO_REVIEW_NETWORK, slirp4netns and /dev/net/tun (which it opens as the caller)."""
+    from launcher import network
+
+    try:
+        mode = network.mode()
+    except LauncherError as exc:
+        return [Finding("network", False, exc.message, exc.fix or "", exit_code=exc.exit_code)]
+    if mode == "host":
+        return [
+            Finding(
+                "network",
+                False,
+                "AUTO_REVIEW_NETWORK=host: the sandbox shares the host's network",
+                "unset AUTO_REVIEW_NETWORK for a namespace of its own",
+                blocker=False,
+            )
+        ]
+    try:
+        path = network.slirp4netns()
+    except LauncherError as exc:
+        return [Finding("network", False, exc.message, exc.fix or "", exit_code=exc.exit_code)]
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    version = (out.stdout.splitlines() or ["?"])[0]
+    extra = "; host loopback opened (AUTO_REVIEW_HOST_LOOPBACK)" if network.host_loopback() else ""
+    found = [Finding("network", True, f"isolated, {version} at {path}{extra}")]
+    tun = "/dev/net/tun"
+    ok = os.access(tun, os.R_OK | os.W_OK)
+    found.append(
+        Finding(
+            "tun",
+            ok,
+            f"{tun} {'usable' if ok else 'not usable by this user'}",
+            f"as root: chmod 0666 {tun} (the distributions' default)",
+        )
+    )
+    return found
+
+
+def check_limits() -> Finding:
+    """What caps the sandbox's processes and memory in this mode."""
+    from launcher import ocispec
+
+    if os.geteuid() == 0:
+        if not ocispec.memory_controller():
+            return Finding(
+                "limits",
+                False,
+                f"cgroup pids {ocispec.PIDS_LIMIT}; memory limit off: no memory cgroup controller",
+                "enable the memory controller (cgroup_enable=memory on the kernel command line)",
+                blocker=False,
+            )
+        return Finding(
+            "limits",
+            True,
+            f"cgroup pids {ocispec.PIDS_LIMIT}, memory {ocispec.MEMORY_LIMIT >> 20} MiB",
+        )
+    return Finding(
+        "limits",
+        False,
+        f"rootless: pids capped by RLIMIT_NPROC {ocispec.PIDS_LIMIT} (per user namespace);"
+        " memory limit off: rootless runs get no cgroup",
+        "run as root for a memory limit, or cap the service's memory in its systemd unit"
+        " (MemoryMax=)",
+        blocker=False,
+    )
+
+
 def check_state() -> Finding:
     path = os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir()
     target = path if os.path.exists(path) else nearest_existing(path)
@@ -213,6 +281,8 @@ def findings() -> list[Finding]:
         check_cgroups(rt),
         check_userns(),
         check_runtime_dir(),
+        *check_network(),
+        check_limits(),
         *check_cache(),
         check_state(),
     ]

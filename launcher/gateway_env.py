@@ -1,6 +1,7 @@
 """The environment the gateway sees: the manifest's, plus an explicit allowlist from the host.
 
-Nothing else of the host environment crosses into the sandbox. Values are
+Nothing else of the host environment crosses into the sandbox; the secret ones
+go through a pipe (launcher.hostlink), never the process environment. Values are
 never logged: only names appear in messages.
 """
 
@@ -45,3 +46,19 @@ def sandbox_env(manifest_env: list[str], isolation: str, extra: dict[str, str]) 
     env["AUTO_REVIEW_ISOLATION"] = isolation
     env.update(extra)
     return [f"{k}={v}" for k, v in env.items()]
+
+
+def sandbox_env_and_secrets(
+    manifest_env: list[str], isolation: str, extra: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """sandbox_env without the secret variables, and those apart (for the secrets pipe)."""
+    from launcher.hostlink import SECRET_NAMES
+
+    env, secrets = [], {}
+    for item in sandbox_env(manifest_env, isolation, extra):
+        name, _, value = item.partition("=")
+        if name in SECRET_NAMES:
+            secrets[name] = value
+        else:
+            env.append(item)
+    return env, secrets

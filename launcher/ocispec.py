@@ -1,10 +1,12 @@
 """The OCI runtime config (config.json) for one sandboxed run.
 
-Root mode: the process runs as the manifest's unprivileged uid, with a pids
-cgroup limit. Rootless: a user namespace mapping only our uid (to the same
-unprivileged uid inside), no cgroups, rlimits within our hard limits, /sys
-bound read-only. Both: read-only root, empty capabilities, no new privileges,
-masked /proc paths and a seccomp denylist. Host network (no net namespace).
+Root mode: the process runs as the manifest's unprivileged uid, with pids and
+memory cgroup limits. Rootless: a user namespace mapping only our uid (to uid 0
+inside), no cgroups (RLIMIT_NPROC caps processes: since Linux 5.14 it counts per
+user namespace), rlimits within our hard limits, /sys bound read-only. Both:
+read-only root, a /dev tmpfs of its own, empty capabilities, no new privileges,
+masked /proc paths, the seccomp allowlist of launcher.seccomp, and a network
+namespace of its own unless the host network is asked for.
 """
 
 from __future__ import annotations
@@ -12,38 +14,17 @@ from __future__ import annotations
 import os
 import resource
 
+from launcher import seccomp
+
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:
     from typing import Any
 
 PIDS_LIMIT = 1024
 NOFILE = 4096
+MEMORY_LIMIT = 2 << 30  # bytes, memory+swap, root mode
 
-# Syscalls the gateway never needs and a sandbox escape usually does.
-DENIED_SYSCALLS = (
-    "unshare", "setns", "mount", "umount", "umount2", "pivot_root", "chroot",
-    "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "quotactl",
-    "swapon", "swapoff", "reboot", "syslog", "acct", "settimeofday", "clock_settime",
-    "clock_adjtime", "adjtimex", "iopl", "ioperm", "vhangup", "uselib",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-)  # fmt: skip
-CLONE_NAMESPACE_FLAGS = (
-    0x00000080,  # CLONE_NEWTIME
-    0x00020000,  # CLONE_NEWNS
-    0x02000000,  # CLONE_NEWCGROUP
-    0x04000000,  # CLONE_NEWUTS
-    0x08000000,  # CLONE_NEWIPC
-    0x10000000,  # CLONE_NEWUSER
-    0x20000000,  # CLONE_NEWPID
-    0x40000000,  # CLONE_NEWNET
-)
-EPERM, ENOSYS = 1, 38
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
-SECCOMP_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 MASKED_PATHS = [
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -71,6 +52,8 @@ class RunSpec:
         resolv_conf: str | None = None,
         ca_bundle: str | None = None,
         repo_dir: str | None = None,
+        host_network: bool = False,
+        memory_limit: int = MEMORY_LIMIT,
     ) -> None:
         self.rootfs = rootfs
         self.manifest = manifest
@@ -82,42 +65,29 @@ class RunSpec:
         self.resolv_conf = resolv_conf
         self.ca_bundle = ca_bundle
         self.repo_dir = repo_dir
-
-
-def seccomp_profile() -> dict[str, Any]:
-    """Allow by default; deny the escape syscalls with EPERM, clone3 with ENOSYS
-    (so glibc falls back to clone, whose namespace flags we can inspect)."""
-    rules: list[dict[str, Any]] = [
-        {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
-        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
-    ]
-    for flag in CLONE_NAMESPACE_FLAGS:
-        rules.append(
-            {
-                "names": ["clone"],
-                "action": "SCMP_ACT_ERRNO",
-                "errnoRet": EPERM,
-                "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-            }
-        )
-    arch = SECCOMP_ARCH.get(os.uname().machine)
-    return {
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": [arch] if arch else [],
-        "syscalls": rules,
-    }
+        self.host_network = host_network
+        self.memory_limit = memory_limit
 
 
 def rlimits(rootless: bool) -> list[dict[str, Any]]:
-    """NOFILE raised to NOFILE (never above our hard limit rootless), no core dumps."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
-    if not rootless:
-        want = NOFILE
-    return [
-        {"type": "RLIMIT_NOFILE", "soft": want, "hard": want},
+    """NOFILE raised to NOFILE, no core dumps; rootless, NPROC as the pids limit. Rootless
+    limits never exceed our hard limits (runc cannot raise them without privilege)."""
+    nofile, nproc = NOFILE, PIDS_LIMIT
+    if rootless:
+        nofile = _within_hard(resource.RLIMIT_NOFILE, nofile)
+        nproc = _within_hard(resource.RLIMIT_NPROC, nproc)
+    out = [
+        {"type": "RLIMIT_NOFILE", "soft": nofile, "hard": nofile},
         {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
     ]
+    if rootless:
+        out.append({"type": "RLIMIT_NPROC", "soft": nproc, "hard": nproc})
+    return out
+
+
+def _within_hard(kind: int, want: int) -> int:
+    _soft, hard = resource.getrlimit(kind)
+    return want if hard == resource.RLIM_INFINITY else min(want, hard)
 
 
 def mounts(spec: RunSpec) -> list[dict[str, Any]]:
@@ -126,7 +96,7 @@ def mounts(spec: RunSpec) -> list[dict[str, Any]]:
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+         "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
@@ -138,6 +108,9 @@ def mounts(spec: RunSpec) -> list[dict[str, Any]]:
     else:
         out.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                     "options": ["nosuid", "noexec", "nodev", "ro"]})  # fmt: skip
+        # read-only, in the container's cgroup namespace: `check` reads its own limits
+        out.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                    "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})  # fmt: skip
     for m in spec.manifest.get("mounts", []):
         if m["type"] == "tmpfs":
             out.append({"destination": m["destination"], "type": "tmpfs", "source": "tmpfs",
@@ -159,16 +132,26 @@ def bind(source: str, destination: str, writable: bool = False) -> dict[str, Any
     return {"destination": destination, "type": "bind", "source": source, "options": options}
 
 
+def memory_controller() -> bool:
+    """Whether this host has the memory cgroup controller (else runc refuses the limit)."""
+    try:
+        with open("/sys/fs/cgroup/cgroup.controllers") as fh:  # v2
+            return "memory" in fh.read().split()
+    except OSError:
+        return os.path.isdir("/sys/fs/cgroup/memory")  # v1 or hybrid
+
+
 def build_config(spec: RunSpec) -> dict[str, Any]:
     """The complete config.json document for `spec`."""
     proc = spec.manifest["process"]
     uid, gid = int(proc["user"]["uid"]), int(proc["user"]["gid"])
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    kinds = ("pid", "ipc", "uts", "mount") + (() if spec.host_network else ("network",))
+    namespaces = [{"type": t} for t in kinds]
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "maskedPaths": MASKED_PATHS,
         "readonlyPaths": READONLY_PATHS,
-        "seccomp": seccomp_profile(),
+        "seccomp": seccomp.profile(),
     }
     if spec.rootless:
         # runc needs container root mapped; only our own uid exists in the namespace,
@@ -180,6 +163,8 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
     else:
         namespaces.append({"type": "cgroup"})
         linux["resources"] = {"pids": {"limit": PIDS_LIMIT}}
+        if spec.memory_limit and memory_controller():
+            linux["resources"]["memory"] = {"limit": spec.memory_limit, "swap": spec.memory_limit}
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -188,9 +173,7 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
             "args": [*proc["args"], *spec.args],
             "env": spec.env,
             "cwd": proc.get("cwd", "/"),
-            "capabilities": {
-                k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")
-            },
+            "capabilities": {k: [] for k in CAPABILITY_SETS},
             "rlimits": rlimits(spec.rootless),
             "noNewPrivileges": True,
         },

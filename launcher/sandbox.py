@@ -1,31 +1,26 @@
 """Run a gateway command inside the sandbox and mirror its exit status.
 
-The launcher supervises the runtime instead of exec'ing it: it forwards
-signals, mirrors the exit code (128+N for a signal), removes the run dir, and
-can tell "the sandbox could not start" (the runtime logged an error) from
-"the gateway exited non-zero". The cache use lock is passed into the container
-as fd 3 (--preserve-fds 1), so the version stays in use as long as the gateway
-lives, even if the runtime or the launcher is killed.
+This module prepares the run (the config, the run dir, the host paths bound in,
+the network mode) and hands it to launcher.supervise. The cache use lock stays
+here, held by the launcher for as long as the sandbox runs; the container gets
+only the lifeline and the secrets pipe (launcher.hostlink), so it exits when the
+launcher dies.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import sys
 
-from launcher import gateway_env, ocispec, rundirs
+from launcher import gateway_env, hostlink, network, ocispec, rundirs
 from launcher.cache.root import default_state_dir
 from launcher.cache.warm import Acquired, acquire
 from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
-from launcher.runtime import Runtime, discover
+from launcher.runtime import discover
+from launcher.supervise import supervise, supervise_with_network
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-             signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
-LOCK_FD = 3
 REPO_MOUNT = "/mnt/repo"  # a mount point the recipe pre-creates
-DOCTOR = "run: auto-review doctor"
 
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:
@@ -53,30 +48,48 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             f" rootfs {acquired.rootfs}\n"
         )
     argv, repo_dir = bind_repo_path(argv)
+    net_mode = network.mode()
+    stack = net_mode == "isolated" and network.needs_stack(argv)
+    slirp = network.slirp4netns() if stack else None
+    forward = network.serve_forward(argv) if stack else None
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
     dirs.clean_stale(runtime)
     run = dirs.new_run(runtime, fixed_container_id())
+    extra = {
+        "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
+        "AUTO_REVIEW_LIFELINE_FD": str(hostlink.LIFELINE_FD),
+        "AUTO_REVIEW_SECRETS_FD": str(hostlink.SECRETS_FD),
+        "AUTO_REVIEW_NETWORK": net_mode,
+    }
+    if forward:  # inside, the forwarded port arrives on the tap device's address
+        extra["AR_GATEWAY_BIND"] = f"0.0.0.0:{forward[1]}"
+    env, secrets = gateway_env.sandbox_env_and_secrets(
+        acquired.manifest["process"]["env"], runtime.name, extra
+    )
     try:
         spec = ocispec.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
             args=argv,
-            env=gateway_env.sandbox_env(
-                acquired.manifest["process"]["env"],
-                runtime.name,
-                {"AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest},
-            ),
+            env=env,
             state_dir=state_dir(
                 *sandbox_owner(rootless, acquired.manifest),
                 acquired.manifest["process"]["user"]["uid"],
             ),
             rootless=rootless,
-            resolv_conf=resolv_conf(),
+            resolv_conf=network.resolv_conf(resolv_conf(), run.path) if stack else resolv_conf(),
             ca_bundle=ca_bundle(acquired, run.path),
             repo_dir=repo_dir,
+            host_network=net_mode == "host",
         )
         run.write_config(ocispec.build_config(spec))
-        return supervise(runtime, dirs, run, acquired.lock_fd)
+        link = hostlink.HostLink(secrets)
+        try:
+            if slirp:
+                return supervise_with_network(runtime, dirs, run, link, slirp, rootless, forward)
+            return supervise(runtime, dirs, run, link)
+        finally:
+            link.cut()
     finally:
         run.remove()
 
@@ -198,74 +211,6 @@ def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
     return path
 
 
-def supervise(runtime: Runtime, dirs: rundirs.RunDirs, run: rundirs.Run, lock_fd: int) -> int:
-    """Start the runtime, forward signals to it, and return the gateway's exit status."""
-    argv = [
-        runtime.path, "--root", dirs.state_root, *runtime.log_args(run.log),
-        "run", "--bundle", run.path, "--preserve-fds", "1", run.container_id,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "NOTIFY_SOCKET")}
-    os.set_inheritable(lock_fd, True)
-    try:
-        pid = os.posix_spawn(
-            runtime.path, argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, lock_fd, LOCK_FD)]
-        )
-    except OSError as exc:
-        raise SandboxFailed(f"cannot start {runtime.path}: {exc.strerror}", DOCTOR) from None
-    forward_sigint = not os.isatty(0)
-    previous = {}
-    for sig in FORWARDED:
-        if sig == signal.SIGINT and not forward_sigint:
-            # The terminal already sends Ctrl-C to the whole process group, runtime included.
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-            continue
-        previous[sig] = signal.signal(sig, lambda signo, _frame: _forward(pid, signo))
-    try:
-        status = _wait(pid)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:  # the runtime itself died of a signal: its container may be orphaned
-        dirs.delete(runtime, run.container_id)
-        return 128 - code
-    if code != 0:
-        failure = run.runtime_error()
-        if failure:
-            raise SandboxFailed(f"the sandbox could not start: {failure}", diagnose(failure))
-    return code
-
-
-def _forward(pid: int, signo: int) -> None:
-    try:
-        os.kill(pid, signo)
-    except ProcessLookupError:
-        pass
-
-
-def _wait(pid: int) -> int:
-    while True:
-        try:
-            _pid, status = os.waitpid(pid, 0)
-            return status
-        except ChildProcessError:
-            return 0
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            continue
-
-
-def diagnose(message: str) -> str:
-    """The fix for the runtime errors users actually meet."""
-    text = message.lower()
-    if "hybrid mode not supported" in text or "cgroups in hybrid" in text:
-        return "this host's cgroup layout needs runc: AUTO_REVIEW_RUNTIME=runc"
-    if "user namespace" in text or "newuidmap" in text or "uid_map" in text:
-        return "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
-    if "permission denied" in text and "exec" in text:
-        return "the cache may be on a noexec filesystem: set AUTO_REVIEW_CACHE_DIR elsewhere"
-    return DOCTOR
-
-
 def run_bare(acquired: Acquired, argv: list[str]) -> int:
     """Run the gateway on the host without a sandbox (the host is already a container)."""
     sys.stderr.write(
@@ -276,8 +221,11 @@ def run_bare(acquired: Acquired, argv: list[str]) -> int:
     gateway = os.path.join(acquired.rootfs, manifest["process"]["args"][-1].lstrip("/"))
     state = state_dir(os.geteuid(), os.getegid(), manifest["process"]["user"]["uid"])
     extra = {"AUTO_REVIEW_STATE_DIR_INSIDE": state, "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest}
-    env_list = gateway_env.sandbox_env([], "bare", extra)
+    env_list, secrets = gateway_env.sandbox_env_and_secrets([], "bare", extra)
     env = dict(item.split("=", 1) for item in env_list)
+    secrets_fd = hostlink.write_secrets(secrets)
+    os.set_inheritable(secrets_fd, True)
+    env["AUTO_REVIEW_SECRETS_FD"] = str(secrets_fd)
     env["PATH"] = os.environ.get("PATH", os.defpath)
     env.setdefault("HOME", state)
     os.set_inheritable(acquired.lock_fd, True)  # keep the version in use while it runs

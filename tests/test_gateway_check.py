@@ -33,6 +33,13 @@ ITEM_NAMES = [
     "unshare",
     "mount",
     "ptrace",
+    "network",
+    "abstract-sockets",
+    "vsock",
+    "host-fds",
+    "pid1-environ",
+    "dev-tmpfs",
+    "pids-limit",
 ]
 
 
@@ -91,6 +98,7 @@ def test_check_reports_every_item_and_fails_outside_a_sandbox(
     assert not items["rootfs-readonly"]["ok"]
     assert "/usr: writable" in items["rootfs-readonly"]["detail"]
     assert not items["uid"]["ok"]
+    assert not items["host-fds"]["ok"]  # no lifeline: not started by the launcher
     assert report["ok"] is False
     assert result.returncode == 1
 
@@ -208,3 +216,10 @@ def test_unknown_command_is_a_usage_error(gateway_pyz: Path, args: list[str]) ->
     result = gateway(gateway_pyz, *args)
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_probe_abi_runs_the_i386_abi_outside_a_sandbox(gateway_pyz: Path) -> None:
+    # the control for the sandbox test that expects SIGSYS: on this host i386 syscalls run
+    result = gateway(gateway_pyz, "probe", "abi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "i386=ran"

@@ -69,6 +69,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "AUTO_REVIEW_CACHE_DIR": str(home / "cache"),
         "AUTO_REVIEW_STATE_DIR": str(home / "state"),
         "AUTO_REVIEW_CA_FILE": str(certs.ca_cert),
+        # the git, LLM and forge stand-ins listen on this host's loopback: the documented
+        # setting for services on the same host (test_sandbox_network covers isolated)
+        "AUTO_REVIEW_NETWORK": "host",
     }
     with GitHttpsServer(repos, certs) as server:
         yield {"server": server, "env": env, "checkout": checkout, "head": head}

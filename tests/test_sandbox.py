@@ -1,111 +1,36 @@
 """The sandbox for real: runc as root and rootless (an unprivileged user this test
-creates), HTTPS clone from a loopback TLS git server, signals, crash recovery,
-and the errors a user meets when the host cannot run it."""
+creates), signals, crash recovery, and the errors a user meets when the host cannot
+run it. The network is in test_sandbox_network.py, the boundary (use lock, lifeline,
+secrets, seccomp) in test_sandbox_boundary.py."""
 
+# ruff: noqa: F811 - the shared fixtures are imported from sandboxrun, then named as parameters
 from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import HOST_PYTHON, needs_root
-from gitserver import GitHttpsServer, make_ca, make_repo
+from sandboxrun import (  # noqa: F401 - fixtures
+    Runner,
+    root_runner,
+    rootless_runner,
+    rootless_user,
+    runner,
+    shared_dir,
+)
 
 pytestmark = needs_root
-
-ROOTLESS_USER = "ar-rootless"
-
-
-class Runner:
-    """Runs the single file as one user, with its own cache and state dirs."""
-
-    def __init__(self, app: Path, home: Path, user: str | None) -> None:
-        self.app, self.home, self.user = app, home, user
-        self.cache, self.state = home / "cache", home / "state"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": str(self.home),
-            "AUTO_REVIEW_CACHE_DIR": str(self.cache),
-            "AUTO_REVIEW_STATE_DIR": str(self.state),
-        }
-        env.update(extra)
-        return env
-
-    def popen(self, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-        kw.setdefault("stdout", subprocess.PIPE)
-        kw.setdefault("stderr", subprocess.PIPE)
-        return subprocess.Popen(
-            [HOST_PYTHON, str(self.app), *args],
-            env=env or self.env(),
-            text=True,
-            user=self.user,
-            group=self.user,
-            extra_groups=[] if self.user else None,
-            stdin=subprocess.DEVNULL,
-            **kw,
-        )
-
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
-        proc = self.popen(*args, env=env)
-        out, err = proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-@pytest.fixture(scope="module")
-def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A world-traversable dir (pytest's tmp is 0700 root) for the rootless user's files."""
-    base = Path("/tmp") / f"ar-sandbox-{os.getpid()}"
-    base.mkdir(mode=0o755)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def rootless_user() -> str:
-    try:
-        pwd.getpwnam(ROOTLESS_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        ROOTLESS_USER], check=True)  # fmt: skip
-    return ROOTLESS_USER
-
-
-@pytest.fixture(scope="module")
-def root_runner(app: Path, tmp_path_factory: pytest.TempPathFactory) -> Runner:
-    return Runner(app, tmp_path_factory.mktemp("root-home"), None)
-
-
-@pytest.fixture(scope="module")
-def rootless_runner(app: Path, shared_dir: Path, rootless_user: str) -> Runner:
-    copy = shared_dir / "auto-review"
-    shutil.copy(app, copy)
-    copy.chmod(0o755)
-    home = shared_dir / "home"
-    home.mkdir(mode=0o700)
-    entry = pwd.getpwnam(rootless_user)
-    os.chown(home, entry.pw_uid, entry.pw_gid)
-    return Runner(copy, home, rootless_user)
-
-
-@pytest.fixture(params=["root", "rootless"])
-def runner(request: pytest.FixtureRequest) -> Runner:
-    return request.getfixturevalue(f"{request.param}_runner")
 
 
 def test_check_passes(runner: Runner) -> None:
     result = runner.run("check")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "all 13 items hold" in result.stdout
+    assert "all 20 items hold" in result.stdout
     if runner.user:
         assert "uid=0 gid=0 in a user namespace" in result.stdout
     else:
@@ -142,34 +67,6 @@ def test_only_allowlisted_variables_reach_the_gateway(root_runner: Runner) -> No
     assert "UNRELATED_SECRET" not in names and "AUTO_REVIEW_CACHE_DIR" not in names
     assert "s3cr3t-value" not in result.stdout + result.stderr
     assert "AUTO_REVIEW_ISOLATION" in names
-
-
-@pytest.fixture(scope="module")
-def git_server(shared_dir: Path) -> Iterator[tuple[GitHttpsServer, str, Path]]:
-    certs = make_ca(shared_dir / "certs")
-    for path in (shared_dir / "certs").iterdir():
-        path.chmod(0o644)  # the rootless user reads the CA file
-    repos = shared_dir / "repos"
-    sha = make_repo(repos / "demo.git", {"README.md": "hello\n", "src/app.py": "print(1)\n"})
-    with GitHttpsServer(repos, certs) as server:
-        yield server, sha, certs.ca_cert
-
-
-def test_clone_over_https_inside_the_sandbox(runner: Runner, git_server) -> None:
-    server, sha, ca = git_server
-    server.requests.clear()
-    env = runner.env(AUTO_REVIEW_CA_FILE=str(ca))
-    result = runner.run("probe", "clone", server.repo_url("demo"), env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.split() == ["cloned", sha, "README.md", "src/app.py"]
-    assert any("git-upload-pack" in r for r in server.requests)
-
-
-def test_clone_without_our_ca_fails_on_the_certificate(root_runner: Runner, git_server) -> None:
-    server, _sha, _ca = git_server
-    result = root_runner.run("probe", "clone", server.repo_url("demo"))
-    assert result.returncode == 1
-    assert "certificate" in result.stdout.lower()
 
 
 def wait_ready(proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -234,16 +131,17 @@ def test_sigkill_of_the_runtime_kills_the_container(root_runner: Runner) -> None
     assert list((root_runner.cache / "v1" / "run" / "runs").iterdir()) == []
 
 
-def test_a_killed_launcher_is_cleaned_up_by_the_next_launch(root_runner: Runner) -> None:
+def test_a_killed_launcher_takes_the_gateway_and_the_next_launch_cleans_up(
+    root_runner: Runner,
+) -> None:
     proc = root_runner.popen("probe", "sleep", "60")
     wait_ready(proc)
     state_root, state = container_state(root_runner, proc.pid)
-    proc.kill()  # the launcher dies; runc and the gateway live on, orphaned
+    proc.kill()  # the launcher dies; the lifeline closes
     proc.wait()
-    assert not gone(state["pid"], timeout=0.5)
+    assert gone(state["pid"], timeout=2), "the gateway outlived its launcher by 2 s"
     result = root_runner.run("probe", "exit", "0")
     assert result.returncode == 0, result.stderr
-    assert gone(state["pid"]), "the next launch did not delete the stale container"
     listed = subprocess.run(["runc", "--root", str(state_root), "list", "-q"],
                             capture_output=True, text=True)  # fmt: skip
     assert f"auto-review-{proc.pid}" not in listed.stdout.split()

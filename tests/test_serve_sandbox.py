@@ -75,6 +75,9 @@ class Gateway:
             "WEBHOOK_SECRET": SECRET,
             "FORGEJO_BASE_URL": world["forge"].url,
             "AR_FORGEJO_TOKEN": TOKEN,
+            # the forge and git stand-ins listen on this host's loopback: the documented
+            # setting for services on the same host (test_sandbox_network covers isolated)
+            "AUTO_REVIEW_NETWORK": "host",
             **extra,
         }
         self.proc = subprocess.Popen(

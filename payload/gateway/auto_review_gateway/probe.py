@@ -12,7 +12,7 @@ import signal
 import time
 
 NAME = "probe"
-HELP = "small diagnostics for integration tests: exit, sleep, env, write, whoami, clone"
+HELP = "small diagnostics for integration tests: exit, sleep, env, write, whoami, clone, connect"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     action = actions.add_parser("clone", help="shallow-clone URL into /tmp; print HEAD and files")
     action.add_argument("url")
     action.set_defaults(action_run=_clone)
+    action = actions.add_parser(
+        "connect", help='connect to tcp:HOST:PORT or abstract:NAME; print "connected" or the errno'
+    )
+    action.add_argument("target")
+    action.set_defaults(action_run=_connect)
+    action = actions.add_parser(
+        "abi", help="getpid through the i386 and x32 ABIs; print how each ended (x86_64)"
+    )
+    action.set_defaults(action_run=_abi)
+    action = actions.add_parser("forks", help="hold up to N children at once; print how many")
+    action.add_argument("count", type=int)
+    action.set_defaults(action_run=_forks)
+    action = actions.add_parser("alloc", help='allocate and touch MIB MiB; print "allocated"')
+    action.add_argument("mib", type=int)
+    action.set_defaults(action_run=_alloc)
+    action = actions.add_parser("flock", help="try flock(FD, OP) for OP in un, sh, ex; print each")
+    action.add_argument("fd", type=int)
+    action.set_defaults(action_run=_flock)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,4 +132,90 @@ def _clone(args: argparse.Namespace) -> int:
             ["git", "-C", work + "/repo", "ls-files"], capture_output=True, text=True
         )
         print(f"cloned {head.stdout.strip()} {' '.join(files.stdout.split())}")
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    import socket
+
+    kind, _, rest = args.target.partition(":")
+    try:
+        if kind == "abstract":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect("\0" + rest)
+        else:
+            host, _, port = rest.rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=5):
+                pass
+    except OSError as exc:
+        code = exc.errno
+        print(errno.errorcode.get(code, "timeout") if code else type(exc).__name__)
+        return 1
+    print("connected")
+    return 0
+
+
+def _flock(args: argparse.Namespace) -> int:
+    import fcntl
+
+    results = []
+    for name, op in (("un", fcntl.LOCK_UN), ("sh", fcntl.LOCK_SH), ("ex", fcntl.LOCK_EX)):
+        try:
+            fcntl.flock(args.fd, op | fcntl.LOCK_NB)
+            results.append(f"{name}=ok")
+        except OSError as exc:
+            results.append(f"{name}={errno.errorcode.get(exc.errno, exc.errno)}")
+    print(" ".join(results))
+    return 0
+
+
+def _abi(args: argparse.Namespace) -> int:
+    from auto_review_gateway import syscalls
+
+    if os.uname().machine != "x86_64":
+        print("n/a")
+        return 0
+    results = []
+    for abi in syscalls.FOREIGN_ABI_GETPID:
+        pid = os.fork()
+        if pid == 0:
+            value = syscalls.foreign_abi_getpid(abi)
+            os._exit(0 if value == os.getpid() else (1 if value == -errno.ENOSYS else 2))
+        status = os.waitpid(pid, 0)[1]
+        if os.WIFSIGNALED(status):
+            outcome = f"killed:{signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            outcome = {0: "ran", 1: "ENOSYS"}.get(os.WEXITSTATUS(status), "error")
+        results.append(f"{abi}={outcome}")
+    print(" ".join(results))
+    return 0
+
+
+def _forks(args: argparse.Namespace) -> int:
+    gate_r, gate_w = os.pipe()
+    children = []
+    try:
+        for _ in range(args.count):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                os.close(gate_w)
+                os.read(gate_r, 1)  # until the parent closes the gate
+                os._exit(0)
+            children.append(pid)
+    finally:
+        os.close(gate_w)
+        for pid in children:
+            os.waitpid(pid, 0)
+    print(len(children))
+    return 0
+
+
+def _alloc(args: argparse.Namespace) -> int:
+    block = bytearray(args.mib << 20)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    print("allocated")
     return 0

@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from auto_review_gateway import syscalls
+from auto_review_gateway import boundary, syscalls
 
 Outcome = tuple[bool, str]
 
@@ -254,4 +254,11 @@ ITEMS: tuple[tuple[str, Callable[[], Outcome]], ...] = (
     ("unshare", unshare),
     ("mount", mount),
     ("ptrace", ptrace),
+    ("network", boundary.network),
+    ("abstract-sockets", boundary.abstract_sockets),
+    ("vsock", boundary.vsock),
+    ("host-fds", boundary.host_fds),
+    ("pid1-environ", boundary.pid1_environ),
+    ("dev-tmpfs", boundary.dev_tmpfs),
+    ("pids-limit", boundary.pids_limit),
 )

@@ -85,3 +85,26 @@ def in_child(call: Callable[[], int]) -> int:
     if status == _CHILD_RAISED:
         raise ChildProcessError("probe child raised an exception")
     return status
+
+
+# x86_64 machine code for getpid through the other ABIs the kernel may accept:
+# i386 (`mov eax, 20; int 0x80; ret`) and x32 (`mov eax, 0x40000027; syscall; ret`).
+FOREIGN_ABI_GETPID = {
+    "i386": bytes.fromhex("b814000000cd80c3"),
+    "x32": bytes.fromhex("b8270000400f05c3"),
+}
+
+
+def foreign_abi_getpid(abi: str) -> int:
+    """Call getpid through `abi` (see FOREIGN_ABI_GETPID); the raw return value.
+
+    Run it in a child (``in_child`` cannot carry the value, so callers fork and read
+    the exit status): a seccomp filter may kill the process instead of returning.
+    """
+    import mmap
+
+    code = FOREIGN_ABI_GETPID[abi]
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(code)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    return ctypes.CFUNCTYPE(ctypes.c_int)(address)()

@@ -1,0 +1,74 @@
+"""The gateway's end of the launcher's two fds (see the launcher's hostlink module).
+
+``attach()`` runs before any command: it reads the secrets pipe once
+(``AUTO_REVIEW_SECRETS_FD``) into ``os.environ`` and closes it, and watches the
+lifeline (``AUTO_REVIEW_LIFELINE_FD``) from a daemon thread: EOF means the
+launcher is gone, and the gateway exits at once, so nothing outlives it. As
+PID 1 of the container, its exit ends every process inside. Values put into
+``os.environ`` here never show in ``/proc/1/environ`` (the exec-time
+environment), and git children get an environment built from scratch.
+"""
+
+import os
+import threading
+
+SECRETS_MAX = 1 << 20
+LIFELINE_EXIT = 129  # 128 + SIGHUP: the other end hung up
+# Variables whose values are credentials (the launcher sends exactly these by pipe).
+SECRET_NAMES = ("WEBHOOK_SECRET", "AR_FORGEJO_TOKEN", "AR_CI_REVIEW_TOKEN", "LLM_API_KEY")
+
+
+def _fd_from(name: str) -> int | None:
+    value = os.environ.pop(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def read_secrets(fd: int) -> dict[str, str]:
+    """NAME=VALUE records (NUL-separated) from ``fd``, read to EOF and closed."""
+    chunks, size = [], 0
+    try:
+        while size <= SECRETS_MAX:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    out = {}
+    for record in b"".join(chunks).split(b"\0"):
+        name, sep, value = record.partition(b"=")
+        if sep and name:
+            out[os.fsdecode(name)] = os.fsdecode(value)
+    return out
+
+
+def _watch(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 1):
+                break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        except OSError:
+            break
+    os.write(2, b"auto-review: the launcher is gone; the gateway exits\n")
+    os._exit(LIFELINE_EXIT)
+
+
+def attach() -> None:
+    """Load the secrets and start watching the lifeline, if the launcher passed them."""
+    secrets = _fd_from("AUTO_REVIEW_SECRETS_FD")
+    if secrets is not None:
+        try:
+            os.environ.update(read_secrets(secrets))
+        except OSError:
+            pass  # no such fd: run without secrets; commands that need them say so
+    lifeline = os.environ.get("AUTO_REVIEW_LIFELINE_FD", "")
+    if lifeline.isdigit():
+        fd = int(lifeline)
+        try:
+            os.set_inheritable(fd, False)  # git and other children do not get it
+        except OSError:
+            return
+        threading.Thread(target=_watch, args=(fd,), name="lifeline", daemon=True).start()

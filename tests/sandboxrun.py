@@ -1,0 +1,94 @@
+"""Running the single file as root or as the rootless user ar-rootless (created here),
+each with its own cache and state dirs: the fixtures the sandbox tests share."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import HOST_PYTHON
+
+ROOTLESS_USER = "ar-rootless"
+
+
+class Runner:
+    """Runs the single file as one user, with its own cache and state dirs."""
+
+    def __init__(self, app: Path, home: Path, user: str | None) -> None:
+        self.app, self.home, self.user = app, home, user
+        self.cache, self.state = home / "cache", home / "state"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(self.home),
+            "AUTO_REVIEW_CACHE_DIR": str(self.cache),
+            "AUTO_REVIEW_STATE_DIR": str(self.state),
+        }
+        env.update(extra)
+        return env
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(
+            [HOST_PYTHON, str(self.app), *args],
+            env=env or self.env(),
+            text=True,
+            user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user else None,
+            stdin=subprocess.DEVNULL,
+            **kw,
+        )
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
+        proc = self.popen(*args, env=env)
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A world-traversable dir (pytest's tmp is 0700 root) for the rootless user's files."""
+    base = Path("/tmp") / f"ar-sandbox-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def rootless_user() -> str:
+    try:
+        pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        ROOTLESS_USER], check=True)  # fmt: skip
+    return ROOTLESS_USER
+
+
+@pytest.fixture(scope="module")
+def root_runner(app: Path, tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    return Runner(app, tmp_path_factory.mktemp("root-home"), None)
+
+
+@pytest.fixture(scope="module")
+def rootless_runner(app: Path, shared_dir: Path, rootless_user: str) -> Runner:
+    copy = shared_dir / "auto-review"
+    shutil.copy(app, copy)
+    copy.chmod(0o755)
+    home = shared_dir / "home"
+    home.mkdir(mode=0o700)
+    entry = pwd.getpwnam(rootless_user)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    return Runner(copy, home, rootless_user)
+
+
+@pytest.fixture(params=["root", "rootless"])
+def runner(request: pytest.FixtureRequest) -> Runner:
+    return request.getfixturevalue(f"{request.param}_runner")
