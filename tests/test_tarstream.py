@@ -4,6 +4,7 @@ tarfile on archives it writes, and the memory bombs measured in a child process.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from conftest import HOST_PYTHON, rewrite_app
 
 from launcher.cache.extract import Limits, extract_tar_stream
 from launcher.cache.readahead import ReadAhead
@@ -496,6 +498,61 @@ def test_header_bombs_are_refused_in_bounded_memory(
         return
     assert lines[0].startswith("refused: damaged payload: ") and reason in lines[0], lines
     assert os.listdir(dest) == []
+
+
+# ru_maxrss of the wrapper's children: the single file and anything it starts.
+WRAPPER = (
+    "import resource, subprocess, sys;"
+    " code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode;"
+    " print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def _chained_headers() -> Iterator[bytes]:
+    yield pax({"mtime": b"1"}) * 2000 + member(b"f", b"x") + END
+
+
+@pytest.mark.parametrize(
+    ("bomb", "reason"),
+    [
+        (_pax_bomb, "over the cap"),
+        (_long_name_bomb, "over the cap"),
+        (_chained_headers, "more than 8 extension headers"),
+    ],
+    ids=["pax-512MiB", "gnu-64MiB", "2000-chained"],
+)
+def test_the_single_file_refuses_header_bombs_in_bounded_memory(
+    app: Path, tmp_path: Path, bomb: Callable[[], Iterator[bytes]], reason: str
+) -> None:
+    """The real launcher (host Python, vendored zstandard) with a bomb as its payload:
+    exit 65 with one line (no traceback), peak RSS of its process tree under 64 MB,
+    nothing published."""
+    packed = tmp_path / "bomb.tar.zst"
+    _compress(packed, bomb())
+    payload = packed.read_bytes()
+
+    def edit(manifest: dict) -> None:
+        manifest["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
+        manifest["compressed_size"] = len(payload)
+
+    bad = rewrite_app(app, tmp_path / "auto-review", payload=payload, edit_manifest=edit)
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTO_REVIEW_")}
+    env["AUTO_REVIEW_CACHE_DIR"] = str(cache)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, HOST_PYTHON, str(bad), "cache", "prepare"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    code, max_kib = map(int, proc.stdout.split())
+    assert code == 65, proc.stderr
+    assert max_kib * 1024 / 1e6 < 64, f"peak RSS {max_kib * 1024 / 1e6:.1f} MB"
+    assert reason in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    bundles = cache / "v1" / "bundles"
+    assert not [p for p in bundles.iterdir() if p.is_dir()]
 
 
 # --- the read-ahead thread ------------------------------------------------------------

@@ -259,3 +259,44 @@ def test_a_directory_moved_mid_walk_stops_the_walk(tmp_path: Path, outside: Path
 def test_remove_tree_refuses_paths_that_name_no_entry(path: str) -> None:
     with pytest.raises(ValueError, match="refusing to remove"):
         tree.remove_tree(path)
+
+
+def test_deep_trees_in_the_cache_through_verify_gc_and_clear(
+    app: Path, tmp_path: Path, outside: Path
+) -> None:
+    """The single file itself: a 1,500-deep tree planted in a published rootfs is reported
+    by `cache verify`, a 10,000-deep `.trash-*` is swept by `cache gc`, and `cache clear`
+    removes the version, with symlinks to `outside` planted at every level of both."""
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTO_REVIEW_")}
+    env["AUTO_REVIEW_CACHE_DIR"] = str(cache)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HOST_PYTHON, str(app), *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    assert cli("-q", "cache", "prepare").returncode == 0
+    bundles = cache / "v1" / "bundles"
+    [version] = [p for p in bundles.iterdir() if p.is_dir()]
+    trash = bundles / ".trash-planted"
+    try:
+        make_deep(version / "rootfs" / "tmp" / "deep", 1500, outside, every=1)
+        make_deep(trash, DEPTH, outside, every=1000)
+
+        verify = cli("cache", "verify")
+        assert verify.returncode == 65, verify.stderr
+        assert "Traceback" not in verify.stderr and len(verify.stderr.splitlines()) == 1
+        assert "tmp/deep: not in the file list" in verify.stderr
+
+        gc = cli("cache", "gc")
+        assert gc.returncode == 0, gc.stderr
+        assert not os.path.lexists(trash)
+
+        clear = cli("cache", "clear")
+        assert clear.returncode == 0, clear.stderr
+        assert [p for p in bundles.iterdir() if p.is_dir()] == []
+        assert not [p for p in bundles.iterdir() if p.name.startswith((".trash-", ".tmp-"))]
+    finally:
+        tree.remove_tree(str(cache), ignore_errors=True)
+    assert_outside_intact(outside)

@@ -40,6 +40,7 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 _NAME_ERRNOS = frozenset(
     {errno.EEXIST, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 )
+_CONTROL = frozenset(map(chr, [*range(0x20), 0x7F]))
 _FILE_TYPES = frozenset((b"0", b"\x00", b"7"))  # regular, old regular, contiguous
 _KINDS = {b"5": "dir", b"2": "symlink", b"1": "hardlink"}
 
@@ -110,7 +111,7 @@ def _damaged(reason: str) -> PayloadCorrupt:
 
 def _has_control(text: str) -> bool:
     """Tabs, newlines, escapes...: never in a rootfs, and they would forge lines in files.tsv."""
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    return not _CONTROL.isdisjoint(text)
 
 
 def _normalize(raw: str, *, is_dir: bool, what: str = "") -> str | None:
