@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
-import stat
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher.cache import gc, inventory, locks, tree, warm
-from launcher.cache.bundle import FILES_LIST
+from launcher.cache import gc, inventory, locks, verify, warm
 from launcher.cache.inventory import Version
 from launcher.cache.paths import (
     Layout,
@@ -25,10 +22,10 @@ from launcher.cache.paths import (
     write_new_file,
 )
 from launcher.cache.root import cache_root
+from launcher.cache.verify import PREPARE_HINT
 from launcher.errors import ExitCode, PayloadCorrupt, PinNotFound, UsageError
 
 MB = 1e6
-PREPARE_HINT = "run: auto-review cache prepare"
 MAX_PROBLEMS_SHOWN = 50
 
 
@@ -214,25 +211,6 @@ def print_report(report: gc.GcReport, kept_word: str) -> None:
 # --------------------------------------------------------------------------- verify
 
 
-@dataclasses.dataclass(frozen=True)
-class Expected:
-    """One line of files.tsv."""
-
-    kind: str
-    mode: int
-    size: int
-    digest: str
-
-
-@dataclasses.dataclass
-class Verification:
-    """What `cache verify` found."""
-
-    counts: dict[str, int] = dataclasses.field(default_factory=dict)
-    hashed: int = 0
-    problems: list[str] = dataclasses.field(default_factory=list)
-
-
 def cmd_verify(args: argparse.Namespace, quiet: bool) -> int:
     """Re-hash an unpacked version against its files.tsv; PayloadCorrupt on any mismatch."""
     layout, version = cached_version(args.version)
@@ -240,7 +218,7 @@ def cmd_verify(args: argparse.Namespace, quiet: bool) -> int:
     try:
         if not os.path.exists(layout.marker(version.digest)):
             raise not_cached(version.label, version.digest)
-        result = verify_version(version.path)
+        result = verify.verify_version(version.path)
     finally:
         os.close(fd)
     name = version.title
@@ -282,85 +260,6 @@ def not_cached(label: str, digest: str) -> PinNotFound:
     return PinNotFound(
         f"version {label} ({digest[:19]}) is not unpacked in the cache", PREPARE_HINT
     )
-
-
-def verify_version(version_dir: str) -> Verification:
-    """Compare the tree under version_dir/rootfs with version_dir/files.tsv."""
-    result = Verification()
-    expected = read_files_list(version_dir, result)
-    ancestors = {p.rsplit("/", i)[0] for p in expected for i in range(1, p.count("/") + 1)}
-    seen: set[str] = set()
-    digests: dict[tuple[int, int], str] = {}
-    for rel, st, parent_fd, name in tree.walk(
-        os.path.join(version_dir, "rootfs"), result.problems.append
-    ):
-        want = expected.get(rel)
-        if want is None:
-            if not (stat.S_ISDIR(st.st_mode) and rel in ancestors):
-                result.problems.append(f"{rel}: not in the file list ({tree.kind_of(st.st_mode)})")
-            continue
-        seen.add(rel)
-        result.counts[want.kind] = result.counts.get(want.kind, 0) + 1
-        check_entry(rel, want, st, parent_fd, name, digests, result)
-    for rel in sorted(set(expected) - seen):
-        result.problems.append(f"{rel}: missing (expected a {expected[rel].kind})")
-    return result
-
-
-def read_files_list(version_dir: str, result: Verification) -> dict[str, Expected]:
-    """Parse files.tsv (kind, octal mode, size, digest or link target, path per line)."""
-    path = os.path.join(version_dir, FILES_LIST)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise PayloadCorrupt(
-            f"{version_dir} has no {FILES_LIST}: nothing to verify against", PREPARE_HINT
-        ) from None
-    expected = {}
-    with open(fd, encoding="utf-8", errors="surrogateescape", newline="\n") as fh:
-        for number, line in enumerate(fh, 1):
-            fields = line.rstrip("\n").split("\t", 4)
-            try:
-                kind, mode, size, digest, rel = fields
-                expected[rel] = Expected(kind, int(mode, 8), int(size), digest)
-            except ValueError:
-                result.problems.append(f"{FILES_LIST} line {number} is malformed")
-    return expected
-
-
-def check_entry(
-    rel: str,
-    want: Expected,
-    st: os.stat_result,
-    parent_fd: int,
-    name: str,
-    digests: dict[tuple[int, int], str],
-    result: Verification,
-) -> None:
-    """Compare one on-disk entry with its files.tsv line."""
-    kind = tree.kind_of(st.st_mode)
-    expected_kind = "file" if want.kind == "hardlink" else want.kind
-    if kind != expected_kind:
-        result.problems.append(f"{rel}: is a {kind}, expected a {expected_kind}")
-        return
-    if kind == "symlink":
-        target = os.readlink(name, dir_fd=parent_fd)
-        if target != want.digest:
-            result.problems.append(f"{rel}: symlink to {target!r}, expected {want.digest!r}")
-        return
-    if stat.S_IMODE(st.st_mode) != want.mode:
-        result.problems.append(f"{rel}: mode {stat.S_IMODE(st.st_mode):o}, expected {want.mode:o}")
-    if kind != "file":
-        return
-    if st.st_size != want.size:
-        result.problems.append(f"{rel}: size {st.st_size}, expected {want.size}")
-        return
-    key = (st.st_dev, st.st_ino)
-    if key not in digests:
-        digests[key] = tree.hash_at(parent_fd, name)
-        result.hashed += st.st_size
-    if digests[key] != want.digest:
-        result.problems.append(f"{rel}: content differs (sha256 {digests[key][:12]}...)")
 
 
 # --------------------------------------------------------------------------- pin, unpin
