@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher.cache import gc, inventory, locks, verify, warm
+from launcher.cache import gc, inventory, locks, warm
 from launcher.cache.inventory import Version
 from launcher.cache.paths import (
+    PREPARE_HINT,
     Layout,
     ensure_level,
     existing_layout,
@@ -22,7 +23,6 @@ from launcher.cache.paths import (
     write_new_file,
 )
 from launcher.cache.root import cache_root
-from launcher.cache.verify import PREPARE_HINT
 from launcher.errors import ExitCode, PayloadCorrupt, PinNotFound, UsageError
 
 MB = 1e6
@@ -218,6 +218,8 @@ def cmd_verify(args: argparse.Namespace, quiet: bool) -> int:
     try:
         if not os.path.exists(layout.marker(version.digest)):
             raise not_cached(version.label, version.digest)
+        from launcher.cache import verify  # hashes and walks: not for the other verbs
+
         result = verify.verify_version(version.path)
     finally:
         os.close(fd)

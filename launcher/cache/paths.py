@@ -37,6 +37,7 @@ EXTRACT_LOCK = ".extract.lock"
 LABELS = ".labels"
 WRITABLE_FIX = "set AUTO_REVIEW_CACHE_DIR to a writable directory"
 SPACE_FIX = "free some space or set AUTO_REVIEW_CACHE_DIR to a larger disk"
+PREPARE_HINT = "run: auto-review cache prepare"
 
 
 class Layout:

@@ -9,9 +9,8 @@ import stat
 
 from launcher.cache import tree
 from launcher.cache.bundle import FILES_LIST
+from launcher.cache.paths import PREPARE_HINT
 from launcher.errors import PayloadCorrupt
-
-PREPARE_HINT = "run: auto-review cache prepare"
 
 
 @dataclasses.dataclass(frozen=True)
