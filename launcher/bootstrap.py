@@ -37,9 +37,11 @@ def prefer(code: str) -> None:
     """Import the launcher's modules not loaded yet from `code`, then from the zip."""
     import launcher
     import launcher.cache
+    from launcher.cache.root import CODE_ARCHIVE
 
-    launcher.__path__.insert(0, os.path.join(code, "launcher"))
-    launcher.cache.__path__.insert(0, os.path.join(code, "launcher", "cache"))
+    archive = os.path.join(code, CODE_ARCHIVE)
+    launcher.__path__.insert(0, os.path.join(archive, "launcher"))
+    launcher.cache.__path__.insert(0, os.path.join(archive, "launcher", "cache"))
 
 
 def forget(code: str) -> None:

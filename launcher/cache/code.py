@@ -1,11 +1,13 @@
-"""The launcher's own code, unpacked into <cache>/v1/code/<code id>/ with bytecode.
+"""The launcher's own code, compiled once into <cache>/v1/code/<code id>/launcher.zip.
 
 zipimport compiles every module of the launcher on every start (it never caches
 bytecode), which costs more than everything else on the warm path. Like shiv, we
-unpack our code once, through the cache's publish protocol (so 16 starting
-launchers compile it once, not 16 times); the bootstrap imports from that copy
-when each level of it is a private directory of ours, holding the code's use lock
-shared so `cache clear` never deletes code a starting launcher imports from.
+compile our code once, through the cache's publish protocol (so 16 starting
+launchers compile it once, not 16 times), into one stored zip of sources and
+unchecked-hash .pyc files that zipimport loads without compiling: one file to
+write and sync instead of two per module. The bootstrap imports from it when each
+level of it is a private directory of ours, holding the code's use lock shared so
+`cache clear` never deletes code a starting launcher imports from.
 """
 
 from __future__ import annotations
@@ -46,24 +48,34 @@ def release() -> None:
         os.close(_held.pop())
 
 
-def fill_code(work: str) -> None:
-    """Write launcher/**.py from the zip into `work` and compile it for this interpreter
-    (py_compile writes even under PYTHONDONTWRITEBYTECODE)."""
-    import py_compile
+def fill_code(work: str, final: str) -> None:
+    """Write launcher.zip into `work`: launcher/**.py from the single file and, beside
+    each, its bytecode for this interpreter (hash-based, unchecked: the sources never
+    change under a code id). Compiled explicitly, so PYTHONDONTWRITEBYTECODE cannot
+    make every start compile again."""
+    import importlib.util
+    import marshal
+    import zipfile
 
     from launcher import embedded
+    from launcher.cache.root import CODE_ARCHIVE
 
-    for name, _size, _crc in embedded.list_members("launcher/"):
-        if not name.endswith(".py"):
-            continue
-        dest = os.path.join(work, name)
-        os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
-        with open(dest, "wb") as fh:
-            fh.write(embedded.read_member(name))
-        try:
-            py_compile.compile(dest, doraise=True)
-        except py_compile.PyCompileError as exc:
-            raise OSError(f"cannot compile {name}: {exc.msg}") from None
+    flags = (0b01).to_bytes(4, "little")  # hash-based, check_source off (PEP 552)
+    archive = os.path.join(work, CODE_ARCHIVE)
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for name, _size, _crc in embedded.list_members("launcher/"):
+            if not name.endswith(".py"):
+                continue
+            source = embedded.read_member(name)
+            shown = os.path.join(final, CODE_ARCHIVE, name)  # what tracebacks name
+            try:
+                code = compile(source, shown, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError) as exc:
+                raise OSError(f"cannot compile {name}: {exc}") from None
+            pyc = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source)
+            zf.writestr(name, source)
+            zf.writestr(name + "c", pyc + marshal.dumps(code))
+    os.chmod(archive, 0o400)
 
 
 def publish_early() -> str | None:
@@ -93,7 +105,10 @@ def publish_code(layout: Layout, quiet: bool = False, warn: bool = True) -> str 
         from launcher.cache import publish
 
         publish.publish(
-            target, fill_code, waiting_for="finish unpacking its launcher code", quiet=quiet
+            target,
+            lambda work: fill_code(work, target),
+            waiting_for="finish unpacking its launcher code",
+            quiet=quiet,
         )
     except (LauncherError, OSError) as exc:
         if warn:
@@ -108,10 +123,6 @@ def use_for_later_imports(layout: Layout, quiet: bool = False) -> None:
     target = publish_code(layout, quiet)
     if target is None or not hold_in_use(target):
         return
-    import launcher
-    import launcher.cache
+    from launcher.bootstrap import prefer
 
-    for package, sub in ((launcher, "launcher"), (launcher.cache, "launcher/cache")):
-        path = os.path.join(target, sub)
-        if path not in package.__path__:
-            package.__path__.insert(0, path)
+    prefer(target)

@@ -13,6 +13,7 @@ APP = "auto-review"
 LAYOUT = "v1"
 MARKER = ".complete"
 CODE = "code"
+CODE_ARCHIVE = "launcher.zip"  # inside a code dir: the launcher with unchecked-hash bytecode
 
 
 def _xdg(var: str, fallback: str) -> str:
