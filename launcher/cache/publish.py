@@ -114,8 +114,22 @@ def check_free_space(path: str, needed: int) -> None:
         )
 
 
+SMALL_TREE = 32  # entries: below this, an fsync each is cheaper than a syncfs
+
+
 def sync_tree(path: str) -> None:
-    """Flush everything written under `path` (one syncfs, not an fsync per file)."""
+    """Flush everything written under `path`: an fsync per entry for a small tree (the
+    launcher's code is one file, the vendored module two), one syncfs for a large one
+    (a rootfs: one call instead of hundreds, whatever else the filesystem holds)."""
+    entries = small_tree(path)
+    if entries is not None:
+        for entry in entries:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         import ctypes
@@ -127,6 +141,24 @@ def sync_tree(path: str) -> None:
         os.sync()
     finally:
         os.close(fd)
+
+
+def small_tree(path: str) -> list[str] | None:
+    """Every file and directory under `path` (deepest first), or None past SMALL_TREE."""
+    found: list[str] = []
+    stack = [path]
+    while stack:
+        top = stack.pop()
+        found.append(top)
+        with os.scandir(top) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(entry.path)
+                if len(found) + len(stack) > SMALL_TREE:
+                    return None
+    return found[::-1]
 
 
 def write_marker(work: str) -> None:
