@@ -1,0 +1,359 @@
+"""The forge client for GitHub (github.com or GitHub Enterprise Server), beside
+:mod:`forgejo`'s, behind the same :class:`~auto_review_gateway.forgejo.ForgeClient`.
+
+Each call names the operation id of GitHub's OpenAPI description
+(``github/rest-api-description``) it follows:
+
+* ``pulls/get`` ``GET /repos/{owner}/{repo}/pulls/{pull_number}``: head, base, state;
+* ``repos/create-commit-status`` ``POST /repos/{owner}/{repo}/statuses/{sha}``
+  ``{"state", "context", "description"}`` -> 201;
+* ``pulls/list-files`` ``GET /repos/{owner}/{repo}/pulls/{pull_number}/files``: each
+  file's ``patch``, from which the lines a review comment may sit on are read (an added
+  or context line of a hunk, on the RIGHT side): GitHub refuses the *whole* review (422)
+  when one comment is off the diff, so findings elsewhere go into the review's body;
+* ``pulls/list-reviews``: a review of the same run (its body carries the run's marker)
+  is not posted again;
+* ``pulls/create-review`` ``POST /repos/{owner}/{repo}/pulls/{pull_number}/reviews``
+  ``{"commit_id", "body", "event", "comments": [{"path", "line", "side", "body"}]}``;
+  a REQUEST_CHANGES refused with 422 (the bot's own PR) is posted again as COMMENT;
+* ``rate-limit/get`` (token) / ``apps/get-authenticated`` (App): the readiness probe.
+
+Every request carries ``Accept: application/vnd.github+json``, ``X-GitHub-Api-Version``
+and a ``User-Agent``. Rate limits go through the shared :class:`retry.Retry`: a
+secondary limit's ``retry-after`` and a primary limit's ``x-ratelimit-reset`` (403/429
+with ``x-ratelimit-remaining: 0``) are waited for (:func:`httpjson.rate_limit_wait`).
+
+Settings (:func:`load_config`): ``GITHUB_API_URL`` (default ``https://api.github.com``;
+GHES ``https://HOST/api/v3``), and ``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` with
+``GITHUB_APP_PRIVATE_KEY_FILE`` (default ``<state dir>/github-app.pem``, the one host
+directory the sandbox sees). Names missing from the environment are read from
+``<state dir>/github.env`` (``NAME=value`` lines), which is how settings reach a gateway
+run by a launcher that passes only its own allowlist of variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from auto_review_gateway import httpjson, names
+from auto_review_gateway.forge_bodies import MARKER, render_body, status_body
+from auto_review_gateway.forgejo import PullInfo
+from auto_review_gateway.github_auth import AppAuth, TokenAuth
+from auto_review_gateway.model import EXIT_CONFIG, EXIT_POST, EXIT_USAGE, Review, ReviewError
+from auto_review_gateway.retry import Retry
+
+DEFAULT_API_URL = "https://api.github.com"
+API_VERSION = "2022-11-28"
+HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
+SETTINGS_FILE = "github.env"
+KEY_FILE = "github-app.pem"
+NAMES = ("GITHUB_API_URL", "GITHUB_TOKEN", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY_FILE",
+         "GITHUB_MIN_ASSOCIATION")  # fmt: skip
+MAX_FILE_PAGES = 30  # pulls/list-files returns at most 3000 files, 100 a page
+RETRY_ATTEMPTS = 4
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    """Where GitHub is and who the gateway is there."""
+
+    api_url: str
+    static_token: str = ""
+    app_id: str = ""
+    private_key: bytes = b""
+    min_association: str = "COLLABORATOR"
+    timeout: float = 30.0
+    kind = "github"
+
+    def __repr__(self) -> str:
+        auth = f"app {self.app_id}" if self.app_id else "token"
+        return f"GitHubConfig(api_url={self.api_url!r}, auth={auth!r})"
+
+    @property
+    def token(self) -> str:
+        """The static token ('' for an App): the secret to redact."""
+        return self.static_token
+
+    @property
+    def web_url(self) -> str:
+        """Where repositories are served: ``https://github.com`` for api.github.com, the
+        host of a GHES ``https://HOST/api/v3``."""
+        parts = urllib.parse.urlsplit(self.api_url)
+        if (parts.hostname or "").lower() == "api.github.com":
+            return "https://github.com"
+        path = parts.path.rstrip("/")
+        if path.endswith("/api/v3"):
+            path = path[: -len("/api/v3")]
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    @property
+    def plain_http(self) -> bool:
+        """GitHub is HTTPS only."""
+        return False
+
+    def warning(self) -> str | None:
+        """Nothing to warn of at start."""
+        return None
+
+    def repo_clone_url(self, owner: str, repo: str) -> str:
+        """``<web>/<owner>/<repo>.git``."""
+        return f"{self.web_url}/{urllib.parse.quote(owner)}/{urllib.parse.quote(repo)}.git"
+
+
+def settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The GitHub settings: the environment's, else ``<state dir>/github.env``'s."""
+    found = {n: env[n].strip() for n in NAMES if env.get(n, "").strip()}
+    path = os.path.join(names.state_dir(env), SETTINGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read(64 * 1024).splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip() in NAMES and name.strip() not in found and value.strip():
+            found[name.strip()] = value.strip()
+    return found
+
+
+def configured(env: Mapping[str, str] | None = None) -> bool:
+    """True when GitHub is the forge (``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` is set)."""
+    found = settings(os.environ if env is None else env)
+    return bool(found.get("GITHUB_TOKEN") or found.get("GITHUB_APP_ID"))
+
+
+def load_config(env: Mapping[str, str] | None = None) -> GitHubConfig:
+    """The GitHub settings from ``env`` (default os.environ); ReviewError(EXIT_CONFIG)
+    naming the variable (never its value) when one is missing or malformed."""
+    env = os.environ if env is None else env
+    found = settings(env)
+    api = found.get("GITHUB_API_URL", DEFAULT_API_URL).rstrip("/")
+    httpjson.check_url(api, what="GITHUB_API_URL", exit_code=EXIT_CONFIG)
+    if not api.lower().startswith("https://"):
+        raise ReviewError("GITHUB_API_URL must be https://", EXIT_CONFIG)
+    association = found.get("GITHUB_MIN_ASSOCIATION", "COLLABORATOR").upper()
+    if association not in ASSOCIATIONS:
+        raise ReviewError(
+            f"GITHUB_MIN_ASSOCIATION must be one of {', '.join(ASSOCIATIONS)}", EXIT_CONFIG
+        )
+    token = found.get("GITHUB_TOKEN", "")
+    app_id = found.get("GITHUB_APP_ID", "")
+    if token and app_id:
+        raise ReviewError("set GITHUB_TOKEN or GITHUB_APP_ID, not both", EXIT_CONFIG)
+    if token:
+        if not httpjson.header_safe(token):
+            raise ReviewError("GITHUB_TOKEN contains characters not allowed in a header",
+                              EXIT_CONFIG)  # fmt: skip
+        return GitHubConfig(api, static_token=token, min_association=association)
+    if not app_id.isdigit():
+        raise ReviewError("GITHUB_APP_ID must be the App's numeric id", EXIT_CONFIG)
+    key_file = found.get("GITHUB_APP_PRIVATE_KEY_FILE") or os.path.join(
+        names.state_dir(env), KEY_FILE
+    )
+    try:
+        with open(key_file, "rb") as fh:
+            pem = fh.read(64 * 1024)
+    except OSError as exc:
+        raise ReviewError(
+            f"GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}", EXIT_CONFIG
+        ) from None
+    return GitHubConfig(api, app_id=app_id, private_key=pem, min_association=association)
+
+
+# author_association values, most trusted first (GitHub's "author-association" schema)
+ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR",
+                "FIRST_TIMER", "MANNEQUIN", "NONE")  # fmt: skip
+
+
+def diff_lines(patch: Any) -> set[int]:
+    """RIGHT-side line numbers a review comment may sit on in one file's ``patch``."""
+    lines: set[int] = set()
+    if not isinstance(patch, str):
+        return lines
+    new = None
+    for text in patch.split("\n"):
+        match = _HUNK.match(text)
+        if match:
+            new = int(match.group(1))
+            continue
+        if new is None or text.startswith("\\"):
+            continue
+        if text.startswith("-"):
+            continue
+        if text.startswith(("+", " ")) or text == "":
+            lines.add(new)
+            new += 1
+    return lines
+
+
+def make_retry() -> Retry:
+    """The retry policy of every GitHub call (tests replace it to never really sleep)."""
+    return Retry(RETRY_ATTEMPTS)
+
+
+class GitHub:
+    """:class:`ForgeClient` over GitHub's REST API (see the module doc)."""
+
+    def __init__(
+        self,
+        config: GitHubConfig,
+        *,
+        retry: Callable[[], Retry] | None = None,
+        auth: TokenAuth | AppAuth | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """``retry`` None: :func:`make_retry`; ``auth`` None: from the config."""
+        self.config = config
+        self.retry = retry or make_retry
+        self.timeout = config.timeout if timeout is None else timeout
+        if auth is None:
+            auth = (
+                AppAuth(config.app_id, config.private_key)
+                if config.app_id
+                else TokenAuth(config.static_token)
+            )
+        self.auth = auth
+
+    def _once(self, method: str, url: str, token: str, body: Any) -> Any:
+        return httpjson.request(
+            method, url, token=token, body=body, timeout=self.timeout, exit_code=EXIT_POST,
+            headers=HEADERS,
+        )[1]  # fmt: skip
+
+    def send(self, method: str, url: str, token: str, body: Any = None) -> Any:
+        """One API call as ``token``, retried on transient failures and rate limits."""
+        return self.retry().call(lambda: self._once(method, url, token, body))
+
+    def _repo(self, owner: str, repo: str) -> str:
+        for name in (owner, repo):
+            if not names.is_name(name):
+                raise ReviewError("owner and repository names must be [A-Za-z0-9_.-]+",
+                                  EXIT_USAGE)  # fmt: skip
+        return f"{self.config.api_url}/repos/{urllib.parse.quote(owner)}/{urllib.parse.quote(repo)}"
+
+    def token_for(self, owner: str, repo: str) -> str:
+        """The token to act on ``owner/repo`` with (an installation token for an App)."""
+        return self.auth.token_for(owner, repo, self.send, self.config.api_url)
+
+    def _call(self, owner: str, repo: str, method: str, path: str, body: Any = None) -> Any:
+        token = self.token_for(owner, repo)
+        return self.send(method, f"{self._repo(owner, repo)}{path}", token, body)
+
+    def probe(self, timeout: float) -> None:
+        """``apps/get-authenticated`` (App) or ``rate-limit/get`` (token), once."""
+        if isinstance(self.auth, AppAuth):
+            url, token = f"{self.config.api_url}/app", self.auth.jwt()
+        else:
+            url, token = f"{self.config.api_url}/rate_limit", self.config.static_token
+        httpjson.request("GET", url, token=token, timeout=timeout, exit_code=EXIT_POST,
+                         headers=HEADERS)  # fmt: skip
+
+    def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
+        """``pulls/get``; ReviewError when the answer is not a usable PR."""
+        doc = self._call(owner, repo, "GET", f"/pulls/{int(number)}")
+        head = doc.get("head") if isinstance(doc, dict) else None
+        base = doc.get("base") if isinstance(doc, dict) else None
+        sha = head.get("sha") if isinstance(head, dict) else None
+        ref = base.get("ref") if isinstance(base, dict) else None
+        if not names.is_sha(sha) or not isinstance(ref, str) or not ref:
+            raise ReviewError("GitHub's pull request answer is unusable", EXIT_POST)
+        base_repo = base.get("repo") if isinstance(base, dict) else None
+        clone = base_repo.get("clone_url") if isinstance(base_repo, dict) else None
+        closed = doc.get("state") == "closed" or doc.get("merged") is True
+        return PullInfo(
+            head_sha=sha.lower(),
+            base_ref=ref,
+            state="closed" if closed else "open",
+            draft=doc.get("draft") is True,
+            clone_url=clone if isinstance(clone, str) and clone else None,
+        )
+
+    def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
+        """``repos/create-commit-status`` (context ``auto_review``, description <= 140)."""
+        if not names.is_sha(sha):
+            raise ReviewError("the commit to set a status on is not a full hex SHA", EXIT_POST)
+        body = status_body(state, description)
+        body.pop("target_url", None)  # GitHub wants a URL or nothing
+        self._call(owner, repo, "POST", f"/statuses/{sha.lower()}", body)
+
+    def commentable(self, owner: str, repo: str, number: int) -> dict[str, set[int]]:
+        """``pulls/list-files``: path -> the RIGHT-side lines of the diff."""
+        out: dict[str, set[int]] = {}
+        for page in range(1, MAX_FILE_PAGES + 1):
+            path = f"/pulls/{number}/files?per_page=100&page={page}"
+            files = self._call(owner, repo, "GET", path)
+            if not isinstance(files, list):
+                break
+            for f in files:
+                if isinstance(f, dict) and isinstance(f.get("filename"), str):
+                    out[f["filename"]] = diff_lines(f.get("patch"))
+            if len(files) < 100:
+                break
+        return out
+
+    def _posted(self, owner: str, repo: str, number: int, mark: str) -> Any:
+        reviews = self._call(owner, repo, "GET", f"/pulls/{number}/reviews?per_page=100")
+        for review in reviews if isinstance(reviews, list) else []:
+            if isinstance(review, dict) and mark in str(review.get("body") or ""):
+                return review
+        return None
+
+    def review_body(self, review: Review, lines: dict[str, set[int]]) -> dict[str, Any]:
+        """``pulls/create-review``'s body: findings on diff lines as inline comments, the
+        others listed in the body (one off-diff comment would sink the whole review)."""
+        inline, elsewhere = [], []
+        for f in review.findings:
+            text = f"**{f.severity}** {f.rule}: {f.message}"
+            if f.line in lines.get(f.path, ()):
+                inline.append({"path": f.path, "line": f.line, "side": "RIGHT", "body": text})
+            else:
+                shown = f.path.replace("`", "'")
+                elsewhere.append(f"- `{shown}:{f.line}` {text}")
+        body = render_body(review)
+        if elsewhere:
+            body += "\n\nOutside the diff:\n" + "\n".join(elsewhere[:50])
+        return {
+            "commit_id": review.head,
+            "body": body,
+            "event": "REQUEST_CHANGES" if review.verdict == "fail" else "COMMENT",
+            "comments": inline,
+        }
+
+    def post_review(
+        self, owner: str, repo: str, index: int, review: Review, *, key: str | None = None
+    ) -> Any:
+        """``pulls/create-review`` once per run (``key``), COMMENT when REQUEST_CHANGES is
+        refused with 422."""
+        if not isinstance(index, int) or isinstance(index, bool) or index < 1:
+            raise ReviewError("the pull request number must be a positive integer", EXIT_USAGE)
+        mark = MARKER.format(key=key) if key else None
+        if mark:
+            posted = self._posted(owner, repo, index, mark)
+            if posted is not None:
+                return posted
+        body = self.review_body(review, self.commentable(owner, repo, index))
+        if mark:
+            body["body"] += "\n\n" + mark
+        try:
+            return self._call(owner, repo, "POST", f"/pulls/{index}/reviews", body)
+        except httpjson.HttpError as exc:
+            if exc.status != 422 or body["event"] != "REQUEST_CHANGES":
+                raise
+            reason = httpjson.clean_text(exc.detail or "HTTP 422", 200).replace("`", "'")
+        fallback = dict(body, event="COMMENT")
+        fallback["body"] = (
+            f"{body['body']}\n\nGitHub refused a review requesting changes ({reason}); "
+            "this review is a comment instead."
+        )
+        return self._call(owner, repo, "POST", f"/pulls/{index}/reviews", fallback)
+
+    def secrets(self) -> list[str]:
+        """Tokens to redact from messages."""
+        held = self.auth.tokens() if isinstance(self.auth, AppAuth) else []
+        return [t for t in [self.config.static_token, *held] if t]
