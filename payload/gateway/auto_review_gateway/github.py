@@ -52,8 +52,13 @@ API_VERSION = "2022-11-28"
 HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
 SETTINGS_FILE = "github.env"
 KEY_FILE = "github-app.pem"
-NAMES = ("GITHUB_API_URL", "GITHUB_TOKEN", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY_FILE",
-         "GITHUB_MIN_ASSOCIATION")  # fmt: skip
+NAMES = (
+    "GITHUB_API_URL",
+    "GITHUB_TOKEN",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_PRIVATE_KEY_FILE",
+    "GITHUB_MIN_ASSOCIATION",
+)
 MAX_FILE_PAGES = 30  # pulls/list-files returns at most 3000 files, 100 a page
 RETRY_ATTEMPTS = 4
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
@@ -148,8 +153,9 @@ def load_config(env: Mapping[str, str] | None = None) -> GitHubConfig:
         raise ReviewError("set GITHUB_TOKEN or GITHUB_APP_ID, not both", EXIT_CONFIG)
     if token:
         if not httpjson.header_safe(token):
-            raise ReviewError("GITHUB_TOKEN contains characters not allowed in a header",
-                              EXIT_CONFIG)  # fmt: skip
+            raise ReviewError(
+                "GITHUB_TOKEN contains characters not allowed in a header", EXIT_CONFIG
+            )
         return GitHubConfig(api, static_token=token, min_association=association)
     if not app_id.isdigit():
         raise ReviewError("GITHUB_APP_ID must be the App's numeric id", EXIT_CONFIG)
@@ -167,8 +173,16 @@ def load_config(env: Mapping[str, str] | None = None) -> GitHubConfig:
 
 
 # author_association values, most trusted first (GitHub's "author-association" schema)
-ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR",
-                "FIRST_TIMER", "MANNEQUIN", "NONE")  # fmt: skip
+ASSOCIATIONS = (
+    "OWNER",
+    "MEMBER",
+    "COLLABORATOR",
+    "CONTRIBUTOR",
+    "FIRST_TIME_CONTRIBUTOR",
+    "FIRST_TIMER",
+    "MANNEQUIN",
+    "NONE",
+)
 
 
 def diff_lines(patch: Any) -> set[int]:
@@ -186,7 +200,7 @@ def diff_lines(patch: Any) -> set[int]:
             continue
         if text.startswith("-"):
             continue
-        if text.startswith(("+", " ")) or text == "":
+        if text.startswith(("+", " ")):
             lines.add(new)
             new += 1
     return lines
@@ -222,9 +236,14 @@ class GitHub:
 
     def _once(self, method: str, url: str, token: str, body: Any) -> Any:
         return httpjson.request(
-            method, url, token=token, body=body, timeout=self.timeout, exit_code=EXIT_POST,
+            method,
+            url,
+            token=token,
+            body=body,
+            timeout=self.timeout,
+            exit_code=EXIT_POST,
             headers=HEADERS,
-        )[1]  # fmt: skip
+        )[1]
 
     def send(self, method: str, url: str, token: str, body: Any = None) -> Any:
         """One API call as ``token``, retried on transient failures and rate limits."""
@@ -233,8 +252,7 @@ class GitHub:
     def _repo(self, owner: str, repo: str) -> str:
         for name in (owner, repo):
             if not names.is_name(name):
-                raise ReviewError("owner and repository names must be [A-Za-z0-9_.-]+",
-                                  EXIT_USAGE)  # fmt: skip
+                raise ReviewError("owner and repository names must be [A-Za-z0-9_.-]+", EXIT_USAGE)
         return f"{self.config.api_url}/repos/{urllib.parse.quote(owner)}/{urllib.parse.quote(repo)}"
 
     def token_for(self, owner: str, repo: str) -> str:
@@ -251,8 +269,9 @@ class GitHub:
             url, token = f"{self.config.api_url}/app", self.auth.jwt()
         else:
             url, token = f"{self.config.api_url}/rate_limit", self.config.static_token
-        httpjson.request("GET", url, token=token, timeout=timeout, exit_code=EXIT_POST,
-                         headers=HEADERS)  # fmt: skip
+        httpjson.request(
+            "GET", url, token=token, timeout=timeout, exit_code=EXIT_POST, headers=HEADERS
+        )
 
     def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
         """``pulls/get``; ReviewError when the answer is not a usable PR."""

@@ -105,16 +105,24 @@ def run_github_job(job: Job) -> None:
     gh = client()
     req = worker.resolve(job.request, gh)
     if req is None:
-        print(f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
+            file=sys.stderr,
+            flush=True,
+        )
         return
     gh.set_status(req.owner, req.repo, req.head_sha, "pending", "auto-review is reviewing")
     try:
         token = gh.token_for(req.owner, req.repo)
         review = review_request(req, gh.config, token)
         if review is None:
-            gh.set_status(req.owner, req.repo, req.head_sha, "success",
-                          "auto-review is disabled by .auto_review.yaml")  # fmt: skip
+            gh.set_status(
+                req.owner,
+                req.repo,
+                req.head_sha,
+                "success",
+                "auto-review is disabled by .auto_review.yaml",
+            )
             return
         gh.post_review(req.owner, req.repo, req.pr_number, review, key=f"job-{job.id}")
         final = "failure" if review.verdict == "fail" else "success"

@@ -249,6 +249,14 @@ def _error_detail(raw: bytes, token: str | None) -> str:
             text = error
         elif isinstance(doc.get("message"), str):
             text = doc["message"]
+            # GitHub: {"message": "Unprocessable Entity", "errors": ["why", ...]}
+            errors = doc.get("errors")
+            if isinstance(errors, list):
+                why = [e for e in errors if isinstance(e, str)]
+                why += [e["message"] for e in errors
+                        if isinstance(e, dict) and isinstance(e.get("message"), str)]  # fmt: skip
+                if why:
+                    text = f"{text}: {'; '.join(why)}"
     # Redact before cutting, so no prefix of the token survives the cut.
     return clean_text(redact(text, token), _ERROR_DETAIL_CHARS)
 
