@@ -195,7 +195,10 @@ def test_github_webhooks_get_reviews_with_inline_comments_and_statuses(
 
         first = gw.deliver("pull_request", pr_event(hub, "synchronize", 2, broken))
         second = gw.deliver("pull_request", pr_event(hub, "synchronize", 2, broken))
-        assert first[0] == 202 and second == (200, {"duplicate": True, "job_id": first[1]["job_id"]})
+        assert first[0] == 202 and second == (
+            200,
+            {"duplicate": True, "job_id": first[1]["job_id"]},
+        )
         assert wait_final(hub, broken) == ["pending", "failure"]
         [review] = hub.reviews("acme", "demo", 2)
         assert review["state"] == "CHANGES_REQUESTED"
