@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from auto_review_gateway import github_worker  # noqa: E402
-from auto_review_gateway.jobspec import Job, JobRequest  # noqa: E402
-from tests.fake_github import FakeGitHub  # noqa: E402
-from tests.gitserver import commit, make_ca, make_repo  # noqa: E402
+from auto_review_gateway import github_worker
+from auto_review_gateway.jobspec import Job, JobRequest
+
+from tests.fake_github import FakeGitHub
+from tests.gitserver import commit, make_ca, make_repo
 
 
 @pytest.fixture

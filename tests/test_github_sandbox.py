@@ -205,3 +205,29 @@ def test_github_webhooks_get_reviews_with_inline_comments_and_statuses(
         assert any(c["line"] == 1 for c in review["comments"])
     finally:
         assert gw.stop() in (0, 143)
+
+
+def test_app_auth_without_cryptography_in_the_sandbox_is_a_one_line_config_error(
+    app: Path, tmp_path: Path
+) -> None:
+    # The single file does not ship cryptography yet (docs/GATEWAY.md, "GitHub"): an App
+    # is refused at start, with the fix, not with a traceback at the first webhook.
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "github.env").write_text("GITHUB_APP_ID=4242\n")
+    (state / "github-app.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    for name in ("github.env", "github-app.pem"):
+        os.chmod(state / name, 0o644)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AUTO_REVIEW_CACHE_DIR": str(tmp_path / "cache"),
+        "AUTO_REVIEW_STATE_DIR": str(state),
+        "WEBHOOK_SECRET": SECRET,
+    }
+    proc = subprocess.run(
+        [HOST_PYTHON, str(app), "serve"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 6, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "cryptography" in line and "GITHUB_TOKEN" in line
