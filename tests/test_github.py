@@ -364,3 +364,53 @@ def test_a_re_review_comment_needs_the_configured_association(intake: Intake) ->
     reply = deliver(intake, "issue_comment", comment_doc("CONTRIBUTOR"))
     assert reply.status == 200 and "less than COLLABORATOR" in reply.body["ignored"]
     assert deliver(intake, "issue_comment", comment_doc("MEMBER"), delivery="d9").status == 202
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def github_intake(hub: FakeGitHub, queue: JobQueue, token: str = TOKEN) -> Intake:
+    return Intake(
+        webhook_secret=SECRET,
+        forge=github.GitHubConfig(hub.api_url, static_token=token),
+        queue=queue,
+        job_request=JobRequest,
+        metrics=Metrics(),
+        ci_token="c" * 32,
+    )
+
+
+def test_a_github_gateway_serves_github_webhooks_and_asks_github_if_ready(
+    hub: FakeGitHub, tmp_path: Path
+) -> None:
+    from auto_review_gateway import server
+
+    queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
+    try:
+        gateway = server.Gateway(github_intake(hub, queue), Metrics(), environ={})
+        assert "/webhooks/github" in gateway.routes and "/webhooks/forgejo" not in gateway.routes
+        assert gateway.readyz({}, b"").status == 200
+        assert hub.of_kind("rate_limit")[-1].headers["authorization"] == f"Bearer {TOKEN}"
+        bad = server.Gateway(github_intake(hub, queue, "ghp_revoked"), Metrics(), environ={})
+        reply = bad.readyz({}, b"")
+        assert reply.status == 503 and "401" in reply.body["reason"]
+    finally:
+        queue.close()
+
+
+def test_a_ci_request_reads_the_pull_request_from_github(hub: FakeGitHub, tmp_path: Path) -> None:
+    from auto_review_gateway import ci
+
+    queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
+    try:
+        intake = github_intake(hub, queue)
+        auth = {"Authorization": "Bearer " + "c" * 32}
+        body = {"owner": "acme", "repo": "demo", "pr_number": 7, "head_sha": HEAD}
+        assert ci.handle_ci(intake, auth, json.dumps(body).encode()).status == 202
+        moved = dict(body, head_sha="c" * 40)
+        reply = ci.handle_ci(intake, auth, json.dumps(moved).encode())
+        assert reply.status == 409 and reply.body["head"] == HEAD
+        missing = dict(body, pr_number=8)
+        assert ci.handle_ci(intake, auth, json.dumps(missing).encode()).status == 404
+    finally:
+        queue.close()

@@ -196,9 +196,7 @@ def diff_lines(patch: Any) -> set[int]:
         if match:
             new = int(match.group(1))
             continue
-        if new is None or text.startswith("\\"):
-            continue
-        if text.startswith("-"):
+        if new is None:
             continue
         if text.startswith(("+", " ")):
             lines.add(new)
@@ -273,9 +271,13 @@ class GitHub:
             "GET", url, token=token, timeout=timeout, exit_code=EXIT_POST, headers=HEADERS
         )
 
+    def get_pull_doc(self, owner: str, repo: str, number: int) -> Any:
+        """``pulls/get``: GitHub's JSON as it is."""
+        return self._call(owner, repo, "GET", f"/pulls/{int(number)}")
+
     def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
         """``pulls/get``; ReviewError when the answer is not a usable PR."""
-        doc = self._call(owner, repo, "GET", f"/pulls/{int(number)}")
+        doc = self.get_pull_doc(owner, repo, number)
         head = doc.get("head") if isinstance(doc, dict) else None
         base = doc.get("base") if isinstance(doc, dict) else None
         sha = head.get("sha") if isinstance(head, dict) else None

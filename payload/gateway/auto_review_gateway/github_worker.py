@@ -24,6 +24,7 @@ import urllib.parse
 from auto_review_gateway import github, gitrepo, worker
 from auto_review_gateway.jobspec import Job, JobRequest
 from auto_review_gateway.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.retry import Retry
 
 _clients: dict[github.GitHubConfig, github.GitHub] = {}
 _lock = threading.Lock()
@@ -37,6 +38,12 @@ def client(config: github.GitHubConfig | None = None) -> github.GitHub:
         if config not in _clients:
             _clients[config] = github.GitHub(config)
         return _clients[config]
+
+
+def short_client(config: github.GitHubConfig, timeout: float) -> github.GitHub:
+    """A client for a request someone waits for: one try, ``timeout`` seconds, the
+    process's cached installation tokens."""
+    return github.GitHub(config, retry=lambda: Retry(1), timeout=timeout, auth=client(config).auth)
 
 
 def clone_source(req: JobRequest, config: github.GitHubConfig) -> str:
