@@ -161,6 +161,27 @@ def test_an_app_mints_an_installation_token_per_repository_and_caches_it(
     assert len(hub.minted) == 2
 
 
+def test_an_installation_token_refused_before_its_expiry_is_minted_again(
+    hub: FakeGitHub, clock: Clock
+) -> None:
+    gh = client(hub, auth=github_auth.AppAuth("4242", pem_key(hub), clock=clock))
+    gh.get_pull("acme", "demo", 7)
+    hub.tokens[hub.minted[0]] = clock.now - 1  # revoked early
+    assert gh.get_pull("acme", "demo", 7).head_sha == HEAD
+    assert len(hub.minted) == 2
+
+
+def test_a_token_refused_by_github_is_not_retried(hub: FakeGitHub) -> None:
+    sleeps = Sleeps()
+    gh = github.GitHub(
+        github.GitHubConfig(hub.api_url, static_token="ghp_revoked"),
+        retry=lambda: Retry(4, sleep=sleeps),
+    )
+    with pytest.raises(httpjson.HttpError) as exc:
+        gh.set_status("acme", "demo", HEAD, "pending", "x")
+    assert exc.value.status == 401 and sleeps == [] and "ghp_revoked" not in str(exc.value)
+
+
 def test_a_jwt_not_signed_by_the_apps_key_is_refused(hub: FakeGitHub, clock: Clock) -> None:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     gh = client(hub, auth=github_auth.AppAuth("4242", pem(other), clock=clock))
@@ -329,6 +350,28 @@ def pr_doc(action: str = "opened", head: str = HEAD, **pull: object) -> dict:
             "clone_url": "https://github.com/acme/demo.git",
         },
     }
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw", "status"),
+    [
+        ({"X-GitHub-Event": "pull_request"}, b"{}", 401),  # unsigned
+        ({"X-GitHub-Event": "pull_request", "X-Hub-Signature": "sha1=00"}, b"{}", 401),
+        ({}, b"{}", 400),  # signed, but which event?
+        ({"X-GitHub-Event": "pull_request"}, b"{not json", 400),
+        ({"X-GitHub-Event": "pull_request"}, b"[]", 400),
+        ({"X-GitHub-Event": "pull_request"}, json.dumps(pr_doc(head="zz")).encode(), 400),
+    ],
+)
+def test_unusable_deliveries(intake: Intake, headers: dict, raw: bytes, status: int) -> None:
+    headers = dict(headers)
+    if "X-Hub-Signature" not in headers and status != 401:
+        headers["X-Hub-Signature-256"] = (
+            "sha256=" + hmac.new(SECRET, raw, hashlib.sha256).hexdigest()
+        )
+    reply = github_webhooks.handle(intake, headers, raw)
+    assert reply.status == status and "error" in reply.body
+    assert intake.queue.depth() == 0
 
 
 def test_webhook_signature_ping_and_one_review_per_head(intake: Intake) -> None:

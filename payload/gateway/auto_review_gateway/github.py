@@ -258,8 +258,17 @@ class GitHub:
         return self.auth.token_for(owner, repo, self.send, self.config.api_url)
 
     def _call(self, owner: str, repo: str, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self._repo(owner, repo)}{path}"
         token = self.token_for(owner, repo)
-        return self.send(method, f"{self._repo(owner, repo)}{path}", token, body)
+        try:
+            return self.send(method, url, token, body)
+        except httpjson.HttpError as exc:
+            # An installation token revoked before its expiry (the App's permissions
+            # changed, the key was rotated): mint another, once.
+            if exc.status != 401 or not isinstance(self.auth, AppAuth):
+                raise
+            self.auth.forget(owner, repo, token)
+        return self.send(method, url, self.token_for(owner, repo), body)
 
     def probe(self, timeout: float) -> None:
         """``apps/get-authenticated`` (App) or ``rate-limit/get`` (token), once."""

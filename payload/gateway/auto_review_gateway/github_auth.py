@@ -138,6 +138,13 @@ class AppAuth:
             self.minted += 1
         return token
 
+    def forget(self, owner: str, repo: str, token: str) -> None:
+        """Drop ``token`` from the cache (GitHub refused it)."""
+        key = (owner.lower(), repo.lower())
+        with self._lock:
+            if self._cache.get(key, ("",))[0] == token:
+                del self._cache[key]
+
     def tokens(self) -> list[str]:
         """The installation tokens held (to redact them from messages)."""
         with self._lock:
