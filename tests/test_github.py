@@ -276,6 +276,10 @@ def test_ghes_and_github_com_web_roots() -> None:
     ghes = github.GitHubConfig("https://ghe.example.com/api/v3")
     assert ghes.web_url == "https://ghe.example.com"
     assert ghes.repo_clone_url("acme", "demo") == "https://ghe.example.com/acme/demo.git"
+    assert github.GitHubConfig("https://ghe.example.com:8443/api/v3").web_url == (
+        "https://ghe.example.com:8443"
+    )
+    assert github.GitHubConfig("https://api.acme.ghe.com").web_url == "https://acme.ghe.com"
 
 
 def test_settings_come_from_the_environment_or_the_state_dirs_file(tmp_path: Path) -> None:

@@ -87,14 +87,16 @@ class GitHubConfig:
 
     @property
     def web_url(self) -> str:
-        """Where repositories are served: ``https://github.com`` for api.github.com, the
-        host of a GHES ``https://HOST/api/v3``."""
+        """Where repositories are served: ``https://github.com`` for api.github.com
+        (``api.`` dropped, as for GHE.com's ``api.SUBDOMAIN.ghe.com``), the host of a
+        GHES ``https://HOST/api/v3``."""
         parts = urllib.parse.urlsplit(self.api_url)
-        if (parts.hostname or "").lower() == "api.github.com":
-            return "https://github.com"
         path = parts.path.rstrip("/")
         if path.endswith("/api/v3"):
-            path = path[: -len("/api/v3")]
+            return f"{parts.scheme}://{parts.netloc}{path[: -len('/api/v3')]}"
+        if parts.netloc.lower().startswith("api."):
+            # api.github.com -> github.com; GHE.com's api.SUBDOMAIN.ghe.com likewise
+            return f"{parts.scheme}://{parts.netloc[len('api.') :]}{path}"
         return f"{parts.scheme}://{parts.netloc}{path}"
 
     @property
