@@ -33,7 +33,8 @@ of a pull request come from ``git diff`` of base and head in that repository, un
 :meth:`FakeGitHub.set_pull` is given ``files``.
 
 :meth:`FakeGitHub.fail` makes a kind of request answer an error (with headers, e.g. a
-secondary rate limit's ``retry-after``) ``times`` times.
+secondary rate limit's ``retry-after``) ``times`` times; :meth:`FakeGitHub.lose_answers`
+makes it take effect and then answer 502.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class FakeGitHub(LoopbackServer):
         self.requests: list[Received] = []
         self.minted: list[str] = []
         self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._lost: dict[str, int] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
@@ -167,6 +169,12 @@ class FakeGitHub(LoopbackServer):
     def fail(self, kind: str, status: int, times: int = 1, headers: dict | None = None) -> None:
         with self._lock:
             self._failures.setdefault(kind, []).extend([(status, headers or {})] * times)
+
+    def lose_answers(self, kind: str, times: int = 1) -> None:
+        """The next ``times`` requests of ``kind`` take effect, then answer 502 (a proxy
+        in front of GitHub timed out after GitHub acted)."""
+        with self._lock:
+            self._lost[kind] = self._lost.get(kind, 0) + times
 
     def of_kind(self, kind: str) -> list[Received]:
         with self._lock:
@@ -362,6 +370,10 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             with fake._lock:
                 fake.requests.append(rec)
             status, body, headers = self._answer(kind, match, doc, query)
+            with fake._lock:
+                if status < 300 and fake._lost.get(kind):
+                    fake._lost[kind] -= 1
+                    status, body, headers = 502, {"message": "Bad Gateway"}, {}
             rec.status = status
             self._send(status, body, headers)
 

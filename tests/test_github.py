@@ -223,6 +223,16 @@ def test_findings_off_the_diff_go_into_the_body_and_the_review_is_accepted(
     assert len(hub.reviews("acme", "demo", 7)) == 1  # the same run does not post twice
 
 
+def test_a_review_whose_answer_was_lost_is_not_posted_again_by_the_retry(
+    hub: FakeGitHub,
+) -> None:
+    sleeps = Sleeps()
+    hub.lose_answers("review")
+    client(hub, sleeps).post_review("acme", "demo", 7, review(("app.py", 3, "low")), key="job-9")
+    assert len(hub.reviews("acme", "demo", 7)) == 1 and len(sleeps) == 1
+    assert [r.status for r in hub.of_kind("review")] == [502]  # the retry found it posted
+
+
 def test_request_changes_on_the_bots_own_pr_falls_back_to_a_comment(hub: FakeGitHub) -> None:
     hub.pulls[("acme", "demo", 7)].author = hub.bot_login
     client(hub).post_review("acme", "demo", 7, review(("app.py", 4, "high")))
@@ -459,5 +469,24 @@ def test_a_ci_request_reads_the_pull_request_from_github(hub: FakeGitHub, tmp_pa
         assert reply.status == 409 and reply.body["head"] == HEAD
         missing = dict(body, pr_number=8)
         assert ci.handle_ci(intake, auth, json.dumps(missing).encode()).status == 404
+    finally:
+        queue.close()
+
+
+def test_a_forgejo_gateway_has_no_github_route(tmp_path: Path) -> None:
+    from auto_review_gateway import server
+    from auto_review_gateway.forgejo import ForgejoConfig
+
+    queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
+    try:
+        intake = Intake(
+            webhook_secret=SECRET,
+            forge=ForgejoConfig("https://forge.example/api/v1", "t" * 20),
+            queue=queue,
+            job_request=JobRequest,
+            metrics=Metrics(),
+        )
+        routes = server.Gateway(intake, Metrics(), environ={}).routes
+        assert "/webhooks/forgejo" in routes and "/webhooks/github" not in routes
     finally:
         queue.close()

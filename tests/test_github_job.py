@@ -100,3 +100,11 @@ def test_a_job_whose_app_is_not_installed_ends_in_error(world: dict) -> None:
         github_worker.run_github_job(job(world["head"]))
     assert "404" in str(exc.value)
     assert hub.statuses == [] and hub.minted == []  # no token: not even the pending status
+
+
+def test_a_job_run_again_after_its_post_does_not_post_twice(world: dict) -> None:
+    hub: FakeGitHub = world["hub"]
+    github_worker.run_github_job(job(world["head"], job_id=3))
+    github_worker.run_github_job(job(world["head"], job_id=3))  # the queue's retry of job 3
+    assert len(hub.reviews("acme", "demo", 5)) == 1
+    assert [s["state"] for s in hub.statuses] == ["pending", "failure", "pending", "failure"]

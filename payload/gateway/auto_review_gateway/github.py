@@ -139,18 +139,22 @@ class GitHub:
         """The token to act on ``owner/repo`` with (an installation token for an App)."""
         return self.auth.token_for(owner, repo, self.send, self.config.api_url)
 
-    def _call(self, owner: str, repo: str, method: str, path: str, body: Any = None) -> Any:
+    def _call(
+        self, owner: str, repo: str, method: str, path: str, body: Any = None, *, once: bool = False
+    ) -> Any:
+        """A call on ``owner/repo`` (retried unless ``once``)."""
         url = f"{self._repo(owner, repo)}{path}"
+        send = self._once if once else self.send
         token = self.token_for(owner, repo)
         try:
-            return self.send(method, url, token, body)
+            return send(method, url, token, body)
         except httpjson.HttpError as exc:
             # An installation token revoked before its expiry (the App's permissions
             # changed, the key was rotated): mint another, once.
             if exc.status != 401 or not isinstance(self.auth, AppAuth):
                 raise
             self.auth.forget(owner, repo, token)
-        return self.send(method, url, self.token_for(owner, repo), body)
+        return send(method, url, self.token_for(owner, repo), body)
 
     def probe(self, timeout: float) -> None:
         """``apps/get-authenticated`` (App) or ``rate-limit/get`` (token), once."""
@@ -245,25 +249,30 @@ class GitHub:
         if not isinstance(index, int) or isinstance(index, bool) or index < 1:
             raise ReviewError("the pull request number must be a positive integer", EXIT_USAGE)
         mark = MARKER.format(key=key) if key else None
-        if mark:
-            posted = self._posted(owner, repo, index, mark)
-            if posted is not None:
-                return posted
         body = self.review_body(review, self.commentable(owner, repo, index))
         if mark:
             body["body"] += "\n\n" + mark
-        try:
-            return self._call(owner, repo, "POST", f"/pulls/{index}/reviews", body)
-        except httpjson.HttpError as exc:
-            if exc.status != 422 or body["event"] != "REQUEST_CHANGES":
-                raise
-            reason = httpjson.clean_text(exc.detail or "HTTP 422", 200).replace("`", "'")
-        fallback = dict(body, event="COMMENT")
-        fallback["body"] = (
-            f"{body['body']}\n\nGitHub refused a review requesting changes ({reason}); "
-            "this review is a comment instead."
-        )
-        return self._call(owner, repo, "POST", f"/pulls/{index}/reviews", fallback)
+        path = f"/pulls/{index}/reviews"
+
+        def attempt() -> Any:
+            # Before each try: a try whose answer was lost may have posted after all.
+            posted = self._posted(owner, repo, index, mark) if mark else None
+            if posted is not None:
+                return posted
+            try:
+                return self._call(owner, repo, "POST", path, body, once=True)
+            except httpjson.HttpError as exc:
+                if exc.status != 422 or body["event"] != "REQUEST_CHANGES":
+                    raise
+                reason = httpjson.clean_text(exc.detail or "HTTP 422", 200).replace("`", "'")
+            fallback = dict(body, event="COMMENT")
+            fallback["body"] = (
+                f"{body['body']}\n\nGitHub refused a review requesting changes ({reason}); "
+                "this review is a comment instead."
+            )
+            return self._call(owner, repo, "POST", path, fallback, once=True)
+
+        return self.retry().call(attempt)
 
     def secrets(self) -> list[str]:
         """Tokens to redact from messages."""
