@@ -252,9 +252,8 @@ def _error_detail(raw: bytes, token: str | None) -> str:
             # GitHub: {"message": "Unprocessable Entity", "errors": ["why", ...]}
             errors = doc.get("errors")
             if isinstance(errors, list):
-                why = [e for e in errors if isinstance(e, str)]
-                why += [e["message"] for e in errors
-                        if isinstance(e, dict) and isinstance(e.get("message"), str)]  # fmt: skip
+                given = [e.get("message") if isinstance(e, dict) else e for e in errors]
+                why = [w for w in given if isinstance(w, str)]
                 if why:
                     text = f"{text}: {'; '.join(why)}"
     # Redact before cutting, so no prefix of the token survives the cut.
