@@ -45,8 +45,15 @@ class ForgeError(Exception):
 
 
 def get_pull(forge: ForgejoConfig, owner: str, repo: str, number: int) -> dict[str, Any]:
-    """``repoGetPullRequest`` once, with a short timeout: the PR JSON; ForgeError on failure."""
-    client = forgejo.Forgejo(forge, retry=None, timeout=min(forge.timeout, FORGE_TIMEOUT))
+    """``repoGetPullRequest`` (GitHub: ``pulls/get``) once, with a short timeout: the PR
+    JSON; ForgeError on failure."""
+    timeout = min(forge.timeout, FORGE_TIMEOUT)
+    if getattr(forge, "kind", "") == "github":
+        from auto_review_gateway import github_worker
+
+        client: Any = github_worker.short_client(forge, timeout)  # type: ignore[arg-type]
+    else:
+        client = forgejo.Forgejo(forge, retry=None, timeout=timeout)
     try:
         doc = client.get_pull_doc(owner, repo, number)
     except httpjson.HttpError as exc:

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from auto_review_gateway import __version__
@@ -113,6 +113,21 @@ def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
         return None
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+def rate_limit_wait(status: int, headers: Any, now: float | None = None) -> float | None:
+    """Seconds until GitHub's primary rate limit resets, for a 403 or 429 whose
+    ``x-ratelimit-remaining`` is 0 (GitHub's "Rate limits for the REST API": wait until
+    ``x-ratelimit-reset``, epoch seconds); None for any other answer."""
+    if headers is None or status not in (403, 429):
+        return None
+    if (headers.get("x-ratelimit-remaining") or "").strip() != "0":
+        return None
+    reset = (headers.get("x-ratelimit-reset") or "").strip()
+    if not reset.isdigit():
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, int(reset) - now)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -234,6 +249,13 @@ def _error_detail(raw: bytes, token: str | None) -> str:
             text = error
         elif isinstance(doc.get("message"), str):
             text = doc["message"]
+            # GitHub: {"message": "Unprocessable Entity", "errors": ["why", ...]}
+            errors = doc.get("errors")
+            if isinstance(errors, list):
+                given = [e.get("message") if isinstance(e, dict) else e for e in errors]
+                why = [w for w in given if isinstance(w, str)]
+                if why:
+                    text = f"{text}: {'; '.join(why)}"
     # Redact before cutting, so no prefix of the token survives the cut.
     return clean_text(redact(text, token), _ERROR_DETAIL_CHARS)
 
@@ -271,6 +293,7 @@ def request(
     exit_code: int = EXIT_REVIEWER,
     accept_status: Collection[int] = (),
     max_bytes: int = MAX_RESPONSE_BYTES,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, Any]:
     """Send one JSON request and return ``(status, parsed JSON or None for an empty body)``.
 
@@ -279,11 +302,16 @@ def request(
     ``token`` for Forgejo). A 2xx answer, or one whose status is in ``accept_status``, is
     returned; anything else (another status, a network error, a timeout, a body over
     ``max_bytes`` or one that is not JSON) raises :class:`HttpError` with ``exit_code``.
-    ``timeout`` bounds each network operation and the reading of the body.
+    ``timeout`` bounds each network operation and the reading of the body. ``headers``
+    are sent too (over the defaults: GitHub wants its own ``Accept``).
+    A rate-limited answer (:func:`rate_limit_wait`) is transient, to be retried after
+    the reset.
     """
     where = f"{method} {display_url(url)}"
     check_url(url, what=where, exit_code=exit_code)
+    extra = dict(headers or {})
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    headers.update(extra)
     data = None
     if body is not None:
         data = json.dumps(body).encode("utf-8")
@@ -322,11 +350,17 @@ def request(
                 detail = "redirects are not followed"
             suffix = f" ({detail})" if detail else ""
             code, param = _error_fields(raw)
+            wait = parse_retry_after(exc.headers)
+            limited = rate_limit_wait(status, exc.headers)
+            if wait is None and limited is not None:
+                wait = limited
+            secondary = wait is not None and status in (403, 429)
             raise HttpError(
                 f"{where}: HTTP {status}{suffix}",
                 exit_code,
                 status,
-                retry_after=parse_retry_after(exc.headers),
+                transient=True if secondary or limited is not None else None,
+                retry_after=wait,
                 code=code,
                 param=param,
                 detail=detail,

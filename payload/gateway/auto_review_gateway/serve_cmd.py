@@ -7,6 +7,7 @@ names into the sandbox):
 ``WEBHOOK_SECRET``         required: HMAC-SHA256 key of the forge's webhook signatures
 ``FORGEJO_BASE_URL``       required: the forge (``https://host[/prefix]``)
 ``AR_FORGEJO_TOKEN``       required: the bot's API token
+``GITHUB_TOKEN``           GitHub instead of Forgejo (or ``GITHUB_APP_ID``, see :mod:`github`)
 ``AR_GATEWAY_BIND``        ``HOST:PORT`` or ``[IPV6]:PORT`` (default 127.0.0.1:8080)
 ``AR_CI_REVIEW_TOKEN``     enables ``POST /reviews/ci``; at least 32 characters
 ``AR_REVIEW_CONCURRENCY``  reviews run at once (default 2)
@@ -57,15 +58,23 @@ class ServeConfig:
     """The validated settings of ``serve`` (secrets are not shown by repr)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        from auto_review_gateway import forgejo, httpjson, server
+        from auto_review_gateway import forgejo, github, httpjson, server
         from auto_review_gateway.model import ReviewError
 
-        missing = [name for name in REQUIRED if not env.get(name, "").strip()]
+        self.github = github.configured(env)
+        required = ("WEBHOOK_SECRET",) if self.github else REQUIRED
+        missing = [name for name in required if not env.get(name, "").strip()]
         if missing:
             raise ConfigError(f"missing required configuration: {', '.join(missing)}")
         self.webhook_secret: bytes = env["WEBHOOK_SECRET"].strip().encode("utf-8")
         try:
-            self.forge: ForgejoConfig = forgejo.load_config(env)
+            self.forge: ForgejoConfig | github.GitHubConfig = (
+                github.load_config(env) if self.github else forgejo.load_config(env)
+            )
+            if self.github and self.forge.app_id:  # type: ignore[union-attr]
+                from auto_review_gateway import github_auth
+
+                github_auth.load_private_key(self.forge.private_key)  # type: ignore[union-attr]
         except ReviewError as exc:
             raise ConfigError(str(exc)) from None
         ci = env.get("AR_CI_REVIEW_TOKEN", "").strip()
@@ -154,8 +163,16 @@ def serve(config: ServeConfig) -> int:
     from auto_review_gateway.jobspec import JobRequest
     from auto_review_gateway.metrics import Metrics
     from auto_review_gateway.webhooks import Intake
-    from auto_review_gateway.worker import abandon_review_job, run_review_job
     from auto_review_gateway.workers import Workers
+
+    if config.github:
+        from auto_review_gateway import github_worker
+
+        github_worker.client(config.forge)  # type: ignore[arg-type]
+        run_review_job = github_worker.run_github_job
+        abandon_review_job = github_worker.abandon_github_job
+    else:
+        from auto_review_gateway.worker import abandon_review_job, run_review_job
 
     stop = threading.Event()
     signals: list[int] = []

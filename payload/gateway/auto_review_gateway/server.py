@@ -143,6 +143,11 @@ def forge_probe(intake: Intake) -> Callable[[], None]:
 
     from auto_review_gateway import forgejo
 
+    if getattr(intake.forge, "kind", "") == "github":
+        from auto_review_gateway import github
+
+        hub = github.GitHub(intake.forge)  # type: ignore[arg-type]
+        return lambda: hub.probe(READY_PROBE_TIMEOUT)
     client = forgejo.Forgejo(intake.forge, retry=None)
 
     def probe() -> None:
@@ -182,6 +187,9 @@ class Gateway:
             "/webhooks/forgejo": {"POST": self.webhook},
             "/reviews/ci": {"POST": self.ci},
         }
+        if getattr(intake.forge, "kind", "") == "github":  # one forge per gateway
+            del self.routes["/webhooks/forgejo"]
+            self.routes["/webhooks/github"] = {"POST": self.github_webhook}
 
     def healthz(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """The process is up and serving."""
@@ -244,6 +252,12 @@ class Gateway:
     def webhook(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /webhooks/forgejo``."""
         return webhooks.handle_webhook(self.intake, headers, body)
+
+    def github_webhook(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        """``POST /webhooks/github``."""
+        from auto_review_gateway import github_webhooks
+
+        return github_webhooks.handle(self.intake, headers, body)
 
     def ci(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /reviews/ci``."""

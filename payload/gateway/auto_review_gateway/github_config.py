@@ -1,0 +1,153 @@
+"""The GitHub settings: where GitHub is and who the gateway is there (:class:`GitHubConfig`).
+
+Settings (:func:`load_config`): ``GITHUB_API_URL`` (default ``https://api.github.com``;
+GHES ``https://HOST/api/v3``), and ``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` with
+``GITHUB_APP_PRIVATE_KEY_FILE`` (default ``<state dir>/github-app.pem``, the one host
+directory the sandbox sees). Names missing from the environment are read from
+``<state dir>/github.env`` (``NAME=value`` lines), which is how settings reach a gateway
+run by a launcher that passes only its own allowlist of variables.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from auto_review_gateway import httpjson, names
+from auto_review_gateway.model import EXIT_CONFIG, ReviewError
+
+DEFAULT_API_URL = "https://api.github.com"
+SETTINGS_FILE = "github.env"
+KEY_FILE = "github-app.pem"
+NAMES = (
+    "GITHUB_API_URL",
+    "GITHUB_TOKEN",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_PRIVATE_KEY_FILE",
+    "GITHUB_MIN_ASSOCIATION",
+)
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    """Where GitHub is and who the gateway is there."""
+
+    api_url: str
+    static_token: str = ""
+    app_id: str = ""
+    private_key: bytes = b""
+    min_association: str = "COLLABORATOR"
+    timeout: float = 30.0
+    kind = "github"
+
+    def __repr__(self) -> str:
+        auth = f"app {self.app_id}" if self.app_id else "token"
+        return f"GitHubConfig(api_url={self.api_url!r}, auth={auth!r})"
+
+    @property
+    def token(self) -> str:
+        """The static token ('' for an App): the secret to redact."""
+        return self.static_token
+
+    @property
+    def web_url(self) -> str:
+        """Where repositories are served: ``https://github.com`` for api.github.com
+        (``api.`` dropped, as for GHE.com's ``api.SUBDOMAIN.ghe.com``), the host of a
+        GHES ``https://HOST/api/v3``."""
+        parts = urllib.parse.urlsplit(self.api_url)
+        path = parts.path.rstrip("/")
+        if path.endswith("/api/v3"):
+            return f"{parts.scheme}://{parts.netloc}{path[: -len('/api/v3')]}"
+        if parts.netloc.lower().startswith("api."):
+            # api.github.com -> github.com; GHE.com's api.SUBDOMAIN.ghe.com likewise
+            return f"{parts.scheme}://{parts.netloc[len('api.') :]}{path}"
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    @property
+    def plain_http(self) -> bool:
+        """GitHub is HTTPS only."""
+        return False
+
+    def warning(self) -> str | None:
+        """Nothing to warn of at start."""
+        return None
+
+    def repo_clone_url(self, owner: str, repo: str) -> str:
+        """``<web>/<owner>/<repo>.git``."""
+        return f"{self.web_url}/{urllib.parse.quote(owner)}/{urllib.parse.quote(repo)}.git"
+
+
+def settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The GitHub settings: the environment's, else ``<state dir>/github.env``'s."""
+    found = {n: env[n].strip() for n in NAMES if env.get(n, "").strip()}
+    path = os.path.join(names.state_dir(env), SETTINGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read(64 * 1024).splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip() in NAMES and name.strip() not in found and value.strip():
+            found[name.strip()] = value.strip()
+    return found
+
+
+def configured(env: Mapping[str, str] | None = None) -> bool:
+    """True when GitHub is the forge (``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` is set)."""
+    found = settings(os.environ if env is None else env)
+    return bool(found.get("GITHUB_TOKEN") or found.get("GITHUB_APP_ID"))
+
+
+def load_config(env: Mapping[str, str] | None = None) -> GitHubConfig:
+    """The GitHub settings from ``env`` (default os.environ); ReviewError(EXIT_CONFIG)
+    naming the variable (never its value) when one is missing or malformed."""
+    env = os.environ if env is None else env
+    found = settings(env)
+    api = found.get("GITHUB_API_URL", DEFAULT_API_URL).rstrip("/")
+    httpjson.check_url(api, what="GITHUB_API_URL", exit_code=EXIT_CONFIG)
+    if not api.lower().startswith("https://"):
+        raise ReviewError("GITHUB_API_URL must be https://", EXIT_CONFIG)
+    association = found.get("GITHUB_MIN_ASSOCIATION", "COLLABORATOR").upper()
+    if association not in ASSOCIATIONS:
+        raise ReviewError(
+            f"GITHUB_MIN_ASSOCIATION must be one of {', '.join(ASSOCIATIONS)}", EXIT_CONFIG
+        )
+    token = found.get("GITHUB_TOKEN", "")
+    app_id = found.get("GITHUB_APP_ID", "")
+    if token and app_id:
+        raise ReviewError("set GITHUB_TOKEN or GITHUB_APP_ID, not both", EXIT_CONFIG)
+    if token:
+        if not httpjson.header_safe(token):
+            raise ReviewError(
+                "GITHUB_TOKEN contains characters not allowed in a header", EXIT_CONFIG
+            )
+        return GitHubConfig(api, static_token=token, min_association=association)
+    if not app_id.isdigit():
+        raise ReviewError("GITHUB_APP_ID must be the App's numeric id", EXIT_CONFIG)
+    key_file = found.get("GITHUB_APP_PRIVATE_KEY_FILE") or os.path.join(
+        names.state_dir(env), KEY_FILE
+    )
+    try:
+        with open(key_file, "rb") as fh:
+            pem = fh.read(64 * 1024)
+    except OSError as exc:
+        raise ReviewError(
+            f"GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}", EXIT_CONFIG
+        ) from None
+    return GitHubConfig(api, app_id=app_id, private_key=pem, min_association=association)
+
+
+# author_association values, most trusted first (GitHub's "author-association" schema)
+ASSOCIATIONS = (
+    "OWNER",
+    "MEMBER",
+    "COLLABORATOR",
+    "CONTRIBUTOR",
+    "FIRST_TIME_CONTRIBUTOR",
+    "FIRST_TIMER",
+    "MANNEQUIN",
+    "NONE",
+)

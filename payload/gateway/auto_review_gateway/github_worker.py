@@ -1,0 +1,147 @@
+"""The review job for a GitHub forge: :func:`run_github_job`, the counterpart of
+:func:`worker.run_review_job` (same order: status pending, fetch, pipeline, review,
+final status; error status on failure; the run's marker keeps a retried job from
+posting twice).
+
+Fetching: a clone URL under the GitHub web root (``github.com``, or the GHES host) gets
+the token (the installation token for an App) as ``Authorization: Basic`` of
+``x-access-token:<token>``, GitHub's documented way to use an installation token over
+HTTPS, scoped to that web root in the job's own repository config (see :mod:`worker`);
+a URL naming ``/<owner>/<repo>.git`` elsewhere is rewritten to the web root; anything
+else is fetched as it is, without the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import urllib.parse
+
+from auto_review_gateway import github, gitrepo, worker
+from auto_review_gateway.jobspec import Job, JobRequest
+from auto_review_gateway.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.retry import Retry
+
+_clients: dict[github.GitHubConfig, github.GitHub] = {}
+_lock = threading.Lock()
+
+
+def client(config: github.GitHubConfig | None = None) -> github.GitHub:
+    """The process's client for ``config`` (default: from the environment), kept so
+    that installation tokens stay cached across jobs."""
+    config = github.load_config() if config is None else config
+    with _lock:
+        if config not in _clients:
+            _clients[config] = github.GitHub(config)
+        return _clients[config]
+
+
+def short_client(config: github.GitHubConfig, timeout: float) -> github.GitHub:
+    """A client for a request someone waits for: one try, ``timeout`` seconds, the
+    process's cached installation tokens."""
+    return github.GitHub(config, retry=lambda: Retry(1), timeout=timeout, auth=client(config).auth)
+
+
+def clone_source(req: JobRequest, config: github.GitHubConfig) -> str:
+    """The URL to fetch ``req``'s repository from (see the module doc)."""
+    if req.clone_url and worker.auth_scope(req.clone_url, config.web_url) is not None:
+        return req.clone_url
+    wanted = f"/{req.owner}/{req.repo}.git".lower()
+    try:
+        path = urllib.parse.urlsplit(req.clone_url).path.lower() if req.clone_url else ""
+    except ValueError:
+        path = ""
+    if not req.clone_url or path.endswith(wanted):
+        return config.repo_clone_url(req.owner, req.repo)
+    return req.clone_url
+
+
+def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str) -> bool:
+    """Put the token in the configuration of the repository :func:`gitrepo.clone` will
+    fetch into, scoped to the web root, when ``url`` is under it. Whether it did."""
+    scope = worker.auth_scope(url, config.web_url)
+    if scope is None or not token or any(ord(c) < 33 or c in '"\\' for c in token):
+        return False
+    home = os.path.join(workdir, "home")
+    git_dir = os.path.join(workdir, "repo.git")
+    os.makedirs(home, exist_ok=True)
+    if gitrepo.Repo(git_dir, home).git("init", "--quiet", "--bare").returncode != 0:
+        raise ReviewError("git init failed", EXIT_CLONE)
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
+    fd = os.open(os.path.join(git_dir, "config"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, f'[http "{scope}"]\n\textraHeader = "Authorization: Basic {basic}"\n'.encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> Review | None:
+    """Fetch and review ``req``'s change: the Review, or None when ``.auto_review.yaml``
+    disables reviews. ReviewError on failure."""
+    from auto_review_gateway import pipeline
+
+    url = clone_source(req, config)
+    work = tempfile.mkdtemp(prefix="auto-review-job-")
+    try:
+        with pipeline.Reading():
+            prepare_auth(work, url, config, token)
+            repo = gitrepo.clone(url, req.base_ref, req.head_sha, work)
+        return pipeline.review_repo(repo, pipeline.DEFAULT_MAX_DIFF_BYTES)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _error(gh: github.GitHub, req: JobRequest, exc: BaseException) -> None:
+    text = worker._error_description(exc, req.clone_url)
+    for secret in gh.secrets():
+        text = text.replace(secret, "***")
+    try:
+        gh.set_status(req.owner, req.repo, req.head_sha, "error", text)
+    except ReviewError:
+        pass  # best effort: the failure that led here is the one to report
+
+
+def run_github_job(job: Job) -> None:
+    """Review ``job``'s pull request on GitHub and publish it (see the module doc)."""
+    gh = client()
+    req = worker.resolve(job.request, gh)
+    if req is None:
+        print(
+            f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    gh.set_status(req.owner, req.repo, req.head_sha, "pending", "auto-review is reviewing")
+    try:
+        token = gh.token_for(req.owner, req.repo)
+        review = review_request(req, gh.config, token)
+        if review is None:
+            gh.set_status(
+                req.owner,
+                req.repo,
+                req.head_sha,
+                "success",
+                "auto-review is disabled by .auto_review.yaml",
+            )
+            return
+        gh.post_review(req.owner, req.repo, req.pr_number, review, key=f"job-{job.id}")
+        final = "failure" if review.verdict == "fail" else "success"
+        gh.set_status(req.owner, req.repo, req.head_sha, final, review.summary)
+    except BaseException as exc:
+        _error(gh, req, exc)
+        raise
+
+
+def abandon_github_job(job: Job) -> None:
+    """Status error on a job the queue gave up on (see :func:`worker.abandon_review_job`)."""
+    req = job.request
+    if req.head_sha:
+        why = f"auto-review gave up after {job.attempts} interrupted attempts"
+        client().set_status(req.owner, req.repo, req.head_sha, "error", why)

@@ -1,0 +1,499 @@
+"""A loopback stand-in for GitHub's REST API (github.com or GHES), which tests cannot reach.
+
+It follows GitHub's OpenAPI description (the ``github/rest-api-description`` repository,
+``descriptions/api.github.com``), under ``/api/v3`` as GHES serves it, and implements
+these operations (by operation id):
+
+* ``apps/get-authenticated`` ``GET /app`` and ``apps/get-repo-installation``
+  ``GET /repos/{owner}/{repo}/installation``: App JWT only;
+* ``apps/create-installation-access-token`` ``POST /app/installations/{id}/access_tokens``
+  (App JWT; ``repositories`` must be repositories of the installation, else 422) -> 201
+  ``{"token", "expires_at"}``, the token valid for one hour of the stand-in's clock;
+* ``pulls/get``, ``pulls/list-files`` (``per_page``/``page``), ``pulls/list-reviews``,
+  ``pulls/create-review``, ``repos/create-commit-status``, ``rate-limit/get``.
+
+It refuses what GitHub refuses:
+
+* no token, an unknown one or an installation token past its ``expires_at`` -> 401
+  ``{"message": "Bad credentials"}``; a JWT not signed by the App's key (RS256 checked
+  with the App's public key), with another ``iss``, expired, or valid for more than 10
+  minutes -> 401; a JWT on a repository route or a token on an App route -> 401;
+* ``pulls/create-review``: a comment whose ``line`` is not a RIGHT-side line of the
+  file's diff hunks (or whose file is not in the diff) -> 422 for the *whole* review,
+  nothing posted ("Line could not be resolved"); REQUEST_CHANGES or COMMENT without a
+  ``body`` -> 422; REQUEST_CHANGES by the PR's author -> 422 ("Can not request changes
+  on your own pull request"); ``commit_id`` not a 40-hex SHA -> 422;
+* ``repos/create-commit-status``: a ``state`` outside error/failure/pending/success, a
+  ``description`` over 140 characters, or a ``target_url`` that is not a URL -> 422.
+
+With ``git_root`` it also serves the bare repositories ``<git_root>/<owner>/<repo>.git``
+over smart HTTP (``git http-backend``) at ``/<owner>/<repo>.git``, as GitHub does, and
+wants HTTP Basic ``x-access-token:<token>`` with a valid token (401 otherwise). The files
+of a pull request come from ``git diff`` of base and head in that repository, unless
+:meth:`FakeGitHub.set_pull` is given ``files``.
+
+:meth:`FakeGitHub.fail` makes a kind of request answer an error (with headers, e.g. a
+secondary rate limit's ``retry-after``) ``times`` times; :meth:`FakeGitHub.lose_answers`
+makes it take effect and then answer 502.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import itertools
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from loopback import LoopbackServer
+
+PREFIX = "/api/v3"
+BAD_CREDENTIALS = {
+    "message": "Bad credentials",
+    "documentation_url": "https://docs.github.com/rest",
+}
+_REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+ROUTES = [
+    ("GET", re.compile(r"/app"), "app"),
+    ("POST", re.compile(r"/app/installations/(?P<id>\d+)/access_tokens"), "mint"),
+    ("GET", re.compile(_REPO + r"/installation"), "installation"),
+    ("GET", re.compile(_REPO + r"/pulls/(?P<n>\d+)"), "pull"),
+    ("GET", re.compile(_REPO + r"/pulls/(?P<n>\d+)/files"), "files"),
+    ("GET", re.compile(_REPO + r"/pulls/(?P<n>\d+)/reviews"), "reviews"),
+    ("POST", re.compile(_REPO + r"/pulls/(?P<n>\d+)/reviews"), "review"),
+    ("POST", re.compile(_REPO + r"/statuses/(?P<sha>[0-9a-fA-F]{40})"), "status"),
+    ("GET", re.compile(r"/rate_limit"), "rate_limit"),
+]
+_GIT = re.compile(r"/(?P<owner>[^/]+)/(?P<repo>[^/]+)\.git/(info/refs|git-upload-pack)")
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    kind: str
+    headers: dict[str, str]
+    json: Any
+    status: int = 0
+
+
+@dataclass
+class Pull:
+    head_sha: str
+    base_ref: str
+    author: str = "octocat"
+    state: str = "open"
+    draft: bool = False
+    files: list[dict[str, Any]] | None = None
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+
+def right_lines(patch: str) -> set[int]:
+    """The stand-in's own reading of a patch: RIGHT-side lines inside its hunks."""
+    out: set[int] = set()
+    line = None
+    for text in patch.splitlines():
+        m = _HUNK.match(text)
+        if m:
+            line = int(m.group(1))
+        elif line is not None and text[:1] in ("+", " "):
+            out.add(line)
+            line += 1
+    return out
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class FakeGitHub(LoopbackServer):
+    """See the module doc. ``tokens``: static tokens (PATs); ``app_key``: the App's
+    private key (its public half verifies JWTs); ``now``: the stand-in's clock."""
+
+    def __init__(
+        self,
+        *,
+        ssl_context: Any = None,
+        tokens: tuple[str, ...] = (),
+        app_id: int = 4242,
+        app_key: rsa.RSAPrivateKey | None = None,
+        git_root: str | os.PathLike[str] | None = None,
+        bot_login: str = "auto-review[bot]",
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(ssl_context)
+        self.tokens: dict[str, float | None] = dict.fromkeys(tokens)
+        self.app_id = app_id
+        self.public_key = app_key.public_key() if app_key is not None else None
+        self.git_root = None if git_root is None else os.fspath(git_root)
+        self.bot_login = bot_login
+        self.now = now
+        self.installations: dict[tuple[str, str], int] = {}
+        self.pulls: dict[tuple[str, str, int], Pull] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.requests: list[Received] = []
+        self.minted: list[str] = []
+        self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._lost: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    # -- test API
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.scheme}://localhost:{self.port}{PREFIX}"
+
+    def install(self, owner: str, repo: str, installation_id: int = 77) -> None:
+        self.installations[(owner, repo)] = installation_id
+
+    def set_pull(
+        self, owner: str, repo: str, number: int, head_sha: str, base_ref: str = "main", **kw: Any
+    ) -> Pull:
+        pull = Pull(head_sha=head_sha, base_ref=base_ref, **kw)
+        self.pulls[(owner, repo, number)] = pull
+        return pull
+
+    def fail(self, kind: str, status: int, times: int = 1, headers: dict | None = None) -> None:
+        with self._lock:
+            self._failures.setdefault(kind, []).extend([(status, headers or {})] * times)
+
+    def lose_answers(self, kind: str, times: int = 1) -> None:
+        """The next ``times`` requests of ``kind`` take effect, then answer 502 (a proxy
+        in front of GitHub timed out after GitHub acted)."""
+        with self._lock:
+            self._lost[kind] = self._lost.get(kind, 0) + times
+
+    def of_kind(self, kind: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.kind == kind]
+
+    def reviews(self, owner: str, repo: str, number: int) -> list[dict[str, Any]]:
+        return list(self.pulls[(owner, repo, number)].reviews)
+
+    # -- rules
+
+    def jwt_ok(self, jwt: str) -> bool:
+        """An App JWT: RS256 by the App's key, iss the App id, live, at most 10 min."""
+        if self.public_key is None or jwt.count(".") != 2:
+            return False
+        head, body, sig = jwt.split(".")
+        try:
+            header = json.loads(_b64d(head))
+            claims = json.loads(_b64d(body))
+            self.public_key.verify(
+                _b64d(sig), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except (ValueError, InvalidSignature):
+            return False
+        if header.get("alg") != "RS256" or str(claims.get("iss")) != str(self.app_id):
+            return False
+        iat, exp, now = claims.get("iat"), claims.get("exp"), self.now()
+        if not isinstance(iat, int) or not isinstance(exp, int):
+            return False
+        return iat <= now + 60 and now < exp and exp - iat <= 600
+
+    def token_ok(self, token: str) -> bool:
+        with self._lock:
+            if token not in self.tokens:
+                return False
+            expires = self.tokens[token]
+        return expires is None or self.now() < expires
+
+    def _mint(self, installation: int, doc: Any) -> tuple[int, Any]:
+        names = doc.get("repositories") if isinstance(doc, dict) else None
+        mine = {r for (o, r), i in self.installations.items() if i == installation}
+        if not mine:
+            return 404, {"message": "Not Found"}
+        if names is not None and (not isinstance(names, list) or not set(names) <= mine):
+            return 422, {
+                "message": "There is at least one repository that does not exist or "
+                "is not accessible to the parent installation."
+            }
+        token = f"ghs_{next(self._ids):04d}{os.urandom(12).hex()}"
+        expires = self.now() + 3600
+        with self._lock:
+            self.tokens[token] = expires
+            self.minted.append(token)
+        when = datetime.datetime.fromtimestamp(expires, datetime.timezone.utc)
+        return 201, {
+            "token": token,
+            "expires_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "repository_selection": "selected",
+        }
+
+    def files(self, owner: str, repo: str, pull: Pull) -> list[dict[str, Any]]:
+        if pull.files is not None:
+            return pull.files
+        git_dir = os.path.join(self.git_root or "", owner, f"{repo}.git")
+        diff = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                git_dir,
+                "diff",
+                "--no-color",
+                "--no-renames",
+                f"{pull.base_ref}...{pull.head_sha}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        out: list[dict[str, Any]] = []
+        for chunk in re.split(r"^diff --git ", diff, flags=re.M)[1:]:
+            name = re.search(r"^\+\+\+ b/(.*)$", chunk, re.M)
+            patch = chunk[chunk.find("\n@@") + 1 :] if "\n@@" in chunk else None
+            if name:
+                out.append({"filename": name.group(1), "status": "modified", "patch": patch})
+        return out
+
+    def create_review(self, owner: str, repo: str, pull: Pull, doc: Any) -> tuple[int, Any]:
+        if not isinstance(doc, dict):
+            return 400, {"message": "Problems parsing JSON"}
+        event = doc.get("event")
+        if event not in ("APPROVE", "REQUEST_CHANGES", "COMMENT"):
+            return 422, {"message": "Unprocessable Entity", "errors": ["event is invalid"]}
+        if event != "APPROVE" and not doc.get("body"):
+            return 422, {"message": "Unprocessable Entity", "errors": ["Review body is required"]}
+        commit = doc.get("commit_id")
+        if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{40}", commit):
+            return 422, {"message": "Unprocessable Entity", "errors": ["commit_id is invalid"]}
+        if event == "REQUEST_CHANGES" and pull.author == self.bot_login:
+            return 422, {
+                "message": "Unprocessable Entity",
+                "errors": ["Can not request changes on your own pull request"],
+            }
+        lines = {
+            f["filename"]: right_lines(f.get("patch") or "") for f in self.files(owner, repo, pull)
+        }
+        for c in doc.get("comments") or []:
+            ok = (
+                isinstance(c, dict)
+                and isinstance(c.get("path"), str)
+                and isinstance(c.get("body"), str)
+                and isinstance(c.get("line"), int)
+                and c.get("side", "RIGHT") == "RIGHT"
+                and c["line"] in lines.get(c["path"], set())
+            )
+            if not ok:
+                return 422, {
+                    "message": "Unprocessable Entity",
+                    "errors": ["Line could not be resolved"],
+                }
+        state = {"COMMENT": "COMMENTED", "REQUEST_CHANGES": "CHANGES_REQUESTED"}.get(
+            event, "APPROVED"
+        )
+        review = {
+            "id": next(self._ids),
+            "user": {"login": self.bot_login},
+            "body": doc["body"],
+            "state": state,
+            "commit_id": commit,
+            "comments": doc.get("comments") or [],
+        }
+        with self._lock:
+            pull.reviews.append(review)
+        return 200, review
+
+    def create_status(self, sha: str, doc: Any) -> tuple[int, Any]:
+        if not isinstance(doc, dict) or doc.get("state") not in (
+            "error",
+            "failure",
+            "pending",
+            "success",
+        ):
+            return 422, {"message": "Validation Failed", "errors": [{"field": "state"}]}
+        if len(str(doc.get("description") or "")) > 140:
+            return 422, {"message": "Validation Failed", "errors": [{"field": "description"}]}
+        url = doc.get("target_url")
+        if url is not None and not re.match(r"https?://", str(url)):
+            return 422, {"message": "Validation Failed", "errors": [{"field": "target_url"}]}
+        with self._lock:
+            self.statuses.append(dict(doc, sha=sha))
+        return 201, dict(doc, id=next(self._ids))
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
+
+
+def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _handle(self, method: str) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path, _, query = self.path.partition("?")
+            git = _GIT.match(path)
+            if git and fake.git_root:
+                self._git(method, path, query, raw)
+                return
+            try:
+                doc = json.loads(raw) if raw else None
+            except ValueError:
+                doc = None
+            kind, match = "unknown", None
+            if path.startswith(PREFIX):
+                for m, pattern, name in ROUTES:
+                    match = pattern.fullmatch(path[len(PREFIX) :])
+                    if m == method and match:
+                        kind = name
+                        break
+            rec = Received(
+                method, self.path, kind, {k.lower(): v for k, v in self.headers.items()}, doc
+            )
+            with fake._lock:
+                fake.requests.append(rec)
+            status, body, headers = self._answer(kind, match, doc, query)
+            with fake._lock:
+                if status < 300 and fake._lost.get(kind):
+                    fake._lost[kind] -= 1
+                    status, body, headers = 502, {"message": "Bad Gateway"}, {}
+            rec.status = status
+            self._send(status, body, headers)
+
+        def _answer(self, kind: str, match: Any, doc: Any, query: str) -> tuple[int, Any, dict]:
+            if kind == "unknown":
+                return 404, {"message": "Not Found"}, {}
+            scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() not in ("bearer", "token") or not credential:
+                return 401, {"message": "Requires authentication"}, {}
+            app_route = kind in ("app", "mint", "installation")
+            authed = fake.jwt_ok(credential) if app_route else fake.token_ok(credential)
+            if not authed:
+                return 401, BAD_CREDENTIALS, {}
+            with fake._lock:
+                queued = fake._failures.get(kind)
+                failure = queued.pop(0) if queued else None
+            if failure is not None:
+                return failure[0], {"message": "fake failure"}, failure[1]
+            if kind == "app":
+                return 200, {"id": fake.app_id, "slug": "auto-review"}, {}
+            if kind == "rate_limit":
+                return 200, {"rate": {"limit": 5000, "remaining": 4999, "reset": 0}}, {}
+            if kind == "mint":
+                return (*fake._mint(int(match["id"]), doc), {})
+            owner, repo = match["owner"], match["repo"]
+            if kind == "installation":
+                inst = fake.installations.get((owner, repo))
+                return (200, {"id": inst}, {}) if inst else (404, {"message": "Not Found"}, {})
+            if kind == "status":
+                return (*fake.create_status(match["sha"].lower(), doc), {})
+            pull = fake.pulls.get((owner, repo, int(match["n"])))
+            if pull is None:
+                return 404, {"message": "Not Found"}, {}
+            if kind == "pull":
+                return (
+                    200,
+                    {
+                        "number": int(match["n"]),
+                        "state": pull.state,
+                        "draft": pull.draft,
+                        "user": {"login": pull.author},
+                        "merged": False,
+                        "head": {"sha": pull.head_sha, "ref": "topic"},
+                        "base": {
+                            "ref": pull.base_ref,
+                            "repo": {
+                                "clone_url": f"{fake.api_url[: -len(PREFIX)]}/{owner}/{repo}.git"
+                            },
+                        },
+                    },
+                    {},
+                )
+            if kind == "files":
+                params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+                per, page = int(params.get("per_page", 30)), int(params.get("page", 1))
+                files = fake.files(owner, repo, pull)
+                return 200, files[(page - 1) * per : page * per], {}
+            if kind == "reviews":
+                return 200, list(pull.reviews), {}
+            return (*fake.create_review(owner, repo, pull, doc), {})
+
+        def _git(self, method: str, path: str, query: str, body: bytes) -> None:
+            scheme, _, cred = (self.headers.get("Authorization") or "").partition(" ")
+            user, _, token = (
+                base64.b64decode(cred).decode(errors="replace") if scheme == "Basic" else ""
+            ).partition(":")
+            rec = Received(
+                method, self.path, "git", {k.lower(): v for k, v in self.headers.items()}, None
+            )
+            with fake._lock:
+                fake.requests.append(rec)
+            if user != "x-access-token" or not fake.token_ok(token):
+                rec.status = 401
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            env = {
+                "PATH": os.environ.get("PATH", os.defpath),
+                "GIT_PROJECT_ROOT": fake.git_root or "",
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "HOME": fake.git_root or "/",
+                "REQUEST_METHOD": method,
+                "PATH_INFO": path,
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(len(body)),
+                "GATEWAY_INTERFACE": "CGI/1.1",
+                "REMOTE_ADDR": self.client_address[0],
+            }
+            if self.headers.get("Git-Protocol"):
+                env["HTTP_GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+            if self.headers.get("Content-Encoding"):
+                env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+            proc = subprocess.run(
+                ["git", "http-backend"], input=body, capture_output=True, env=env, timeout=60
+            )
+            head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+            status, headers = 200, []
+            for line in head.decode("latin-1").split("\r\n"):
+                name, _, value = line.partition(":")
+                if name.lower() == "status":
+                    status = int(value.split()[0])
+                elif name:
+                    headers.append((name.strip(), value.strip()))
+            rec.status = status
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+    return Handler
