@@ -29,6 +29,10 @@ ALLOWED = (
     "LLM_TEMPERATURE",
     "LLM_MAX_TOKENS",
     "LLM_DEADLINE",
+    "GITHUB_API_URL",
+    "GITHUB_TOKEN",
+    "GITHUB_APP_ID",  # its key is read from the state dir (github-app.pem) inside
+    "GITHUB_MIN_ASSOCIATION",
     "HTTPS_PROXY",
     "HTTP_PROXY",
     "NO_PROXY",

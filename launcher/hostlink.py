@@ -25,7 +25,13 @@ FIRST_FREE_FD = 10  # our pipe ends live above the fds they are dup2'ed onto
 PIPE_CAPACITY = 65536  # Linux default: the secrets must fit before anyone reads
 
 # Variables whose values are credentials: passed through the secrets pipe only.
-SECRET_NAMES = ("WEBHOOK_SECRET", "AR_FORGEJO_TOKEN", "AR_CI_REVIEW_TOKEN", "LLM_API_KEY")
+SECRET_NAMES = (
+    "WEBHOOK_SECRET",
+    "AR_FORGEJO_TOKEN",
+    "AR_CI_REVIEW_TOKEN",
+    "LLM_API_KEY",
+    "GITHUB_TOKEN",
+)
 
 
 def _high(fd: int) -> int:

@@ -15,7 +15,13 @@ import threading
 SECRETS_MAX = 1 << 20
 LIFELINE_EXIT = 129  # 128 + SIGHUP: the other end hung up
 # Variables whose values are credentials (the launcher sends exactly these by pipe).
-SECRET_NAMES = ("WEBHOOK_SECRET", "AR_FORGEJO_TOKEN", "AR_CI_REVIEW_TOKEN", "LLM_API_KEY")
+SECRET_NAMES = (
+    "WEBHOOK_SECRET",
+    "AR_FORGEJO_TOKEN",
+    "AR_CI_REVIEW_TOKEN",
+    "LLM_API_KEY",
+    "GITHUB_TOKEN",
+)
 
 
 def _fd_from(name: str) -> int | None:
