@@ -22,9 +22,13 @@ REBUILD = "download auto-review again (or rebuild it with: python3 build.py)"
 
 
 def archive_path() -> str:
-    """Path of the zipapp this launcher runs from."""
-    loader = globals().get("__loader__")
-    archive = getattr(loader, "archive", None)
+    """Path of the single file (the zipapp) this launcher runs from.
+
+    Not this module's own loader: the launcher's modules may come from its code cache,
+    itself a zip. The zipapp's __main__ was always loaded from the single file.
+    """
+    main = sys.modules.get("__main__")
+    archive = getattr(getattr(main, "__loader__", None), "archive", None)
     if archive:
         return archive
     return os.path.abspath(sys.argv[0])

@@ -34,11 +34,13 @@ class UserNet:
         """Start slirp4netns for `target_pid`'s namespace; return once the tap is configured.
 
         It exits when `exit_fd` (a lifeline read end) sees EOF, i.e. with the launcher.
-        `api`: open its API socket (needed to forward a port; a unix socket path has
-        a 107-byte limit, so it is opened only when needed).
+        `api`: open its API socket (needed to forward a port). A unix socket path has a
+        107-byte limit that a deep run dir exceeds, so both sides name the socket through
+        a directory fd they share: /proc/self/fd/N/slirp.sock.
         """
         ready_r, ready_w = os.pipe()
-        socket_path = os.path.join(run_dir, "slirp.sock") if api else ""
+        dir_fd = os.open(run_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if api else -1
+        socket_path = f"/proc/self/fd/{dir_fd}/slirp.sock" if api else ""
         argv = [
             binary, "--configure", "--mtu=65520", f"--exit-fd={exit_fd}",
             f"--ready-fd={ready_w}", "--enable-seccomp",
@@ -56,6 +58,8 @@ class UserNet:
             argv += [str(target_pid), "tap0"]
         os.set_inheritable(exit_fd, True)
         os.set_inheritable(ready_w, True)
+        if api:
+            os.set_inheritable(dir_fd, True)
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         log = os.path.join(run_dir, "slirp4netns.log")
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -71,6 +75,8 @@ class UserNet:
             raise SandboxFailed(f"cannot start {binary}: {exc.strerror}", INSTALL) from None
         finally:
             os.set_inheritable(exit_fd, False)
+            if api:
+                os.set_inheritable(dir_fd, False)  # kept open: the launcher connects through it
             for fd in (ready_w, devnull, log_fd):
                 os.close(fd)
         try:

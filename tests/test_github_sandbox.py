@@ -83,6 +83,8 @@ class Gateway:
             "AUTO_REVIEW_CA_FILE": str(world["ca"]),
             "AR_GATEWAY_BIND": f"127.0.0.1:{self.port}",
             "WEBHOOK_SECRET": SECRET,
+            # the stand-ins listen on the host's loopback: the documented same-host setting
+            "AUTO_REVIEW_NETWORK": "host",
         }
         self.proc = subprocess.Popen(
             [HOST_PYTHON, str(app), "serve"],
