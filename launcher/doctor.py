@@ -1,4 +1,8 @@
-"""`auto-review doctor`: can this host run the sandbox? Each problem comes with its fix."""
+"""`auto-review doctor`: can this host run the sandbox? Each problem comes with its fix.
+
+The host facts come first; the last item starts a real sandbox and runs `check`
+in it (launcher.doctor_start), and only if that passes is the host "ready".
+"""
 
 from __future__ import annotations
 
@@ -58,33 +62,28 @@ def check_zstd() -> Finding:
 
 
 def check_runtime() -> tuple[Finding, runtime.Runtime | None]:
+    """The runtime discovery picks, with its version, and every candidate it passed over."""
     try:
         rt = runtime.discover()
     except LauncherError as exc:
         return Finding("runtime", False, exc.message, exc.fix or "", exit_code=exc.exit_code), None
-    try:
-        out = subprocess.run([rt.path, "--version"], capture_output=True, text=True, timeout=10)
-        version = (out.stdout.splitlines() or ["?"])[0]
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    if runtime.version(rt.path) is None:
         return Finding(
             "runtime",
             False,
-            f"{rt.path} does not run: {exc}",
-            "reinstall the runtime or set AUTO_REVIEW_RUNTIME",
+            f"{rt.path} does not answer --version",
+            "reinstall the runtime or set AUTO_REVIEW_RUNTIME to another one",
         ), None
-    return Finding("runtime", True, f"{version} at {rt.path} ({rt.reason})"), rt
+    return Finding("runtime", True, rt.describe()), rt
 
 
-def check_cgroups(rt: runtime.Runtime | None) -> Finding:
+def check_cgroups() -> Finding:
+    """The host's cgroup layout (what crun is judged by), for the record."""
     mode = runtime.cgroup_mode()
-    if rt is not None and rt.name == "crun" and mode != "v2":
-        return Finding(
-            "cgroups",
-            False,
-            f"{mode}; crun 1.8 refuses non-v2 hosts",
-            "use runc here: AUTO_REVIEW_RUNTIME=runc",
-        )
-    return Finding("cgroups", True, mode)
+    if mode == "hybrid":
+        controllers = runtime.unified_controllers()
+        mode += f" (unified hierarchy: {' '.join(controllers) or 'no controllers'})"
+    return Finding("cgroups", True, mode, blocker=False)
 
 
 def userns_usable() -> bool:
@@ -116,19 +115,38 @@ def check_userns() -> Finding:
 
 
 def check_runtime_dir() -> Finding:
+    """Where run state goes, as launcher.rundirs decides it (a dir it would pass over warns)."""
+    from launcher import rundirs
+
     xdg = os.environ.get("XDG_RUNTIME_DIR", "")
     if not xdg:
         return Finding(
             "runtime-dir", True, "XDG_RUNTIME_DIR unset: run state goes in the cache", blocker=False
         )
-    ok = os.path.isdir(xdg) and os.stat(xdg).st_uid == os.geteuid()
+    problem = rundirs.xdg_problem(xdg)
+    if problem is None:
+        return Finding("runtime-dir", True, f"{xdg}/auto-review")
     return Finding(
         "runtime-dir",
-        ok,
-        xdg,
-        "" if ok else "XDG_RUNTIME_DIR is not yours: unset it",
+        False,
+        f"XDG_RUNTIME_DIR={xdg} is {problem}: run state goes in the cache instead",
+        f"chmod 0700 {xdg}"
+        if "mode" in problem
+        else "unset XDG_RUNTIME_DIR or point it at a 0700 directory of yours",
         blocker=False,
     )
+
+
+def probe_write(directory: str) -> str | None:
+    """Create and remove a file in `directory`; None, or why it failed."""
+    path = os.path.join(directory, f".auto-review-doctor-{os.getpid()}")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(path)
+    return None
 
 
 def nearest_existing(path: str) -> str:
@@ -143,18 +161,30 @@ def check_cache() -> list[Finding]:
     if os.path.lexists(root):
         try:
             check_owned_dir(root, "cache root")
-            out.append(Finding("cache", True, root))
+            problem = probe_write(root)
+            out.append(
+                Finding(
+                    "cache",
+                    problem is None,
+                    root if problem is None else f"{root} is not writable: {problem}",
+                    "set AUTO_REVIEW_CACHE_DIR to a writable directory"
+                    " (e.g. on a read-only home: /var/tmp/auto-review)",
+                    exit_code=ExitCode.CACHE_UNUSABLE,
+                )
+            )
         except LauncherError as exc:
             out.append(Finding("cache", False, exc.message, exc.fix or "", exit_code=exc.exit_code))
     else:
         parent = nearest_existing(root)
-        ok = os.access(parent, os.W_OK)
+        problem = probe_write(parent)
         out.append(
             Finding(
                 "cache",
-                ok,
-                f"{root} (will be created)",
-                "" if ok else f"{parent} is not writable: set AUTO_REVIEW_CACHE_DIR",
+                problem is None,
+                f"{root} (will be created)"
+                if problem is None
+                else f"cannot create {root}: {parent} is not writable ({problem})",
+                "set AUTO_REVIEW_CACHE_DIR to a writable directory",
                 exit_code=ExitCode.CACHE_UNUSABLE,
             )
         )
@@ -166,6 +196,7 @@ def check_cache() -> list[Finding]:
             not noexec,
             "filesystem is noexec" if noexec else "filesystem allows exec",
             "set AUTO_REVIEW_CACHE_DIR to a filesystem mounted without noexec",
+            exit_code=ExitCode.CACHE_UNUSABLE,
         )
     )
     free = st.f_bavail * st.f_frsize
@@ -246,26 +277,39 @@ def check_limits() -> Finding:
 
 
 def check_state() -> Finding:
+    """The state dir (or the dir it will be created in) takes a new file."""
     path = os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir()
-    target = path if os.path.exists(path) else nearest_existing(path)
-    ok = os.access(target, os.W_OK)
+    target = path if os.path.isdir(path) else nearest_existing(path)
+    problem = probe_write(target)
     return Finding(
         "state",
-        ok,
-        path,
-        "" if ok else "set AUTO_REVIEW_STATE_DIR to a writable dir",
+        problem is None,
+        path if problem is None else f"{path}: {target} is not writable ({problem})",
+        "set AUTO_REVIEW_STATE_DIR to a writable directory",
         exit_code=ExitCode.CACHE_UNUSABLE,
     )
+
+
+def check_start(rt: runtime.Runtime | None, blocked: bool) -> Finding:
+    """Start a real sandbox and run `check` in it (launcher.doctor_start)."""
+    if rt is None:
+        return Finding("start", False, "not tried: no usable runtime", "fix the runtime first")
+    from launcher import doctor_start
+
+    result = doctor_start.start_check(rt.name)
+    if result.ok and blocked:  # it started anyway: say so, but the FAILs above still hold
+        result.detail += " (despite the problems above)"
+    return Finding("start", result.ok, result.detail, result.fix, exit_code=result.exit_code)
 
 
 def findings() -> list[Finding]:
     """Every check, in the order a user would fix them."""
     rt_finding, rt = check_runtime()
-    return [
+    found = [
         check_python(),
         check_zstd(),
         rt_finding,
-        check_cgroups(rt),
+        check_cgroups(),
         check_userns(),
         check_runtime_dir(),
         *check_network(),
@@ -273,6 +317,8 @@ def findings() -> list[Finding]:
         *check_cache(),
         check_state(),
     ]
+    blocked = any(not f.ok and f.blocker for f in found)
+    return [*found, check_start(rt, blocked)]
 
 
 def run(as_json: bool = False) -> int:
@@ -294,7 +340,7 @@ def run(as_json: bool = False) -> int:
                 line += f" -- fix: {f.fix}"
             print(line)
         print(
-            "ready: this host can run the sandbox"
+            "ready: a sandbox started here and passed check"
             if not blockers
             else f"{len(blockers)} problem(s) block the sandbox"
         )
