@@ -99,6 +99,7 @@ def _launcher_failure(code: int, stderr: str) -> StartResult:
         tail = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
         line = tail[0]
     what, _, fix = line.partition(" -- ")
+    what = what.removeprefix("the sandbox could not start: ")
     known = {c for c in vars(ExitCode).values() if isinstance(c, int)}
     return StartResult(
         False,
