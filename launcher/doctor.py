@@ -260,6 +260,14 @@ def check_limits() -> Finding:
     from launcher import ocispec
 
     if os.geteuid() == 0:
+        if not ocispec.memory_controller():
+            return Finding(
+                "limits",
+                False,
+                f"cgroup pids {ocispec.PIDS_LIMIT}; memory limit off: no memory cgroup controller",
+                "enable the memory controller (cgroup_enable=memory on the kernel command line)",
+                blocker=False,
+            )
         return Finding(
             "limits",
             True,

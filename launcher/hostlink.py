@@ -69,11 +69,6 @@ class HostLink:
         self.lifeline_write = -1
 
 
-def split_secrets(env: dict[str, str]) -> dict[str, str]:
-    """Remove the secret variables from `env` and return them."""
-    return {name: env.pop(name) for name in SECRET_NAMES if name in env}
-
-
 def write_secrets(secrets: dict[str, str]) -> int:
     """A pipe holding `secrets`, write end closed; returns the read end."""
     data = b"".join(

@@ -132,6 +132,15 @@ def bind(source: str, destination: str, writable: bool = False) -> dict[str, Any
     return {"destination": destination, "type": "bind", "source": source, "options": options}
 
 
+def memory_controller() -> bool:
+    """Whether this host has the memory cgroup controller (else runc refuses the limit)."""
+    try:
+        with open("/sys/fs/cgroup/cgroup.controllers") as fh:  # v2
+            return "memory" in fh.read().split()
+    except OSError:
+        return os.path.isdir("/sys/fs/cgroup/memory")  # v1 or hybrid
+
+
 def build_config(spec: RunSpec) -> dict[str, Any]:
     """The complete config.json document for `spec`."""
     proc = spec.manifest["process"]
@@ -153,10 +162,9 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
         linux["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
     else:
         namespaces.append({"type": "cgroup"})
-        linux["resources"] = {
-            "pids": {"limit": PIDS_LIMIT},
-            "memory": {"limit": spec.memory_limit, "swap": spec.memory_limit},
-        }
+        linux["resources"] = {"pids": {"limit": PIDS_LIMIT}}
+        if spec.memory_limit and memory_controller():
+            linux["resources"]["memory"] = {"limit": spec.memory_limit, "swap": spec.memory_limit}
     return {
         "ociVersion": "1.0.2",
         "process": {

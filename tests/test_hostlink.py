@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from launcher import hostlink, network, usernet
+from launcher import gateway_env, hostlink, network, usernet
 from launcher.errors import ConfigError
 
 sys.path.insert(0, str(ROOT / "payload" / "gateway"))
@@ -36,10 +36,14 @@ def test_secrets_that_cannot_be_sent_are_config_errors() -> None:
         hostlink.write_secrets({"LLM_API_KEY": "x" * (hostlink.PIPE_CAPACITY + 1)})
 
 
-def test_split_secrets_takes_exactly_the_secret_names() -> None:
-    env = {"WEBHOOK_SECRET": "s", "FORGEJO_BASE_URL": "https://f", "LLM_API_KEY": "k"}
-    assert hostlink.split_secrets(env) == {"WEBHOOK_SECRET": "s", "LLM_API_KEY": "k"}
-    assert env == {"FORGEJO_BASE_URL": "https://f"}
+def test_the_secret_variables_leave_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("WEBHOOK_SECRET", "s"), ("FORGEJO_BASE_URL", "https://f"),
+                        ("LLM_API_KEY", "k"), ("AR_FORGEJO_TOKEN", "t")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    env, secrets = gateway_env.sandbox_env_and_secrets(["PATH=/usr/bin"], "runc", {})
+    assert secrets == {"WEBHOOK_SECRET": "s", "AR_FORGEJO_TOKEN": "t", "LLM_API_KEY": "k"}
+    assert "FORGEJO_BASE_URL=https://f" in env and "PATH=/usr/bin" in env
+    assert not [item for item in env if item.split("=", 1)[0] in secrets]
     assert inner.SECRET_NAMES == hostlink.SECRET_NAMES  # the two sides agree
 
 
