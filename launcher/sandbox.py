@@ -50,6 +50,12 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
         sys.stderr.write(
             f"auto-review: runtime {runtime.describe()}; {mode}; rootfs {acquired.rootfs}\n"
         )
+        xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+        problem = rundirs.xdg_problem(xdg) if xdg else None
+        if problem:
+            sys.stderr.write(
+                f"auto-review: XDG_RUNTIME_DIR={xdg} is {problem}: run state goes in the cache\n"
+            )
     stack = net_mode == "isolated" and network.needs_stack(argv)
     slirp = network.slirp4netns() if stack else None
     forward = network.serve_forward(argv) if stack else None

@@ -1,0 +1,96 @@
+"""Runtimes other than runc, judged by what they can do here: crun where crun works
+(on a hybrid cgroup host, a private mount namespace whose unified hierarchy lists no
+controllers, as this test sets up), its skip and the reason where it does not, and
+gVisor's runsc as root. `check` must pass every item under each."""
+
+# ruff: noqa: F811 - the shared fixtures are imported from sandboxrun, then named as parameters
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import HOST_PYTHON, needs_root
+from sandboxrun import (  # noqa: F401 - fixtures
+    Runner,
+    root_runner,
+    rootless_runner,
+    rootless_user,
+    shared_dir,
+)
+
+pytestmark = needs_root
+
+UNIFIED = "/sys/fs/cgroup/unified/cgroup.controllers"
+# Run the rest of the command line in a private mount namespace where FILE is bound
+# over TARGET (when TARGET exists), as USER ("-" for root).
+IN_PRIVATE_NS = (
+    'set -e; if [ -e "$2" ]; then mount --bind "$1" "$2"; fi; user=$3; shift 3;'
+    ' if [ "$user" = - ]; then exec "$@"; fi; exec runuser -u "$user" -- "$@"'
+)
+
+
+def in_namespace(runner: Runner, file: Path, target: str, *args: str, **env: str):
+    user = runner.user or "-"
+    variables = [f"{k}={v}" for k, v in runner.env(**env).items()]
+    cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", IN_PRIVATE_NS, "sh",
+           str(file), target, user, "env", "-i", *variables,
+           HOST_PYTHON, str(runner.app), *args]  # fmt: skip
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture(scope="module")
+def empty_controllers(shared_dir: Path) -> Path:
+    path = shared_dir / "no-controllers"
+    path.write_text("")
+    path.chmod(0o644)
+    return path
+
+
+def assert_all_hold(result: subprocess.CompletedProcess[str]) -> list[dict]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    items = json.loads(result.stdout)["items"]
+    assert items and all(i["ok"] for i in items), [i for i in items if not i["ok"]]
+    return items
+
+
+@pytest.mark.parametrize("who", ["root", "rootless"])
+def test_crun_is_used_where_it_works(
+    who: str, request: pytest.FixtureRequest, empty_controllers: Path
+) -> None:
+    runner: Runner = request.getfixturevalue(f"{who}_runner")
+    result = in_namespace(runner, empty_controllers, UNIFIED, "-v", "check", "--json")
+    assert_all_hold(result)
+    assert "auto-review: runtime crun " in result.stderr  # chosen by discovery, not named
+    assert "first usable on PATH" in result.stderr
+
+
+def test_crun_skipped_says_why(root_runner: Runner, shared_dir: Path) -> None:
+    # A hybrid host whose unified hierarchy has a controller: a tmpfs over /sys/fs/cgroup
+    # in a private mount namespace shows discovery exactly that layout.
+    script = (
+        "set -e; mount -t tmpfs tmpfs /sys/fs/cgroup; mkdir /sys/fs/cgroup/unified;"
+        ' echo hugetlb > /sys/fs/cgroup/unified/cgroup.controllers; exec "$@"'
+    )
+    env = [f"{k}={v}" for k, v in root_runner.env().items()]
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", "env", "-i",
+         *env, HOST_PYTHON, str(root_runner.app), "doctor", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    [runtime] = [i for i in report["items"] if i["name"] == "runtime"]
+    assert runtime["detail"].startswith("runc "), runtime
+    assert "crun skipped: crun refuses this hybrid cgroup host" in runtime["detail"]
+    assert "lists hugetlb" in runtime["detail"]
+    named = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", "env", "-i",
+         *env, "AUTO_REVIEW_RUNTIME=crun", HOST_PYTHON, str(root_runner.app), "probe", "exit",
+         "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert named.returncode == 69
+    assert "AUTO_REVIEW_RUNTIME=crun: crun refuses" in named.stderr and "runc" in named.stderr
