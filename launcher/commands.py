@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = export.add_mutually_exclusive_group(required=True)
     target.add_argument("--oci", metavar="DIR", help="an OCI image layout (new or empty dir)")
     target.add_argument("--docker-archive", metavar="FILE", help="a docker-archive tar")
+    target.add_argument(
+        "--seccomp", metavar="FILE", help="the seccomp profile, for --security-opt seccomp=FILE"
+    )
     export.add_argument(
         "--zstd", action="store_true", help="--oci only: the embedded zstd blob as the layer"
     )
@@ -69,6 +72,8 @@ def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bundle":
         if args.verb == "export":
+            if args.seccomp is not None:
+                return seccomp_export(args.seccomp, args.zstd)
             return bundle_export(args.oci, args.docker_archive, args.zstd)
         return bundle_info(args.json)
     if args.command == "doctor":
@@ -101,6 +106,16 @@ def bundle_info(as_json: bool) -> int:
     ]
     for key, value in rows:
         print(f"{key:<11} {value}")
+    return ExitCode.OK
+
+
+def seccomp_export(target: str, zstd: bool) -> int:
+    """Write the sandbox's seccomp profile (podman/Docker format); print the path."""
+    from launcher import ociexport
+
+    if zstd:
+        raise UsageError("--zstd applies to --oci only", "drop --zstd")
+    print(ociexport.export_seccomp(target))
     return ExitCode.OK
 
 

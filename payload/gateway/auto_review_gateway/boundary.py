@@ -71,6 +71,9 @@ def host_fds() -> Outcome:
     others = {fd: target for fd, target in fds.items() if fd > 2 and str(fd) != lifeline}
     if any(target.endswith(".use.lock") for target in fds.values()):
         return False, "the cache use lock is open inside"
+    if not lifeline and os.environ.get("AUTO_REVIEW_ISOLATION") == "bare" and not others:
+        # The container image: no launcher, so no lifeline to watch, and nothing inherited.
+        return True, "no launcher (container image): no fd beyond stdio"
     if not lifeline.isdigit() or int(lifeline) not in fds:
         return False, "no lifeline fd (AUTO_REVIEW_LIFELINE_FD)"
     if not stat.S_ISFIFO(os.fstat(int(lifeline)).st_mode):
