@@ -47,9 +47,10 @@ class Runtime:
         self.skipped = skipped or []
         self.options: list[str] = []  # global options for this run (set_mode)
 
-    def set_mode(self, rootless: bool, host_network: bool) -> None:
-        """Fix the global options every command of this run passes (runsc's flags)."""
-        self.options = self.global_args(rootless, host_network)
+    def set_mode(self, rootless: bool, network: str) -> None:
+        """Fix the global options every command of this run passes (runsc's flags);
+        `network`: host, stack (user-mode networking) or none (loopback only)."""
+        self.options = self.global_args(rootless, network)
 
     def command(self, *args: str) -> list[str]:
         """argv of `<runtime> <global options> args...`."""
@@ -70,11 +71,16 @@ class Runtime:
             return [f"--log=file:{log_file}", "--log-format=json"]
         return ["--log", log_file, "--log-format", "json"]
 
-    def global_args(self, rootless: bool, host_network: bool) -> list[str]:
-        """Options every command of this runtime needs here (before the verb)."""
+    def global_args(self, rootless: bool, network: str) -> list[str]:
+        """Options every command of this runtime needs here (before the verb).
+
+        runsc: the OCI seccomp filter enforced by the Sentry too; its own network stack
+        on the namespace slirp4netns serves (`sandbox`), only a loopback (`none`), or
+        the host's."""
         if not self.gvisor:
             return []
-        out = ["--oci-seccomp", "--network=" + ("host" if host_network else "sandbox")]
+        mode = {"host": "host", "stack": "sandbox"}.get(network, "none")
+        out = ["--oci-seccomp", f"--network={mode}"]
         if rootless:
             out += ["--rootless", "--ignore-cgroups"]
         return out
@@ -214,4 +220,6 @@ def discover(rootless: bool | None = None) -> Runtime:
             continue
         return Runtime(name, path, "first usable on PATH", skipped)
     detail = f" ({'; '.join(skipped)})" if skipped else ""
-    raise RuntimeMissing(f"no usable OCI runtime on PATH{detail}", INSTALL_HINT)
+    raise RuntimeMissing(
+        f"no OCI runtime ({', '.join(PREFERENCE)}) usable on PATH{detail}", INSTALL_HINT
+    )

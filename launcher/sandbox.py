@@ -44,7 +44,8 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     acquired = acquire(quiet=opts["quiet"])
     argv, repo_dir = bind_repo_path(argv)
     net_mode = network.mode()
-    runtime.set_mode(rootless, net_mode == "host")
+    stack = net_mode == "isolated" and network.needs_stack(argv)
+    runtime.set_mode(rootless, "host" if net_mode == "host" else "stack" if stack else "none")
     if opts["verbose"]:
         mode = "rootless" if rootless else "root"
         sys.stderr.write(
@@ -56,7 +57,6 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             sys.stderr.write(
                 f"auto-review: XDG_RUNTIME_DIR={xdg} is {problem}: run state goes in the cache\n"
             )
-    stack = net_mode == "isolated" and network.needs_stack(argv)
     slirp = network.slirp4netns() if stack else None
     forward = network.serve_forward(argv) if stack else None
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
@@ -64,8 +64,12 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     run = dirs.new_run(runtime, fixed_container_id())
     extra = {
         "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
-        "AUTO_REVIEW_LIFELINE_FD": str(hostlink.LIFELINE_FD),
-        "AUTO_REVIEW_SECRETS_FD": str(hostlink.SECRETS_FD),
+        "AUTO_REVIEW_LIFELINE_FD": str(
+            hostlink.LIFELINE_FD if runtime.passes_fds else hostlink.STDIN_FD
+        ),
+        "AUTO_REVIEW_SECRETS_FD": str(
+            hostlink.SECRETS_FD if runtime.passes_fds else hostlink.STDIN_FD
+        ),
         "AUTO_REVIEW_NETWORK": net_mode,
     }
     if forward:  # inside, the forwarded port arrives on the tap device's address
@@ -88,9 +92,10 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             ca_bundle=ca_bundle(acquired, run.path),
             repo_dir=repo_dir,
             host_network=net_mode == "host",
+            gvisor=runtime.gvisor,
         )
         run.write_config(ocispec.build_config(spec))
-        link = hostlink.HostLink(secrets)
+        link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
         try:
             if slirp:
                 return supervise_with_network(runtime, dirs, run, link, slirp, rootless, forward)

@@ -94,3 +94,23 @@ def test_crun_skipped_says_why(root_runner: Runner, shared_dir: Path) -> None:
     )  # fmt: skip
     assert named.returncode == 69
     assert "AUTO_REVIEW_RUNTIME=crun: crun refuses" in named.stderr and "runc" in named.stderr
+
+
+def test_runsc_as_root_passes_every_item(root_runner: Runner) -> None:
+    result = root_runner.run(
+        "-v", "check", "--json", env=root_runner.env(AUTO_REVIEW_RUNTIME="runsc")
+    )
+    items = {i["name"]: i for i in assert_all_hold(result)}
+    assert "auto-review: runtime runsc " in result.stderr
+    # gVisor's semantics, checked the way they can be: the kernel's own answers
+    assert "(prctl)" in items["no-new-privs"]["detail"]
+    assert "(syscall)" in items["capabilities"]["detail"]
+    assert items["host-fds"]["detail"].startswith("lifeline on fd 0")
+    assert items["network"]["detail"] == "own namespace: lo"
+
+
+def test_runsc_gets_the_secrets_and_exit_status(root_runner: Runner) -> None:
+    env = root_runner.env(AUTO_REVIEW_RUNTIME="runsc", WEBHOOK_SECRET="runsc-secret-value")
+    names = root_runner.run("probe", "env", env=env)
+    assert names.returncode == 0 and "WEBHOOK_SECRET" in names.stdout.split()
+    assert root_runner.run("probe", "exit", "7", env=env).returncode == 7
