@@ -7,8 +7,11 @@ by what it supports on this host, not by its name alone:
 - fd passing (`--preserve-fds`): runc, crun and youki pass the lifeline and the
   secrets pipe as fds 3 and 4; runsc has no such flag, so both go in on its
   stdin instead (launcher.hostlink).
-- rootless: runc, crun and youki with a user namespace; runsc only with
-  `--rootless`, which needs its own uid mapping (see launcher.ocispec).
+- rootless: runc, crun and youki with a user namespace. runsc `--rootless` does
+  start (with the container's ids mapped to hostID 0 of the user namespace it makes
+  first), but that namespace maps only our uid: the gateway is either the Sentry's
+  root in its initial namespace (check's `uid` item fails) or an unmapped uid that
+  cannot write its state dir. So runsc is refused rootless, with that reason.
 - seccomp: every candidate applies the OCI filter; runsc only with
   `--oci-seccomp` (its Sentry is the boundary otherwise), which we always pass.
 - cgroups: crun refuses a hybrid host whose unified hierarchy has controllers
@@ -47,10 +50,10 @@ class Runtime:
         self.skipped = skipped or []
         self.options: list[str] = []  # global options for this run (set_mode)
 
-    def set_mode(self, rootless: bool, network: str) -> None:
+    def set_mode(self, network: str) -> None:
         """Fix the global options every command of this run passes (runsc's flags);
         `network`: host, stack (user-mode networking) or none (loopback only)."""
-        self.options = self.global_args(rootless, network)
+        self.options = self.global_args(network)
 
     def command(self, *args: str) -> list[str]:
         """argv of `<runtime> <global options> args...`."""
@@ -71,7 +74,7 @@ class Runtime:
             return [f"--log=file:{log_file}", "--log-format=json"]
         return ["--log", log_file, "--log-format", "json"]
 
-    def global_args(self, rootless: bool, network: str) -> list[str]:
+    def global_args(self, network: str) -> list[str]:
         """Options every command of this runtime needs here (before the verb).
 
         runsc: the OCI seccomp filter enforced by the Sentry too; its own network stack
@@ -80,10 +83,7 @@ class Runtime:
         if not self.gvisor:
             return []
         mode = {"host": "host", "stack": "sandbox"}.get(network, "none")
-        out = ["--oci-seccomp", f"--network={mode}"]
-        if rootless:
-            out += ["--rootless", "--ignore-cgroups"]
-        return out
+        return ["--oci-seccomp", f"--network={mode}"]
 
     def fd_options(self) -> list[str]:
         """The options of `run`/`create` that pass the lifeline and secrets fds."""
@@ -145,24 +145,12 @@ def unusable(name: str, rootless: bool) -> str | None:
                 f"crun refuses this hybrid cgroup host: {UNIFIED_CONTROLLERS}"
                 f" lists {' '.join(controllers)}"
             )
-    if name == "runsc" and rootless and not runsc_rootless_ok():
-        return "runsc needs root here (rootless gVisor needs unprivileged user namespaces)"
+    if name == "runsc" and rootless:
+        return (
+            "runsc needs root here: rootless gVisor maps only our uid, so the gateway"
+            " would be root in the Sentry's initial user namespace"
+        )
     return None
-
-
-def runsc_rootless_ok() -> bool:
-    """Rootless runsc makes its own user namespace: it needs them switched on."""
-    for path, bad in (
-        ("/proc/sys/user/max_user_namespaces", "0"),
-        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
-    ):
-        try:
-            with open(path) as fh:
-                if fh.read().strip() == bad:
-                    return False
-        except OSError:
-            continue
-    return True
 
 
 def flavour(path: str) -> str:
@@ -197,7 +185,7 @@ def from_env(value: str, rootless: bool) -> Runtime:
     name = flavour(path)
     problem = unusable(name, rootless)
     if problem:
-        alternative = "run as root or unset it" if name == "runsc" else "use runc here"
+        alternative = "run as root for gVisor, or unset it" if name == "runsc" else "use runc here"
         raise RuntimeMissing(f"AUTO_REVIEW_RUNTIME={value}: {problem}", alternative)
     return Runtime(name, path, "AUTO_REVIEW_RUNTIME")
 

@@ -45,7 +45,7 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     argv, repo_dir = bind_repo_path(argv)
     net_mode = network.mode()
     stack = net_mode == "isolated" and network.needs_stack(argv)
-    runtime.set_mode(rootless, "host" if net_mode == "host" else "stack" if stack else "none")
+    runtime.set_mode("host" if net_mode == "host" else "stack" if stack else "none")
     if opts["verbose"]:
         mode = "rootless" if rootless else "root"
         sys.stderr.write(
