@@ -55,6 +55,7 @@ class RunSpec:
         host_network: bool = False,
         memory_limit: int = MEMORY_LIMIT,
         gvisor: bool = False,
+        netns_path: str | None = None,
     ) -> None:
         self.rootfs = rootfs
         self.manifest = manifest
@@ -69,6 +70,7 @@ class RunSpec:
         self.host_network = host_network
         self.memory_limit = memory_limit
         self.gvisor = gvisor
+        self.netns_path = netns_path  # join this network namespace (runsc's, prepared first)
 
 
 def rlimits(rootless: bool, want_nproc: bool | None = None) -> list[dict[str, Any]]:
@@ -161,6 +163,8 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
     uid, gid = int(proc["user"]["uid"]), int(proc["user"]["gid"])
     kinds = ("pid", "ipc", "uts", "mount") + (() if spec.host_network else ("network",))
     namespaces = [{"type": t} for t in kinds]
+    if spec.netns_path and not spec.host_network:
+        namespaces[-1]["path"] = spec.netns_path
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "maskedPaths": MASKED_PATHS,

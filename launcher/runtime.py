@@ -77,12 +77,17 @@ class Runtime:
     def global_args(self, network: str) -> list[str]:
         """Options every command of this runtime needs here (before the verb).
 
-        runsc: the OCI seccomp filter enforced by the Sentry too; its own network stack
-        on the namespace slirp4netns serves (`sandbox`), only a loopback (`none`), or
-        the host's."""
+        runsc: the OCI seccomp filter enforced by the Sentry too, and for the network
+        either none at all (a loopback of the Sentry's own) or the Sentry's sockets as
+        host sockets (`host`) in the namespace runsc is started in: the host's only
+        with AUTO_REVIEW_NETWORK=host; otherwise the sandbox's own namespace that
+        slirp4netns serves (launcher.gvisor). Its own netstack (`sandbox`) is not used:
+        Debian's runsc 20221219 takes any namespace for the host's on current kernels
+        (its test looks for /proc/sys/net/core/rmem_default, now in every namespace).
+        """
         if not self.gvisor:
             return []
-        mode = {"host": "host", "stack": "sandbox"}.get(network, "none")
+        mode = "none" if network == "none" else "host"
         return ["--oci-seccomp", f"--network={mode}"]
 
     def fd_options(self) -> list[str]:

@@ -77,7 +77,13 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     env, secrets = gateway_env.sandbox_env_and_secrets(
         acquired.manifest["process"]["env"], runtime.name, extra
     )
+    holder = gstack = None
     try:
+        if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
+            from launcher import gvisor
+
+            holder = gvisor.NetnsHolder()
+            gstack = gvisor.prepare(holder, slirp, run, forward)
         spec = ocispec.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
@@ -93,16 +99,23 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             repo_dir=repo_dir,
             host_network=net_mode == "host",
             gvisor=runtime.gvisor,
+            netns_path=holder.path if holder else None,
         )
         run.write_config(ocispec.build_config(spec))
         link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
         try:
+            if holder and gstack:
+                return gvisor.supervise_gvisor_network(runtime, dirs, run, link, holder, gstack)
             if slirp:
                 return supervise_with_network(runtime, dirs, run, link, slirp, rootless, forward)
             return supervise(runtime, dirs, run, link)
         finally:
             link.cut()
     finally:
+        if gstack:
+            gstack.stop()
+        if holder:
+            holder.stop()
         run.remove()
 
 
