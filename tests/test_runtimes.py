@@ -114,3 +114,17 @@ def test_runsc_gets_the_secrets_and_exit_status(root_runner: Runner) -> None:
     names = root_runner.run("probe", "env", env=env)
     assert names.returncode == 0 and "WEBHOOK_SECRET" in names.stdout.split()
     assert root_runner.run("probe", "exit", "7", env=env).returncode == 7
+
+
+def test_runsc_rootless_is_a_clear_error(rootless_runner: Runner) -> None:
+    result = rootless_runner.run("check", env=rootless_runner.env(AUTO_REVIEW_RUNTIME="runsc"))
+    assert result.returncode == 69
+    assert "runsc needs root here" in result.stderr and "run as root" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    report = json.loads(
+        rootless_runner.run(
+            "doctor", "--json", env=rootless_runner.env(AUTO_REVIEW_RUNTIME="runsc")
+        ).stdout
+    )
+    [runtime] = [i for i in report["items"] if i["name"] == "runtime"]
+    assert not runtime["ok"] and "runsc needs root here" in runtime["detail"] and runtime["fix"]
