@@ -7,6 +7,8 @@ gVisor's runsc as root. `check` must pass every item under each."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -17,8 +19,10 @@ from sandboxrun import (  # noqa: F401 - fixtures
     root_runner,
     rootless_runner,
     rootless_user,
+    runsc_runner,
     shared_dir,
 )
+from test_sandbox_boundary import SECRETS, free_port, gone, holding_secret, wait_for_run, wait_line
 
 pytestmark = needs_root
 
@@ -128,3 +132,31 @@ def test_runsc_rootless_is_a_clear_error(rootless_runner: Runner) -> None:
     )
     [runtime] = [i for i in report["items"] if i["name"] == "runtime"]
     assert not runtime["ok"] and "runsc needs root here" in runtime["detail"] and runtime["fix"]
+
+
+def test_runsc_lifeline_ends_the_sandbox_and_no_secret_is_on_disk(runsc_runner: Runner) -> None:
+    runner = runsc_runner
+    env = runner.env(AR_GATEWAY_BIND=f"127.0.0.1:{free_port()}",
+                     FORGEJO_BASE_URL="https://forge.invalid", **SECRETS)  # fmt: skip
+    proc = runner.popen("serve", env=env)
+    try:
+        wait_line(proc, "serving on")
+        run = wait_for_run(runner, proc)
+        state = subprocess.run(
+            ["runsc", "--root", str(runner.cache / "v1" / "run" / "runsc"), "state", run.name],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        sandbox = json.loads(state.stdout)["pid"]  # the Sentry's host process
+        environ = Path(f"/proc/{sandbox}/environ").read_bytes()
+        assert not [k for k, v in SECRETS.items() if v.encode() in environ]
+        assert holding_secret(runner.cache, runner.state) == []
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert gone(sandbox, timeout=2), "the gVisor sandbox outlived its launcher by 2 s"
+        assert holding_secret(runner.cache, runner.state) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    after = runner.run("probe", "exit", "0")  # the next start cleans up what is left
+    assert after.returncode == 0, after.stderr
