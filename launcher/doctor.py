@@ -142,10 +142,18 @@ def check_network() -> list[Finding]:
     return found
 
 
-def check_limits() -> Finding:
+def check_limits(rt: runtime.Runtime | None = None) -> Finding:
     """What caps the sandbox's processes and memory in this mode."""
     from launcher import ocispec
 
+    if os.geteuid() == 0 and rt is not None and rt.gvisor:
+        return Finding(
+            "limits",
+            True,
+            f"runsc: RLIMIT_NPROC {ocispec.PIDS_LIMIT} inside the Sentry, and its host cgroup"
+            f" (pids {ocispec.PIDS_LIMIT} for its threads, memory"
+            f" {ocispec.MEMORY_LIMIT >> 20} MiB where the controller exists)",
+        )
     if os.geteuid() == 0:
         if not ocispec.memory_controller():
             return Finding(
@@ -194,7 +202,7 @@ def findings() -> list[Finding]:
         check_userns(),
         check_runtime_dir(),
         *check_network(),
-        check_limits(),
+        check_limits(rt),
         *check_cache(),
         check_state(),
     ]
