@@ -33,7 +33,7 @@ from buildsys.recipe import (
 from buildsys.release import sign, write_atomic, write_sums
 from buildsys.sbom import build_sbom
 from buildsys.stage import assemble_host_rootfs, check_rootfs
-from buildsys.tarball import compress, files_list, write_tar
+from buildsys.tarball import compress, files_list, state_owner, write_tar
 from buildsys.zipapp import SBOM_MEMBER, write_zipapp, zipapp_entries
 
 DEFAULT_ZSTD_LEVEL = 19
@@ -62,7 +62,7 @@ def build(
             root = rootfs
         check_rootfs(root, recipe)
         facts |= tree_facts(root, recipe)
-        tar, count = write_tar(root, epoch)
+        tar, count = write_tar(root, epoch, state_owner(recipe))
     facts["file_count"] = count
     facts["level"] = level
     files_tsv = files_list(tar)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
 
-from buildsys.recipe import BuildError
+from buildsys.recipe import BuildError, Recipe, lookup_user
 
 ZSTD_WINDOW_LOG = 24  # 16 MiB: 5% smaller than 8 MiB, 8 MiB more decoder memory; cap is 2**25
 ZSTD_THREADS = 2  # fixed: zstd output is identical for any fixed worker count >= 1
@@ -25,9 +25,16 @@ def walk_sorted(root: Path, rel: str = "") -> Iterator[str]:
             yield from walk_sorted(root, child)
 
 
-def write_tar(root: Path, mtime: int) -> tuple[bytes, int]:
+def write_tar(
+    root: Path, mtime: int, owners: dict[str, tuple[int, int, int]] | None = None
+) -> tuple[bytes, int]:
     """A deterministic tar of `root`: sorted, uid/gid 0, no names, fixed mtime,
-    no setuid/setgid, hardlinks as links. Returns (tar bytes, member count)."""
+    no setuid/setgid, hardlinks as links. Returns (tar bytes, member count).
+
+    `owners` gives single members another (uid, gid, mode): the state dir belongs to
+    the gateway's user in the layer, so that a container tool's fresh volume on it is
+    writable by that user (the launcher's extractor ignores owners)."""
+    owners = owners or {}
     buf = io.BytesIO()
     seen: dict[tuple[int, int], str] = {}
     count = 0
@@ -40,6 +47,8 @@ def write_tar(root: Path, mtime: int) -> tuple[bytes, int]:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.mode = stat.S_IMODE(st.st_mode) & ~0o6000
+            if rel in owners:
+                info.uid, info.gid, info.mode = owners[rel]
             data = None
             if stat.S_ISDIR(st.st_mode):
                 info.type = tarfile.DIRTYPE
@@ -80,6 +89,16 @@ def compress(data: bytes, level: int) -> bytes:
         write_dict_id=False,
     )
     return zstandard.ZstdCompressor(compression_params=params).compress(data)
+
+
+def state_owner(recipe: Recipe) -> dict[str, tuple[int, int, int]]:
+    """The state mount point as the process user's, 0700 (see write_tar's `owners`)."""
+    user = lookup_user(recipe.section("process")["user"])
+    return {
+        m["destination"].lstrip("/"): (*user, 0o700)
+        for m in recipe.data.get("mounts", [])
+        if m.get("role") == "state"
+    }
 
 
 def unpacked_mode(kind: str, mode: int) -> int:

@@ -25,15 +25,16 @@ HELP = """\
 usage: auto-review [-q|--quiet] [-v|--verbose] [--bare] COMMAND [ARGS...]
 
 Pull-request review gateway in one file; the gateway runs sandboxed under an
-OCI runtime (runc, crun or youki) from a read-only rootfs cached on first run.
+OCI runtime (runc, crun, youki or gVisor's runsc) from a read-only rootfs cached
+on first run.
 
 Sandboxed commands (run inside the rootfs, arguments passed through):
 {sandboxed}
 
 Launcher commands (run on the host):
   cache       prepare | list | gc | clear | verify | pin | unpin | path
-  bundle      info [--json]: the embedded bundle's manifest
-  doctor      check this host: Python, OCI runtime, user namespaces, cache
+  bundle      info [--json] | export --oci DIR | --docker-archive FILE | --seccomp FILE
+  doctor      check this host, then start a sandbox to prove it [--json]
 
 Options:
   -q, --quiet    no progress bar while unpacking
@@ -98,6 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:
+        if "failed to map segment" not in str(exc):
+            raise
+        # The vendored zstd extension lives in the cache: a noexec mount refuses to map it.
+        from launcher.errors import CacheUnusable
+
+        err = CacheUnusable(
+            "the cache is on a noexec filesystem (the vendored zstd module cannot be loaded)",
+            "set AUTO_REVIEW_CACHE_DIR to a filesystem mounted without noexec",
+        )
+        sys.stderr.write(err.one_line() + "\n")
+        return err.exit_code
 
 
 def raise_usage(message: str) -> None:

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = export.add_mutually_exclusive_group(required=True)
     target.add_argument("--oci", metavar="DIR", help="an OCI image layout (new or empty dir)")
     target.add_argument("--docker-archive", metavar="FILE", help="a docker-archive tar")
+    target.add_argument(
+        "--seccomp", metavar="FILE", help="the seccomp profile, for --security-opt seccomp=FILE"
+    )
     export.add_argument(
         "--zstd", action="store_true", help="--oci only: the embedded zstd blob as the layer"
     )
@@ -72,6 +75,8 @@ def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bundle":
         if args.verb == "export":
+            if args.seccomp is not None:
+                return seccomp_export(args.seccomp, args.zstd)
             return bundle_export(args.oci, args.docker_archive, args.zstd)
         if args.verb == "sbom":
             return bundle_sbom()
@@ -117,6 +122,16 @@ def bundle_sbom() -> int:
         raise PayloadCorrupt(f"cannot read the embedded SBOM: {exc}", embedded.REBUILD) from None
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
+    return ExitCode.OK
+
+
+def seccomp_export(target: str, zstd: bool) -> int:
+    """Write the sandbox's seccomp profile (podman/Docker format); print the path."""
+    from launcher import ociexport
+
+    if zstd:
+        raise UsageError("--zstd applies to --oci only", "drop --zstd")
+    print(ociexport.export_seccomp(target))
     return ExitCode.OK
 
 

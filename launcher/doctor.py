@@ -1,4 +1,8 @@
-"""`auto-review doctor`: can this host run the sandbox? Each problem comes with its fix."""
+"""`auto-review doctor`: can this host run the sandbox? Each problem comes with its fix.
+
+The host facts come first; the last item starts a real sandbox and runs `check`
+in it (launcher.doctor_start), and only if that passes is the host "ready".
+"""
 
 from __future__ import annotations
 
@@ -9,21 +13,9 @@ import subprocess
 import sys
 
 from launcher import embedded, runtime
-from launcher.cache.paths import check_level
-from launcher.cache.root import cache_root, default_state_dir
+from launcher.doctor_dirs import check_cache, check_runtime_dir, check_state
+from launcher.doctor_finding import Finding
 from launcher.errors import ExitCode, LauncherError
-
-
-@dataclasses.dataclass
-class Finding:
-    """One line of the report."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    blocker: bool = True
-    exit_code: int = ExitCode.SANDBOX_FAILED
 
 
 def check_python() -> Finding:
@@ -63,33 +55,28 @@ def check_zstd() -> Finding:
 
 
 def check_runtime() -> tuple[Finding, runtime.Runtime | None]:
+    """The runtime discovery picks, with its version, and every candidate it passed over."""
     try:
         rt = runtime.discover()
     except LauncherError as exc:
         return Finding("runtime", False, exc.message, exc.fix or "", exit_code=exc.exit_code), None
-    try:
-        out = subprocess.run([rt.path, "--version"], capture_output=True, text=True, timeout=10)
-        version = (out.stdout.splitlines() or ["?"])[0]
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    if runtime.version(rt.path) is None:
         return Finding(
             "runtime",
             False,
-            f"{rt.path} does not run: {exc}",
-            "reinstall the runtime or set AUTO_REVIEW_RUNTIME",
+            f"{rt.path} does not answer --version",
+            "reinstall the runtime or set AUTO_REVIEW_RUNTIME to another one",
         ), None
-    return Finding("runtime", True, f"{version} at {rt.path} ({rt.reason})"), rt
+    return Finding("runtime", True, rt.describe()), rt
 
 
-def check_cgroups(rt: runtime.Runtime | None) -> Finding:
+def check_cgroups() -> Finding:
+    """The host's cgroup layout (what crun is judged by), for the record."""
     mode = runtime.cgroup_mode()
-    if rt is not None and rt.name == "crun" and mode != "v2":
-        return Finding(
-            "cgroups",
-            False,
-            f"{mode}; crun 1.8 refuses non-v2 hosts",
-            "use runc here: AUTO_REVIEW_RUNTIME=runc",
-        )
-    return Finding("cgroups", True, mode)
+    if mode == "hybrid":
+        controllers = runtime.unified_controllers()
+        mode += f" (unified hierarchy: {' '.join(controllers) or 'no controllers'})"
+    return Finding("cgroups", True, mode, blocker=False)
 
 
 def userns_usable() -> bool:
@@ -118,76 +105,6 @@ def check_userns() -> Finding:
         "as root: sysctl -w kernel.unprivileged_userns_clone=1 (Debian)"
         " or user.max_user_namespaces=15000; or run as root",
     )
-
-
-def check_runtime_dir() -> Finding:
-    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-    if not xdg:
-        return Finding(
-            "runtime-dir", True, "XDG_RUNTIME_DIR unset: run state goes in the cache", blocker=False
-        )
-    ok = os.path.isdir(xdg) and os.stat(xdg).st_uid == os.geteuid()
-    return Finding(
-        "runtime-dir",
-        ok,
-        xdg,
-        "" if ok else "XDG_RUNTIME_DIR is not yours: unset it",
-        blocker=False,
-    )
-
-
-def nearest_existing(path: str) -> str:
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
-
-
-def check_cache() -> list[Finding]:
-    root = cache_root()
-    out = []
-    if os.path.lexists(root):
-        try:
-            check_level(root, "cache root", root=True)
-            out.append(Finding("cache", True, root))
-        except LauncherError as exc:
-            out.append(Finding("cache", False, exc.message, exc.fix or "", exit_code=exc.exit_code))
-    else:
-        parent = nearest_existing(root)
-        ok = os.access(parent, os.W_OK)
-        out.append(
-            Finding(
-                "cache",
-                ok,
-                f"{root} (will be created)",
-                "" if ok else f"{parent} is not writable: set AUTO_REVIEW_CACHE_DIR",
-                exit_code=ExitCode.CACHE_UNUSABLE,
-            )
-        )
-    st = os.statvfs(nearest_existing(root))
-    noexec = bool(st.f_flag & os.ST_NOEXEC)
-    out.append(
-        Finding(
-            "cache-exec",
-            not noexec,
-            "filesystem is noexec" if noexec else "filesystem allows exec",
-            "set AUTO_REVIEW_CACHE_DIR to a filesystem mounted without noexec",
-        )
-    )
-    free = st.f_bavail * st.f_frsize
-    try:
-        need = int(embedded.manifest()["unpacked_size"])
-    except LauncherError:
-        need = 0
-    out.append(
-        Finding(
-            "cache-space",
-            free > need,
-            f"{free >> 20} MiB free, {need >> 20} MiB needed",
-            "free space or set AUTO_REVIEW_CACHE_DIR",
-            exit_code=ExitCode.NO_SPACE,
-        )
-    )
-    return out
 
 
 def check_network() -> list[Finding]:
@@ -229,10 +146,18 @@ def check_network() -> list[Finding]:
     return found
 
 
-def check_limits() -> Finding:
+def check_limits(rt: runtime.Runtime | None = None) -> Finding:
     """What caps the sandbox's processes and memory in this mode."""
     from launcher import ocispec
 
+    if os.geteuid() == 0 and rt is not None and rt.gvisor:
+        return Finding(
+            "limits",
+            True,
+            f"runsc: RLIMIT_NPROC {ocispec.PIDS_LIMIT} inside the Sentry, and its host cgroup"
+            f" (pids {ocispec.PIDS_LIMIT} for its threads, memory"
+            f" {ocispec.MEMORY_LIMIT >> 20} MiB where the controller exists)",
+        )
     if os.geteuid() == 0:
         if not ocispec.memory_controller():
             return Finding(
@@ -258,34 +183,35 @@ def check_limits() -> Finding:
     )
 
 
-def check_state() -> Finding:
-    path = os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir()
-    target = path if os.path.exists(path) else nearest_existing(path)
-    ok = os.access(target, os.W_OK)
-    return Finding(
-        "state",
-        ok,
-        path,
-        "" if ok else "set AUTO_REVIEW_STATE_DIR to a writable dir",
-        exit_code=ExitCode.CACHE_UNUSABLE,
-    )
+def check_start(rt: runtime.Runtime | None, blocked: bool) -> Finding:
+    """Start a real sandbox and run `check` in it (launcher.doctor_start)."""
+    if rt is None:
+        return Finding("start", False, "not tried: no usable runtime", "fix the runtime first")
+    from launcher import doctor_start
+
+    result = doctor_start.start_check(rt.name)
+    if result.ok and blocked:  # it started anyway: say so, but the FAILs above still hold
+        result.detail += " (despite the problems above)"
+    return Finding("start", result.ok, result.detail, result.fix, exit_code=result.exit_code)
 
 
 def findings() -> list[Finding]:
     """Every check, in the order a user would fix them."""
     rt_finding, rt = check_runtime()
-    return [
+    found = [
         check_python(),
         check_zstd(),
         rt_finding,
-        check_cgroups(rt),
+        check_cgroups(),
         check_userns(),
         check_runtime_dir(),
         *check_network(),
-        check_limits(),
+        check_limits(rt),
         *check_cache(),
         check_state(),
     ]
+    blocked = any(not f.ok and f.blocker for f in found)
+    return [*found, check_start(rt, blocked)]
 
 
 def run(as_json: bool = False) -> int:
@@ -307,7 +233,7 @@ def run(as_json: bool = False) -> int:
                 line += f" -- fix: {f.fix}"
             print(line)
         print(
-            "ready: this host can run the sandbox"
+            "ready: a sandbox started here and passed check"
             if not blockers
             else f"{len(blockers)} problem(s) block the sandbox"
         )

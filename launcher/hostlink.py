@@ -21,6 +21,7 @@ from launcher.errors import ConfigError
 
 LIFELINE_FD = 3
 SECRETS_FD = 4
+STDIN_FD = 0  # both, for runtimes without fd passing (see HostLink)
 FIRST_FREE_FD = 10  # our pipe ends live above the fds they are dup2'ed onto
 PIPE_CAPACITY = 65536  # Linux default: the secrets must fit before anyone reads
 
@@ -47,16 +48,28 @@ def pipe() -> tuple[int, int]:
 
 
 class HostLink:
-    """The lifeline and secrets pipes of one run."""
+    """The lifeline and secrets pipes of one run.
 
-    __slots__ = ("lifeline_read", "lifeline_write", "secrets_read")
+    For a runtime that cannot pass extra fds (runsc), `on_stdin`: one pipe on the
+    container's stdin carries both, the secret records first, ended by an empty record
+    (a lone NUL), then nothing until the launcher's end closes (the lifeline).
+    """
 
-    def __init__(self, secrets: dict[str, str]) -> None:
+    __slots__ = ("lifeline_read", "lifeline_write", "on_stdin", "secrets_read")
+
+    def __init__(self, secrets: dict[str, str], on_stdin: bool = False) -> None:
+        self.on_stdin = on_stdin
         self.lifeline_read, self.lifeline_write = pipe()
-        self.secrets_read = write_secrets(secrets)
+        if on_stdin:
+            _write_all(self.lifeline_write, encode_secrets(secrets) + b"\0")
+            self.secrets_read = -1
+        else:
+            self.secrets_read = write_secrets(secrets)
 
     def file_actions(self) -> list[tuple[int, int, int]]:
-        """posix_spawn actions that put the read ends on fds 3 and 4 of the runtime."""
+        """posix_spawn actions that put the read ends on fds 3 and 4 (or 0) of the runtime."""
+        if self.on_stdin:
+            return [(os.POSIX_SPAWN_DUP2, self.lifeline_read, STDIN_FD)]
         return [
             (os.POSIX_SPAWN_DUP2, self.lifeline_read, LIFELINE_FD),
             (os.POSIX_SPAWN_DUP2, self.secrets_read, SECRETS_FD),
@@ -75,23 +88,33 @@ class HostLink:
         self.lifeline_write = -1
 
 
-def write_secrets(secrets: dict[str, str]) -> int:
-    """A pipe holding `secrets`, write end closed; returns the read end."""
+def encode_secrets(secrets: dict[str, str]) -> bytes:
+    """NAME=VALUE records, each NUL-terminated; refused if they would not fit the pipe."""
     data = b"".join(
         os.fsencode(name) + b"=" + os.fsencode(value) + b"\0" for name, value in secrets.items()
     )
     if b"\0" in b"".join(os.fsencode(v) for v in secrets.values()):
         raise ConfigError("a secret variable holds a NUL byte", "set it to a plain string")
-    if len(data) > PIPE_CAPACITY:
+    if len(data) + 1 > PIPE_CAPACITY:
         raise ConfigError(
             f"the secret variables hold {len(data)} bytes, more than {PIPE_CAPACITY}",
             f"keep {', '.join(SECRET_NAMES)} short",
         )
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_secrets(secrets: dict[str, str]) -> int:
+    """A pipe holding `secrets`, write end closed; returns the read end."""
+    data = encode_secrets(secrets)
     r, w = pipe()
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(w, view) :]
+        _write_all(w, data)
     finally:
         os.close(w)
     return r

@@ -27,6 +27,7 @@ MT_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MT_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 STATE_DIR = "/var/lib/auto-review"
+DEFAULT_CMD = ("serve",)  # `podman run IMAGE` serves; `podman run IMAGE check` self-tests
 CHUNK = 1 << 20
 GZIP_LEVEL = 6
 
@@ -50,6 +51,7 @@ def image_config(m: dict[str, Any]) -> dict[str, Any]:
         "created": m["created"],
         "config": {
             "Entrypoint": list(proc["args"]),
+            "Cmd": list(DEFAULT_CMD),
             "Env": env,
             "User": f"{proc['user']['uid']}:{proc['user']['gid']}",
             "WorkingDir": proc["cwd"],
@@ -62,6 +64,24 @@ def image_config(m: dict[str, Any]) -> dict[str, Any]:
         "rootfs": {"type": "layers", "diff_ids": [m["diff_id"]]},
         "history": [{"created": m["created"], "created_by": "auto-review build.py"}],
     }
+
+
+def export_seccomp(target: str) -> str:
+    """The sandbox's seccomp allowlist as a file for `--security-opt seccomp=FILE`.
+
+    The OCI `linux.seccomp` object is also the profile format podman and Docker read
+    (defaultAction, defaultErrnoRet, architectures, syscalls with names, action, args).
+    """
+    from launcher import seccomp
+
+    _check_target(target, is_dir=False)
+    data = json.dumps(seccomp.profile(), indent=2, sort_keys=True).encode() + b"\n"
+    try:
+        with open(target, "xb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise _io_error(exc, target) from None
+    return target
 
 
 def _io_error(exc: OSError, what: str) -> Exception:

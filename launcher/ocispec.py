@@ -54,6 +54,8 @@ class RunSpec:
         repo_dir: str | None = None,
         host_network: bool = False,
         memory_limit: int = MEMORY_LIMIT,
+        gvisor: bool = False,
+        netns_path: str | None = None,
     ) -> None:
         self.rootfs = rootfs
         self.manifest = manifest
@@ -67,11 +69,14 @@ class RunSpec:
         self.repo_dir = repo_dir
         self.host_network = host_network
         self.memory_limit = memory_limit
+        self.gvisor = gvisor
+        self.netns_path = netns_path  # join this network namespace (runsc's, prepared first)
 
 
-def rlimits(rootless: bool) -> list[dict[str, Any]]:
-    """NOFILE raised to NOFILE, no core dumps; rootless, NPROC as the pids limit. Rootless
-    limits never exceed our hard limits (runc cannot raise them without privilege)."""
+def rlimits(rootless: bool, want_nproc: bool | None = None) -> list[dict[str, Any]]:
+    """NOFILE raised to NOFILE, no core dumps; rootless (or `want_nproc`), NPROC as the pids
+    limit. Rootless limits never exceed our hard limits (runc cannot raise them without
+    privilege)."""
     nofile, nproc = NOFILE, PIDS_LIMIT
     if rootless:
         nofile = _within_hard(resource.RLIMIT_NOFILE, nofile)
@@ -80,7 +85,7 @@ def rlimits(rootless: bool) -> list[dict[str, Any]]:
         {"type": "RLIMIT_NOFILE", "soft": nofile, "hard": nofile},
         {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
     ]
-    if rootless:
+    if rootless if want_nproc is None else want_nproc:
         out.append({"type": "RLIMIT_NPROC", "soft": nproc, "hard": nproc})
     return out
 
@@ -141,17 +146,30 @@ def memory_controller() -> bool:
         return os.path.isdir("/sys/fs/cgroup/memory")  # v1 or hybrid
 
 
+def gvisor_seccomp(profile: dict[str, Any]) -> dict[str, Any]:
+    """The allowlist as gVisor's Sentry can enforce it: it does not apply a rule's
+    errnoRet (every ERRNO rule answers EPERM), so `clone3 -> ENOSYS`, which makes glibc
+    fall back to the inspectable `clone`, would make every thread start fail. clone3 is
+    left out of the filter: the Sentry of the Debian runsc does not implement it and
+    answers ENOSYS itself (`check`'s threads prove it: Python starts one at once)."""
+    rules = [r for r in profile["syscalls"] if r["names"] != ["clone3"]]
+    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ALLOW"})
+    return {**profile, "syscalls": rules}
+
+
 def build_config(spec: RunSpec) -> dict[str, Any]:
     """The complete config.json document for `spec`."""
     proc = spec.manifest["process"]
     uid, gid = int(proc["user"]["uid"]), int(proc["user"]["gid"])
     kinds = ("pid", "ipc", "uts", "mount") + (() if spec.host_network else ("network",))
     namespaces = [{"type": t} for t in kinds]
+    if spec.netns_path and not spec.host_network:
+        namespaces[-1]["path"] = spec.netns_path
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "maskedPaths": MASKED_PATHS,
         "readonlyPaths": READONLY_PATHS,
-        "seccomp": seccomp.profile(),
+        "seccomp": gvisor_seccomp(seccomp.profile()) if spec.gvisor else seccomp.profile(),
     }
     if spec.rootless:
         # runc needs container root mapped; only our own uid exists in the namespace,
@@ -174,7 +192,9 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
             "env": spec.env,
             "cwd": proc.get("cwd", "/"),
             "capabilities": {k: [] for k in CAPABILITY_SETS},
-            "rlimits": rlimits(spec.rootless),
+            # gVisor: the host cgroup counts the Sentry's threads, not the sandbox's
+            # processes, so RLIMIT_NPROC (which the Sentry enforces) caps those
+            "rlimits": rlimits(spec.rootless, want_nproc=spec.rootless or spec.gvisor),
             "noNewPrivileges": True,
         },
         "root": {"path": spec.rootfs, "readonly": True},

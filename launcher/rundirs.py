@@ -25,16 +25,28 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def xdg_problem(xdg: str) -> str | None:
+    """Why XDG_RUNTIME_DIR cannot hold our run state (so the cache does), or None."""
+    if not os.path.isabs(xdg):
+        return "not an absolute path"
+    try:
+        st = os.lstat(xdg)
+    except OSError as exc:
+        return f"not usable ({exc.strerror})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by us"
+    if st.st_mode & 0o077:
+        return f"mode {stat.S_IMODE(st.st_mode):04o}, not private (0700)"
+    return None
+
+
 def base_dir(layout: Layout) -> str:
     """$XDG_RUNTIME_DIR/auto-review when XDG_RUNTIME_DIR is ours and private, else in the cache."""
     xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-    if xdg and os.path.isabs(xdg):
-        try:
-            st = os.lstat(xdg)
-        except OSError:
-            st = None
-        if st and stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
-            return os.path.join(xdg, "auto-review")
+    if xdg and xdg_problem(xdg) is None:
+        return os.path.join(xdg, "auto-review")
     return layout.run
 
 
@@ -143,7 +155,7 @@ class RunDirs:
         import subprocess
 
         subprocess.run(
-            [runtime.path, "--root", self.state_root, "delete", "--force", container_id],
+            runtime.command("--root", self.state_root, "delete", "--force", container_id),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,

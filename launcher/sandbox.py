@@ -21,6 +21,7 @@ from launcher.runtime import discover
 from launcher.supervise import supervise, supervise_with_network
 
 REPO_MOUNT = "/mnt/repo"  # a mount point the recipe pre-creates
+CA_IN_ROOTFS = "etc/ssl/certs/ca-certificates.crt"
 
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:
@@ -36,20 +37,26 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     if is_bare(opts):
         acquired = acquire(quiet=opts["quiet"])
         return run_bare(acquired, argv)
-    runtime = discover()
     rootless = os.geteuid() != 0
+    runtime = discover(rootless)
     if rootless:
         check_user_namespaces()
     acquired = acquire(quiet=opts["quiet"])
-    if opts["verbose"]:
-        mode = "rootless" if rootless else "root"
-        sys.stderr.write(
-            f"auto-review: runtime {runtime.name} ({runtime.path}): {runtime.reason}; {mode};"
-            f" rootfs {acquired.rootfs}\n"
-        )
     argv, repo_dir = bind_repo_path(argv)
     net_mode = network.mode()
     stack = net_mode == "isolated" and network.needs_stack(argv)
+    runtime.set_mode("host" if net_mode == "host" else "stack" if stack else "none")
+    if opts["verbose"]:
+        mode = "rootless" if rootless else "root"
+        sys.stderr.write(
+            f"auto-review: runtime {runtime.describe()}; {mode}; rootfs {acquired.rootfs}\n"
+        )
+        xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+        problem = rundirs.xdg_problem(xdg) if xdg else None
+        if problem:
+            sys.stderr.write(
+                f"auto-review: XDG_RUNTIME_DIR={xdg} is {problem}: run state goes in the cache\n"
+            )
     slirp = network.slirp4netns() if stack else None
     forward = network.serve_forward(argv) if stack else None
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
@@ -57,8 +64,12 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     run = dirs.new_run(runtime, fixed_container_id())
     extra = {
         "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
-        "AUTO_REVIEW_LIFELINE_FD": str(hostlink.LIFELINE_FD),
-        "AUTO_REVIEW_SECRETS_FD": str(hostlink.SECRETS_FD),
+        "AUTO_REVIEW_LIFELINE_FD": str(
+            hostlink.LIFELINE_FD if runtime.passes_fds else hostlink.STDIN_FD
+        ),
+        "AUTO_REVIEW_SECRETS_FD": str(
+            hostlink.SECRETS_FD if runtime.passes_fds else hostlink.STDIN_FD
+        ),
         "AUTO_REVIEW_NETWORK": net_mode,
     }
     if forward:  # inside, the forwarded port arrives on the tap device's address
@@ -66,7 +77,13 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     env, secrets = gateway_env.sandbox_env_and_secrets(
         acquired.manifest["process"]["env"], runtime.name, extra
     )
+    holder = gstack = None
     try:
+        if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
+            from launcher import gvisor
+
+            holder = gvisor.NetnsHolder()
+            gstack = gvisor.prepare(holder, slirp, run, forward)
         spec = ocispec.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
@@ -81,16 +98,24 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             ca_bundle=ca_bundle(acquired, run.path),
             repo_dir=repo_dir,
             host_network=net_mode == "host",
+            gvisor=runtime.gvisor,
+            netns_path=holder.path if holder else None,
         )
         run.write_config(ocispec.build_config(spec))
-        link = hostlink.HostLink(secrets)
+        link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
         try:
+            if holder and gstack:
+                return gvisor.supervise_gvisor_network(runtime, dirs, run, link, holder, gstack)
             if slirp:
                 return supervise_with_network(runtime, dirs, run, link, slirp, rootless, forward)
             return supervise(runtime, dirs, run, link)
         finally:
             link.cut()
     finally:
+        if gstack:
+            gstack.stop()
+        if holder:
+            holder.stop()
         run.remove()
 
 
@@ -185,8 +210,8 @@ def resolv_conf() -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
-    """AUTO_REVIEW_CA_FILE appended to the rootfs's CA bundle, as a file to bind over it."""
+def extra_ca() -> tuple[str, bytes] | None:
+    """AUTO_REVIEW_CA_FILE, checked: (path, PEM bytes), or None when unset."""
     extra = os.environ.get("AUTO_REVIEW_CA_FILE", "").strip()
     if not extra:
         return None
@@ -202,13 +227,49 @@ def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
             f"AUTO_REVIEW_CA_FILE={extra} holds no PEM certificate",
             "give a file with -----BEGIN CERTIFICATE----- blocks",
         )
-    with open(os.path.join(acquired.rootfs, "etc/ssl/certs/ca-certificates.crt"), "rb") as fh:
+    return extra, pem
+
+
+def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
+    """AUTO_REVIEW_CA_FILE appended to the rootfs's CA bundle, as a file to bind over it."""
+    found = extra_ca()
+    if found is None:
+        return None
+    with open(os.path.join(acquired.rootfs, CA_IN_ROOTFS), "rb") as fh:
         base = fh.read()
     path = os.path.join(run_dir, "ca-certificates.crt")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(base.rstrip(b"\n") + b"\n" + pem)
+        fh.write(base.rstrip(b"\n") + b"\n" + found[1])
     return path
+
+
+def bare_env(acquired: Acquired, state: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of a bare gateway, and its secrets: what the sandbox would give it.
+
+    The manifest's variables with the rootfs's paths made host paths (its CA bundle,
+    so bare and sandboxed runs trust the same CAs), the allowed host variables,
+    AUTO_REVIEW_CA_FILE (which the gateway merges itself, as in the image), the
+    state dir, the network mode (bare always shares the host's), the bundle digest.
+    """
+    manifest_env = dict(item.split("=", 1) for item in acquired.manifest["process"]["env"])
+    for name in ("SSL_CERT_FILE", "GIT_SSL_CAINFO"):
+        if manifest_env.get(name, "").startswith("/"):
+            manifest_env[name] = os.path.join(acquired.rootfs, manifest_env[name].lstrip("/"))
+    manifest_env["HOME"] = state
+    manifest_env["PATH"] = os.environ.get("PATH", os.defpath)  # the host's git
+    extra = {
+        "AUTO_REVIEW_STATE_DIR_INSIDE": state,
+        "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
+        "AUTO_REVIEW_NETWORK": "host",
+    }
+    found = extra_ca()
+    if found:
+        extra["AUTO_REVIEW_CA_FILE"] = os.path.abspath(found[0])
+    env_list, secrets = gateway_env.sandbox_env_and_secrets(
+        [f"{k}={v}" for k, v in manifest_env.items()], "bare", extra
+    )
+    return dict(item.split("=", 1) for item in env_list), secrets
 
 
 def run_bare(acquired: Acquired, argv: list[str]) -> int:
@@ -220,14 +281,10 @@ def run_bare(acquired: Acquired, argv: list[str]) -> int:
     manifest = acquired.manifest
     gateway = os.path.join(acquired.rootfs, manifest["process"]["args"][-1].lstrip("/"))
     state = state_dir(os.geteuid(), os.getegid(), manifest["process"]["user"]["uid"])
-    extra = {"AUTO_REVIEW_STATE_DIR_INSIDE": state, "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest}
-    env_list, secrets = gateway_env.sandbox_env_and_secrets([], "bare", extra)
-    env = dict(item.split("=", 1) for item in env_list)
+    env, secrets = bare_env(acquired, state)
     secrets_fd = hostlink.write_secrets(secrets)
     os.set_inheritable(secrets_fd, True)
     env["AUTO_REVIEW_SECRETS_FD"] = str(secrets_fd)
-    env["PATH"] = os.environ.get("PATH", os.defpath)
-    env.setdefault("HOME", state)
     os.set_inheritable(acquired.lock_fd, True)  # keep the version in use while it runs
     os.execve(sys.executable, [sys.executable, "-I", "-S", gateway, *argv], env)
     return 1  # pragma: no cover - execve does not return

@@ -33,7 +33,7 @@ def supervise(
     runtime: Runtime, dirs: rundirs.RunDirs, run: rundirs.Run, link: hostlink.HostLink
 ) -> int:
     """`runc run`, with signals forwarded to it; returns the gateway's exit status."""
-    pid = spawn(runtime, dirs, run, link, "run", "--preserve-fds", "2")
+    pid = spawn(runtime, dirs, run, link, "run", *runtime.fd_options())
     link.close_read_ends()
     with forwarding(pid):
         status = _wait(pid)
@@ -67,7 +67,7 @@ def supervise_with_network(
     try:
         with exiting_on_signals():  # until start, a signal means: clean up and go
             created = spawn(runtime, dirs, run, link, "create", "--pid-file", pid_file,
-                            "--preserve-fds", "2")  # fmt: skip
+                            *runtime.fd_options())  # fmt: skip
             code = os.waitstatus_to_exitcode(_wait(created))
             if code != 0:
                 failure = run.runtime_error() or f"{runtime.name} create exited {code}"
@@ -123,7 +123,7 @@ def spawn(
     *options: str,
 ) -> int:
     """Start `<runtime> <verb>` for this run; the link's read ends become its fds 3 and 4."""
-    argv = [runtime.path, "--root", dirs.state_root, *runtime.log_args(run.log), verb]
+    argv = runtime.command("--root", dirs.state_root, *runtime.log_args(run.log), verb)
     if verb != "start":
         argv += ["--bundle", run.path]
     argv += [*options, run.container_id]

@@ -106,7 +106,8 @@ def check_app(buildsys, root: Path, app: Path) -> list[str]:
     if "sha256:" + hashlib.sha256(tar).hexdigest() != manifest["diff_id"]:
         problems.append("manifest diff_id != sha256 of the decompressed payload")
     epoch = calendar.timegm(time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ"))
-    packed, _count = buildsys.tarball.write_tar(root, epoch)
+    owners = buildsys.tarball.state_owner(buildsys.recipe.Recipe.load())
+    packed, _count = buildsys.tarball.write_tar(root, epoch, owners)
     if "sha256:" + hashlib.sha256(packed).hexdigest() != manifest["diff_id"]:
         problems.append("this rootfs does not pack to the manifest's diff_id")
     return problems

@@ -19,9 +19,10 @@ ROOTLESS_USER = "ar-rootless"
 class Runner:
     """Runs the single file as one user, with its own cache and state dirs."""
 
-    def __init__(self, app: Path, home: Path, user: str | None) -> None:
+    def __init__(self, app: Path, home: Path, user: str | None, **defaults: str) -> None:
         self.app, self.home, self.user = app, home, user
         self.cache, self.state = home / "cache", home / "state"
+        self.defaults = defaults  # variables every run gets (e.g. AUTO_REVIEW_RUNTIME)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -29,6 +30,7 @@ class Runner:
             "HOME": str(self.home),
             "AUTO_REVIEW_CACHE_DIR": str(self.cache),
             "AUTO_REVIEW_STATE_DIR": str(self.state),
+            **self.defaults,
         }
         env.update(extra)
         return env
@@ -87,6 +89,12 @@ def rootless_runner(app: Path, shared_dir: Path, rootless_user: str) -> Runner:
     entry = pwd.getpwnam(rootless_user)
     os.chown(home, entry.pw_uid, entry.pw_gid)
     return Runner(copy, home, rootless_user)
+
+
+@pytest.fixture(scope="module")
+def runsc_runner(app: Path, tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    """As root, under gVisor's runsc."""
+    return Runner(app, tmp_path_factory.mktemp("runsc-home"), None, AUTO_REVIEW_RUNTIME="runsc")
 
 
 @pytest.fixture(params=["root", "rootless"])

@@ -105,7 +105,15 @@ def test_tar_is_normalized(
     members: list[tarfile.TarInfo], payload: tuple[bytes, bytes, dict]
 ) -> None:
     epoch = 1700000000
-    assert all(m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" for m in members)
+    # everything is root's except the state dir, the gateway's own (10001, 0700), so that
+    # a fresh volume on it in podman or Docker is writable by the gateway
+    state = [m for m in members if m.name == "var/lib/auto-review"]
+    assert [(m.uid, m.gid, m.mode & 0o777, m.isdir()) for m in state] == [
+        (10001, 10001, 0o700, True)
+    ]
+    others = [m for m in members if m.name != "var/lib/auto-review"]
+    assert all(m.uid == 0 and m.gid == 0 for m in others)
+    assert all(m.uname == "" and m.gname == "" for m in members)
     assert all(m.mtime == epoch for m in members)
     assert all("atime" not in m.pax_headers and "ctime" not in m.pax_headers for m in members)
     names = [m.name for m in members]

@@ -122,8 +122,31 @@ def test_skopeo_inspect_accepts_layout(oci: Path, bundle_manifest: dict) -> None
     assert config["config"]["Entrypoint"] == proc["args"]
     assert config["config"]["User"] == f"{proc['user']['uid']}:{proc['user']['gid']}"
     assert config["config"]["Volumes"] == {"/var/lib/auto-review": {}}
+    assert config["config"]["Cmd"] == ["serve"]  # `podman run IMAGE` serves
     # the diff_id equality: the image's layer IS the embedded rootfs
     assert config["rootfs"]["diff_ids"] == [bundle_manifest["diff_id"]]
+
+
+def test_state_dir_in_the_layer_belongs_to_the_gateway_user(
+    oci: Path, bundle_manifest: dict
+) -> None:
+    """A fresh volume copies the image dir's owner and mode: it must be the gateway's."""
+    import gzip
+    import tarfile
+
+    index = json.loads((oci / "index.json").read_text())
+    manifest = json.loads(_blob(oci, index["manifests"][0]["digest"]).read_bytes())
+    layer = _blob(oci, manifest["layers"][0]["digest"])
+    with gzip.open(layer) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            if member.name.rstrip("/") == "var/lib/auto-review":
+                break
+        else:
+            raise AssertionError("no var/lib/auto-review in the layer")
+    user = bundle_manifest["process"]["user"]
+    assert member.isdir()
+    assert (member.uid, member.gid) == (user["uid"], user["gid"])
+    assert member.mode & 0o777 == 0o700
 
 
 def test_gzip_layer_decompresses_to_diff_id(oci: Path, bundle_manifest: dict) -> None:

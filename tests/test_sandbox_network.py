@@ -28,6 +28,7 @@ from sandboxrun import (  # noqa: F401 - fixtures
     rootless_runner,
     rootless_user,
     runner,
+    runsc_runner,
     shared_dir,
 )
 from testhost import TestHost
@@ -70,7 +71,14 @@ def git_server(shared_dir: Path, test_host: TestHost) -> Iterator[tuple[GitHttps
         server.stop()
 
 
-def test_clone_over_https_inside_the_sandbox(runner: Runner, git_server) -> None:
+@pytest.fixture(params=["root", "rootless", "runsc"])
+def net_runner(request: pytest.FixtureRequest) -> Runner:
+    """runc root and rootless, and gVisor's runsc (root): the same network design."""
+    return request.getfixturevalue(f"{request.param}_runner")
+
+
+def test_clone_over_https_inside_the_sandbox(net_runner: Runner, git_server) -> None:
+    runner = net_runner
     server, sha, ca = git_server
     server.requests.clear()
     env = runner.env(AUTO_REVIEW_CA_FILE=str(ca))
@@ -137,8 +145,9 @@ def _accept(sock: socket.socket, label: str, accepted: list[str]) -> None:
 
 
 def test_host_listeners_and_abstract_sockets_are_unreachable(
-    runner: Runner, host_listeners: dict
+    net_runner: Runner, host_listeners: dict
 ) -> None:
+    runner = net_runner
     for key in ("loopback", "gateway-alias", "host-address", "abstract"):
         result = runner.run("probe", "connect", host_listeners[key])
         assert result.returncode == 1, (key, result.stdout, result.stderr)
@@ -188,7 +197,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_answers_a_signed_webhook_through_the_forwarded_port(runner: Runner) -> None:
+def test_serve_answers_a_signed_webhook_through_the_forwarded_port(net_runner: Runner) -> None:
+    runner = net_runner
     port = free_port()
     env = runner.env(
         AR_GATEWAY_BIND=f"127.0.0.1:{port}",
@@ -204,10 +214,21 @@ def test_serve_answers_a_signed_webhook_through_the_forwarded_port(runner: Runne
         good = deliver(port, body, hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest())
         assert good == 202
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=10) as response:
-            assert json.loads(response.read())["isolation"] == "runc"
+            isolation = json.loads(response.read())["isolation"]
+        assert isolation == runner.defaults.get("AUTO_REVIEW_RUNTIME", discovered(runner))
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) in (0, 143)
+
+
+def discovered(runner: Runner) -> str:
+    """The runtime discovery picks here for this runner (runc, or crun where it works)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from launcher import runtime
+
+    return runtime.discover(rootless=runner.user is not None).name
 
 
 def wait_serving(proc: subprocess.Popen, timeout: float = 60) -> None:

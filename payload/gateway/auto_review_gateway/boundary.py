@@ -17,6 +17,8 @@ AF_VSOCK = 40
 # What runc puts in a /dev tmpfs of its own (devices, symlinks and mount points).
 STANDARD_DEV = {"null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
                 "pts", "shm", "mqueue", "fd", "stdin", "stdout", "stderr", "core"}  # fmt: skip
+# gVisor's /dev also holds the Sentry's own emulated fuse and net/tun (no host node).
+GVISOR_DEV = {"fuse", "net"}
 PIDS_MAX_FILES = ("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max")
 NPROC_MAX = 4096  # RLIMIT_NPROC at most this counts as a limit (the launcher sets 1024)
 
@@ -71,6 +73,9 @@ def host_fds() -> Outcome:
     others = {fd: target for fd, target in fds.items() if fd > 2 and str(fd) != lifeline}
     if any(target.endswith(".use.lock") for target in fds.values()):
         return False, "the cache use lock is open inside"
+    if not lifeline and os.environ.get("AUTO_REVIEW_ISOLATION") == "bare" and not others:
+        # The container image: no launcher, so no lifeline to watch, and nothing inherited.
+        return True, "no launcher (container image): no fd beyond stdio"
     if not lifeline.isdigit() or int(lifeline) not in fds:
         return False, "no lifeline fd (AUTO_REVIEW_LIFELINE_FD)"
     if not stat.S_ISFIFO(os.fstat(int(lifeline)).st_mode):
@@ -97,10 +102,12 @@ def dev_tmpfs() -> Outcome:
         kinds = [line.split(" - ")[1].split()[0] for line in lines if line.split()[4] == "/dev"]
     if not kinds or kinds[-1] != "tmpfs":
         return False, f"/dev is {kinds[-1] if kinds else 'not a mount'}"
-    extra = sorted(set(os.listdir("/dev")) - STANDARD_DEV)
+    gvisor = os.environ.get("AUTO_REVIEW_ISOLATION") == "runsc"  # set by the launcher only
+    extra = sorted(set(os.listdir("/dev")) - STANDARD_DEV - (GVISOR_DEV if gvisor else set()))
     if extra:
         return False, f"unexpected in /dev: {' '.join(extra)}"
-    return True, f"tmpfs with {len(os.listdir('/dev'))} standard entries"
+    note = " (and gVisor's emulated fuse, net)" if gvisor else ""
+    return True, f"tmpfs with {len(os.listdir('/dev'))} standard entries{note}"
 
 
 def pids_limit() -> Outcome:

@@ -8,7 +8,7 @@ module to the import and to COMMANDS.
 
 import argparse
 
-from auto_review_gateway import __version__, check, hostlink, probe, review_cmd, serve_cmd
+from auto_review_gateway import __version__, check, hostlink, probe, review_cmd, serve_cmd, trust
 
 COMMANDS = (check, probe, review_cmd, serve_cmd)
 
@@ -35,5 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: sys.argv[1:]) and run the command; usage errors exit 2."""
     hostlink.attach()  # the launcher's secrets and lifeline, before any command runs
+    trust.apply_extra_ca()  # bare runs and the image: no launcher bound the CA file in
     args = build_parser().parse_args(argv)
     return args.run(args)

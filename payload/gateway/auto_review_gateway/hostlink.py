@@ -49,6 +49,24 @@ def read_secrets(fd: int) -> dict[str, str]:
     return out
 
 
+def read_secrets_until_end(fd: int) -> dict[str, str]:
+    """The records from ``fd`` up to the empty one that ends them, leaving ``fd`` open:
+    the launcher's single stdin pipe for runtimes without fd passing (gVisor), which
+    then stays open as the lifeline."""
+    data = b""
+    while not (data == b"\0" or data.endswith(b"\0\0")) and len(data) <= SECRETS_MAX:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    out = {}
+    for record in data.split(b"\0"):
+        name, sep, value = record.partition(b"=")
+        if sep and name:
+            out[os.fsdecode(name)] = os.fsdecode(value)
+    return out
+
+
 def _watch(fd: int) -> None:
     while True:
         try:
@@ -65,12 +83,15 @@ def _watch(fd: int) -> None:
 def attach() -> None:
     """Load the secrets and start watching the lifeline, if the launcher passed them."""
     secrets = _fd_from("AUTO_REVIEW_SECRETS_FD")
+    lifeline = os.environ.get("AUTO_REVIEW_LIFELINE_FD", "")
     if secrets is not None:
         try:
-            os.environ.update(read_secrets(secrets))
+            if lifeline == str(secrets):
+                os.environ.update(read_secrets_until_end(secrets))
+            else:
+                os.environ.update(read_secrets(secrets))
         except OSError:
             pass  # no such fd: run without secrets; commands that need them say so
-    lifeline = os.environ.get("AUTO_REVIEW_LIFELINE_FD", "")
     if lifeline.isdigit():
         fd = int(lifeline)
         try:

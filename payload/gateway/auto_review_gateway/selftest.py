@@ -125,16 +125,36 @@ def state_writable() -> Outcome:
     return _writable(os.environ.get("AUTO_REVIEW_STATE_DIR_INSIDE") or DEFAULT_STATE_DIR)
 
 
+def _mounted_read_only(directory: str) -> bool:
+    """statvfs's ST_RDONLY, or the "ro" option of the mount holding `directory` in
+    /proc/self/mountinfo (gVisor's statvfs does not report the flag)."""
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return True
+    best, options = "", []
+    with open("/proc/self/mountinfo", encoding="utf-8") as lines:
+        for line in lines:
+            fields = line.split()
+            point = fields[4]
+            inside = directory == point or directory.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, options = point, fields[5].split(",")
+    return "ro" in options
+
+
 def rootfs_readonly() -> Outcome:
-    """Creating a file under /usr and /etc fails with EROFS (any other outcome fails)."""
+    """Creating a file under /usr and /etc fails with EROFS; EACCES counts only where the
+    filesystem is also mounted read-only (gVisor checks permissions before the mount flag).
+    """
     seen = []
     for directory in READ_ONLY_DIRS:
         code = _create_file(_scratch_path(directory))
-        seen.append((directory, code))
-    ok = all(code == errno.EROFS for _, code in seen)
+        ro = code == errno.EACCES and _mounted_read_only(directory)
+        seen.append((directory, code, ro))
+    ok = all(code == errno.EROFS or ro for _, code, ro in seen)
     detail = ", ".join(
         f"{directory}: {syscalls.errno_name(code) if code else 'writable'}"
-        for directory, code in seen
+        + (" on a read-only mount" if ro else "")
+        for directory, code, ro in seen
     )
     return ok, detail
 
@@ -186,17 +206,32 @@ def _proc_status() -> dict[str, str]:
 
 
 def capabilities() -> Outcome:
-    """The effective, permitted and ambient capability sets are empty."""
+    """The effective, permitted and ambient capability sets are empty: from
+    /proc/self/status, and from capget(2) and prctl(PR_CAP_AMBIENT) where a line is
+    missing (gVisor has no CapAmb); both must agree where both answer."""
     status = _proc_status()
-    sets = {key: status.get(key) for key in ("CapEff", "CapPrm", "CapAmb")}
-    ok = all(value is not None and int(value, 16) == 0 for value in sets.values())
-    return ok, " ".join(f"{key}={value}" for key, value in sets.items())
+    kernel = syscalls.capget()
+    kernel_sets = {"CapEff": kernel["effective"], "CapPrm": kernel["permitted"],
+                   "CapAmb": syscalls.ambient_caps()}  # fmt: skip
+    shown = []
+    ok = True
+    for key, value in kernel_sets.items():
+        line = status.get(key)
+        if line is not None and int(line, 16) != value:
+            return False, f"{key}: /proc/self/status says {line}, the kernel {value:016x}"
+        ok = ok and value == 0
+        shown.append(f"{key}={value:016x}" + ("" if line is not None else " (syscall)"))
+    return ok, " ".join(shown)
 
 
 def no_new_privs() -> Outcome:
-    """The no_new_privs bit is set."""
-    value = _proc_status().get("NoNewPrivs", "absent")
-    return value == "1", f"NoNewPrivs={value}"
+    """The no_new_privs bit is set: prctl(PR_GET_NO_NEW_PRIVS), and /proc/self/status
+    agrees where it has the line (gVisor does not)."""
+    value = syscalls.no_new_privs()
+    line = _proc_status().get("NoNewPrivs")
+    if line is not None and line != str(value):
+        return False, f"NoNewPrivs={line} but prctl says {value}"
+    return value == 1, f"NoNewPrivs={value}" + ("" if line is not None else " (prctl)")
 
 
 def unshare() -> Outcome:

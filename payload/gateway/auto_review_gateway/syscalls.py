@@ -108,3 +108,51 @@ def foreign_abi_getpid(abi: str) -> int:
     page.write(code)
     address = ctypes.addressof(ctypes.c_char.from_buffer(page))
     return ctypes.CFUNCTYPE(ctypes.c_int)(address)()
+
+
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CAP_LAST_MAX = 63  # probe every bit the kernel could define
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def capget() -> dict[str, int]:
+    """The effective, permitted and inheritable sets from capget(2) (64-bit masks).
+
+    Where /proc/self/status lacks a line (gVisor has no CapAmb), the syscall is the
+    kernel's own answer."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    return {
+        name: getattr(data[0], name) | (getattr(data[1], name) << 32)
+        for name in ("effective", "permitted", "inheritable")
+    }
+
+
+def ambient_caps() -> int:
+    """The ambient set, probed one capability at a time with prctl(PR_CAP_AMBIENT_IS_SET)."""
+    mask = 0
+    for cap in range(CAP_LAST_MAX + 1):
+        if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) == 1:
+            mask |= 1 << cap
+    return mask
+
+
+def no_new_privs() -> int:
+    """prctl(PR_GET_NO_NEW_PRIVS): 1 when set, 0 when not, -1 with errno on failure."""
+    return _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)

@@ -1,0 +1,128 @@
+"""`doctor` is truthful: "ready" only after a real sandbox started and passed `check`;
+a runtime that cannot start a container, a read-only cache, a noexec cache and a
+run dir it would pass over each say why, with the fix; --json for scripts. Real
+single file and runc as root; the read-only and noexec filesystems are real mounts
+the tests make."""
+
+# ruff: noqa: F811 - the shared fixtures are imported from sandboxrun, then named as parameters
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import needs_root
+from sandboxrun import Runner, root_runner, shared_dir  # noqa: F401 - fixtures
+
+pytestmark = needs_root
+
+FAKE_RUNC = """#!/usr/bin/python3
+import json, sys
+if sys.argv[1:] == ['--version']:
+    print('runc version 1.1.5'); sys.exit(0)
+if '--log' in sys.argv:
+    log = sys.argv[sys.argv.index('--log') + 1]
+    msg = 'runc run failed: unable to start container process: exec: permission denied'
+    open(log, 'a').write(json.dumps({'level': 'error', 'msg': msg}) + '\\n')
+sys.exit(1)
+"""
+
+
+def doctor_json(runner: Runner, **env: str) -> tuple[int, dict]:
+    result = runner.run("doctor", "--json", env=runner.env(**env))
+    return result.returncode, json.loads(result.stdout)
+
+
+def item(report: dict, name: str) -> dict:
+    [found] = [i for i in report["items"] if i["name"] == name]
+    return found
+
+
+def assert_every_fail_has_a_fix(report: dict) -> None:
+    for entry in report["items"]:
+        if not entry["ok"]:
+            assert entry["fix"], entry
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "mnt"
+    path.mkdir()
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def test_ready_means_a_container_started(root_runner: Runner) -> None:
+    result = root_runner.run("doctor")
+    assert result.returncode == 0, result.stdout
+    assert "ok   start        started a runc container: all " in result.stdout
+    assert result.stdout.rstrip().endswith("ready: a sandbox started here and passed check")
+    code, report = doctor_json(root_runner)
+    assert code == 0 and report["ok"] is True
+    assert "runc 1." in item(report, "runtime")["detail"]
+
+
+def test_a_runtime_that_cannot_start_a_container(root_runner: Runner, shared_dir: Path) -> None:
+    fake = shared_dir / "runc-broken"
+    fake.write_text(FAKE_RUNC)
+    fake.chmod(0o755)
+    code, report = doctor_json(root_runner, AUTO_REVIEW_RUNTIME=str(fake))
+    assert code == 71 and report["ok"] is False
+    assert item(report, "runtime")["ok"]  # it answers --version: only starting shows it
+    start = item(report, "start")
+    assert not start["ok"] and "exec: permission denied" in start["detail"]
+    assert "noexec" in start["fix"]
+    assert_every_fail_has_a_fix(report)
+    text = root_runner.run("doctor", env=root_runner.env(AUTO_REVIEW_RUNTIME=str(fake))).stdout
+    assert "ready" not in text and "FAIL start" in text
+
+
+def test_a_read_only_cache(root_runner: Runner, mount_point: Path) -> None:
+    cache = mount_point.parent / "ro-source"
+    assert root_runner.run("cache", "prepare", env=root_runner.env(
+        AUTO_REVIEW_CACHE_DIR=str(cache))).returncode == 0  # fmt: skip
+    subprocess.run(["mount", "--bind", str(cache), str(mount_point)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(mount_point)], check=True)
+    code, report = doctor_json(root_runner, AUTO_REVIEW_CACHE_DIR=str(mount_point))
+    assert code == 73 and report["ok"] is False
+    assert "Read-only file system" in item(report, "cache")["detail"]
+    start = item(report, "start")
+    assert not start["ok"] and "Read-only file system" in start["detail"]
+    assert "AUTO_REVIEW_CACHE_DIR" in start["fix"]
+    assert_every_fail_has_a_fix(report)
+    assert root_runner.run("check", env=root_runner.env(
+        AUTO_REVIEW_CACHE_DIR=str(mount_point))).returncode == 73  # fmt: skip
+
+
+def test_a_noexec_cache(root_runner: Runner, mount_point: Path) -> None:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,size=256m", "tmpfs", str(mount_point)],
+                   check=True)  # fmt: skip
+    cache = mount_point / "cache"
+    code, report = doctor_json(root_runner, AUTO_REVIEW_CACHE_DIR=str(cache))
+    assert code != 0 and report["ok"] is False
+    assert not item(report, "cache-exec")["ok"]
+    start = item(report, "start")
+    assert not start["ok"] and "noexec" in start["detail"]
+    assert "without noexec" in start["fix"]
+    assert_every_fail_has_a_fix(report)
+    check = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_CACHE_DIR=str(cache)))
+    assert check.returncode == 73 and "Traceback" not in check.stderr
+    assert len(check.stderr.strip().splitlines()) == 1
+
+
+def test_a_runtime_dir_that_is_not_private_is_named(root_runner: Runner, tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o755)
+    xdg.chmod(0o755)
+    code, report = doctor_json(root_runner, XDG_RUNTIME_DIR=str(xdg))
+    entry = item(report, "runtime-dir")
+    assert not entry["ok"] and "0755" in entry["detail"] and "in the cache" in entry["detail"]
+    assert entry["fix"] == f"chmod 0700 {xdg}"
+    assert code == 0 and report["ok"] is True  # a warning: the cache takes the run state
+    xdg.chmod(0o700)
+    _code, report = doctor_json(root_runner, XDG_RUNTIME_DIR=str(xdg))
+    assert item(report, "runtime-dir")["ok"]
+    shutil.rmtree(xdg / "auto-review", ignore_errors=True)
