@@ -99,18 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except ImportError as exc:
-        if "failed to map segment" not in str(exc):
-            raise
-        # The vendored zstd extension lives in the cache: a noexec mount refuses to map it.
-        from launcher.errors import CacheUnusable
-
-        err = CacheUnusable(
-            "the cache is on a noexec filesystem (the vendored zstd module cannot be loaded)",
-            "set AUTO_REVIEW_CACHE_DIR to a filesystem mounted without noexec",
-        )
-        sys.stderr.write(err.one_line() + "\n")
-        return err.exit_code
 
 
 def raise_usage(message: str) -> None:
