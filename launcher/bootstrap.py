@@ -20,9 +20,11 @@ CODE_ID = "@CODE_ID@"
 
 def cached_code(code_id: str) -> str | None:
     """The launcher's code unpacked in the cache, if every level of it is ours."""
-    from launcher.cache.root import MARKER, code_levels, owned_dir_problem
+    from launcher.cache.root import MARKER, ancestor_problem, code_levels, owned_dir_problem
 
     levels = code_levels(code_id)
+    if ancestor_problem(levels[0]):
+        return None  # the launcher refuses such a root with the reason
     for path in levels:
         try:
             if owned_dir_problem(os.lstat(path)):

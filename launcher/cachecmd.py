@@ -220,7 +220,7 @@ def cmd_verify(args: argparse.Namespace, quiet: bool) -> int:
             raise not_cached(version.label, version.digest)
         from launcher.cache import verify  # hashes and walks: not for the other verbs
 
-        result = verify.verify_version(version.path)
+        result = verify.verify_version(version.path, version.manifest.get("files_digest"))
     finally:
         os.close(fd)
     name = version.title

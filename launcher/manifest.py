@@ -134,6 +134,9 @@ def validate(data: object) -> Manifest:
             raise ManifestError(f"manifest {key} is negative", REBUILD)
     _check_table(data["process"], PROCESS_FIELDS, "process.")
     _check_table(data["process"]["user"], USER_FIELDS, "process.user.")
+    user = data["process"]["user"]
+    if user["uid"] < 1 or user["gid"] < 1:  # the sandbox never runs its process as root
+        raise ManifestError("manifest process.user.uid/gid must not be 0 (root)", REBUILD)
     _check_table(data["zstd"], ZSTD_FIELDS, "zstd.")
     if not 10 <= data["zstd"]["window_log"] <= MAX_WINDOW_LOG:
         raise ManifestError("manifest zstd.window_log is out of range", REBUILD)
@@ -143,8 +146,9 @@ def validate(data: object) -> Manifest:
     if not data["process"]["args"]:
         raise ManifestError("manifest process.args is empty", REBUILD)
     if not all(isinstance(m, dict) and isinstance(m.get("destination"), str)
-               for m in data["mounts"]):  # fmt: skip
-        raise ManifestError("manifest mounts must be objects with a destination", REBUILD)
+               and isinstance(m.get("type"), str) for m in data["mounts"]):  # fmt: skip
+        raise ManifestError("manifest mounts must be objects with a destination and a type",
+                            REBUILD)  # fmt: skip
     return data  # type: ignore[return-value]
 
 

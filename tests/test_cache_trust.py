@@ -340,3 +340,97 @@ def test_the_build_file_list_is_authenticated_and_must_match_the_payload(
     assert result.returncode == 65, result.stderr
     assert f"entry {path.strip()!r} differs from its file list" in result.stderr
     assert_nothing_published(tmp_path / "c2")
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["group-writable parent", "world-writable grandparent"])
+def test_a_root_others_could_swap_is_refused_and_its_code_never_imported(
+    app: Path, tmp_path: Path, how: str
+) -> None:
+    top = tmp_path / "top"
+    cache = top / "mid" / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)  # code and version cached
+    if how == "group-writable parent":
+        subprocess.run(["groupadd", "-f", "ar-team"], check=True)
+        shutil.chown(cache.parent, group="ar-team")
+        cache.parent.chmod(0o2775)
+    else:
+        top.chmod(0o777)
+    result = run_app(app, "cache", "prepare", env=env)
+    assert result.returncode == 73, result.stderr
+    assert "others can replace the cache" in result.stderr
+    verbose = subprocess.run([HOST_PYTHON, "-v", str(app), "--version"], env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    assert str(cache / "v1" / "code") not in verbose.stderr, "imported code from that cache"
+
+
+def test_a_fifo_planted_as_a_lock_fails_fast_and_clear_removes_it(
+    app: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)
+    digest = manifest_of(app)["digest"].replace(":", "-", 1)
+    lock = bundles(cache) / f"{digest}.use.lock"
+    lock.unlink()
+    os.mkfifo(lock)
+    result = run_app(app, "cache", "prepare", env=env, timeout=60)
+    assert result.returncode == 73, result.stderr
+    assert "is not a regular file" in result.stderr and f"rm {lock}" in result.stderr
+    cleared = run_app(app, "cache", "clear", env=env, timeout=60)
+    assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+    assert not os.path.lexists(lock)
+    assert run_app(app, "cache", "prepare", env=env, timeout=120).returncode == 0
+
+
+def test_a_planted_work_dir_with_an_absurd_pid_is_swept(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)
+    planted = bundles(cache) / "x.tmp-99999999999999999999"
+    planted.mkdir()
+    result = run_app(app, "cache", "gc", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not planted.exists()
+
+
+def test_an_existing_directory_as_the_root_is_not_tagged_for_backups(
+    app: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "thesis.txt").write_text("keep me in backups\n")
+    run_app(app, "cache", "prepare", env=env_for(home), check=True)
+    assert not (home / "CACHEDIR.TAG").exists()
+    assert (home / "v1" / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d")
+
+
+def test_a_cache_dir_too_deep_to_create_is_one_line(app: Path, tmp_path: Path) -> None:
+    deep = tmp_path / "deep" / ("a/" * 1200) / "cache"
+    result = run_app(app, "cache", "prepare", env=env_for(deep))
+    assert result.returncode == 73, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_verify_checks_the_file_list_against_the_manifest(app: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)
+    [version] = published(cache)
+    listed = version / "files.tsv"
+    lines = listed.read_text().splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if line.startswith("file\t"))
+    kind, mode, size, _digest, path = lines[i].split("\t", 4)
+    target = version / "rootfs" / path.strip()
+    target.chmod(0o600)
+    target.write_bytes(b"x" * int(size))  # content and list changed together
+    lines[i] = "\t".join((kind, mode, size, hashlib.sha256(b"x" * int(size)).hexdigest(), path))
+    listed.chmod(0o600)
+    listed.write_text("".join(lines))
+    target.chmod(int(mode, 8))
+    result = run_app(app, "cache", "verify", env=env)
+    assert result.returncode == 65, result.stdout + result.stderr
+    assert "files.tsv does not match the manifest's files_digest" in result.stdout

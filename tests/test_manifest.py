@@ -36,6 +36,8 @@ BREAKS = [
     ("zstd.window_log", lambda m: m["zstd"].update(window_log=31)),
     ("mounts", lambda m: m.update(mounts=[{"type": "tmpfs"}])),
     ("files_digest", lambda m: m.update(files_digest="md5:00")),
+    ("uid", lambda m: m["process"]["user"].update(uid=0)),
+    ("type", lambda m: m["mounts"][0].pop("type")),
 ]
 
 

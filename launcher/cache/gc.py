@@ -37,7 +37,12 @@ from launcher.cache.removal import (
     remove_in_use_guarded,
     unlink_quietly,
 )
-from launcher.cache.sweep import clear_vendor, sweep_code, sweep_leftovers
+from launcher.cache.sweep import (
+    clear_vendor,
+    sweep_code,
+    sweep_leftovers,
+    sweep_planted_side_files,
+)
 from launcher.cache.tree import tree_size
 from launcher.errors import InUse, LauncherError
 
@@ -67,6 +72,7 @@ def collect(
         if not held:
             report.skipped = BUSY
             return report
+        sweep_planted_side_files(layout, report)
         now = time.time() if now is None else now
         versions = inventory.cached_versions(layout)
         pins = pinned(layout, embedded_manifest())
@@ -94,6 +100,7 @@ def clear(layout: Layout, *, dry_run: bool = False) -> GcReport:
     with gc_lock(layout) as held:
         if not held:
             raise InUse(f"cannot clear the cache: {BUSY}", "try again in a moment")
+        sweep_planted_side_files(layout, report)
         pins = persistent_pins(layout)
         for version in inventory.cached_versions(layout):
             removed = remove_or_keep(layout, version, "not in use", report, recheck=False)

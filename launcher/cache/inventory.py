@@ -13,7 +13,7 @@ from typing import Any
 
 from launcher.cache import labels, locks
 from launcher.cache.labels import LABEL_RE
-from launcher.cache.paths import Layout, check_level
+from launcher.cache.paths import Layout, check_level, read_small_file
 from launcher.cache.root import MARKER, owned_dir_problem
 from launcher.errors import PinNotFound
 from launcher.manifest import ManifestError, validate
@@ -56,11 +56,10 @@ def read_manifest(version_dir: str) -> dict[str, Any] | None:
         return None
     if not os.path.exists(os.path.join(version_dir, MARKER)):
         return None
+    raw = read_small_file(os.path.join(version_dir, "bundle.json"), MAX_MANIFEST)
     try:
-        fd = os.open(os.path.join(version_dir, "bundle.json"), os.O_RDONLY | os.O_NOFOLLOW)
-        with open(fd, "rb") as fh:
-            manifest = json.loads(fh.read(MAX_MANIFEST))
-    except (OSError, ValueError):
+        manifest = json.loads(raw) if raw is not None else None
+    except ValueError:
         return None
     try:
         return validate(manifest)

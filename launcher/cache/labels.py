@@ -7,10 +7,9 @@ whichever file unpacked it first. A published version dir itself is immutable.
 
 from __future__ import annotations
 
-import os
 import re
 
-from launcher.cache.paths import Layout, write_new_file
+from launcher.cache.paths import Layout, read_small_file, write_new_file
 
 LABEL_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
 MAX_BYTES = 4096
@@ -19,14 +18,9 @@ MAX_LABELS = 64
 
 def read(layout: Layout, digest: str) -> list[str]:
     """The labels recorded for `digest`, in the order they were first seen."""
-    try:
-        fd = os.open(layout.labels(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    data = read_small_file(layout.labels(digest), MAX_BYTES)
+    if data is None:
         return []
-    try:
-        data = os.read(fd, MAX_BYTES)
-    finally:
-        os.close(fd)
     out: list[str] = []
     for line in data.decode("ascii", "replace").splitlines():
         if LABEL_RE.match(line) and line not in out:

@@ -19,12 +19,15 @@ GC unlinks the lock files of what it removes.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 
 from launcher.errors import CacheUnusable, ConfigError, InUse
 
-OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted as a lock file must not hang the open (flock ignores it)
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DEFAULT_TIMEOUT = 300.0
 ATTEMPTS = 100
 
@@ -51,15 +54,29 @@ def lock_timeout() -> float:
 
 
 def open_lock_file(path: str, create: bool = True) -> int:
-    """Open a lock file read-only (creating it 0600), never through a symlink."""
+    """Open a lock file read-only (creating it 0600), never through a symlink, and only
+    if it is a regular file."""
     try:
-        return os.open(path, OPEN_FLAGS | (os.O_CREAT if create else 0), 0o600)
+        fd = os.open(path, OPEN_FLAGS | (os.O_CREAT if create else 0), 0o600)
     except FileNotFoundError:
         raise
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise not_a_file(path) from None
         from launcher.cache.paths import map_os_error
 
         raise map_os_error(exc, f"cannot open the lock {path}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise not_a_file(path)
+    return fd
+
+
+def not_a_file(path: str) -> CacheUnusable:
+    """The error for a lock file that someone replaced by a symlink, FIFO or directory."""
+    return CacheUnusable(
+        f"the lock {path} is not a regular file", f"remove it (rm {path}) and run again"
+    )
 
 
 def _still_at(path: str, fd: int) -> bool:

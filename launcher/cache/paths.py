@@ -22,7 +22,14 @@ import errno
 import os
 import stat
 
-from launcher.cache.root import CODE, LAYOUT, MARKER, cache_root, owned_dir_problem
+from launcher.cache.root import (
+    CODE,
+    LAYOUT,
+    MARKER,
+    ancestor_problem,
+    cache_root,
+    owned_dir_problem,
+)
 from launcher.errors import CacheUnusable, NoSpace
 
 CACHEDIR_TAG = (
@@ -133,17 +140,12 @@ def check_level(path: str, what: str, root: bool = False) -> None:
 
 
 def check_root_parent(root: str) -> None:
-    """Refuse a root whose parent others may rename entries in (world-writable, not sticky)."""
-    parent = os.path.dirname(root) or "/"
-    try:
-        st = os.lstat(parent)
-    except OSError:
-        return  # makedirs reports it
-    if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+    """Refuse a root that someone else could replace through an ancestor directory."""
+    problem = ancestor_problem(root)
+    if problem:
         raise CacheUnusable(
-            f"the cache root's parent {parent} is writable by everyone (and not sticky):"
-            " anyone can replace the cache",
-            f"run: chmod o-w {parent} (or +t), or set AUTO_REVIEW_CACHE_DIR elsewhere",
+            f"the cache root {root} is not safe: {problem}, so others can replace the cache",
+            "set AUTO_REVIEW_CACHE_DIR below directories only you (or root) can write",
         )
 
 
@@ -164,6 +166,8 @@ def make_private_dirs(path: str, what: str) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise map_os_error(exc, f"cannot create {what} {path}") from None
+    except RecursionError:  # os.makedirs recurses once per missing level
+        raise CacheUnusable(f"{what} {path[:80]}... is too deep", "choose a shorter path") from None
     check_level(path, what)
 
 
@@ -175,23 +179,33 @@ def map_os_error(exc: OSError, doing: str) -> CacheUnusable | NoSpace:
 
 
 def open_layout(create: bool = True) -> Layout:
-    """The cache layout with root, v1 and bundles checked (created 0700 when `create`)."""
+    """The cache layout with root, v1 and bundles checked (created 0700 when `create`).
+
+    CACHEDIR.TAG goes into v1/, and into the root only when this call created it: a
+    root that was an existing directory (say $HOME) must not be tagged for exclusion
+    from backups."""
     layout = Layout(cache_root())
     check_root_parent(layout.root)
     if create:
+        created = not os.path.lexists(layout.root)
         try:
             os.makedirs(os.path.dirname(layout.root), mode=0o700, exist_ok=True)
         except OSError as exc:
             raise map_os_error(exc, f"cannot create the cache root {layout.root}") from None
+        except RecursionError:  # os.makedirs recurses once per missing level
+            raise CacheUnusable(
+                f"the cache root {layout.root[:80]}... is too deep", "choose a shorter path"
+            ) from None
         ensure_level(layout.root, "cache root", root=True)
         ensure_level(layout.base, "cache directory")
         ensure_level(layout.bundles, "cache directory")
-        tag = os.path.join(layout.root, "CACHEDIR.TAG")
-        if not os.path.exists(tag):
-            try:
-                write_new_file(tag, CACHEDIR_TAG.encode())
-            except OSError as exc:
-                raise map_os_error(exc, f"cannot write {tag}") from None
+        for where in (layout.base, layout.root) if created else (layout.base,):
+            tag = os.path.join(where, "CACHEDIR.TAG")
+            if not os.path.exists(tag):
+                try:
+                    write_new_file(tag, CACHEDIR_TAG.encode())
+                except OSError as exc:
+                    raise map_os_error(exc, f"cannot write {tag}") from None
     else:
         check_level(layout.root, "cache root", root=True)
     return layout
@@ -209,10 +223,33 @@ def existing_layout() -> Layout | None:
     return layout
 
 
+def read_small_file(path: str, limit: int) -> bytes | None:
+    """At most `limit` bytes of a regular file, opened without following a symlink or
+    blocking on a FIFO; None when it is missing or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, left = [], limit
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def write_new_file(path: str, data: bytes) -> None:
     """Write a small file atomically (temp + rename), mode 0600."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.unlink(tmp)  # whatever a killed writer (or anyone) left under this name
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
     finally:

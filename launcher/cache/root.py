@@ -62,6 +62,28 @@ def owned_dir_problem(st: os.stat_result) -> str | None:
     return None
 
 
+def ancestor_problem(path: str) -> str | None:
+    """Why someone other than us or root could replace `path` through one of its
+    ancestors (/ down to its parent), or None. As OpenSSH's StrictModes: each must be
+    owned by root or us and not writable by others unless sticky; group-writable only
+    when the group is our own primary group (the user-private-group scheme)."""
+    uid, gid = os.geteuid(), os.getegid()
+    parts = os.path.abspath(path).split(os.sep)[1:-1]
+    current = os.sep
+    for part in ["", *parts]:
+        current = os.path.join(current, part) if part else current
+        try:
+            st = os.stat(current)  # symlinked ancestors are judged by what they name
+        except OSError:
+            return None  # not there yet: creating it reports the problem
+        sticky = st.st_mode & stat.S_ISVTX
+        if st.st_uid not in (0, uid):
+            return f"{current} is owned by uid {st.st_uid}"
+        if not sticky and (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != gid)):
+            return f"{current} is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def code_levels(code_id: str) -> list[str]:
     """The cache levels down to the launcher's cached code, root first (the bootstrap
     checks each with owned_dir_problem before importing from the last)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from launcher.cache import locks
 from launcher.cache.paths import (
@@ -30,7 +31,7 @@ from launcher.cache.removal import (
     unlink_quietly,
 )
 from launcher.cache.root import owned_dir_problem
-from launcher.cache.tree import tree_size
+from launcher.cache.tree import remove_tree, tree_size
 
 PIN_NAME_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
 LOCK_FILE_RE = re.compile(r"^(sha256-[0-9a-f]{64})\.(?:use\.lock|extract\.lock|labels)$")
@@ -54,6 +55,28 @@ def sweep_leftovers(layout: Layout, report: GcReport, current: str | None) -> No
         digest = "sha256:" + dirname[7:]
         if digest != current and dirname not in names:
             sweep_orphan_side_files(os.path.join(layout.bundles, dirname), report)
+
+
+def sweep_planted_side_files(layout: Layout, report: GcReport) -> None:
+    """Remove lock and label files that are not regular files (a symlink, a FIFO, a
+    directory someone planted): every later open would refuse them. Never followed."""
+    for parent in (layout.bundles, layout.code, layout.vendor):
+        if not os.path.lexists(parent):
+            continue
+        check_level(parent, "cache directory")
+        for name in sorted(os.listdir(parent)):
+            if not name.endswith(SIDE_SUFFIXES):
+                continue
+            path = os.path.join(parent, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(mode):
+                continue
+            if not report.dry_run:
+                remove_tree(path, ignore_errors=True)
+            report.leftovers.append(Item(name, "not a regular file"))
 
 
 def sweep_untrusted(parent: str, name: str, report: GcReport) -> None:
@@ -104,6 +127,8 @@ def sweep_work(parent: str, report: GcReport) -> None:
 
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists (ours or another user's)."""
+    if not 0 < pid < 1 << 22:  # PID_MAX_LIMIT: no process has it
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -185,13 +210,12 @@ def sweep_orphan_side_files(final: str, report: GcReport, quiet: bool = False) -
 
 def clear_vendor(layout: Layout, report: GcReport) -> None:
     """Remove the extracted vendored modules, unless an unpack (their only user) is running."""
-    try:
-        names = sorted(n for n in os.listdir(layout.vendor) if not n.startswith(DELETABLE_PREFIXES))
-    except FileNotFoundError:
-        return
-    if not names:
+    if not os.path.lexists(layout.vendor):
         return
     check_level(layout.vendor, "cache directory")
+    names = sorted(n for n in os.listdir(layout.vendor) if not n.startswith(DELETABLE_PREFIXES))
+    if not names:
+        return
     held = hold_all_extract_locks(layout)
     if held is None:
         report.kept.append(Item("vendor/", f"{IN_USE}: an unpack is in progress"))

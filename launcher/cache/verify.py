@@ -4,13 +4,16 @@ content or link target, walked with directory fds that never follow a symlink.""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import stat
 
 from launcher.cache import tree
 from launcher.cache.bundle import FILES_LIST
-from launcher.cache.paths import PREPARE_HINT
+from launcher.cache.paths import PREPARE_HINT, read_small_file
 from launcher.errors import PayloadCorrupt
+
+MAX_LIST = 64 << 20  # a files.tsv of 200,000 members is about 30 MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +35,11 @@ class Verification:
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
-def verify_version(version_dir: str) -> Verification:
-    """Compare the tree under version_dir/rootfs with version_dir/files.tsv."""
+def verify_version(version_dir: str, files_digest: str | None = None) -> Verification:
+    """Compare the tree under version_dir/rootfs with version_dir/files.tsv, and that list
+    with `files_digest` (the manifest's, when the build recorded one)."""
     result = Verification()
-    expected = read_files_list(version_dir, result)
+    expected = read_files_list(version_dir, result, files_digest)
     ancestors = {p.rsplit("/", i)[0] for p in expected for i in range(1, p.count("/") + 1)}
     seen: set[str] = set()
     digests: dict[tuple[int, int], str] = {}
@@ -55,24 +59,29 @@ def verify_version(version_dir: str) -> Verification:
     return result
 
 
-def read_files_list(version_dir: str, result: Verification) -> dict[str, Expected]:
+def read_files_list(
+    version_dir: str, result: Verification, files_digest: str | None = None
+) -> dict[str, Expected]:
     """Parse files.tsv (kind, octal mode, size, digest or link target, path per line)."""
     path = os.path.join(version_dir, FILES_LIST)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+    data = read_small_file(path, MAX_LIST)
+    if data is None:
         raise PayloadCorrupt(
             f"{version_dir} has no {FILES_LIST}: nothing to verify against", PREPARE_HINT
-        ) from None
+        )
+    if files_digest and "sha256:" + hashlib.sha256(data).hexdigest() != files_digest:
+        result.problems.append(f"{FILES_LIST} does not match the manifest's files_digest")
     expected = {}
-    with open(fd, encoding="utf-8", errors="surrogateescape", newline="\n") as fh:
-        for number, line in enumerate(fh, 1):
-            fields = line.rstrip("\n").split("\t", 4)
-            try:
-                kind, mode, size, digest, rel = fields
-                expected[rel] = Expected(kind, int(mode, 8), int(size), digest)
-            except ValueError:
-                result.problems.append(f"{FILES_LIST} line {number} is malformed")
+    text = data.decode("utf-8", "surrogateescape")
+    for number, line in enumerate(
+        text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"), 1
+    ):
+        fields = line.split("\t", 4)
+        try:
+            kind, mode, size, digest, rel = fields
+            expected[rel] = Expected(kind, int(mode, 8), int(size), digest)
+        except ValueError:
+            result.problems.append(f"{FILES_LIST} line {number} is malformed")
     return expected
 
 

@@ -153,5 +153,6 @@ def collect_garbage(layout: Layout, current: str) -> None:
 
     try:
         gc.collect(layout, current=current)
-    except (LauncherError, OSError) as exc:
-        sys.stderr.write(f"auto-review: warning: cache gc skipped: {exc}\n")
+    except Exception as exc:
+        text = exc.one_line() if isinstance(exc, LauncherError) else f"{type(exc).__name__}: {exc}"
+        sys.stderr.write(f"auto-review: warning: cache gc skipped: {text}\n")
