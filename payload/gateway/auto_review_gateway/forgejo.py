@@ -227,6 +227,27 @@ class PullInfo:
     draft: bool
     clone_url: str | None  # base.repo.clone_url, if given
 
+    @classmethod
+    def from_doc(cls, doc: Any, forge: str) -> PullInfo:
+        """From a pull request's JSON, the same shape on Forgejo (``repoGetPullRequest``)
+        and GitHub (``pulls/get``); ReviewError naming `forge` when it is unusable."""
+        head = doc.get("head") if isinstance(doc, dict) else None
+        base = doc.get("base") if isinstance(doc, dict) else None
+        sha = head.get("sha") if isinstance(head, dict) else None
+        ref = base.get("ref") if isinstance(base, dict) else None
+        if not names.is_sha(sha) or not isinstance(ref, str) or not ref:
+            raise ReviewError(f"{forge}'s pull request answer is unusable", EXIT_POST)
+        base_repo = base.get("repo") if isinstance(base, dict) else None
+        clone = base_repo.get("clone_url") if isinstance(base_repo, dict) else None
+        closed = doc.get("state") == "closed" or doc.get("merged") is True
+        return cls(
+            head_sha=sha.lower(),
+            base_ref=ref,
+            state="closed" if closed else "open",
+            draft=doc.get("draft") is True,
+            clone_url=clone if isinstance(clone, str) and clone else None,
+        )
+
 
 class ForgeClient(Protocol):
     """What the review pipeline and the service need from a forge."""
@@ -276,25 +297,7 @@ class Forgejo:
 
     def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
         """``repoGetPullRequest``; ReviewError when the answer is not a usable PR."""
-        doc = self.get_pull_doc(owner, repo, number)
-        head = doc.get("head") if isinstance(doc, dict) else None
-        base = doc.get("base") if isinstance(doc, dict) else None
-        sha = head.get("sha") if isinstance(head, dict) else None
-        ref = base.get("ref") if isinstance(base, dict) else None
-        if not names.is_sha(sha) or not isinstance(ref, str) or not ref:
-            raise ReviewError("the forge's pull request answer is unusable", EXIT_POST)
-        base_repo = base.get("repo") if isinstance(base, dict) else None
-        clone = base_repo.get("clone_url") if isinstance(base_repo, dict) else None
-        state = doc.get("state") if isinstance(doc.get("state"), str) else "open"
-        if doc.get("merged") is True:
-            state = "closed"
-        return PullInfo(
-            head_sha=sha.lower(),
-            base_ref=ref,
-            state=state,
-            draft=doc.get("draft") is True,
-            clone_url=clone if isinstance(clone, str) and clone else None,
-        )
+        return PullInfo.from_doc(self.get_pull_doc(owner, repo, number), "the forge")
 
     def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
         """``repoCreateStatus`` (retried: setting a status twice is harmless)."""

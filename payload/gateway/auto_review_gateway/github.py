@@ -172,23 +172,7 @@ class GitHub:
 
     def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
         """``pulls/get``; ReviewError when the answer is not a usable PR."""
-        doc = self.get_pull_doc(owner, repo, number)
-        head = doc.get("head") if isinstance(doc, dict) else None
-        base = doc.get("base") if isinstance(doc, dict) else None
-        sha = head.get("sha") if isinstance(head, dict) else None
-        ref = base.get("ref") if isinstance(base, dict) else None
-        if not names.is_sha(sha) or not isinstance(ref, str) or not ref:
-            raise ReviewError("GitHub's pull request answer is unusable", EXIT_POST)
-        base_repo = base.get("repo") if isinstance(base, dict) else None
-        clone = base_repo.get("clone_url") if isinstance(base_repo, dict) else None
-        closed = doc.get("state") == "closed" or doc.get("merged") is True
-        return PullInfo(
-            head_sha=sha.lower(),
-            base_ref=ref,
-            state="closed" if closed else "open",
-            draft=doc.get("draft") is True,
-            clone_url=clone if isinstance(clone, str) and clone else None,
-        )
+        return PullInfo.from_doc(self.get_pull_doc(owner, repo, number), "GitHub")
 
     def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
         """``repos/create-commit-status`` (context ``auto_review``, description <= 140)."""
