@@ -183,14 +183,18 @@ def test_an_early_refusal_of_a_changed_payload_says_it_does_not_match(
 
 
 @pytest.fixture(scope="module")
-def relabelled(app: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same sources built as version 0.2.0: same payload digest, another label."""
-    return build_app(tmp_path_factory.mktemp("relabelled") / "auto-review", "--version", "0.2.0")
+def relabelled_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same sources built as 0.1.0 and as 0.2.0: one payload digest, two labels
+    (built here, whatever AUTO_REVIEW_TEST_APP names)."""
+    base = tmp_path_factory.mktemp("relabelled")
+    first = build_app(base / "a" / "auto-review", "--version", "0.1.0")
+    return first, build_app(base / "b" / "auto-review", "--version", "0.2.0")
 
 
 def test_a_label_resolves_whichever_file_unpacked_its_digest(
-    app: Path, relabelled: Path, tmp_path: Path
+    relabelled_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    app, relabelled = relabelled_pair
     assert manifest_of(relabelled)["digest"] == manifest_of(app)["digest"]
     cache = tmp_path / "cache"
     env = env_for(cache)
@@ -203,7 +207,7 @@ def test_a_label_resolves_whichever_file_unpacked_its_digest(
     rows = json.loads(run_app(app, "cache", "list", "--json", env=env, check=True).stdout)
     assert [row["labels"] for row in rows] == [["0.1.0", "0.2.0"]]
     assert rows[0]["pinned"] is True
-    # ...and a file that knows neither label still finds the version by it
+    # ...and the 0.1.0 file finds the version by the other file's label
     unpin = run_app(app, "cache", "unpin", "0.2.0", env=env)
     assert unpin.returncode == 0, unpin.stderr
 
