@@ -38,6 +38,7 @@ ITEM_NAMES = [
     "vsock",
     "host-fds",
     "pid1-environ",
+    "not-dumpable",
     "dev-tmpfs",
     "pids-limit",
 ]
@@ -223,3 +224,4 @@ def test_probe_abi_runs_the_i386_abi_outside_a_sandbox(gateway_pyz: Path) -> Non
     result = gateway(gateway_pyz, "probe", "abi")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "i386=ran"
+

@@ -30,7 +30,7 @@ pytestmark = needs_root
 def test_check_passes(runner: Runner) -> None:
     result = runner.run("check")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "all 20 items hold" in result.stdout
+    assert "all 21 items hold" in result.stdout
     if runner.user:
         assert "uid=0 gid=0 in a user namespace" in result.stdout
     else:
