@@ -88,3 +88,40 @@ def test_check_reports_the_gateway_not_dumpable(runner: Runner) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok   not-dumpable" in result.stdout
     assert "ok   pid1-environ" in result.stdout
+
+
+def test_state_dir_takes_over_no_root_directory(root_runner: Runner, tmp_path: Path) -> None:
+    victim = tmp_path / "etc-like"
+    victim.mkdir(mode=0o755)
+    result = root_runner.run("probe", "exit", "0",
+                             env=root_runner.env(AUTO_REVIEW_STATE_DIR=str(victim)))  # fmt: skip
+    line = one_line_error(result, 73)
+    assert "not created by auto-review" in line and "AUTO_REVIEW_STATE_DIR" in line
+    st = victim.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o755)
+
+
+def test_state_dir_created_or_marked_is_given_to_the_sandbox_user(
+    root_runner: Runner, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "fresh" / "state"
+    env = root_runner.env(AUTO_REVIEW_STATE_DIR=str(fresh))
+    assert root_runner.run("probe", "exit", "0", env=env).returncode == 0
+    assert fresh.stat().st_uid == SANDBOX_UID
+    # Bare (root's own) and back: our marker lets each mode take it over.
+    bare = root_runner.run("--bare", "probe", "exit", "0", env=env)
+    assert bare.returncode == 0, bare.stderr
+    assert fresh.stat().st_uid == 0
+    assert root_runner.run("probe", "exit", "0", env=env).returncode == 0
+    assert fresh.stat().st_uid == SANDBOX_UID
+
+
+def test_rootless_state_dir_of_another_uid_is_one_line(
+    rootless_runner: Runner, shared_dir: Path
+) -> None:
+    other = shared_dir / "state-of-10001"
+    other.mkdir(mode=0o700)
+    os.chown(other, SANDBOX_UID, SANDBOX_UID)
+    env = rootless_runner.env(AUTO_REVIEW_STATE_DIR=str(other))
+    line = one_line_error(rootless_runner.run("probe", "exit", "0", env=env), 73)
+    assert str(other) in line
