@@ -125,3 +125,20 @@ def test_rootless_state_dir_of_another_uid_is_one_line(
     env = rootless_runner.env(AUTO_REVIEW_STATE_DIR=str(other))
     line = one_line_error(rootless_runner.run("probe", "exit", "0", env=env), 73)
     assert str(other) in line
+
+
+def test_planted_run_entries_are_removed_without_following(root_runner: Runner) -> None:
+    assert root_runner.run("probe", "exit", "0").returncode == 0  # the runs dir exists
+    runs = runs_dir(root_runner)
+    outside = root_runner.home / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    (runs / "auto-review-999999").symlink_to(outside)
+    planted = runs / "auto-review-999998"
+    (planted / "sub").mkdir(parents=True)
+    (planted / "sub" / "file").write_text("x")
+    result = root_runner.run("check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert (outside / "precious").read_text() == "keep"
+    assert not os.path.lexists(runs / "auto-review-999999") and not planted.exists()
