@@ -142,3 +142,19 @@ def test_planted_run_entries_are_removed_without_following(root_runner: Runner) 
     assert "Traceback" not in result.stderr
     assert (outside / "precious").read_text() == "keep"
     assert not os.path.lexists(runs / "auto-review-999999") and not planted.exists()
+
+
+def test_ca_file_is_read_bounded(root_runner: Runner, tmp_path: Path, bare: bool) -> None:
+    fifo = tmp_path / "ca.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    with open(big, "wb") as fh:
+        fh.write(b"-----BEGIN CERTIFICATE-----\n")
+        fh.truncate(17 << 20)
+    link = tmp_path / "link.pem"
+    link.symlink_to("/dev/zero")
+    args = ["--bare", "probe", "exit", "0"] if bare else ["check"]
+    for path in ("/dev/zero", fifo, big, link):
+        env = root_runner.env(AUTO_REVIEW_CA_FILE=str(path))
+        line = one_line_error(root_runner.run(*args, env=env, timeout=60), 78)
+        assert f"AUTO_REVIEW_CA_FILE={path}" in line
