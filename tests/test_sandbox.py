@@ -195,6 +195,8 @@ def test_a_runtime_that_cannot_start_the_sandbox(root_runner: Runner, shared_dir
     fake.write_text(
         "#!/usr/bin/python3\n"
         "import json, sys\n"
+        "if sys.argv[1:] == ['--version']:\n"
+        "    print('runc version 1.1.5'); sys.exit(0)\n"
         "log = sys.argv[sys.argv.index('--log') + 1]\n"
         "msg = 'runc run failed: unable to start container process: "
         "error during container init: user namespaces: operation not permitted'\n"

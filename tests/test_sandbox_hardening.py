@@ -158,3 +158,10 @@ def test_ca_file_is_read_bounded(root_runner: Runner, tmp_path: Path, bare: bool
         env = root_runner.env(AUTO_REVIEW_CA_FILE=str(path))
         line = one_line_error(root_runner.run(*args, env=env, timeout=60), 78)
         assert f"AUTO_REVIEW_CA_FILE={path}" in line
+
+
+def test_a_runtime_path_must_be_an_oci_runtime(root_runner: Runner) -> None:
+    result = root_runner.run("check", env=root_runner.env(AUTO_REVIEW_RUNTIME="/bin/true"))
+    line = one_line_error(result, 78)
+    assert "AUTO_REVIEW_RUNTIME=/bin/true" in line and "runc" in line
+    assert result.stdout == ""
