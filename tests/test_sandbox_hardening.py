@@ -144,6 +144,7 @@ def test_planted_run_entries_are_removed_without_following(root_runner: Runner) 
     assert not os.path.lexists(runs / "auto-review-999999") and not planted.exists()
 
 
+@pytest.mark.parametrize("bare", [False, True], ids=["sandbox", "bare"])
 def test_ca_file_is_read_bounded(root_runner: Runner, tmp_path: Path, bare: bool) -> None:
     fifo = tmp_path / "ca.fifo"
     os.mkfifo(fifo)
