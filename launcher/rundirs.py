@@ -89,13 +89,11 @@ class Run:
         return None
 
     def remove(self) -> None:
-        """Delete the run dir (small and flat: no shutil on the warm path)."""
-        try:
-            for name in os.listdir(self.path):
-                os.unlink(os.path.join(self.path, name))
-            os.rmdir(self.path)
-        except FileNotFoundError:
-            pass
+        """Delete the run dir, never following a symlink (one planted at the path itself
+        is unlinked); what cannot be deleted is a warning, not a failed start."""
+        from launcher.cache.tree import remove_tree, warn
+
+        remove_tree(self.path, on_error=warn)
 
 
 class RunDirs:

@@ -158,6 +158,21 @@ def unusable(name: str, rootless: bool) -> str | None:
     return None
 
 
+def identify(path: str) -> str | None:
+    """The flavour a binary names as the first word of its `--version` output, or None:
+    a path in AUTO_REVIEW_RUNTIME must answer as an OCI runtime (/bin/true does not)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, errors="replace"
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = (out.stdout.splitlines() or [""])[0].split()
+    return words[0] if out.returncode == 0 and words and words[0] in KNOWN else None
+
+
 def flavour(path: str) -> str:
     """runc, crun, youki or runsc from a binary's name (a wrapper keeps it in its name)."""
     base = os.path.basename(path)
@@ -176,6 +191,11 @@ def from_env(value: str, rootless: bool) -> Runtime:
                 "point it at runc, crun, youki or runsc, or unset it",
             )
         path = value
+        if identify(path) is None:
+            raise ConfigError(
+                f"AUTO_REVIEW_RUNTIME={value} does not answer --version as an OCI runtime",
+                f"point it at {', '.join(PREFERENCE)} (or a wrapper that passes --version on)",
+            )
     elif value not in KNOWN:
         raise ConfigError(
             f"AUTO_REVIEW_RUNTIME={value!r} is not one of {', '.join(PREFERENCE)}"

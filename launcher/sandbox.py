@@ -173,28 +173,67 @@ def check_user_namespaces() -> None:
             )
 
 
+STATE_MARKER = ".auto-review-state"  # written into a state dir we create
+MARKER_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def state_dir(uid: int, gid: int, sandbox_uid: int) -> str:
     """The host state dir: 0700, owned by `uid`, whoever writes it (the sandbox user as
-    root, ourselves rootless or bare). A dir left by a run in another mode is taken over."""
+    root, ourselves rootless or bare).
+
+    Its owner or mode is changed only on a dir this call created, one `uid` owns
+    already, or one holding our marker (created by us in another mode): never an
+    existing dir of someone else's that AUTO_REVIEW_STATE_DIR happens to name.
+    """
     path = os.path.abspath(os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir())
+    fix = "set AUTO_REVIEW_STATE_DIR to a new path (it is created) or a directory you own"
+    created = False
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.lstat(path)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+            created = True
+            os.close(os.open(os.path.join(path, STATE_MARKER), MARKER_FLAGS, 0o600))
+        except FileExistsError:
+            pass
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise CacheUnusable(
-            f"cannot create the state directory {path}: {exc.strerror}",
-            "set AUTO_REVIEW_STATE_DIR to a writable directory",
+            f"cannot open the state directory {path}: {exc.strerror}", fix
         ) from None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), uid, sandbox_uid):
-        raise CacheUnusable(
-            f"state directory {path} is not a directory of yours",
-            "set AUTO_REVIEW_STATE_DIR to a directory you own",
-        )
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        os.chown(path, uid, gid)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid not in (os.geteuid(), uid, sandbox_uid):
+            raise CacheUnusable(f"state directory {path} is not a directory of yours", fix)
+        change = (st.st_uid, st.st_gid) != (uid, gid) or st.st_mode & 0o077
+        if change and not (created or st.st_uid == uid or _has_marker(fd)):
+            raise CacheUnusable(
+                f"state directory {path} is owned by uid {st.st_uid} and was not"
+                f" created by auto-review: not taking it over for uid {uid}",
+                fix,
+            )
+        try:
+            if st.st_mode & 0o077:
+                os.fchmod(fd, 0o700)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.fchown(fd, uid, gid)
+        except OSError as exc:
+            raise CacheUnusable(
+                f"cannot give the state directory {path} to uid {uid}: {exc.strerror}", fix
+            ) from None
+    finally:
+        os.close(fd)
     return path
+
+
+def _has_marker(dir_fd: int) -> bool:
+    """Whether the dir holds our marker, a regular file of this euid (not one planted)."""
+    try:
+        st = os.stat(STATE_MARKER, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def sandbox_owner(rootless: bool, manifest: dict[str, Any]) -> tuple[int, int]:
@@ -210,18 +249,47 @@ def resolv_conf() -> str | None:
     return path if os.path.isfile(path) else None
 
 
+CA_MAX = 16 << 20  # far above any real CA bundle (Debian's is about 200 KiB)
+
+
+def read_ca_file(path: str) -> bytes:
+    """The file at `path`, if it is a regular file (a symlink to one is fine) of at most
+    CA_MAX bytes: never a device, FIFO or socket, which could block or never end."""
+    fix = "point AUTO_REVIEW_CA_FILE at a PEM file"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"AUTO_REVIEW_CA_FILE={path} is not a regular file", fix)
+        if st.st_size > CA_MAX:
+            raise ConfigError(
+                f"AUTO_REVIEW_CA_FILE={path} is {st.st_size} bytes, over {CA_MAX >> 20} MiB", fix
+            )
+        chunks, size = [], 0
+        while size <= CA_MAX:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix) from None
+    finally:
+        os.close(fd)
+    if size > CA_MAX:  # it grew while read
+        raise ConfigError(f"AUTO_REVIEW_CA_FILE={path} is over {CA_MAX >> 20} MiB", fix)
+    return b"".join(chunks)
+
+
 def extra_ca() -> tuple[str, bytes] | None:
     """AUTO_REVIEW_CA_FILE, checked: (path, PEM bytes), or None when unset."""
     extra = os.environ.get("AUTO_REVIEW_CA_FILE", "").strip()
     if not extra:
         return None
-    try:
-        with open(extra, "rb") as fh:
-            pem = fh.read()
-    except OSError as exc:
-        raise ConfigError(
-            f"AUTO_REVIEW_CA_FILE={extra}: {exc.strerror}", "point it at a PEM file"
-        ) from None
+    pem = read_ca_file(extra)
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise ConfigError(
             f"AUTO_REVIEW_CA_FILE={extra} holds no PEM certificate",

@@ -38,6 +38,7 @@ ITEM_NAMES = [
     "vsock",
     "host-fds",
     "pid1-environ",
+    "not-dumpable",
     "dev-tmpfs",
     "pids-limit",
 ]
@@ -223,3 +224,17 @@ def test_probe_abi_runs_the_i386_abi_outside_a_sandbox(gateway_pyz: Path) -> Non
     result = gateway(gateway_pyz, "probe", "abi")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "i386=ran"
+
+
+def test_the_gateway_reads_the_ca_file_bounded(gateway_pyz: Path, tmp_path: Path) -> None:
+    # The container image has no launcher: the gateway reads AUTO_REVIEW_CA_FILE itself.
+    fifo = tmp_path / "ca.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    with open(big, "wb") as fh:
+        fh.write(b"-----BEGIN CERTIFICATE-----\n")
+        fh.truncate(17 << 20)
+    for path in ("/dev/zero", fifo, big):
+        result = gateway(gateway_pyz, "probe", "exit", "0", env={"AUTO_REVIEW_CA_FILE": str(path)})
+        assert result.returncode == 78, result.stderr
+        assert result.stderr.count("\n") == 1 and f"AUTO_REVIEW_CA_FILE={path}" in result.stderr

@@ -87,13 +87,24 @@ def host_fds() -> Outcome:
 
 def pid1_environ() -> Outcome:
     """PID 1's environment holds no secret variable (they came by pipe)."""
-    with open("/proc/1/environ", "rb") as fh:
-        items = fh.read().split(b"\0")
+    if os.getpid() == 1 and hostlink.EXEC_ENVIRON is not None:
+        items = hostlink.EXEC_ENVIRON.split(b"\0")  # read before PID 1 became non-dumpable
+    else:
+        with open("/proc/1/environ", "rb") as fh:
+            items = fh.read().split(b"\0")
     names = {item.partition(b"=")[0].decode(errors="replace") for item in items}
     leaked = sorted(names & set(hostlink.SECRET_NAMES))
     if leaked:
         return False, f"in /proc/1/environ: {' '.join(leaked)}"
     return True, f"{len(names - {''})} variables, none of {', '.join(hostlink.SECRET_NAMES)}"
+
+
+def not_dumpable() -> Outcome:
+    """The gateway is not dumpable: no process of its uid can read its memory (secrets)."""
+    value = hostlink.dumpable()
+    if value == 0:
+        return True, "prctl(PR_GET_DUMPABLE) = 0: /proc/<pid>/mem closed to its own uid"
+    return False, f"prctl(PR_GET_DUMPABLE) = {value}: its memory is readable by its uid"
 
 
 def dev_tmpfs() -> Outcome:

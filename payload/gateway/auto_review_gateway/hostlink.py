@@ -7,6 +7,12 @@ launcher is gone, and the gateway exits at once, so nothing outlives it. As
 PID 1 of the container, its exit ends every process inside. Values put into
 ``os.environ`` here never show in ``/proc/1/environ`` (the exec-time
 environment), and git children get an environment built from scratch.
+
+Once the secrets are in memory the gateway makes itself non-dumpable
+(``prctl(PR_SET_DUMPABLE, 0)``): another process of the same uid (git, code of a
+hostile repository) can then neither ptrace it nor open its ``/proc/<pid>/mem``
+or ``environ``. That also hides ``/proc/1/environ`` from PID 1 itself, so the
+exec-time environment is kept first (``EXEC_ENVIRON``) for ``check`` to inspect.
 """
 
 import os
@@ -14,6 +20,10 @@ import threading
 
 SECRETS_MAX = 1 << 20
 LIFELINE_EXIT = 129  # 128 + SIGHUP: the other end hung up
+PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = 3
+# /proc/self/environ as it was before the process became non-dumpable (PID 1 only).
+EXEC_ENVIRON: bytes | None = None
 # Variables whose values are credentials (the launcher sends exactly these by pipe).
 SECRET_NAMES = (
     "WEBHOOK_SECRET",
@@ -80,8 +90,31 @@ def _watch(fd: int) -> None:
     os._exit(LIFELINE_EXIT)
 
 
+def _prctl(option: int, value: int) -> int:
+    import ctypes  # only here: the few commands without attach() never pay for it
+
+    return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def dumpable() -> int:
+    """prctl(PR_GET_DUMPABLE): 0 once attach() has run, -1 where prctl is missing."""
+    return _prctl(PR_GET_DUMPABLE, 0)
+
+
+def _keep_exec_environ() -> None:
+    global EXEC_ENVIRON
+    if os.getpid() == 1:
+        try:
+            with open("/proc/self/environ", "rb") as fh:
+                EXEC_ENVIRON = fh.read()
+        except OSError:
+            pass
+
+
 def attach() -> None:
-    """Load the secrets and start watching the lifeline, if the launcher passed them."""
+    """Load the secrets and start watching the lifeline, if the launcher passed them;
+    then make the process non-dumpable, before any thread or child exists."""
+    _keep_exec_environ()
     secrets = _fd_from("AUTO_REVIEW_SECRETS_FD")
     lifeline = os.environ.get("AUTO_REVIEW_LIFELINE_FD", "")
     if secrets is not None:
@@ -92,6 +125,7 @@ def attach() -> None:
                 os.environ.update(read_secrets(secrets))
         except OSError:
             pass  # no such fd: run without secrets; commands that need them say so
+    _prctl(PR_SET_DUMPABLE, 0)  # secrets in memory: no same-uid process may read it
     if lifeline.isdigit():
         fd = int(lifeline)
         try:

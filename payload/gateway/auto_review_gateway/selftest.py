@@ -294,6 +294,7 @@ ITEMS: tuple[tuple[str, Callable[[], Outcome]], ...] = (
     ("vsock", boundary.vsock),
     ("host-fds", boundary.host_fds),
     ("pid1-environ", boundary.pid1_environ),
+    ("not-dumpable", boundary.not_dumpable),
     ("dev-tmpfs", boundary.dev_tmpfs),
     ("pids-limit", boundary.pids_limit),
 )

@@ -9,6 +9,7 @@ plus the operator's certificates) is written to a private temporary file that
 """
 
 import os
+import stat
 import sys
 
 DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
@@ -22,6 +23,31 @@ def _fail(message: str, fix: str) -> None:
     raise SystemExit(EXIT_CONFIG)
 
 
+def _read_bounded(path: str) -> bytes:
+    """A regular file (a symlink to one is fine) of at most MAX_BYTES, else exit 78:
+    opened non-blocking so a FIFO cannot hang us, and never a device like /dev/zero."""
+    fix = "point it at a PEM file"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        _fail(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            _fail(f"AUTO_REVIEW_CA_FILE={path} is not a regular file", fix)
+        if st.st_size > MAX_BYTES:
+            _fail(f"AUTO_REVIEW_CA_FILE={path} is {st.st_size} bytes, over 16 MiB", fix)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        _fail(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        _fail(f"AUTO_REVIEW_CA_FILE={path} is over 16 MiB", fix)
+    return data
+
+
 def apply_extra_ca() -> str | None:
     """Merge ``AUTO_REVIEW_CA_FILE`` into the trust store of this process and its children.
 
@@ -31,11 +57,7 @@ def apply_extra_ca() -> str | None:
     extra = os.environ.get("AUTO_REVIEW_CA_FILE", "").strip()
     if not extra:
         return None
-    try:
-        with open(extra, "rb") as fh:
-            pem = fh.read(MAX_BYTES)
-    except OSError as exc:
-        _fail(f"AUTO_REVIEW_CA_FILE={extra}: {exc.strerror}", "point it at a PEM file")
+    pem = _read_bounded(extra)
     if PEM_MARK not in pem:
         _fail(
             f"AUTO_REVIEW_CA_FILE={extra} holds no PEM certificate",
