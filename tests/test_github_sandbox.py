@@ -75,6 +75,7 @@ class Gateway:
         settings = f"GITHUB_API_URL={world['hub'].api_url}\nGITHUB_TOKEN={TOKEN}\n"
         (state / "github.env").write_text(settings)
         os.chmod(state / "github.env", 0o644)
+        os.chown(state, 10001, 10001)  # as an operator installs it: the gateway user's
         env = {
             "PATH": os.environ["PATH"],
             "HOME": str(home),
@@ -220,6 +221,7 @@ def test_app_auth_without_cryptography_in_the_sandbox_is_a_one_line_config_error
     (state / "github-app.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
     for name in ("github.env", "github-app.pem"):
         os.chmod(state / name, 0o644)
+    os.chown(state, 10001, 10001)  # as an operator installs it: the gateway user's
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
