@@ -3,7 +3,7 @@
 
     python3 build.py                      # host mode: rootfs from this machine's binaries
     python3 build.py --rootfs DIR         # pack a prepared rootfs (the Nix build uses this)
-    python3 build.py --out PATH --version 1.2.3 --zstd-level 19
+    python3 build.py --out PATH --version 1.2.3 --zstd-level 20
 
 Every step is deterministic: two builds from the same inputs give byte-identical
 output. The steps live in buildsys/, one module per job; this file only runs them.
@@ -36,7 +36,8 @@ from buildsys.stage import assemble_host_rootfs, check_rootfs
 from buildsys.tarball import compress, files_list, state_owner, write_tar
 from buildsys.zipapp import SBOM_MEMBER, write_zipapp, zipapp_entries
 
-DEFAULT_ZSTD_LEVEL = 19
+# 20, not 19: 26 KB smaller for the same 16 MiB window (decoder memory is the window)
+DEFAULT_ZSTD_LEVEL = 20
 
 
 def build(
