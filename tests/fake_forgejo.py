@@ -284,6 +284,7 @@ class FakeForgejo(LoopbackServer):
     def _record(self, received: Received) -> None:
         with self._lock:
             self.requests.append(received)
+        self.notify_change()
 
     def _failure(self, kind: str) -> tuple[int, Any, tuple[tuple[str, str], ...]] | None:
         with self._lock:

@@ -148,6 +148,7 @@ class FakeGitHub(LoopbackServer):
         self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._lost: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._status_posted = threading.Condition(self._lock)
         self._ids = itertools.count(1)
 
     # -- test API
@@ -323,7 +324,19 @@ class FakeGitHub(LoopbackServer):
             return 422, {"message": "Validation Failed", "errors": [{"field": "target_url"}]}
         with self._lock:
             self.statuses.append(dict(doc, sha=sha))
+            self._status_posted.notify_all()
         return 201, dict(doc, id=next(self._ids))
+
+    def wait_for_statuses(
+        self, sha: str, done: Callable[[list[str]], bool], timeout: float
+    ) -> list[str]:
+        """The states posted for `sha` once `done(states)` holds (woken by each post);
+        whatever was posted when `timeout` runs out."""
+        with self._status_posted:
+            self._status_posted.wait_for(
+                lambda: done([x["state"] for x in self.statuses if x["sha"] == sha]), timeout
+            )
+            return [x["state"] for x in self.statuses if x["sha"] == sha]
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         return _make_handler(self)

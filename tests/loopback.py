@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +41,15 @@ class LoopbackServer(Startable):
         self._ssl_context = ssl_context
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # readable after each request a subclass records (tests/changes.py waits on it)
+        self.changed_fd, self._changed_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def notify_change(self) -> None:
+        """Wake whoever waits in tests/changes.py for this stand-in's state."""
+        try:
+            os.write(self._changed_w, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         """The request handler class bound to this server's state."""

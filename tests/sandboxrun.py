@@ -100,3 +100,27 @@ def runsc_runner(app: Path, tmp_path_factory: pytest.TempPathFactory) -> Runner:
 @pytest.fixture(params=["root", "rootless"])
 def runner(request: pytest.FixtureRequest) -> Runner:
     return request.getfixturevalue(f"{request.param}_runner")
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    """Whether `pid` (a child or not) exits within `timeout`: waits on a pidfd, which
+    becomes readable when the process exits (zombies included), not on a clock."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _w, _x = select.select([fd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def run_dir_of(runner: Runner, launcher: subprocess.Popen) -> Path:
+    """The run dir of `launcher`. Call it once the sandboxed process has said something
+    (a ready line): the launcher writes config.json before it starts the runtime."""
+    path = runner.cache / "v1" / "run" / "runs" / f"auto-review-{launcher.pid}"
+    assert (path / "config.json").is_file(), f"no config.json in {path}"
+    return path

@@ -161,13 +161,12 @@ def states(hub: FakeGitHub, sha: str) -> list[str]:
 
 
 def wait_final(hub: FakeGitHub, sha: str, timeout: float = 180) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = states(hub, sha)
-        if seen and seen[-1] in ("success", "failure", "error"):
-            return seen
-        time.sleep(0.2)
-    raise AssertionError(f"no final status for {sha}: {states(hub, sha)}")
+    """The statuses of `sha` once a final one is posted (each post wakes us)."""
+    seen = hub.wait_for_statuses(
+        sha, lambda s: bool(s) and s[-1] in ("success", "failure", "error"), timeout
+    )
+    assert seen and seen[-1] in ("success", "failure", "error"), f"no final status: {seen}"
+    return seen
 
 
 def test_github_webhooks_get_reviews_with_inline_comments_and_statuses(

@@ -50,12 +50,12 @@ def test_the_secret_variables_leave_the_environment(monkeypatch: pytest.MonkeyPa
 def test_the_lifeline_ends_the_gateway_when_its_write_end_closes() -> None:
     link = hostlink.HostLink({"WEBHOOK_SECRET": "v"})
     code = (
-        "import os, sys, time\n"
+        "import os, sys, threading\n"
         f"sys.path.insert(0, {str(ROOT / 'payload' / 'gateway')!r})\n"
         "from auto_review_gateway import hostlink\n"
         "hostlink.attach()\n"
         "print(os.environ['WEBHOOK_SECRET'], flush=True)\n"
-        "time.sleep(60)\n"
+        "threading.Event().wait()\n"  # until the lifeline ends the process
     )
     env = {
         "PATH": os.defpath,

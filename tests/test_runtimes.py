@@ -16,13 +16,15 @@ import pytest
 from conftest import HOST_PYTHON, needs_root
 from sandboxrun import (  # noqa: F401 - fixtures
     Runner,
+    gone,
     root_runner,
     rootless_runner,
     rootless_user,
+    run_dir_of,
     runsc_runner,
     shared_dir,
 )
-from test_sandbox_boundary import SECRETS, free_port, gone, holding_secret, wait_for_run, wait_line
+from test_sandbox_boundary import SECRETS, free_port, holding_secret, wait_line
 
 pytestmark = needs_root
 
@@ -141,7 +143,7 @@ def test_runsc_lifeline_ends_the_sandbox_and_no_secret_is_on_disk(runsc_runner: 
     proc = runner.popen("serve", env=env)
     try:
         wait_line(proc, "serving on")
-        run = wait_for_run(runner, proc)
+        run = run_dir_of(runner, proc)
         state = subprocess.run(
             ["runsc", "--root", str(runner.cache / "v1" / "run" / "runsc"), "state", run.name],
             capture_output=True, text=True, check=True,

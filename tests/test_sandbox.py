@@ -17,6 +17,7 @@ from pathlib import Path
 from conftest import HOST_PYTHON, needs_root
 from sandboxrun import (  # noqa: F401 - fixtures
     Runner,
+    gone,
     root_runner,
     rootless_runner,
     rootless_user,
@@ -105,19 +106,6 @@ def container_state(runner: Runner, launcher_pid: int) -> tuple[Path, dict]:
     out = subprocess.run(["runc", "--root", str(state_root), "state", cid],
                          capture_output=True, text=True, check=True)  # fmt: skip
     return state_root, json.loads(out.stdout)
-
-
-def gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().split(") ", 1)[1].startswith("Z"):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_sigkill_of_the_runtime_kills_the_container(root_runner: Runner) -> None:

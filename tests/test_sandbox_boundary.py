@@ -19,9 +19,11 @@ import pytest
 from conftest import ROOT, needs_root
 from sandboxrun import (  # noqa: F401 - fixtures
     Runner,
+    gone,
     root_runner,
     rootless_runner,
     rootless_user,
+    run_dir_of,
     runner,
     shared_dir,
 )
@@ -36,18 +38,6 @@ SECRETS = {
 
 def runs_dir(runner: Runner) -> Path:
     return runner.cache / "v1" / "run" / "runs"
-
-
-def wait_for_run(runner: Runner, launcher: subprocess.Popen) -> Path:
-    """The run dir of `launcher` once its config is written (bounded wait)."""
-    path = runs_dir(runner) / f"auto-review-{launcher.pid}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if (path / "config.json").exists():
-            return path
-        assert launcher.poll() is None, launcher.communicate()
-        time.sleep(0.02)
-    raise AssertionError("no run dir")
 
 
 def wait_line(proc: subprocess.Popen, text: str, timeout: float = 60) -> None:
@@ -68,21 +58,6 @@ def container_pid(runner: Runner, container_id: str) -> int:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(out.stdout)["pid"]
-
-
-def gone(pid: int, timeout: float) -> bool:
-    """Poll (bounded) until `pid` no longer exists or is a zombie."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().split(") ", 1)[1].startswith("Z"):
-                    return True
-        except FileNotFoundError:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
 
 
 def fd_targets(pid: int) -> dict[int, str]:
@@ -156,7 +131,7 @@ def test_sigkill_of_the_launcher_ends_the_gateway_and_leaves_no_secret(runner: R
     proc = runner.popen("serve", env=env)
     try:
         wait_line(proc, "serving on")
-        run = wait_for_run(runner, proc)
+        run = run_dir_of(runner, proc)
         pid = container_pid(runner, run.name)
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert not [k for k, v in SECRETS.items() if v.encode() in environ]
@@ -201,7 +176,7 @@ def test_the_seccomp_table_is_what_the_config_gets(runner: Runner) -> None:
     proc = runner.popen("probe", "sleep", "60")
     try:
         wait_line(proc, "ready")
-        config = json.loads((wait_for_run(runner, proc) / "config.json").read_text())
+        config = json.loads((run_dir_of(runner, proc) / "config.json").read_text())
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -18,10 +18,11 @@ from sandboxrun import (  # noqa: F401 - fixtures
     root_runner,
     rootless_runner,
     rootless_user,
+    run_dir_of,
     runner,
     shared_dir,
 )
-from test_sandbox_boundary import container_pid, free_port, runs_dir, wait_for_run, wait_line
+from test_sandbox_boundary import container_pid, free_port, runs_dir, wait_line
 
 pytestmark = needs_root
 SANDBOX_UID = 10001  # the manifest's process.user, seen from the host as root
@@ -67,7 +68,7 @@ def test_the_gateway_memory_is_closed_to_its_own_uid(root_runner: Runner) -> Non
     proc = runner.popen("serve", env=env)
     try:
         wait_line(proc, "serving on")
-        pid = container_pid(runner, wait_for_run(runner, proc).name)
+        pid = container_pid(runner, run_dir_of(runner, proc).name)
         # The same reader can open the memory of a dumpable process of that uid.
         helper = subprocess.Popen(
             ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "60"]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from changes import wait_until
 from fake_forgejo import FakeForgejo
 
 GATEWAY = Path(__file__).resolve().parent.parent / "payload" / "gateway"
@@ -160,13 +161,10 @@ class Served:
                 self.proc.wait()
 
 
-def wait_for(predicate: Any, timeout: float = 30) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for a condition")
-        time.sleep(0.02)
+def wait_for(predicate: Any, gw: Served, forge: FakeForgejo, timeout: float = 30) -> None:
+    """Until ``predicate`` holds, re-checked whenever the gateway's state dir (its job
+    database) changes or the forge is asked something; fail after ``timeout`` s."""
+    wait_until(predicate, dirs=[gw.state], change_fds=[forge.changed_fd], timeout=timeout)
 
 
 # --------------------------------------------------------------------------- payloads
@@ -499,10 +497,10 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     # Queued before any forge call: the worker reads the current head when it runs.
     assert (job["head_sha"], job["base_ref"], job["force"]) == ("", "", 1)
     assert job["reason"] == "issue_comment:re-review"
-    wait_for(lambda: gw.jobs()[job_id]["state"] != "pending")
+    wait_for(lambda: gw.jobs()[job_id]["state"] != "pending", gw, forge)
     assert any(r.kind == "pull" and r.path.endswith("/acme/demo/pulls/7") for r in forge.requests)
     # ... and reviews that head: its statuses come from both jobs (pending, error each).
-    wait_for(lambda: sum(head in r.path for r in forge.of_kind("status")) == 4)
+    wait_for(lambda: sum(head in r.path for r in forge.of_kind("status")) == 4, gw, forge)
     ignored = [
         comment_event(7, "looks good to me"),
         comment_event(7, "@auto-review-bot re-review"),  # another user
@@ -517,7 +515,7 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     status, _h, body = deliver(gw, "issue_comment", comment_event(404, "@auto-review re-review"))
     assert status == 202
     job_id = body["job_id"]
-    wait_for(lambda: gw.jobs()[job_id]["state"] == "failed")
+    wait_for(lambda: gw.jobs()[job_id]["state"] == "failed", gw, forge)
     assert "HTTP 404" in gw.jobs()[job_id]["error"] and gw.jobs()[job_id]["attempts"] == 1
 
 
@@ -886,7 +884,7 @@ def test_jobs_lists_attempts_and_last_errors_and_metrics_count_retries(
     assert status == 202
     job_id = body["job_id"]
     # Its clone fails (nothing listens): the job goes back to the queue for a retry.
-    wait_for(lambda: gw.jobs()[job_id]["attempts"] == 1 and gw.jobs()[job_id]["error"])
+    wait_for(lambda: gw.jobs()[job_id]["attempts"] == 1 and gw.jobs()[job_id]["error"], gw, forge)
     assert gw.jobs()[job_id]["state"] == "pending"
     status, listing = gw.get("/jobs")
     assert status == 200
