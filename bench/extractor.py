@@ -11,7 +11,6 @@ tree; nothing is synced (the cold path's syncfs is measured by bench/run.py).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import statistics
@@ -28,6 +27,8 @@ import zstandard
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from run import bench_arguments  # noqa: E402  (bench/ is this script's directory)
 
 from launcher.cache import tree  # noqa: E402
 from launcher.cache.extract import Limits, extract_tar_stream  # noqa: E402
@@ -112,11 +113,7 @@ def timed(fn: Callable[[Path], None], base: Path, rounds: int) -> list[float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--app", type=Path, default=ROOT / "dist" / "auto-review")
-    args = parser.parse_args()
-    rounds = 3 if args.quick else 15
+    args, rounds = bench_arguments(__doc__)
     with tempfile.TemporaryDirectory(prefix="ar-bench-x-") as tmp:
         base = Path(tmp)
         payload = base / "rootfs.tar.zst"

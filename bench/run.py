@@ -587,12 +587,17 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_arguments(doc: str | None) -> tuple[argparse.Namespace, int]:
+    """The benchmarks' command line (--quick, --app) and the rounds it asks for."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--app", type=Path, default=ROOT / "dist" / "auto-review")
     args = parser.parse_args()
-    rounds = 3 if args.quick else 15
+    return args, 3 if args.quick else 15
+
+
+def main() -> int:
+    args, rounds = bench_arguments(__doc__)
     app = ensure_app(args.app.resolve())
     with tempfile.TemporaryDirectory(prefix="ar-bench-", dir="/tmp") as tmp:
         base = Path(tmp)
