@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import urllib.parse
 
 from auto_review_gateway import github, gitrepo, worker
 from auto_review_gateway.jobspec import Job, JobRequest
@@ -48,16 +47,8 @@ def short_client(config: github.GitHubConfig, timeout: float) -> github.GitHub:
 
 def clone_source(req: JobRequest, config: github.GitHubConfig) -> str:
     """The URL to fetch ``req``'s repository from (see the module doc)."""
-    if req.clone_url and worker.auth_scope(req.clone_url, config.web_url) is not None:
-        return req.clone_url
-    wanted = f"/{req.owner}/{req.repo}.git".lower()
-    try:
-        path = urllib.parse.urlsplit(req.clone_url).path.lower() if req.clone_url else ""
-    except ValueError:
-        path = ""
-    if not req.clone_url or path.endswith(wanted):
-        return config.repo_clone_url(req.owner, req.repo)
-    return req.clone_url
+    default = config.repo_clone_url(req.owner, req.repo)
+    return worker.choose_clone_url(req, config.web_url, default)
 
 
 def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str) -> bool:

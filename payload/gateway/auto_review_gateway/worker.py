@@ -116,8 +116,14 @@ def prepare_auth(workdir: str, clone_url: str, config: forgejo.ForgejoConfig) ->
 
 def clone_source(req: JobRequest, config: forgejo.ForgejoConfig) -> str:
     """The URL to fetch ``req``'s repository from (see the module doc)."""
-    base = config.base_url
-    if req.clone_url and auth_scope(req.clone_url, base) is not None:
+    return choose_clone_url(req, config.base_url, config.repo_clone_url(req.owner, req.repo))
+
+
+def choose_clone_url(req: JobRequest, forge_url: str, forge_clone_url: str) -> str:
+    """``req``'s clone URL when it is on the configured forge (it gets the token); the
+    forge's own URL of that repository when the clone URL names the same owner/repo on
+    another host (or there is none); else the clone URL as given (fetched anonymously)."""
+    if req.clone_url and auth_scope(req.clone_url, forge_url) is not None:
         return req.clone_url
     wanted = f"/{req.owner}/{req.repo}.git".lower()
     try:
@@ -125,7 +131,7 @@ def clone_source(req: JobRequest, config: forgejo.ForgejoConfig) -> str:
     except ValueError:
         path = ""
     if not req.clone_url or path.endswith(wanted):
-        return config.repo_clone_url(req.owner, req.repo)
+        return forge_clone_url
     return req.clone_url
 
 
