@@ -438,3 +438,25 @@ def test_verify_checks_the_file_list_against_the_manifest(app: Path, tmp_path: P
     result = run_app(app, "cache", "verify", env=env)
     assert result.returncode == 65, result.stdout + result.stderr
     assert "files.tsv does not match the manifest's files_digest" in result.stdout
+
+
+def test_hostile_labels_and_manifests_in_the_cache_are_bounded_and_ignored(
+    app: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = env_for(cache)
+    run_app(app, "cache", "prepare", env=env, check=True)
+    [version] = published(cache)
+    # a labels file of 8 MiB: garbage, a label-shaped line past the read cap, control chars
+    labels = bundles(cache) / f"{version.name}.labels"
+    labels.write_bytes(b"\x1b[2J evil\n" + b"x" * (8 << 20) + b"\n9.9.9\n")
+    # another version dir whose bundle.json is 4 MiB of JSON: never read whole, not listed
+    other = bundles(cache) / ("sha256-" + "ab" * 32)
+    shutil.copytree(version, other, symlinks=True)
+    (other / "bundle.json").chmod(0o600)
+    (other / "bundle.json").write_text('{"pad": "' + "y" * (4 << 20) + '"}')
+    rows = json.loads(run_app(app, "cache", "list", "--json", env=env, check=True).stdout)
+    assert [row["digest"] for row in rows] == [manifest_of(app)["digest"]]
+    assert rows[0]["labels"] == [manifest_of(app)["version"]]
+    pinned = run_app(app, "cache", "prepare", env=dict(env, AUTO_REVIEW_BUNDLE="9.9.9"))
+    assert pinned.returncode == 66, pinned.stderr  # the label past the cap is not believed

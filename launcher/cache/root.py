@@ -62,11 +62,16 @@ def owned_dir_problem(st: os.stat_result) -> str | None:
     return None
 
 
+_safe_ancestors: set[str] = set()  # roots whose ancestors passed (the bootstrap checks first)
+
+
 def ancestor_problem(path: str) -> str | None:
     """Why someone other than us or root could replace `path` through one of its
     ancestors (/ down to its parent), or None. As OpenSSH's StrictModes: each must be
     owned by root or us and not writable by others unless sticky; group-writable only
     when the group is our own primary group (the user-private-group scheme)."""
+    if path in _safe_ancestors:
+        return None
     uid, gid = os.geteuid(), os.getegid()
     parts = os.path.abspath(path).split(os.sep)[1:-1]
     current = os.sep
@@ -81,6 +86,7 @@ def ancestor_problem(path: str) -> str | None:
             return f"{current} is owned by uid {st.st_uid}"
         if not sticky and (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != gid)):
             return f"{current} is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    _safe_ancestors.add(path)
     return None
 
 
