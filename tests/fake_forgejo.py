@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, serve_git
 
 VERSION = "11.0.1+gitea-1.22.0"
 MAX_BODY = 16 * 1024 * 1024
@@ -565,46 +565,7 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
 
         def _git(self, method: str, body: bytes) -> None:
             """One smart-HTTP request through ``git http-backend`` (CGI)."""
-            path, _, query = self.path.partition("?")
-            env = {
-                "PATH": os.environ.get("PATH", os.defpath),
-                "GIT_PROJECT_ROOT": fake.git_root or "",
-                "GIT_HTTP_EXPORT_ALL": "1",
-                "GIT_CONFIG_NOSYSTEM": "1",
-                "HOME": fake.git_root or "/",
-                "REQUEST_METHOD": method,
-                "PATH_INFO": path,
-                "QUERY_STRING": query,
-                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                "CONTENT_LENGTH": str(len(body)),
-                "REMOTE_ADDR": self.client_address[0],
-                "GATEWAY_INTERFACE": "CGI/1.1",
-            }
-            for name, header in (
-                ("HTTP_CONTENT_ENCODING", "Content-Encoding"),
-                ("HTTP_GIT_PROTOCOL", "Git-Protocol"),
-            ):
-                if self.headers.get(header):
-                    env[name] = self.headers[header]
-            proc = subprocess.run(
-                ["git", "http-backend"], input=body, capture_output=True, env=env, timeout=60
-            )
-            head, _, payload = proc.stdout.partition(b"\r\n\r\n")
-            status = 200
-            headers = []
-            for line in head.decode("latin-1").split("\r\n"):
-                name, _, value = line.partition(":")
-                if name.lower() == "status":
-                    status = int(value.split()[0])
-                elif name:
-                    headers.append((name.strip(), value.strip()))
-            self.send_response(status)
-            for name, value in headers:
-                if name.lower() not in ("content-length", "transfer-encoding"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            serve_git(self, fake.git_root, method, body)
 
         def do_GET(self) -> None:
             self._handle("GET")

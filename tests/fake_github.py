@@ -56,7 +56,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from loopback import LoopbackServer
+from loopback import LoopbackServer, serve_git
 
 PREFIX = "/api/v3"
 BAD_CREDENTIALS = {
@@ -465,43 +465,7 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            env = {
-                "PATH": os.environ.get("PATH", os.defpath),
-                "GIT_PROJECT_ROOT": fake.git_root or "",
-                "GIT_HTTP_EXPORT_ALL": "1",
-                "GIT_CONFIG_NOSYSTEM": "1",
-                "HOME": fake.git_root or "/",
-                "REQUEST_METHOD": method,
-                "PATH_INFO": path,
-                "QUERY_STRING": query,
-                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                "CONTENT_LENGTH": str(len(body)),
-                "GATEWAY_INTERFACE": "CGI/1.1",
-                "REMOTE_ADDR": self.client_address[0],
-            }
-            if self.headers.get("Git-Protocol"):
-                env["HTTP_GIT_PROTOCOL"] = self.headers["Git-Protocol"]
-            if self.headers.get("Content-Encoding"):
-                env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
-            proc = subprocess.run(
-                ["git", "http-backend"], input=body, capture_output=True, env=env, timeout=60
-            )
-            head, _, payload = proc.stdout.partition(b"\r\n\r\n")
-            status, headers = 200, []
-            for line in head.decode("latin-1").split("\r\n"):
-                name, _, value = line.partition(":")
-                if name.lower() == "status":
-                    status = int(value.split()[0])
-                elif name:
-                    headers.append((name.strip(), value.strip()))
-            rec.status = status
-            self.send_response(status)
-            for name, value in headers:
-                if name.lower() not in ("content-length", "transfer-encoding"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            rec.status = serve_git(self, fake.git_root, method, body)
 
         def do_GET(self) -> None:
             self._handle("GET")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -87,3 +88,47 @@ class LoopbackServer(Startable):
     @property
     def scheme(self) -> str:
         return "https" if self._ssl_context is not None else "http"
+
+
+def serve_git(handler: BaseHTTPRequestHandler, git_root: str | None, method: str,
+              body: bytes) -> int:  # fmt: skip
+    """Answer one smart-HTTP request through ``git http-backend`` (CGI) over the bare
+    repositories under `git_root`, as a forge stand-in serves clones; the status sent."""
+    path, _, query = handler.path.partition("?")
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "GIT_PROJECT_ROOT": git_root or "",
+        "GIT_HTTP_EXPORT_ALL": "1",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": git_root or "/",
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": handler.headers.get("Content-Type", ""),
+        "CONTENT_LENGTH": str(len(body)),
+        "REMOTE_ADDR": handler.client_address[0],
+        "GATEWAY_INTERFACE": "CGI/1.1",
+    }
+    for name, header in (("HTTP_CONTENT_ENCODING", "Content-Encoding"),
+                         ("HTTP_GIT_PROTOCOL", "Git-Protocol")):  # fmt: skip
+        if handler.headers.get(header):
+            env[name] = handler.headers[header]
+    proc = subprocess.run(
+        ["git", "http-backend"], input=body, capture_output=True, env=env, timeout=60
+    )
+    head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+    status, headers = 200, []
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "status":
+            status = int(value.split()[0])
+        elif name:
+            headers.append((name.strip(), value.strip()))
+    handler.send_response(status)
+    for name, value in headers:
+        if name.lower() not in ("content-length", "transfer-encoding"):
+            handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+    return status
