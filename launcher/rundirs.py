@@ -15,6 +15,7 @@ import os
 import stat
 
 from launcher.cache.paths import Layout, check_level, make_private_dirs
+from launcher.cache.root import owned_dir_problem
 from launcher.jsonwrite import dumps
 from launcher.runtime import Runtime
 
@@ -33,11 +34,10 @@ def xdg_problem(xdg: str) -> str | None:
         st = os.lstat(xdg)
     except OSError as exc:
         return f"not usable ({exc.strerror})"
-    if not stat.S_ISDIR(st.st_mode):
-        return "not a directory"
-    if st.st_uid != os.geteuid():
-        return f"owned by uid {st.st_uid}, not by us"
-    if st.st_mode & 0o077:
+    problem = owned_dir_problem(st)  # the rule every cache level passes
+    if problem:
+        return problem
+    if st.st_mode & 0o077:  # and private, as XDG requires of it
         return f"mode {stat.S_IMODE(st.st_mode):04o}, not private (0700)"
     return None
 
