@@ -276,9 +276,7 @@ def cmd_pin(args: argparse.Namespace, quiet: bool) -> int:
         print(f"{name} is already pinned")
         return ExitCode.OK
     ensure_level(layout.pins, "cache directory")
-    write_new_file(
-        gc.pin_path(layout, version.digest), f"{version.digest}\t{version.label}\n".encode()
-    )
+    write_new_file(layout.pin(version.digest), f"{version.digest}\t{version.label}\n".encode())
     print(f"pinned {name}")
     return ExitCode.OK
 
@@ -291,7 +289,7 @@ def cmd_unpin(args: argparse.Namespace, quiet: bool) -> int:
     if layout is None or digest not in pins:
         listed = ", ".join(sorted(d[:19] for d in pins)) or "none"
         raise PinNotFound(f"{name} is not pinned", f"pinned versions: {listed}")
-    gc.unlink_quietly(gc.pin_path(layout, digest))
+    gc.unlink_quietly(layout.pin(digest))
     print(f"unpinned {name}")
     return ExitCode.OK
 

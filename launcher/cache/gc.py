@@ -209,15 +209,10 @@ def pinned(layout: Layout, embedded: dict[str, Any] | None) -> dict[str, str]:
     return pins
 
 
-def pin_path(layout: Layout, digest: str) -> str:
-    """The pin file of a version."""
-    return layout.pin(digest)
-
-
 def drop_pin(layout: Layout, digest: str, label: str, report: GcReport) -> None:
     """Remove the pin file of a removed (or never cached) version, and say so."""
     if not report.dry_run:
-        unlink_quietly(pin_path(layout, digest))
+        unlink_quietly(layout.pin(digest))
     report.unpinned.append(Item(label, "", 0, digest))
 
 
