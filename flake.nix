@@ -61,6 +61,8 @@
               --exe git-remote-http=${git}/libexec/git-core/git-remote-http \
               --exe git-remote-https=${git}/libexec/git-core/git-remote-https \
               --exe python=${python}/bin/python3 \
+              --site ${python.pkgs.cryptography}/${python.sitePackages} \
+              --site ${python.pkgs.cffi}/${python.sitePackages} \
               --file /etc/ssl/certs/ca-certificates.crt=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt
           '';
 

@@ -189,6 +189,8 @@ def assemble_host_rootfs(root: Path, recipe: Recipe) -> dict:
         if not os.path.exists(host_path):
             raise BuildError(f"missing executable for role {role!r}: {host_path}")
         stage.add_host_path(host_path)
+    for host_path in recipe.section("elf").get("dlopen", {}).get(os.uname().machine, []):
+        stage.add_host_path(host_path)
     for inroot, host_path in recipe.data.get("files", {}).items():
         if not os.path.isfile(host_path):
             raise BuildError(f"missing data file {host_path} (for {inroot})")

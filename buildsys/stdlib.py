@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from buildsys.native import NativeSet, add_native, check_native_closure, locate_native
 from buildsys.recipe import BuildError, Recipe
 
 TYPE_CHECKING = False
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
 MODULE_SCAN = r"""
 import json, sys
 from modulefinder import ModuleFinder
-gateway, extra, exclude = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-finder = ModuleFinder(path=[gateway] + sys.path[1:], excludes=exclude)
+gateway, extra, exclude, site_dirs = sys.argv[1], *map(json.loads, sys.argv[2:5])
+finder = ModuleFinder(path=[gateway] + sys.path[1:] + site_dirs, excludes=exclude)
 finder.run_script(gateway + "/__main__.py")
 for name in extra:
     finder.import_hook(name)
@@ -31,8 +32,11 @@ json.dump({"modules": out, "stdlib": sys.path[1:]}, sys.stdout)
 """
 
 
-def scan_python_modules(python: str, gateway: Path, recipe: Recipe) -> dict[str, Path]:
-    """Stdlib module files the gateway needs, computed by the target interpreter.
+def scan_python_modules(
+    python: str, gateway: Path, recipe: Recipe, native: NativeSet
+) -> dict[str, Path]:
+    """Stdlib module files the gateway and the native packages need, computed by the
+    target interpreter.
 
     Returns {module file (host path): stdlib dir it lives under}.
     """
@@ -40,8 +44,9 @@ def scan_python_modules(python: str, gateway: Path, recipe: Recipe) -> dict[str,
     proc = subprocess.run(
         [
             *(python, "-I", "-S", "-c", MODULE_SCAN, str(gateway)),
-            json.dumps(section.get("extra", [])),
+            json.dumps(section.get("extra", []) + native.modules),
             json.dumps(section.get("exclude", [])),
+            json.dumps(native.site_dirs),
         ],
         capture_output=True,
         text=True,
@@ -50,6 +55,7 @@ def scan_python_modules(python: str, gateway: Path, recipe: Recipe) -> dict[str,
     if proc.returncode != 0:
         raise BuildError(f"module scan with {python} failed: {proc.stderr.strip()[-300:]}")
     result = json.loads(proc.stdout)
+    check_native_closure(native, result["modules"])
     stdlib_dirs = [Path(p) for p in result["stdlib"] if p]
     files: dict[str, Path] = {}
     for file, _is_pkg in result["modules"].values():
@@ -99,15 +105,17 @@ def python_tag(python: str) -> str:
 
 
 def add_python(stage: Stage, python: str, recipe: Recipe, gateway: Path) -> int:
-    """Ship the stdlib modules the gateway imports, as sourceless bytecode, and the
-    extension modules (whose libraries join the ELF closure).
+    """Ship the stdlib modules the gateway imports, as sourceless bytecode, the
+    extension modules (whose libraries join the ELF closure) and the recipe's native
+    packages (buildsys.native).
 
     `os.pyc` beside where `os.py` would be: Python 3.11+ accepts it as the stdlib
     landmark and imports it without a source. Tracebacks keep file and line; the
     sources would add 0.5 MB to the single file.
     """
     jobs = []
-    modules = scan_python_modules(python, gateway, recipe)
+    native = locate_native(python, recipe)
+    modules = scan_python_modules(python, gateway, recipe, native)
     for file in sorted(modules):
         if file.endswith(".py"):
             parent = stage.add_host_path(os.path.dirname(file))
@@ -116,4 +124,4 @@ def add_python(stage: Stage, python: str, recipe: Recipe, gateway: Path) -> int:
         else:
             stage.add_host_path(file)
     compile_pycs(python, jobs)
-    return len(modules)
+    return len(modules) + add_native(stage, python, recipe, native)

@@ -2,7 +2,8 @@
 """The Nix side of the rootfs: build.py's own assembly, fed with Nix store paths.
 
     assemble-rootfs.py assemble --src SRC --out DIR --wheels DIR \
-        --exe git=/nix/store/...-git/bin/git ... --file /etc/ssl/certs/ca-certificates.crt=PATH
+        --exe git=/nix/store/...-git/bin/git ... --file /etc/ssl/certs/ca-certificates.crt=PATH \
+        --site /nix/store/...-python3.11-cryptography-X/lib/python3.11/site-packages ...
     assemble-rootfs.py normalize DIR      # modes after a copy out of the (0555) store
 
 `assemble` runs buildsys.stage.assemble_host_rootfs on a copy of payload/rootfs.toml whose
@@ -79,6 +80,8 @@ def assemble(args: argparse.Namespace) -> int:
     data["executables"] = exes
     data["files"] = files
     data["elf"] = {"search": search + list(recipe.section("elf")["search"])}
+    # the store site dirs of the native packages (the store python's own has none)
+    data["python"] = {**recipe.section("python"), "site_dirs": args.site}
     args.out.mkdir()
     try:
         facts = buildsys.stage.assemble_host_rootfs(args.out, buildsys.recipe.Recipe(data))
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--wheels", type=Path, required=True)
     a.add_argument("--exe", action="append", default=[], metavar="ROLE=PATH")
     a.add_argument("--file", action="append", default=[], metavar="INROOT=PATH")
+    a.add_argument("--site", action="append", default=[], metavar="DIR")
     n = sub.add_parser("normalize")
     n.add_argument("--src", type=Path, default=src_default)
     n.add_argument("dir", type=Path)

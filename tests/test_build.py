@@ -4,6 +4,7 @@ manifest tells the truth."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -172,9 +173,9 @@ def test_bundle_info_runs_on_a_bare_system_python(
 
 def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
     first = build_app(tmp_path / "a" / "auto-review", level=1)
-    time.sleep(1.1)
+    later = time.time() + 3600
     for path in [*(ROOT / "payload").rglob("*"), *(ROOT / "launcher").rglob("*.py")]:
-        os.utime(path)  # every source file gets a new mtime between the two builds
+        os.utime(path, (later, later))  # every source file gets a new mtime
     second = build_app(tmp_path / "b" / "auto-review", level=1)
     assert first.read_bytes() == second.read_bytes()
     names = sorted(p.name for p in first.parent.iterdir())
@@ -199,6 +200,38 @@ def test_missing_binary_is_named(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "build.py: error: missing executable for role 'git': /usr/bin/no-such-git"
     ]
+
+
+NATIVE_LINE = 'native = ["cryptography", "_cffi_backend"]'
+
+
+def test_missing_native_package_is_named(tmp_path: Path) -> None:
+    recipe = (ROOT / "payload" / "rootfs.toml").read_text()
+    assert NATIVE_LINE in recipe
+    bad = tmp_path / "rootfs.toml"
+    bad.write_text(recipe.replace(NATIVE_LINE, 'native = ["no_such_native_pkg"]'))
+    result = run_build("--recipe", str(bad), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("build.py: error: native package no_such_native_pkg is not in ")
+    assert "install it for that interpreter" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_native_package_importing_an_unlisted_one_is_refused(tmp_path: Path) -> None:
+    # shipped whole, a native package must not lean on another site package the rootfs
+    # would lack: the build names the import instead of shipping a broken package
+    site = tmp_path / "site"
+    (site / "natpkg").mkdir(parents=True)
+    (site / "natpkg" / "__init__.py").write_text("import helperlib\n")
+    (site / "helperlib.py").write_text("VALUE = 1\n")
+    recipe = (ROOT / "payload" / "rootfs.toml").read_text()
+    bad = tmp_path / "rootfs.toml"
+    bad.write_text(recipe.replace(NATIVE_LINE, f'native = ["natpkg"]\nsite_dirs = ["{site}"]'))
+    result = run_build("--recipe", str(bad), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "a native package imports helperlib" in line and "[python] native" in line
 
 
 @pytest.mark.parametrize("content", [None, "this is [not toml"])
@@ -265,3 +298,41 @@ def test_every_gateway_module_imports_with_the_rootfs_python(rootfs: Path) -> No
     result = subprocess.run(["chroot", str(rootfs), "/usr/bin/python3", "-I", "-S", "-c", code],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr[-1500:]
+
+
+@needs_root
+def test_the_rootfs_signs_an_app_jwt_with_its_own_cryptography(rootfs: Path) -> None:
+    """The gateway's own JWT code, run by the rootfs's Python on the rootfs's native
+    packages (found through the .pth the build wrote); the host's cryptography checks
+    the signature."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    code = (
+        "import sys; sys.path.insert(0, '/usr/lib/auto-review/gateway.pyz');"
+        " from auto_review_gateway import github_auth as a;"
+        " k = a.load_private_key(sys.stdin.buffer.read()); import cryptography;"
+        " print(cryptography.__file__); print(a.app_jwt('4242', k, 1700000000.0))"
+    )
+    result = subprocess.run(["chroot", str(rootfs), "/usr/bin/python3", "-I", "-S", "-c", code],
+                            input=pem, capture_output=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-1500:]
+    where, jwt = result.stdout.decode().split()
+    pth = rootfs / RECIPE.section("python")["native_site"].lstrip("/") / "native.pth"
+    assert where.startswith(tuple(pth.read_text().split()))  # the rootfs's, not a stray copy
+    head, body, sig = jwt.split(".")
+    pad = lambda t: t + "=" * (-len(t) % 4)  # noqa: E731
+    claims = json.loads(base64.urlsafe_b64decode(pad(body)))
+    assert claims == {"iat": 1700000000 - 60, "exp": 1700000000 + 540, "iss": "4242"}
+    key.public_key().verify(  # raises InvalidSignature on a bad one
+        base64.urlsafe_b64decode(pad(sig)),
+        f"{head}.{body}".encode(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )

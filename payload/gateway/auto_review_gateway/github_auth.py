@@ -34,9 +34,9 @@ from auto_review_gateway.model import EXIT_CONFIG, EXIT_POST, ReviewError
 JWT_BACKDATE = 60  # seconds: GitHub's advice against clock drift
 JWT_LIFETIME = 540  # seconds ahead; GitHub refuses an exp more than 10 minutes ahead
 REFRESH_BEFORE = 300  # seconds: a cached installation token is renewed this long before expiry
-# Where the rootfs keeps native packages (a C or Rust extension cannot be imported from
-# gateway.pyz): cryptography and cffi's _cffi_backend, once the build puts them there
-# (docs/GATEWAY.md, "GitHub").
+# The rootfs's directory of native packages (a C or Rust extension cannot be imported
+# from gateway.pyz): its .pth names the site dirs of cryptography and cffi's
+# _cffi_backend (buildsys/native.py; payload/rootfs.toml's native_site).
 NATIVE_SITE = "/usr/lib/auto-review/site"
 
 # (method, url, token, body) -> parsed answer; the GitHub client's retried sender.
@@ -50,7 +50,9 @@ def _b64url(data: bytes) -> str:
 def load_private_key(pem: bytes) -> Any:
     """The App's RSA private key from PEM; ReviewError(EXIT_CONFIG) if it is not one."""
     if NATIVE_SITE not in sys.path and os.path.isdir(NATIVE_SITE):
-        sys.path.append(NATIVE_SITE)
+        import site  # the gateway runs with -S: only the App's path needs site dirs
+
+        site.addsitedir(NATIVE_SITE)
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
