@@ -60,9 +60,6 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             )
     slirp = network.slirp4netns() if stack else None
     forward = network.serve_forward(argv) if stack else None
-    dirs = rundirs.RunDirs.open(acquired.layout, runtime)
-    dirs.clean_stale(runtime)
-    run = dirs.new_run(runtime, fixed_container_id())
     extra = {
         "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
         "AUTO_REVIEW_LIFELINE_FD": str(
@@ -75,9 +72,13 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     }
     if forward:  # inside, the forwarded port arrives on the tap device's address
         extra["AR_GATEWAY_BIND"] = f"0.0.0.0:{forward[1]}"
+    # Before the run dir exists: a bad GITHUB_APP_PRIVATE_KEY_FILE leaves nothing behind.
     env, secrets = gateway_env.sandbox_env_and_secrets(
         acquired.manifest["process"]["env"], runtime.name, extra
     )
+    dirs = rundirs.RunDirs.open(acquired.layout, runtime)
+    dirs.clean_stale(runtime)
+    run = dirs.new_run(runtime, fixed_container_id())
     holder = gstack = None
     try:
         if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
