@@ -44,7 +44,8 @@ Options:
   -h, --help     this help
 
 Environment: AUTO_REVIEW_CACHE_DIR, AUTO_REVIEW_STATE_DIR, AUTO_REVIEW_BUNDLE (pin a
-version), AUTO_REVIEW_RUNTIME, AUTO_REVIEW_CA_FILE, AUTO_REVIEW_BARE.
+version), AUTO_REVIEW_RUNTIME, AUTO_REVIEW_CA_FILE, AUTO_REVIEW_BARE;
+GITHUB_APP_PRIVATE_KEY_FILE (a host file: the GitHub App's key, sent in as a secret).
 """
 
 

@@ -3,6 +3,11 @@
 Nothing else of the host environment crosses into the sandbox; the secret ones
 go through a pipe (launcher.hostlink), never the process environment. Values are
 never logged: only names appear in messages.
+
+One secret is a host file: GITHUB_APP_PRIVATE_KEY_FILE names the GitHub App's
+private key on the host; the launcher reads it (bounded, see launcher.hostfile)
+and sends its content as GITHUB_APP_PRIVATE_KEY through the secrets pipe. The
+path never enters the sandbox, and the key needs no copy in the state dir.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ ALLOWED = (
     "LLM_DEADLINE",
     "GITHUB_API_URL",
     "GITHUB_TOKEN",
-    "GITHUB_APP_ID",  # its key is read from the state dir (github-app.pem) inside
+    "GITHUB_APP_ID",  # its key: GITHUB_APP_PRIVATE_KEY, read from APP_KEY_FILE (below)
     "GITHUB_MIN_ASSOCIATION",
     "HTTPS_PROXY",
     "HTTP_PROXY",
@@ -41,6 +46,11 @@ ALLOWED = (
     "no_proxy",
     "TZ",
 )
+
+# The host file of the GitHub App's private key, and the secret its content becomes.
+APP_KEY_FILE = "GITHUB_APP_PRIVATE_KEY_FILE"
+APP_KEY = "GITHUB_APP_PRIVATE_KEY"
+APP_KEY_MAX = 64 << 10  # an RSA key of 16384 bits is under 13 KiB of PEM
 
 
 def sandbox_env(manifest_env: list[str], isolation: str, extra: dict[str, str]) -> list[str]:
@@ -58,7 +68,8 @@ def sandbox_env(manifest_env: list[str], isolation: str, extra: dict[str, str]) 
 def sandbox_env_and_secrets(
     manifest_env: list[str], isolation: str, extra: dict[str, str]
 ) -> tuple[list[str], dict[str, str]]:
-    """sandbox_env without the secret variables, and those apart (for the secrets pipe)."""
+    """sandbox_env without the secret variables, and those apart (for the secrets pipe),
+    with the GitHub App's key read from its host file."""
     from launcher.hostlink import SECRET_NAMES
 
     env, secrets = [], {}
@@ -68,4 +79,32 @@ def sandbox_env_and_secrets(
             secrets[name] = value
         else:
             env.append(item)
+    secrets.update(github_app_key())
     return env, secrets
+
+
+def github_app_key() -> dict[str, str]:
+    """{GITHUB_APP_PRIVATE_KEY: PEM} from the host file GITHUB_APP_PRIVATE_KEY_FILE names,
+    or {} when it is unset; ConfigError if the file is not a PEM private key."""
+    path = os.environ.get(APP_KEY_FILE, "").strip()
+    if not path:
+        return {}
+    from launcher.errors import ConfigError
+    from launcher.hostfile import read_regular_file
+
+    fix = f"point {APP_KEY_FILE} at the App's private key, the .pem file GitHub generated"
+    pem = read_regular_file(APP_KEY_FILE, path, APP_KEY_MAX, fix)
+    if not is_pem_private_key(pem):
+        raise ConfigError(f"{APP_KEY_FILE}={path} holds no PEM private key", fix)
+    return {APP_KEY: os.fsdecode(pem)}
+
+
+def is_pem_private_key(data: bytes) -> bool:
+    """True if `data` has a -----BEGIN ... PRIVATE KEY----- line and its END line, and
+    no NUL byte (which the secrets pipe could not carry)."""
+    if b"\0" in data:
+        return False
+    lines = [line.strip() for line in data.splitlines()]
+    begins = [line[len(b"-----BEGIN ") :] for line in lines if line.startswith(b"-----BEGIN ")]
+    ends = {line[len(b"-----END ") :] for line in lines if line.startswith(b"-----END ")}
+    return any(label.endswith(b"PRIVATE KEY-----") and label in ends for label in begins)

@@ -17,6 +17,7 @@ from launcher import gateway_env, hostlink, network, ocispec, rundirs
 from launcher.cache.root import default_state_dir
 from launcher.cache.warm import Acquired, acquire
 from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
+from launcher.hostfile import read_regular_file
 from launcher.runtime import discover
 from launcher.supervise import supervise, supervise_with_network
 
@@ -59,9 +60,6 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             )
     slirp = network.slirp4netns() if stack else None
     forward = network.serve_forward(argv) if stack else None
-    dirs = rundirs.RunDirs.open(acquired.layout, runtime)
-    dirs.clean_stale(runtime)
-    run = dirs.new_run(runtime, fixed_container_id())
     extra = {
         "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
         "AUTO_REVIEW_LIFELINE_FD": str(
@@ -74,9 +72,13 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     }
     if forward:  # inside, the forwarded port arrives on the tap device's address
         extra["AR_GATEWAY_BIND"] = f"0.0.0.0:{forward[1]}"
+    # Before the run dir exists: a bad GITHUB_APP_PRIVATE_KEY_FILE leaves nothing behind.
     env, secrets = gateway_env.sandbox_env_and_secrets(
         acquired.manifest["process"]["env"], runtime.name, extra
     )
+    dirs = rundirs.RunDirs.open(acquired.layout, runtime)
+    dirs.clean_stale(runtime)
+    run = dirs.new_run(runtime, fixed_container_id())
     holder = gstack = None
     try:
         if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
@@ -252,44 +254,14 @@ def resolv_conf() -> str | None:
 CA_MAX = 16 << 20  # far above any real CA bundle (Debian's is about 200 KiB)
 
 
-def read_ca_file(path: str) -> bytes:
-    """The file at `path`, if it is a regular file (a symlink to one is fine) of at most
-    CA_MAX bytes: never a device, FIFO or socket, which could block or never end."""
-    fix = "point AUTO_REVIEW_CA_FILE at a PEM file"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"AUTO_REVIEW_CA_FILE={path} is not a regular file", fix)
-        if st.st_size > CA_MAX:
-            raise ConfigError(
-                f"AUTO_REVIEW_CA_FILE={path} is {st.st_size} bytes, over {CA_MAX >> 20} MiB", fix
-            )
-        chunks, size = [], 0
-        while size <= CA_MAX:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise ConfigError(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix) from None
-    finally:
-        os.close(fd)
-    if size > CA_MAX:  # it grew while read
-        raise ConfigError(f"AUTO_REVIEW_CA_FILE={path} is over {CA_MAX >> 20} MiB", fix)
-    return b"".join(chunks)
-
-
 def extra_ca() -> tuple[str, bytes] | None:
     """AUTO_REVIEW_CA_FILE, checked: (path, PEM bytes), or None when unset."""
     extra = os.environ.get("AUTO_REVIEW_CA_FILE", "").strip()
     if not extra:
         return None
-    pem = read_ca_file(extra)
+    pem = read_regular_file(
+        "AUTO_REVIEW_CA_FILE", extra, CA_MAX, "point AUTO_REVIEW_CA_FILE at a PEM file"
+    )
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise ConfigError(
             f"AUTO_REVIEW_CA_FILE={extra} holds no PEM certificate",

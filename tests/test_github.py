@@ -304,6 +304,34 @@ def test_settings_come_from_the_environment_or_the_state_dirs_file(tmp_path: Pat
     assert "from-file" not in repr(config)
 
 
+STATE_DIR_KEY = b"-----BEGIN PRIVATE KEY-----\nc3RhdGUtZGlyLWtleQ==\n-----END PRIVATE KEY-----\n"
+
+
+def test_an_app_key_in_the_environment_comes_before_any_file(
+    app_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    (tmp_path / "github-app.pem").write_bytes(STATE_DIR_KEY)
+    env = {"AUTO_REVIEW_STATE_DIR_INSIDE": str(tmp_path), "GITHUB_APP_ID": "42"}
+    assert github.load_config(env).private_key == STATE_DIR_KEY  # without it, as before
+    inline = pem(app_key).decode()  # what the launcher's secrets pipe puts in os.environ
+    for extra in ({}, {"GITHUB_APP_PRIVATE_KEY_FILE": "/nonexistent"}):
+        config = github.load_config({**env, **extra, "GITHUB_APP_PRIVATE_KEY": inline})
+        assert config.private_key == pem(app_key)
+        assert github_auth.AppAuth(config.app_id, config.private_key).jwt().count(".") == 2
+        assert "PRIVATE" not in repr(config) and inline.splitlines()[1] not in repr(config)
+
+
+def test_an_app_key_is_never_taken_from_the_settings_file(tmp_path: Path) -> None:
+    key_line = STATE_DIR_KEY.decode().replace("\n", "\\n")
+    (tmp_path / "github.env").write_text(f"GITHUB_APP_ID=42\nGITHUB_APP_PRIVATE_KEY={key_line}\n")
+    env = {"AUTO_REVIEW_STATE_DIR_INSIDE": str(tmp_path)}
+    assert github.configured(env) and "GITHUB_APP_PRIVATE_KEY" not in github.settings(env)
+    with pytest.raises(ReviewError) as exc:
+        github.load_config(env)
+    assert exc.value.exit_code == 6 and "github-app.pem" in str(exc.value)
+    assert "c3RhdGUtZGlyLWtleQ" not in str(exc.value)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

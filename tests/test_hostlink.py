@@ -1,5 +1,6 @@
 """The launcher's two fds into the sandbox, without a sandbox: the secrets pipe read back
-by the gateway's own reader, the lifeline ending a real gateway process at EOF, and the
+by the gateway's own reader (the GitHub App key read from its host file included, and
+hostile files refused), the lifeline ending a real gateway process at EOF, and the
 launcher's network decisions (which commands get the user-mode stack, what is forwarded)."""
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from launcher import gateway_env, hostlink, network, usernet
-from launcher.errors import ConfigError
+from launcher.errors import ConfigError, ExitCode
 
 sys.path.insert(0, str(ROOT / "payload" / "gateway"))
+from auto_review_gateway import github_config
 from auto_review_gateway import hostlink as inner
 
 
@@ -45,6 +49,97 @@ def test_the_secret_variables_leave_the_environment(monkeypatch: pytest.MonkeyPa
     assert "FORGEJO_BASE_URL=https://f" in env and "PATH=/usr/bin" in env
     assert not [item for item in env if item.split("=", 1)[0] in secrets]
     assert inner.SECRET_NAMES == hostlink.SECRET_NAMES  # the two sides agree
+
+
+@pytest.fixture(scope="module")
+def app_pem() -> bytes:
+    """A real GitHub App key, as GitHub hands it out (PKCS#1 PEM)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.fixture
+def no_host_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*hostlink.SECRET_NAMES, gateway_env.APP_KEY_FILE):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_app_key_file_is_sent_by_pipe_and_its_path_stays_out(
+    app_pem: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_host_secrets: None
+) -> None:
+    (tmp_path / "app.pem").write_bytes(app_pem)
+    (tmp_path / "link.pem").symlink_to(tmp_path / "app.pem")  # a symlink to a file is fine
+    monkeypatch.setenv("GITHUB_APP_ID", "42")
+    monkeypatch.setenv("GITHUB_APP_PRIVATE_KEY_FILE", str(tmp_path / "link.pem"))
+    env, secrets = gateway_env.sandbox_env_and_secrets(["PATH=/usr/bin"], "runc", {})
+    assert "GITHUB_APP_ID=42" in env
+    # what goes to config.json: neither the key nor the host path nor the variable's name
+    assert not [item for item in env if "PRIVATE" in item or str(tmp_path) in item]
+    received = inner.read_secrets(hostlink.write_secrets(secrets))  # the gateway's reader
+    assert received == {"GITHUB_APP_PRIVATE_KEY": app_pem.decode()}
+    state = tmp_path / "state"
+    state.mkdir()  # holds no github-app.pem: the key comes from the pipe alone
+    inside = {**received, "GITHUB_APP_ID": "42", "AUTO_REVIEW_STATE_DIR_INSIDE": str(state)}
+    assert github_config.load_config(inside).private_key == app_pem
+
+
+def test_without_the_app_key_file_no_key_is_sent(no_host_secrets: None) -> None:
+    assert gateway_env.sandbox_env_and_secrets([], "runc", {})[1] == {}
+
+
+HOSTILE_KEY_FILES = {
+    "fifo": "is not a regular file",
+    "dev-zero": "is not a regular file",
+    "link-to-dev-zero": "is not a regular file",
+    "directory": "is not a regular file",
+    "missing": "No such file or directory",
+    "over-64-KiB": "over 64 KiB",
+    "public-key": "holds no PEM private key",
+    "no-end-line": "holds no PEM private key",
+    "nul-byte": "holds no PEM private key",
+}
+
+
+def hostile_key_file(kind: str, tmp_path: Path, app_pem: bytes) -> Path:
+    """A GITHUB_APP_PRIVATE_KEY_FILE of `kind`; those with content hold `app_pem`'s body."""
+    path = tmp_path / f"{kind}.pem"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a blocking open would wait forever
+    elif kind == "dev-zero":
+        return Path("/dev/zero")
+    elif kind == "link-to-dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "over-64-KiB":
+        path.write_bytes(app_pem + b"\n" * ((65 << 10) - len(app_pem) + 1))
+    elif kind == "public-key":
+        body = b"".join(app_pem.splitlines(keepends=True)[1:-1])
+        path.write_bytes(b"-----BEGIN PUBLIC KEY-----\n" + body + b"-----END PUBLIC KEY-----\n")
+    elif kind == "no-end-line":
+        path.write_bytes(app_pem.rstrip().rsplit(b"\n", 1)[0])
+    elif kind == "nul-byte":
+        path.write_bytes(app_pem.replace(b"\n", b"\n\0", 1))
+    return path
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KEY_FILES)
+def test_hostile_app_key_files_are_one_line_config_errors(
+    kind: str, app_pem: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_host_secrets
+) -> None:
+    path = hostile_key_file(kind, tmp_path, app_pem)
+    monkeypatch.setenv("GITHUB_APP_PRIVATE_KEY_FILE", str(path))
+    with pytest.raises(ConfigError) as exc:
+        gateway_env.sandbox_env_and_secrets(["PATH=/usr/bin"], "runc", {})
+    line = exc.value.one_line()
+    assert exc.value.exit_code == ExitCode.CONFIG
+    assert f"GITHUB_APP_PRIVATE_KEY_FILE={path}" in line
+    assert HOSTILE_KEY_FILES[kind] in line and "\n" not in line
+    assert exc.value.fix and "GITHUB_APP_PRIVATE_KEY_FILE" in exc.value.fix
+    assert not [row for row in app_pem.splitlines()[1:-1] if row.decode() in line]
 
 
 def test_the_lifeline_ends_the_gateway_when_its_write_end_closes() -> None:

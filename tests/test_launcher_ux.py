@@ -69,6 +69,13 @@ def test_verbose_names_the_runtime_and_why(app: Path, tmp_path: Path) -> None:
     assert ("rootless" if os.geteuid() else "; root;") in result.stderr
 
 
+def test_help_names_the_host_files_the_launcher_reads(app: Path) -> None:
+    result = run_app(app, "--help")
+    assert result.returncode == 0
+    assert "AUTO_REVIEW_CA_FILE" in result.stdout
+    assert "GITHUB_APP_PRIVATE_KEY_FILE" in result.stdout
+
+
 def with_payload(app: Path, out: Path, payload: bytes) -> Path:
     """A copy of the single file with another payload, its digest and size in the manifest."""
     import hashlib

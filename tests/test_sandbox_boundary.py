@@ -1,7 +1,8 @@
 """The sandbox boundary, for real (runc root and rootless): the cache use lock never
 enters the container, the lifeline ends the gateway within 2 s of a SIGKILLed launcher,
-secrets reach the gateway by pipe and are on no disk and not in PID 1's environment,
-and the seccomp allowlist in the generated config is exactly the intended table."""
+secrets (the GitHub App key read from its host file too) reach the gateway by pipe and
+are on no disk and not in PID 1's environment, and the seccomp allowlist in the
+generated config is exactly the intended table."""
 
 # ruff: noqa: F811 - the shared fixtures are imported from sandboxrun, then named as parameters
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -109,13 +111,13 @@ def every_file(*roots: Path) -> list[Path]:
     return out
 
 
-def holding_secret(*roots: Path) -> list[str]:
+def holding_secret(*roots: Path, secrets: dict[str, str] = SECRETS) -> list[str]:
     found = []
     for path in every_file(*roots):
         if path.is_symlink() or not path.is_file():
             continue
         data = path.read_bytes()
-        found += [f"{path}: {k}" for k, v in SECRETS.items() if v.encode() in data]
+        found += [f"{path}: {k}" for k, v in secrets.items() if v.encode() in data]
     return found
 
 
@@ -165,6 +167,35 @@ def test_the_secrets_reach_the_gateway_by_pipe(runner: Runner) -> None:
     assert set(SECRETS) <= set(names)
     assert "AUTO_REVIEW_SECRETS_FD" not in names  # read, closed and forgotten
     assert not [v for v in SECRETS.values() if v in result.stdout + result.stderr]
+
+
+KEY_BODY = "YXBwLWtleS1ib3VuZGFyeS03YzQxZTI="  # stands in for a private key's base64
+
+
+def test_the_app_key_file_reaches_the_gateway_by_pipe_only(runner: Runner) -> None:
+    key = runner.home / "github-app.pem"  # on the host, outside the state dir
+    key.write_text(f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n-----END RSA PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    if runner.user:
+        shutil.chown(key, runner.user, runner.user)
+    env = runner.env(GITHUB_APP_ID="42", GITHUB_APP_PRIVATE_KEY_FILE=str(key))
+    result = runner.run("probe", "env", env=env)
+    names = result.stdout.split()
+    assert "GITHUB_APP_PRIVATE_KEY" in names and "GITHUB_APP_ID" in names
+    assert "GITHUB_APP_PRIVATE_KEY_FILE" not in names  # the host path stays out
+    assert KEY_BODY not in result.stdout + result.stderr
+    proc = runner.popen("probe", "sleep", "60", env=env)
+    try:
+        wait_line(proc, "ready")
+        run = run_dir_of(runner, proc)
+        config = (run / "config.json").read_text()
+        assert KEY_BODY not in config and str(key) not in config
+        environ = Path(f"/proc/{container_pid(runner, run.name)}/environ").read_bytes()
+        assert KEY_BODY.encode() not in environ and b"GITHUB_APP_PRIVATE_KEY" not in environ
+        assert holding_secret(runner.cache, runner.state, secrets={"key": KEY_BODY}) == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_the_seccomp_table_is_what_the_config_gets(runner: Runner) -> None:

@@ -1,8 +1,8 @@
 """Findings of the sandbox security review, for real (runc, the built single file): the
 gateway's memory is closed to its own uid, AUTO_REVIEW_STATE_DIR takes over no dir
 of someone else's, planted entries in the runs dir are removed without following
-them, AUTO_REVIEW_CA_FILE is read bounded, and a path in AUTO_REVIEW_RUNTIME must be
-an OCI runtime."""
+them, AUTO_REVIEW_CA_FILE and GITHUB_APP_PRIVATE_KEY_FILE are read bounded, and a path
+in AUTO_REVIEW_RUNTIME must be an OCI runtime."""
 
 # ruff: noqa: F811 - the shared fixtures are imported from sandboxrun, then named as parameters
 from __future__ import annotations
@@ -160,6 +160,33 @@ def test_ca_file_is_read_bounded(root_runner: Runner, tmp_path: Path, bare: bool
         env = root_runner.env(AUTO_REVIEW_CA_FILE=str(path))
         line = one_line_error(root_runner.run(*args, env=env, timeout=60), 78)
         assert f"AUTO_REVIEW_CA_FILE={path}" in line
+
+
+KEY_BODY = "a2V5LWJvZHktaGFyZGVuaW5nLTNmOWE="  # stands in for a private key's base64
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["sandbox", "bare"])
+def test_app_key_file_is_read_bounded_and_never_shown(
+    root_runner: Runner, tmp_path: Path, bare: bool
+) -> None:
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    with open(big, "w") as fh:
+        fh.write(f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n-----END RSA PRIVATE KEY-----\n")
+        fh.truncate(65 << 10)
+    cut = tmp_path / "cut.pem"  # a copy that lost its END line
+    cut.write_text(f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n")
+    args = ["--bare", "probe", "exit", "0"] if bare else ["probe", "exit", "0"]
+    runs = root_runner.cache / "v1" / "run" / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    for path in (fifo, "/dev/zero", big, cut):
+        env = root_runner.env(GITHUB_APP_PRIVATE_KEY_FILE=str(path))
+        result = root_runner.run(*args, env=env, timeout=60)
+        line = one_line_error(result, 78)
+        assert f"GITHUB_APP_PRIVATE_KEY_FILE={path}" in line
+        assert KEY_BODY not in result.stdout + result.stderr
+    assert (set(runs.iterdir()) if runs.is_dir() else set()) == before  # no run dir left
 
 
 def test_a_runtime_path_must_be_an_oci_runtime(root_runner: Runner) -> None:

@@ -1,11 +1,19 @@
 """The GitHub settings: where GitHub is and who the gateway is there (:class:`GitHubConfig`).
 
 Settings (:func:`load_config`): ``GITHUB_API_URL`` (default ``https://api.github.com``;
-GHES ``https://HOST/api/v3``), and ``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` with
-``GITHUB_APP_PRIVATE_KEY_FILE`` (default ``<state dir>/github-app.pem``, the one host
-directory the sandbox sees). Names missing from the environment are read from
-``<state dir>/github.env`` (``NAME=value`` lines), which is how settings reach a gateway
-run by a launcher that passes only its own allowlist of variables.
+GHES ``https://HOST/api/v3``), and ``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` with the App's
+private key (:func:`app_private_key`): ``GITHUB_APP_PRIVATE_KEY``, the PEM itself, which
+the launcher reads from the host file ``GITHUB_APP_PRIVATE_KEY_FILE`` names and sends by
+the secrets pipe (the host path never enters the sandbox); else the file
+``GITHUB_APP_PRIVATE_KEY_FILE`` names where the gateway runs (a gateway started without
+the launcher, as in the container image); else ``<state dir>/github-app.pem``.
+
+Names missing from the environment are read from ``<state dir>/github.env``
+(``NAME=value`` lines), which is how settings reach a gateway run by a launcher that
+passes only its own allowlist of variables. Only the names in :data:`NAMES` are taken
+from it, and ``GITHUB_APP_PRIVATE_KEY`` is not one: a key belongs in no file the
+sandboxed gateway can write. (``GITHUB_TOKEN`` still is, as existing setups keep it
+there; the launcher's secrets pipe is the better way for it too.)
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from auto_review_gateway.model import EXIT_CONFIG, ReviewError
 DEFAULT_API_URL = "https://api.github.com"
 SETTINGS_FILE = "github.env"
 KEY_FILE = "github-app.pem"
+KEY_VARIABLE = "GITHUB_APP_PRIVATE_KEY"  # the PEM itself: from the environment only
+KEY_MAX = 64 * 1024
 NAMES = (
     "GITHUB_API_URL",
     "GITHUB_TOKEN",
@@ -127,17 +137,27 @@ def load_config(env: Mapping[str, str] | None = None) -> GitHubConfig:
         return GitHubConfig(api, static_token=token, min_association=association)
     if not app_id.isdigit():
         raise ReviewError("GITHUB_APP_ID must be the App's numeric id", EXIT_CONFIG)
+    pem = app_private_key(env, found)
+    return GitHubConfig(api, app_id=app_id, private_key=pem, min_association=association)
+
+
+def app_private_key(env: Mapping[str, str], found: Mapping[str, str]) -> bytes:
+    """The App's PEM: ``GITHUB_APP_PRIVATE_KEY`` from ``env`` (where the secrets pipe puts
+    it), else the file ``GITHUB_APP_PRIVATE_KEY_FILE`` (in ``found``, the settings) names,
+    else ``<state dir>/github-app.pem``; ReviewError(EXIT_CONFIG) naming the file."""
+    inline = env.get(KEY_VARIABLE, "")
+    if inline.strip():
+        return os.fsencode(inline)
     key_file = found.get("GITHUB_APP_PRIVATE_KEY_FILE") or os.path.join(
         names.state_dir(env), KEY_FILE
     )
     try:
         with open(key_file, "rb") as fh:
-            pem = fh.read(64 * 1024)
+            return fh.read(KEY_MAX)
     except OSError as exc:
         raise ReviewError(
             f"GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}", EXIT_CONFIG
         ) from None
-    return GitHubConfig(api, app_id=app_id, private_key=pem, min_association=association)
 
 
 # author_association values, most trusted first (GitHub's "author-association" schema)

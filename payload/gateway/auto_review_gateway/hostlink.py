@@ -31,6 +31,7 @@ SECRET_NAMES = (
     "AR_CI_REVIEW_TOKEN",
     "LLM_API_KEY",
     "GITHUB_TOKEN",
+    "GITHUB_APP_PRIVATE_KEY",  # the content of the host's GITHUB_APP_PRIVATE_KEY_FILE
 )
 
 
