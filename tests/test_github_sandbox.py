@@ -2,7 +2,8 @@
 ``pull_request`` webhooks on ``/webhooks/github`` in, reviews with inline comments and
 commit statuses out to the loopback GitHub stand-in (GHES-shaped, ``/api/v3``, over
 verified TLS), the repository cloned over HTTPS from the stand-in's git endpoint with
-the token as ``x-access-token``."""
+the token as ``x-access-token``: a static token, or an installation token the gateway
+mints as a GitHub App (its JWT signed by the rootfs's cryptography)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import pytest
 from conftest import HOST_PYTHON, needs_root
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fake_github import FakeGitHub
 from gitserver import commit, make_ca, make_repo
 
@@ -34,6 +37,8 @@ pytestmark = needs_root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 SECRET = "github-webhook-secret-for-tests"
 TOKEN = "ghp_" + "s" * 36
+APP_ID = 4242
+APP_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def free_port() -> int:
@@ -50,33 +55,45 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     git_dir = base / "repos" / "acme" / "demo.git"
     make_repo(git_dir, {"app.py": "x = 1\ny = 2\n"}, "base")
     heads = {}
-    for name, content in (("clean", "x = 1   \ny = 2\n"), ("broken", "<<<<<<< HEAD\ny = 2\n")):
+    changes = (
+        ("clean", "x = 1   \ny = 2\n"),
+        ("broken", "<<<<<<< HEAD\ny = 2\n"),
+        ("app", "x = 1\ny = 2  \n"),
+    )
+    for name, content in changes:
         subprocess.run(["git", "--git-dir", str(git_dir), "branch", name, "main"], check=True)
         heads[name] = commit(git_dir, {"app.py": content}, name, branch=name)
     subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certs.server_cert, certs.server_key)
-    with FakeGitHub(ssl_context=context, tokens=(TOKEN,), git_root=base / "repos") as hub:
+    with FakeGitHub(
+        ssl_context=context,
+        tokens=(TOKEN,),
+        app_id=APP_ID,
+        app_key=APP_KEY,
+        git_root=base / "repos",
+    ) as hub:
+        hub.install("acme", "demo")
         hub.set_pull("acme", "demo", 1, heads["clean"])
         hub.set_pull("acme", "demo", 2, heads["broken"])
+        hub.set_pull("acme", "demo", 3, heads["app"])
         yield {"hub": hub, "heads": heads, "ca": certs.ca_cert, "home": base / "home"}
     shutil.rmtree(base, ignore_errors=True)
 
 
 class Gateway:
-    """`auto-review serve` through the launcher; the GitHub settings in the state dir's
-    github.env (the launcher passes only its allowlist of variables)."""
+    """`auto-review serve` through the launcher, with `settings` in its environment (the
+    launcher's allowlist passes the GitHub ones) and a state dir of its own."""
 
-    def __init__(self, app: Path, world: dict) -> None:
+    def __init__(self, app: Path, world: dict, name: str, settings: dict[str, str]) -> None:
         self.port = free_port()
         home: Path = world["home"]
-        state = home / "state"
-        state.mkdir(parents=True, mode=0o700, exist_ok=True)
-        settings = f"GITHUB_API_URL={world['hub'].api_url}\nGITHUB_TOKEN={TOKEN}\n"
-        (state / "github.env").write_text(settings)
-        os.chmod(state / "github.env", 0o644)
+        self.state = state = home / f"state-{name}"
+        state.mkdir(parents=True, mode=0o700)
         os.chown(state, 10001, 10001)  # as an operator installs it: the gateway user's
         env = {
+            **settings,
+            "GITHUB_API_URL": world["hub"].api_url,
             "PATH": os.environ["PATH"],
             "HOME": str(home),
             "AUTO_REVIEW_CACHE_DIR": str(home / "cache"),
@@ -175,7 +192,7 @@ def test_github_webhooks_get_reviews_with_inline_comments_and_statuses(
     hub: FakeGitHub = world["hub"]
     clean, broken = world["heads"]["clean"], world["heads"]["broken"]
     hub.fail("status", 429, headers={"retry-after": "0"})  # the first status: rate limited
-    gw = Gateway(app, world)
+    gw = Gateway(app, world, "token", {"GITHUB_TOKEN": TOKEN})
     try:
         assert gw.deliver("ping", {"zen": "Keep it logically awesome."}) == (200, {"pong": True})
         bad, _ = gw.deliver("pull_request", pr_event(hub, "opened", 1, clean), secret="wrong")
@@ -209,28 +226,48 @@ def test_github_webhooks_get_reviews_with_inline_comments_and_statuses(
         assert gw.stop() in (0, 143)
 
 
-def test_app_auth_without_cryptography_in_the_sandbox_is_a_one_line_config_error(
-    app: Path, tmp_path: Path
+def test_github_app_mints_an_installation_token_in_the_sandbox(
+    app: Path, world: dict, tmp_path: Path
 ) -> None:
-    # The single file does not ship cryptography yet (docs/GATEWAY.md, "GitHub"): an App
-    # is refused at start, with the fix, not with a traceback at the first webhook.
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    (state / "github.env").write_text("GITHUB_APP_ID=4242\n")
-    (state / "github-app.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
-    for name in ("github.env", "github-app.pem"):
-        os.chmod(state / name, 0o644)
-    os.chown(state, 10001, 10001)  # as an operator installs it: the gateway user's
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "AUTO_REVIEW_CACHE_DIR": str(tmp_path / "cache"),
-        "AUTO_REVIEW_STATE_DIR": str(state),
-        "WEBHOOK_SECRET": SECRET,
-    }
-    proc = subprocess.run(
-        [HOST_PYTHON, str(app), "serve"], env=env, capture_output=True, text=True, timeout=120
+    # The App's key stays a host file only root can read: the launcher hands its content
+    # to the gateway through the secrets pipe, and the rootfs's cryptography signs the JWT.
+    hub: FakeGitHub = world["hub"]
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(
+        APP_KEY.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
-    assert proc.returncode == 6, proc.stderr
-    [line] = proc.stderr.strip().splitlines()
-    assert "cryptography" in line and "GITHUB_TOKEN" in line
+    os.chmod(pem, 0o600)
+    head = world["heads"]["app"]
+    earlier = len(hub.requests)  # the module's other test shares the stand-in
+    gw = Gateway(
+        app,
+        world,
+        "app",
+        {"GITHUB_APP_ID": str(APP_ID), "GITHUB_APP_PRIVATE_KEY_FILE": str(pem)},
+    )
+    try:
+        status, answer = gw.deliver("pull_request", pr_event(hub, "opened", 3, head))
+        assert status == 202, answer
+        assert wait_final(hub, head) == ["pending", "success"], "".join(gw.errors)[-2000:]
+        mints = hub.of_kind("mint")
+        assert mints and all(r.status == 201 for r in mints), [r.status for r in mints]
+        assert mints[0].json == {"repositories": ["demo"]}
+        [token] = hub.minted  # one installation token, cached for the whole job
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        ours = hub.requests[earlier:]
+        fetches = [r for r in ours if r.kind == "git" and r.headers.get("authorization")]
+        assert fetches and all(r.headers["authorization"] == f"Basic {basic}" for r in fetches)
+        [review] = hub.reviews("acme", "demo", 3)
+        assert review["commit_id"] == head
+        assert [(c["path"], c["line"]) for c in review["comments"]] == [("app.py", 2)]
+        posted = [r for r in ours if r.kind in ("review", "status")]
+        assert {r.headers["authorization"].split(" ", 1)[1] for r in posted} == {token}
+    finally:
+        assert gw.stop() in (0, 143)
+    key = pem.read_bytes().split(b"\n")[1]  # a line of the key's base64
+    stored = [p.read_bytes() for p in gw.state.rglob("*") if p.is_file()]
+    assert stored and not any(key in data for data in stored)  # never written to disk
