@@ -1,5 +1,11 @@
 """``review``: review the change from a base to a head commit once, print it, maybe post it.
 
+``--post --pr OWNER/REPO#N`` posts it to the pull request: on GitHub when GitHub is
+configured (``GITHUB_TOKEN`` or ``GITHUB_APP_ID``, see :mod:`github_config`), else on
+Forgejo (``FORGEJO_BASE_URL``, ``AR_FORGEJO_TOKEN``). Either way the commit status is
+pending before the review runs, then the review (inline comments on diff lines) and
+status success or failure; a reviewer that fails leaves status error.
+
 Exit status: 0 when the review ran (whatever it found), else the EXIT_* code of
 the failure (see model.py): 2 usage, 3 could not clone or read the repository,
 4 bad ref, 5 reviewer failed, 6 bad .auto_review.yaml or environment, 7 posting
@@ -15,7 +21,7 @@ import sys
 # heavier imports (tempfile, shutil, the pipeline) inside the functions.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from auto_review_gateway.forgejo import Publication
+    from auto_review_gateway import forgejo, github_worker
     from auto_review_gateway.gitrepo import Repo
 
 NAME = "review"
@@ -54,7 +60,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--post",
         action="store_true",
-        help="post the review to the pull request (FORGEJO_BASE_URL, AR_FORGEJO_TOKEN)",
+        help="post the review to the pull request: on GitHub if GITHUB_TOKEN or "
+        "GITHUB_APP_ID is set, else on Forgejo (FORGEJO_BASE_URL, AR_FORGEJO_TOKEN)",
     )
     parser.add_argument("--pr", metavar="OWNER/REPO#N", help="the pull request to post to")
 
@@ -113,13 +120,19 @@ def _review_repo(repo: Repo, args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_post(pr: str | None, head: str) -> Publication:
-    """Check --pr and the forge settings, and set the pending status, before reviewing."""
-    from auto_review_gateway import forgejo
+def _start_post(pr: str | None, head: str) -> forgejo.Publication | github_worker.Publication:
+    """Check --pr and the forge settings, and set the pending status, before reviewing:
+    on GitHub when it is configured, else on Forgejo."""
+    from auto_review_gateway import forgejo, github_config
     from auto_review_gateway.model import EXIT_USAGE, ReviewError
 
     if not pr:
         raise ReviewError("--post needs --pr OWNER/REPO#N", EXIT_USAGE)
+    if github_config.configured():
+        from auto_review_gateway import github, github_worker
+
+        gh = github.GitHub(github_config.load_config())
+        return github_worker.Publication(pr, head, gh)
     config = forgejo.load_config()
     if config.warning():
         print(f"auto-review: {config.warning()}", file=sys.stderr, flush=True)
