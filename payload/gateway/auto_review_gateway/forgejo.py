@@ -266,6 +266,10 @@ class ForgeClient(Protocol):
         """Post ``review`` once (see :func:`post_review`)."""
         ...
 
+    def secrets(self) -> list[str]:
+        """The tokens no message may carry."""
+        ...
+
 
 class Forgejo:
     """:class:`ForgeClient` over Forgejo/Gitea's API (see the module doc)."""
@@ -302,6 +306,10 @@ class Forgejo:
     def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
         """``repoCreateStatus`` (retried: setting a status twice is harmless)."""
         set_status(owner, repo, sha, state, description, config=self.config)
+
+    def secrets(self) -> list[str]:
+        """The forge token, to redact from messages."""
+        return [self.config.token] if self.config.token else []
 
     def _my_id(self) -> int | None:
         """The bot's user id (``userGetCurrent``), cached; None if the forge will not say."""
@@ -368,62 +376,13 @@ class Forgejo:
         return once() if self.retry is None else self.retry().call(once)
 
 
-class Publication:
-    """One pull request's review on its way to the forge: the status is pending from
-    construction, then finish() posts the review and its final status, or error() marks
-    the run as failed. A bad ``pr`` (EXIT_USAGE) or missing settings (EXIT_CONFIG) are
-    found before anything is sent."""
-
-    def __init__(
-        self, pr: str, sha: str, *, config: ForgejoConfig | None = None, key: str | None = None
-    ) -> None:
-        self.owner, self.repo, self.index = parse_pr(pr)
-        self.config = load_config() if config is None else config
-        self.sha = sha
-        self.key = key
-        try:
-            self._status("pending", "auto-review is reviewing")
-        except ReviewError as exc:
-            self.error("auto-review could not post its review")
-            raise self._failure(exc) from None
-
-    def _failure(self, exc: ReviewError) -> httpjson.HttpError:
-        """``exc`` as a posting failure on this PR, keeping whether it is transient."""
-        return httpjson.HttpError(
-            f"posting the review to {self._name()} failed: {exc}",
-            EXIT_POST,
-            getattr(exc, "status", None),
-            transient=getattr(exc, "transient", True),
-        )
-
-    def _name(self) -> str:
-        return f"{self.owner}/{self.repo}#{self.index}"
-
-    def _status(self, state: str, description: str) -> None:
-        set_status(self.owner, self.repo, self.sha, state, description, config=self.config)
-
-    def finish(self, review: Review) -> None:
-        """Post the review, then status success (verdict pass/warn) or failure (fail)."""
-        try:
-            post_review(self.owner, self.repo, self.index, review, config=self.config, key=self.key)
-            final = "failure" if review.verdict == "fail" else "success"
-            self._status(final, review.summary)
-        except ReviewError as exc:
-            self.error("auto-review could not post its review")
-            raise self._failure(exc) from None
-
-    def error(self, description: str) -> None:
-        """Status error, best effort: the failure that led here is the one to report."""
-        try:
-            self._status("error", description)
-        except ReviewError:
-            pass
-
-
 def publish(review: Review, pr: str, *, config: ForgejoConfig | None = None) -> None:
     """Post ``review`` to ``pr`` (``OWNER/REPO#N``): status pending, the review, then status
     success (verdict pass/warn) or failure (verdict fail); error if posting fails."""
-    Publication(pr, review.head, config=config).finish(review)
+    from auto_review_gateway.publication import Publication
+
+    config = load_config() if config is None else config
+    Publication(pr, review.head, Forgejo(config)).finish(review)
 
 
 __all__ = [
@@ -434,7 +393,6 @@ __all__ = [
     "ForgeClient",
     "Forgejo",
     "ForgejoConfig",
-    "Publication",
     "PullInfo",
     "load_config",
     "parse_pr",

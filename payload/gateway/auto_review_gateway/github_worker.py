@@ -1,8 +1,8 @@
 """The review job for a GitHub forge: :func:`run_github_job`, the counterpart of
 :func:`worker.run_review_job` (same order: status pending, fetch, pipeline, review,
 final status; error status on failure; the run's marker keeps a retried job from
-posting twice). Its statuses and review go through :class:`Publication`, which
-``review --post`` uses too when GitHub is configured.
+posting twice). Its statuses and review go through :class:`publication.Publication`,
+as the Forgejo job's do.
 
 Fetching: a clone URL under the GitHub web root (``github.com``, or the GHES host) gets
 the token (the installation token for an App) as ``Authorization: Basic`` of
@@ -21,9 +21,10 @@ import sys
 import tempfile
 import threading
 
-from auto_review_gateway import forgejo, github, gitrepo, httpjson, worker
+from auto_review_gateway import github, gitrepo, worker
 from auto_review_gateway.jobspec import Job, JobRequest
-from auto_review_gateway.model import EXIT_CLONE, EXIT_POST, Review, ReviewError
+from auto_review_gateway.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.publication import Publication
 from auto_review_gateway.retry import Retry
 
 _clients: dict[github.GitHubConfig, github.GitHub] = {}
@@ -87,60 +88,6 @@ def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> 
         return pipeline.review_repo(repo, pipeline.DEFAULT_MAX_DIFF_BYTES)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-class Publication:
-    """One pull request's review on its way to GitHub, as :class:`forgejo.Publication`
-    on Forgejo: the status is pending from construction, then finish() posts the review
-    (inline comments on diff lines only, see :meth:`github.GitHub.review_body`) and its
-    final status, or error() marks the run as failed. A bad ``pr`` (EXIT_USAGE) is found
-    before anything is sent; no message carries a token."""
-
-    def __init__(self, pr: str, sha: str, gh: github.GitHub, *, key: str | None = None) -> None:
-        self.owner, self.repo, self.index = forgejo.parse_pr(pr)
-        self.gh = gh
-        self.sha = sha
-        self.key = key
-        try:
-            self._status("pending", "auto-review is reviewing")
-        except ReviewError as exc:
-            self.error("auto-review could not post its review")
-            raise self._failure(exc) from None
-
-    def _redact(self, text: str) -> str:
-        for secret in self.gh.secrets():
-            text = text.replace(secret, "***")
-        return text
-
-    def _failure(self, exc: ReviewError) -> httpjson.HttpError:
-        """``exc`` as a posting failure on this PR, keeping whether it is transient."""
-        where = f"{self.owner}/{self.repo}#{self.index}"
-        return httpjson.HttpError(
-            self._redact(f"posting the review to {where} failed: {exc}"),
-            EXIT_POST,
-            getattr(exc, "status", None),
-            transient=getattr(exc, "transient", True),
-        )
-
-    def _status(self, state: str, description: str) -> None:
-        self.gh.set_status(self.owner, self.repo, self.sha, state, self._redact(description))
-
-    def finish(self, review: Review) -> None:
-        """Post the review, then status success (verdict pass/warn) or failure (fail)."""
-        try:
-            self.gh.post_review(self.owner, self.repo, self.index, review, key=self.key)
-            final = "failure" if review.verdict == "fail" else "success"
-            self._status(final, review.summary)
-        except ReviewError as exc:
-            self.error("auto-review could not post its review")
-            raise self._failure(exc) from None
-
-    def error(self, description: str) -> None:
-        """Status error, best effort: the failure that led here is the one to report."""
-        try:
-            self._status("error", description)
-        except ReviewError:
-            pass
 
 
 def run_github_job(job: Job) -> None:

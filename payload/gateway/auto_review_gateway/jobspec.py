@@ -31,7 +31,7 @@ class JobRequest:
 
     @property
     def pr(self) -> str:
-        """``OWNER/REPO#N``, as forgejo.Publication wants it."""
+        """``OWNER/REPO#N``, as publication.Publication wants it."""
         return f"{self.owner}/{self.repo}#{self.pr_number}"
 
 

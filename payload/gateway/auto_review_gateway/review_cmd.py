@@ -21,8 +21,8 @@ import sys
 # heavier imports (tempfile, shutil, the pipeline) inside the functions.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from auto_review_gateway import forgejo, github_worker
     from auto_review_gateway.gitrepo import Repo
+    from auto_review_gateway.publication import Publication
 
 NAME = "review"
 HELP = "review the change between two commits of a repository and print the result"
@@ -120,20 +120,20 @@ def _review_repo(repo: Repo, args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_post(pr: str | None, head: str) -> forgejo.Publication | github_worker.Publication:
+def _start_post(pr: str | None, head: str) -> Publication:
     """Check --pr and the forge settings, and set the pending status, before reviewing:
     on GitHub when it is configured, else on Forgejo."""
     from auto_review_gateway import forgejo, github_config
     from auto_review_gateway.model import EXIT_USAGE, ReviewError
+    from auto_review_gateway.publication import Publication
 
     if not pr:
         raise ReviewError("--post needs --pr OWNER/REPO#N", EXIT_USAGE)
     if github_config.configured():
-        from auto_review_gateway import github, github_worker
+        from auto_review_gateway import github
 
-        gh = github.GitHub(github_config.load_config())
-        return github_worker.Publication(pr, head, gh)
+        return Publication(pr, head, github.GitHub(github_config.load_config()))
     config = forgejo.load_config()
     if config.warning():
         print(f"auto-review: {config.warning()}", file=sys.stderr, flush=True)
-    return forgejo.Publication(pr, head, config=config)
+    return Publication(pr, head, forgejo.Forgejo(config))

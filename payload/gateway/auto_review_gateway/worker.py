@@ -39,6 +39,7 @@ import urllib.parse
 from auto_review_gateway import forgejo, gitrepo
 from auto_review_gateway.jobspec import Job, JobRequest
 from auto_review_gateway.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.publication import Publication
 
 STATUS_DESCRIPTION_CHARS = 100
 _CONFIG_UNSAFE = frozenset('"\\\n\r\0')
@@ -181,8 +182,8 @@ def run_review_job(job: Job) -> None:
         print(f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
               file=sys.stderr, flush=True)  # fmt: skip
         return
-    publication = forgejo.Publication(
-        req.pr, req.head_sha, config=config, key=f"job-{job.id}"
+    publication = Publication(
+        req.pr, req.head_sha, forgejo.Forgejo(config), key=f"job-{job.id}"
     )  # status pending
     try:
         review = review_request(req, config)
