@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildsys.recipe import BuildError, Recipe
+from buildsys.target import run_python
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,15 +80,10 @@ def locate_native(python: str, recipe: Recipe) -> NativeSet:
     if not names:
         return NativeSet()
     site_dirs = json.dumps(section.get("site_dirs", []))
-    proc = subprocess.run(
-        [python, "-I", "-S", "-c", LOCATE, json.dumps(names), site_dirs],
-        capture_output=True,
-        text=True,
-        check=False,
+    output = run_python(
+        python, LOCATE, json.dumps(names), site_dirs, what="locating native packages"
     )
-    if proc.returncode != 0:
-        raise BuildError(f"locating native packages with {python} failed: {proc.stderr[-300:]}")
-    result = json.loads(proc.stdout)
+    result = json.loads(output)
     native = NativeSet()
     for name in names:
         if name not in result["found"]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from buildsys.native import NativeSet, add_native, check_native_closure, locate_native
-from buildsys.recipe import BuildError, Recipe
+from buildsys.recipe import Recipe
+from buildsys.target import run_python
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,20 +41,16 @@ def scan_python_modules(
     Returns {module file (host path): stdlib dir it lives under}.
     """
     section = recipe.section("python")
-    proc = subprocess.run(
-        [
-            *(python, "-I", "-S", "-c", MODULE_SCAN, str(gateway)),
-            json.dumps(section.get("extra", []) + native.modules),
-            json.dumps(section.get("exclude", [])),
-            json.dumps(native.site_dirs),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    output = run_python(
+        python,
+        MODULE_SCAN,
+        str(gateway),
+        json.dumps(section.get("extra", []) + native.modules),
+        json.dumps(section.get("exclude", [])),
+        json.dumps(native.site_dirs),
+        what="module scan",
     )
-    if proc.returncode != 0:
-        raise BuildError(f"module scan with {python} failed: {proc.stderr.strip()[-300:]}")
-    result = json.loads(proc.stdout)
+    result = json.loads(output)
     check_native_closure(native, result["modules"])
     stdlib_dirs = [Path(p) for p in result["stdlib"] if p]
     files: dict[str, Path] = {}
@@ -83,25 +79,13 @@ def compile_pycs(python: str, jobs: list[tuple[str, str, str]]) -> None:
     """
     if not jobs:
         return
-    proc = subprocess.run(
-        [python, "-I", "-S", "-c", COMPILE],
-        input=json.dumps(jobs),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise BuildError(f"byte-compiling with {python} failed: {proc.stderr.strip()[-300:]}")
+    run_python(python, COMPILE, stdin=json.dumps(jobs), what="byte-compiling")
 
 
 def python_tag(python: str) -> str:
     """The cache tag of the target interpreter, e.g. cpython-311."""
-    return subprocess.run(
-        [python, "-I", "-S", "-c", "import sys; print(sys.implementation.cache_tag)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    code = "import sys; print(sys.implementation.cache_tag)"
+    return run_python(python, code, what="asking the cache tag").strip()
 
 
 def add_python(stage: Stage, python: str, recipe: Recipe, gateway: Path) -> int:
