@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildsys.recipe import BuildError, Recipe
-from buildsys.target import run_python
+from buildsys.target import run_python, ship_modules
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -109,19 +109,9 @@ def locate_native(python: str, recipe: Recipe) -> NativeSet:
 def add_native(stage: Stage, python: str, recipe: Recipe, native: NativeSet) -> int:
     """Ship the native packages at their host paths (.py as sourceless .pyc; extension
     modules join the ELF closure) and the .pth naming their site dirs."""
-    from buildsys.stdlib import compile_pycs
-
     if not native.files:
         return 0
-    jobs = []
-    for file in native.files:
-        if file.endswith(".py"):
-            parent = stage.add_host_path(os.path.dirname(file))
-            inroot = f"{parent}/{os.path.basename(file)}"
-            jobs.append((file, str(stage.root / (inroot.lstrip("/") + "c")), inroot))
-        else:
-            stage.add_host_path(file)
-    compile_pycs(python, jobs)
+    ship_modules(stage, python, native.files)
     site = recipe.section("python")["native_site"]
     # each site dir as the rootfs spells it (symlinks on the way are reproduced)
     lines = [stage.add_host_path(d) for d in native.site_dirs]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from buildsys.elf import find_library, is_elf, read_elf, resolve_in_root
 from buildsys.recipe import PAYLOAD, BuildError, Recipe, pinned_requirements
-from buildsys.stdlib import add_python, compile_pycs, python_tag
+from buildsys.stdlib import add_python, python_tag
+from buildsys.target import compile_pycs
 from buildsys.wheels import fetch_wheel
 from buildsys.zipapp import write_zip
 

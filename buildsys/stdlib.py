@@ -4,12 +4,11 @@ target interpreter itself."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from buildsys.native import NativeSet, add_native, check_native_closure, locate_native
 from buildsys.recipe import Recipe
-from buildsys.target import run_python
+from buildsys.target import run_python, ship_modules
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,25 +62,6 @@ def scan_python_modules(
     return files
 
 
-COMPILE = r"""
-import json, py_compile, sys
-for src, cfile, dfile in json.load(sys.stdin):
-    py_compile.compile(src, cfile=cfile, dfile=dfile, doraise=True,
-                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-"""
-
-
-def compile_pycs(python: str, jobs: list[tuple[str, str, str]]) -> None:
-    """Compile (source, pyc path, displayed path) triples with the target interpreter.
-
-    Unchecked-hash pycs carry no timestamps (reproducible) and are never rewritten:
-    the root is read-only in the sandbox.
-    """
-    if not jobs:
-        return
-    run_python(python, COMPILE, stdin=json.dumps(jobs), what="byte-compiling")
-
-
 def python_tag(python: str) -> str:
     """The cache tag of the target interpreter, e.g. cpython-311."""
     code = "import sys; print(sys.implementation.cache_tag)"
@@ -97,15 +77,7 @@ def add_python(stage: Stage, python: str, recipe: Recipe, gateway: Path) -> int:
     landmark and imports it without a source. Tracebacks keep file and line; the
     sources would add 0.5 MB to the single file.
     """
-    jobs = []
     native = locate_native(python, recipe)
     modules = scan_python_modules(python, gateway, recipe, native)
-    for file in sorted(modules):
-        if file.endswith(".py"):
-            parent = stage.add_host_path(os.path.dirname(file))
-            inroot = f"{parent}/{os.path.basename(file)}"
-            jobs.append((file, str(stage.root / (inroot.lstrip("/") + "c")), inroot))
-        else:
-            stage.add_host_path(file)
-    compile_pycs(python, jobs)
+    ship_modules(stage, python, sorted(modules))
     return len(modules) + add_native(stage, python, recipe, native)
