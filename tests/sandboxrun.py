@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +127,39 @@ def run_dir_of(runner: Runner, launcher: subprocess.Popen) -> Path:
     path = runner.cache / "v1" / "run" / "runs" / f"auto-review-{launcher.pid}"
     assert (path / "config.json").is_file(), f"no config.json in {path}"
     return path
+
+
+class Serving:
+    """`auto-review serve` started through the launcher as a service manager would,
+    with exactly `env`; returns once it printed its ready line. Its stderr is kept in
+    `errors` (read by a thread, so the pipe never fills)."""
+
+    def __init__(self, app: Path, env: dict[str, str], timeout: float = 120) -> None:
+        self.proc = subprocess.Popen(
+            [HOST_PYTHON, str(app), "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.errors: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()  # each line is an event: no polling
+            if "serving on" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                raise AssertionError(f"serve exited: {''.join(self.errors)[-2000:]}")
+        raise AssertionError("serve never said it was serving")
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.errors.append(line)
+
+    def stop(self) -> int:
+        """SIGTERM, then its exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root
+from hostile import fifo_and_oversized
 
 GATEWAY_SOURCE = Path(__file__).resolve().parent.parent / "payload" / "gateway"
 HOST_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -228,12 +229,7 @@ def test_probe_abi_runs_the_i386_abi_outside_a_sandbox(gateway_pyz: Path) -> Non
 
 def test_the_gateway_reads_the_ca_file_bounded(gateway_pyz: Path, tmp_path: Path) -> None:
     # The container image has no launcher: the gateway reads AUTO_REVIEW_CA_FILE itself.
-    fifo = tmp_path / "ca.fifo"
-    os.mkfifo(fifo)
-    big = tmp_path / "big.pem"
-    with open(big, "wb") as fh:
-        fh.write(b"-----BEGIN CERTIFICATE-----\n")
-        fh.truncate(17 << 20)
+    fifo, big = fifo_and_oversized(tmp_path, b"-----BEGIN CERTIFICATE-----\n", 17 << 20)
     for path in ("/dev/zero", fifo, big):
         result = gateway(gateway_pyz, "probe", "exit", "0", env={"AUTO_REVIEW_CA_FILE": str(path)})
         assert result.returncode == 78, result.stderr

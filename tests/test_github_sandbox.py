@@ -13,13 +13,10 @@ import hmac
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,11 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, needs_root
+from conftest import needs_root
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fake_github import FakeGitHub
 from gitserver import commit, make_ca, make_repo
+from sandboxrun import Serving
 
 pytestmark = needs_root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-class Gateway:
+class Gateway(Serving):
     """`auto-review serve` through the launcher, with `settings` in its environment (the
     launcher's allowlist passes the GitHub ones) and a state dir of its own."""
 
@@ -104,29 +102,7 @@ class Gateway:
             # the stand-ins listen on the host's loopback: the documented same-host setting
             "AUTO_REVIEW_NETWORK": "host",
         }
-        self.proc = subprocess.Popen(
-            [HOST_PYTHON, str(app), "serve"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.errors: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if "serving on" in line:
-                return
-            if not line and self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {''.join(self.errors)[-2000:]}")
-        raise AssertionError("serve never said it was serving")
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.errors.append(line)
+        super().__init__(app, env)
 
     def deliver(self, event: str, doc: dict, secret: str = SECRET) -> tuple[int, dict]:
         body = json.dumps(doc).encode()
@@ -147,10 +123,6 @@ class Gateway:
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 def pr_event(hub: FakeGitHub, action: str, number: int, head: str) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root
+from hostile import fifo_and_oversized
 from sandboxrun import (  # noqa: F401 - fixtures
     Runner,
     root_runner,
@@ -147,12 +148,7 @@ def test_planted_run_entries_are_removed_without_following(root_runner: Runner) 
 
 @pytest.mark.parametrize("bare", [False, True], ids=["sandbox", "bare"])
 def test_ca_file_is_read_bounded(root_runner: Runner, tmp_path: Path, bare: bool) -> None:
-    fifo = tmp_path / "ca.fifo"
-    os.mkfifo(fifo)
-    big = tmp_path / "big.pem"
-    with open(big, "wb") as fh:
-        fh.write(b"-----BEGIN CERTIFICATE-----\n")
-        fh.truncate(17 << 20)
+    fifo, big = fifo_and_oversized(tmp_path, b"-----BEGIN CERTIFICATE-----\n", 17 << 20)
     link = tmp_path / "link.pem"
     link.symlink_to("/dev/zero")
     args = ["--bare", "probe", "exit", "0"] if bare else ["check"]
@@ -169,12 +165,8 @@ KEY_BODY = "a2V5LWJvZHktaGFyZGVuaW5nLTNmOWE="  # stands in for a private key's b
 def test_app_key_file_is_read_bounded_and_never_shown(
     root_runner: Runner, tmp_path: Path, bare: bool
 ) -> None:
-    fifo = tmp_path / "key.fifo"
-    os.mkfifo(fifo)
-    big = tmp_path / "big.pem"
-    with open(big, "w") as fh:
-        fh.write(f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n-----END RSA PRIVATE KEY-----\n")
-        fh.truncate(65 << 10)
+    pem = f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n-----END RSA PRIVATE KEY-----\n"
+    fifo, big = fifo_and_oversized(tmp_path, pem.encode(), 65 << 10)
     cut = tmp_path / "cut.pem"  # a copy that lost its END line
     cut.write_text(f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n")
     args = ["--bare", "probe", "exit", "0"] if bare else ["probe", "exit", "0"]

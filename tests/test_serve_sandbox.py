@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,9 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, needs_root
+from conftest import needs_root
 from fake_forgejo import FakeForgejo
 from gitserver import GitHttpsServer, commit, make_ca, make_repo
+from sandboxrun import Serving
 
 pytestmark = needs_root
 SECRET = "webhook-secret-for-tests"
@@ -59,7 +59,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-class Gateway:
+class Gateway(Serving):
     """`auto-review serve` started through the launcher, as a service manager would."""
 
     def __init__(self, app: Path, world: dict, **extra: str) -> None:
@@ -80,36 +80,10 @@ class Gateway:
             "AUTO_REVIEW_NETWORK": "host",
             **extra,
         }
-        self.proc = subprocess.Popen(
-            [HOST_PYTHON, str(app), "serve"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.errors: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-        deadline = time.monotonic() + 120
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if "serving on" in line:
-                return
-            if not line and self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {''.join(self.errors)[-2000:]}")
-        raise AssertionError("serve never said it was serving")
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.errors.append(line)
+        super().__init__(app, env)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 def pr_event(world: dict, number: int, head: str) -> dict:
