@@ -113,8 +113,12 @@ class Sandbox:
     def launcher(self, *args: str) -> Callable[[], None]:
         return lambda: run([PYTHON, str(self.app), *args], self.env, self.user)
 
-    def bare_runc(self, *args: str) -> Callable[[], None]:
-        """`runc run` of the config the launcher generates, without the launcher."""
+    def bare_runc(
+        self, *args: str, runtime: tuple[str, ...] = (), check: bool = False
+    ) -> Callable[[], None]:
+        """`runc run` (or `runtime`'s) of the config the launcher generates, without
+        the launcher. Not checked by default: `check` fails its host-fds item there
+        (no launcher, no lifeline)."""
         sys.path.insert(0, str(ROOT))
         from launcher import ocispec
 
@@ -131,22 +135,23 @@ class Sandbox:
             resolv_conf="/etc/resolv.conf",
         )
         self.bundle.mkdir(exist_ok=True)
-        self.runc_root.mkdir(exist_ok=True, mode=0o700)
+        state_root = self.runc_root.with_name(f"bare-{runtime[0]}") if runtime else self.runc_root
+        state_root.mkdir(exist_ok=True, mode=0o700)
         uid = pwd.getpwnam(self.user).pw_uid if self.user else 0
         config = ocispec.build_config(spec)
         if self.user:  # the config must map *that* user's uid, not ours
             for key in ("uidMappings", "gidMappings"):
                 config["linux"][key][0]["hostID"] = uid
         (self.bundle / "config.json").write_text(json.dumps(config))
-        for path in (self.bundle, self.runc_root):
+        for path in (self.bundle, state_root):
             os.chown(path, uid, uid)
         counter = iter(range(10**6))
-        runc = shutil.which("runc") or "runc"
+        command = runtime or (shutil.which("runc") or "runc",)
         return lambda: run(
             [
-                runc,
+                *command,
                 "--root",
-                str(self.runc_root),
+                str(state_root),
                 "run",
                 "--bundle",
                 str(self.bundle),
@@ -154,7 +159,7 @@ class Sandbox:
             ],
             None,
             self.user,
-            check=False,  # `check` fails its host-fds item here: no launcher, no lifeline
+            check=check,
         )
 
 
@@ -581,6 +586,16 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
             ref = timed(lambda a=args: run([PYTHON, str(app), "-q", *a], rc, check=False), rounds)
             rows.append((f"warm `{' '.join(args)}` under runsc (root)", fmt(ours),
                          f"the same under runc: {fmt(ref)}", ratio(ours, ref), ""))  # fmt: skip
+        # gVisor's own start, without the launcher: the same config under both runtimes
+        (work / "bare" / "state").mkdir(mode=0o700, parents=True)  # the bind's source
+        bare = Sandbox(app, work / "bare", None)
+        probe = ("probe", "exit", "0")
+        gvisor = bare.bare_runc(*probe, runtime=("runsc", "--network=none"), check=True)
+        gvisor_times = timed(gvisor, rounds)
+        runc_bare = timed(bare.bare_runc(*probe, check=True), rounds)
+        rows.append(("bare `runsc run` of `probe exit 0` (root)", fmt(gvisor_times),
+                     f"bare `runc run`: {fmt(runc_bare)}", ratio(gvisor_times, runc_bare),
+                     "gVisor's start alone"))  # fmt: skip
     finally:
         run(["podman", "volume", "rm", "-f", volume], check=False)
         run(["podman", "rmi", "-f", image], check=False)
