@@ -1,5 +1,6 @@
 """``POST /webhooks/github``: GitHub's webhook deliveries (see :mod:`webhooks` for the
-Forgejo route and the shared answers: 202 queued, 200 duplicate or ignored, 503 full).
+Forgejo route, :mod:`intake` for the shared answers: 202 queued, 200 duplicate, 503 full;
+200 ``{"ignored": ...}`` for what does not trigger a review).
 
 * The raw body is authenticated first: ``X-Hub-Signature-256`` must be ``sha256=`` and
   the hex HMAC-SHA256 of the body under ``WEBHOOK_SECRET`` (constant-time compare),
@@ -25,7 +26,18 @@ from typing import Any
 
 from auto_review_gateway import webhooks
 from auto_review_gateway.github import ASSOCIATIONS
-from auto_review_gateway.webhooks import BadRequest, Intake, Reply
+from auto_review_gateway.intake import Intake, Reply, enqueue
+from auto_review_gateway.request_auth import signature_ok
+from auto_review_gateway.request_fields import (
+    BadRequest,
+    parse_json,
+    want_clone_url,
+    want_name,
+    want_number,
+    want_obj,
+    want_ref,
+    want_sha,
+)
 
 PR_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review")
 _DELIVERY = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
@@ -42,7 +54,7 @@ def handle(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Reply:
     event = (headers.get("X-GitHub-Event") or "").strip().lower() or None
     intake.metrics.inc("webhooks_total", {"event": webhooks.event_label(event)})
     signature = (headers.get("X-Hub-Signature-256") or "").strip()
-    if not signature.startswith("sha256=") or not webhooks.signature_ok(
+    if not signature.startswith("sha256=") or not signature_ok(
         intake.webhook_secret, raw, signature
     ):
         intake.metrics.inc("signature_failures_total")
@@ -50,7 +62,7 @@ def handle(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Reply:
     if not event:
         return Reply(400, {"error": "missing X-GitHub-Event header"})
     try:
-        doc = webhooks.parse_json(raw)
+        doc = parse_json(raw)
         if event == "ping":
             return Reply(200, {"pong": True})
         if event == "pull_request":
@@ -63,11 +75,11 @@ def handle(intake: Intake, headers: Mapping[str, str], raw: bytes) -> Reply:
 
 
 def _repo(doc: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    repository = webhooks.want_obj(doc, "repository", "payload")
-    owner = webhooks.want_obj(repository, "owner", "repository")
+    repository = want_obj(doc, "repository", "payload")
+    owner = want_obj(repository, "owner", "repository")
     return (
-        webhooks.want_name(owner.get("login"), "repository.owner.login"),
-        webhooks.want_name(repository.get("name"), "repository.name"),
+        want_name(owner.get("login"), "repository.owner.login"),
+        want_name(repository.get("name"), "repository.name"),
         repository,
     )
 
@@ -77,25 +89,25 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
     if action not in PR_ACTIONS:
         shown = action if isinstance(action, str) and action.isidentifier() else "?"
         return Reply(200, {"ignored": f"pull_request action {shown} does not trigger reviews"})
-    pull = webhooks.want_obj(doc, "pull_request", "payload")
+    pull = want_obj(doc, "pull_request", "payload")
     if pull.get("draft") is True:
         return Reply(200, {"ignored": "draft pull request"})
     if pull.get("state") == "closed" or pull.get("merged") is True:
         return Reply(200, {"ignored": "pull request is closed"})
     owner, repo, repository = _repo(doc)
-    head = webhooks.want_obj(pull, "head", "pull_request")
-    base = webhooks.want_obj(pull, "base", "pull_request")
+    head = want_obj(pull, "head", "pull_request")
+    base = want_obj(pull, "base", "pull_request")
     request = intake.job_request(
         owner=owner,
         repo=repo,
-        pr_number=webhooks.want_number(pull.get("number"), "pull_request.number"),
-        head_sha=webhooks.want_sha(head.get("sha"), "pull_request.head.sha"),
-        base_ref=webhooks.want_ref(base.get("ref"), "pull_request.base.ref"),
-        clone_url=webhooks.want_clone_url(repository.get("clone_url"), "repository.clone_url"),
+        pr_number=want_number(pull.get("number"), "pull_request.number"),
+        head_sha=want_sha(head.get("sha"), "pull_request.head.sha"),
+        base_ref=want_ref(base.get("ref"), "pull_request.base.ref"),
+        clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
         reason=f"pull_request:{action}",
         delivery_id=delivery,
     )
-    return webhooks.enqueue(intake, request)
+    return enqueue(intake, request)
 
 
 def association_ok(value: Any, minimum: str) -> bool:
@@ -108,10 +120,10 @@ def association_ok(value: Any, minimum: str) -> bool:
 def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
     if doc.get("action") != "created":
         return Reply(200, {"ignored": "only new comments are read"})
-    issue = webhooks.want_obj(doc, "issue", "payload")
+    issue = want_obj(doc, "issue", "payload")
     if not isinstance(issue.get("pull_request"), dict):
         return Reply(200, {"ignored": "comment on an issue, not a pull request"})
-    comment = webhooks.want_obj(doc, "comment", "payload")
+    comment = want_obj(doc, "comment", "payload")
     body = comment.get("body")
     if not isinstance(body, str) or not webhooks.mentions_re_review(body, intake.bot_name):
         return Reply(200, {"ignored": "comment does not ask for a re-review"})
@@ -122,13 +134,13 @@ def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) ->
         return Reply(200, {"ignored": "pull request is closed"})
     owner, repo, repository = _repo(doc)
     try:
-        clone_url = webhooks.want_clone_url(repository.get("clone_url"), "repository.clone_url")
+        clone_url = want_clone_url(repository.get("clone_url"), "repository.clone_url")
     except BadRequest:
         clone_url = intake.forge.repo_clone_url(owner, repo)
     request = intake.job_request(
         owner=owner,
         repo=repo,
-        pr_number=webhooks.want_number(issue.get("number"), "issue.number"),
+        pr_number=want_number(issue.get("number"), "issue.number"),
         head_sha="",
         base_ref="",
         clone_url=clone_url,
@@ -136,4 +148,4 @@ def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) ->
         delivery_id=delivery,
         force=True,
     )
-    return webhooks.enqueue(intake, request)
+    return enqueue(intake, request)

@@ -159,10 +159,10 @@ def serve(config: ServeConfig) -> int:
 
     from auto_review_gateway import names
     from auto_review_gateway import server as http
+    from auto_review_gateway.intake import Intake
     from auto_review_gateway.jobs import JobQueue
     from auto_review_gateway.jobspec import JobRequest
     from auto_review_gateway.metrics import Metrics
-    from auto_review_gateway.webhooks import Intake
     from auto_review_gateway.workers import Workers
 
     if config.github:

@@ -12,7 +12,7 @@ Endpoints (every answer is JSON except /metrics; every answer closes the connect
 ``/jobs``                 GET     200 ``{"jobs": [...]}``: the newest jobs with their state,
                                   attempts and last error (secrets redacted)
 ``/webhooks/forgejo``     POST    see :mod:`auto_review_gateway.webhooks`
-``/reviews/ci``           POST    see :mod:`auto_review_gateway.webhooks`
+``/reviews/ci``           POST    see :mod:`auto_review_gateway.ci`
 ========================  ======  =====================================================
 
 ``HEAD`` is answered like ``GET`` without the body. Anything else is 404, a known path
@@ -49,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from auto_review_gateway import __version__, httpjson, webhooks
-from auto_review_gateway.webhooks import Intake, Reply
+from auto_review_gateway.intake import Intake, Reply
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CONNECTIONS = 128

@@ -38,35 +38,36 @@
 
 ``POST /reviews/ci`` is in :mod:`ci`.
 
-Enqueueing answers 202 ``{"job_id": N}`` (accepted), 200 ``{"duplicate": true}`` (that
-delivery, or that head of that PR, is already queued or reviewed) or 503 with
-``Retry-After`` (queue full, or the queue could not be written). A body that is not a
-JSON object, or lacks a field a review needs, answers 400 (after the signature or token
-check, never before). Looking up a PR the forge does not know answers 404, a forge API
-failure 502. No answer ever carries a secret or a stack trace.
+Enqueueing answers as :func:`intake.enqueue` says (202 queued, 200 duplicate, 503 with
+``Retry-After``). A body that is not a JSON object, or lacks a field a review needs,
+answers 400 (after the signature check, never before). No answer ever carries a secret
+or a stack trace.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import re
-import sys
 import urllib.parse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from auto_review_gateway import httpjson, names
-from auto_review_gateway.forgejo import ForgejoConfig
-from auto_review_gateway.model import ReviewError
+from auto_review_gateway.intake import Intake, Reply, enqueue
+from auto_review_gateway.request_auth import signature_ok
+from auto_review_gateway.request_fields import (
+    BadRequest,
+    parse_json,
+    want_clone_url,
+    want_name,
+    want_number,
+    want_obj,
+    want_ref,
+    want_sha,
+)
 
 PR_ACTIONS = ("opened", "synchronized", "reopened", "ready_for_review")
 # Forgejo's default [repository.pull-request] WORK_IN_PROGRESS_PREFIXES, compared
 # case-insensitively (HasWorkInProgressPrefix).
 WIP_PREFIXES = ("WIP:", "[WIP]")
-RETRY_AFTER_SECONDS = 30
 # The events a forge sends; any other value is counted as "other", so a client cannot
 # grow the metric's label set.
 KNOWN_EVENTS = frozenset(
@@ -97,84 +98,6 @@ _DELIVERY = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 _RE_REVIEW = re.compile(r"\bre-review\b", re.IGNORECASE)
 
 
-@dataclass
-class Reply:
-    """An answer: status, JSON body (or text for ``content_type`` text/*), extra headers."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-
-
-class BadRequest(Exception):
-    """A request whose content is unusable; the message is safe to send back."""
-
-
-class _Submission(Protocol):
-    status: str
-    job_id: int | None
-
-
-class JobQueueLike(Protocol):
-    """The part of :class:`auto_review_gateway.jobs.JobQueue` the HTTP side uses."""
-
-    def submit(self, request: Any) -> _Submission:
-        """Store a job; ``.status`` is accepted, duplicate or full."""
-        ...
-
-    def depth(self) -> int:
-        """Jobs pending or running."""
-        ...
-
-    def counts(self) -> dict[str, int]:
-        """Jobs by state."""
-        ...
-
-
-class MetricsLike(Protocol):
-    """The part of :class:`auto_review_gateway.metrics.Metrics` used here."""
-
-    def inc(self, name: str, labels: dict[str, str] | None = None, value: float = 1.0) -> None:
-        """Add to a counter."""
-        ...
-
-
-@dataclass
-class Intake:
-    """Everything the POST endpoints need: secrets, the forge, the queue, the metrics.
-
-    ``job_request`` is the class of the queue's requests (``jobs.JobRequest``), passed in
-    so that this module does not import the queue.
-    """
-
-    webhook_secret: bytes
-    forge: ForgejoConfig
-    queue: JobQueueLike
-    job_request: Callable[..., Any]
-    metrics: MetricsLike
-    bot_name: str = "auto-review"
-    ci_token: str | None = None
-    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
-
-    def __repr__(self) -> str:
-        # Secrets never appear, even when the object is printed.
-        return f"Intake(forge={self.forge!r}, bot_name={self.bot_name!r})"
-
-    def secrets(self) -> tuple[str, ...]:
-        """The values that must never appear in a message."""
-        values = [self.forge.token, self.webhook_secret.decode("utf-8", "replace")]
-        if self.ci_token:
-            values.append(self.ci_token)
-        return tuple(values)
-
-    def safe(self, text: str) -> str:
-        """``text`` on one line with every secret redacted."""
-        for secret in self.secrets():
-            text = httpjson.redact(text, secret)
-        return httpjson.clean_text(text, 300)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -185,30 +108,6 @@ def _header(headers: Mapping[str, str], *names: str) -> str | None:
         if value is not None:
             return value.strip()
     return None
-
-
-def signature_ok(secret: bytes, raw: bytes, signature: str | None) -> bool:
-    """True if ``signature`` is the hex HMAC-SHA256 of ``raw`` under ``secret``.
-
-    The comparison is constant-time; a ``sha256=`` prefix (GitHub's style) is allowed.
-    """
-    if not signature:
-        return False
-    given = signature.strip().lower()
-    if given.startswith("sha256="):
-        given = given[len("sha256=") :]
-    expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "replace"))
-
-
-def bearer_ok(token: str, authorization: str | None) -> bool:
-    """True if ``authorization`` is ``Bearer <token>`` (constant-time comparison)."""
-    if not authorization:
-        return False
-    scheme, _, given = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(token.encode("utf-8"), given.strip().encode("utf-8", "replace"))
 
 
 def event_label(event: str | None) -> str:
@@ -233,64 +132,6 @@ def signed_payload(raw: bytes, content_type: str | None) -> bytes:
     return values[0].encode("utf-8") if values and len(values) == 1 else raw
 
 
-def parse_json(text: bytes) -> dict[str, Any]:
-    """The JSON object in ``text``; BadRequest otherwise."""
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):
-        raise BadRequest("malformed JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
-
-
-def want_obj(doc: Any, key: str, where: str) -> dict[str, Any]:
-    """``doc[key]`` if it is an object; BadRequest naming ``where.key`` otherwise."""
-    value = doc.get(key) if isinstance(doc, dict) else None
-    if not isinstance(value, dict):
-        raise BadRequest(f"{where}.{key} is missing or not an object")
-    return value
-
-
-def want_name(value: Any, what: str) -> str:
-    """``value`` if it is an owner or repository name (names.is_name); else BadRequest."""
-    if not names.is_name(value):
-        raise BadRequest(f"{what} is not a valid name")
-    return value
-
-
-def want_number(value: Any, what: str) -> int:
-    """``value`` if it is a positive integer (not a bool); else BadRequest."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**53:
-        raise BadRequest(f"{what} must be a positive integer")
-    return value
-
-
-def want_sha(value: Any, what: str) -> str:
-    """``value`` lower-cased if it is a full hex commit SHA; else BadRequest."""
-    if not names.is_sha(value):
-        raise BadRequest(f"{what} must be a full hex commit SHA (40 or 64 digits)")
-    return value.lower()
-
-
-def want_ref(value: Any, what: str) -> str:
-    """``value`` if it is a printable git ref of at most 255 characters; else BadRequest."""
-    if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
-        raise BadRequest(f"{what} is not a valid ref")
-    return value
-
-
-def want_clone_url(value: Any, what: str) -> str:
-    """``value`` if it is an http(s) URL without credentials; else BadRequest."""
-    if not isinstance(value, str) or len(value) > 2048:
-        raise BadRequest(f"{what} is not a valid URL")
-    try:
-        httpjson.check_url(value, what=what, exit_code=0)
-    except ReviewError:
-        raise BadRequest(f"{what} must be an http(s) URL without credentials") from None
-    return value
-
-
 def _owner_login(repository: dict[str, Any]) -> str:
     owner = want_obj(repository, "owner", "repository")
     login = owner.get("login") or owner.get("username")
@@ -309,45 +150,6 @@ def mentions_re_review(body: str, bot_name: str) -> bool:
     """True if ``body`` mentions ``@bot_name`` (as a whole user name) and says ``re-review``."""
     mention = re.compile(rf"(?<![\w@/.-])@{re.escape(bot_name)}(?![\w-])", re.IGNORECASE)
     return bool(mention.search(body)) and bool(_RE_REVIEW.search(body))
-
-
-# --------------------------------------------------------------------------- enqueue
-
-
-def enqueue(intake: Intake, request: Any) -> Reply:
-    """Submit ``request`` and turn the queue's answer into the HTTP one."""
-    try:
-        submission = intake.queue.submit(request)
-    except ValueError as exc:  # the queue's own validation: names the field, not its value
-        return Reply(400, {"error": f"invalid request: {exc}"})
-    except Exception as exc:
-        intake.log(
-            f"auto-review: queue write failed: {type(exc).__name__}: {intake.safe(str(exc))}"
-        )
-        return Reply(
-            503,
-            {"error": "the job queue is unavailable, try again later"},
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    status = getattr(submission, "status", None)
-    if status == "accepted":
-        return Reply(202, {"job_id": submission.job_id})
-    if status == "duplicate":
-        intake.metrics.inc("duplicates_total")
-        body: dict[str, Any] = {"duplicate": True}
-        if getattr(submission, "job_id", None) is not None:
-            body["job_id"] = submission.job_id
-        return Reply(200, body)
-    if status == "full":
-        return Reply(
-            503,
-            {"error": "the job queue is full, try again later"},
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    intake.log(f"auto-review: the queue answered an unknown status {status!r}")
-    return Reply(
-        503, {"error": "the job queue is unavailable"}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    )
 
 
 # --------------------------------------------------------------------------- webhooks
