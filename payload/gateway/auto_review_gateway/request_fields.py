@@ -73,3 +73,19 @@ def want_clone_url(value: Any, what: str) -> str:
     except ReviewError:
         raise BadRequest(f"{what} must be an http(s) URL without credentials") from None
     return value
+
+
+def want_owner(repository: dict[str, Any], keys: tuple[str, ...] = ("login",)) -> str:
+    """The name in ``repository.owner``: the first of ``keys`` with a value; else BadRequest."""
+    owner = want_obj(repository, "owner", "repository")
+    login = next((owner[key] for key in keys if owner.get(key)), None)
+    return want_name(login, "repository.owner.login")
+
+
+def want_repository(
+    doc: dict[str, Any], owner_keys: tuple[str, ...] = ("login",)
+) -> tuple[str, str, dict[str, Any]]:
+    """``(owner, name, repository)`` of a webhook's ``repository``; else BadRequest."""
+    repository = want_obj(doc, "repository", "payload")
+    owner = want_owner(repository, owner_keys)
+    return owner, want_name(repository.get("name"), "repository.name"), repository

@@ -11,7 +11,7 @@ Endpoints (every answer is JSON except /metrics; every answer closes the connect
 ``/info``                 GET     200 ``{"version", "bundle_digest", "isolation", "queue"}``
 ``/jobs``                 GET     200 ``{"jobs": [...]}``: the newest jobs with their state,
                                   attempts and last error (secrets redacted)
-``/webhooks/forgejo``     POST    see :mod:`auto_review_gateway.webhooks`
+``/webhooks/forgejo``     POST    see :mod:`auto_review_gateway.forgejo_webhooks`
 ``/reviews/ci``           POST    see :mod:`auto_review_gateway.ci`
 ========================  ======  =====================================================
 
@@ -48,7 +48,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from auto_review_gateway import __version__, httpjson, webhooks
+from auto_review_gateway import __version__, forgejo_webhooks, httpjson
 from auto_review_gateway.intake import Intake, Reply
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -251,7 +251,7 @@ class Gateway:
 
     def webhook(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /webhooks/forgejo``."""
-        return webhooks.handle_webhook(self.intake, headers, body)
+        return forgejo_webhooks.handle(self.intake, headers, body)
 
     def github_webhook(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /webhooks/github``."""
