@@ -41,19 +41,16 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from auto_review_gateway.intake import Intake, Reply, enqueue
+from auto_review_gateway.intake import Intake, Reply
 from auto_review_gateway.re_review import re_review_comment
 from auto_review_gateway.request_auth import signature_ok
-from auto_review_gateway.request_fields import (
-    want_clone_url,
-    want_name,
-    want_number,
-    want_obj,
-    want_owner,
-    want_ref,
-    want_sha,
+from auto_review_gateway.request_fields import want_name, want_obj, want_owner
+from auto_review_gateway.webhooks import (
+    WebhookForge,
+    first_header,
+    handle_delivery,
+    queue_head_review,
 )
-from auto_review_gateway.webhooks import WebhookForge, first_header, handle_delivery
 
 PR_ACTIONS = ("opened", "synchronized", "reopened", "ready_for_review")
 # Forgejo's default [repository.pull-request] WORK_IN_PROGRESS_PREFIXES, compared
@@ -122,18 +119,17 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
         return Reply(200, {"ignored": "pull request is closed"})
     head = want_obj(pull, "head", "pull_request")
     base = want_obj(pull, "base", "pull_request")
-    number = pull.get("number", doc.get("number"))
-    request = intake.job_request(
+    return queue_head_review(
+        intake,
         owner=want_owner(repository, OWNER_KEYS),
         repo=want_name(repository.get("name"), "repository.name"),
-        pr_number=want_number(number, "pull_request.number"),
-        head_sha=want_sha(head.get("sha"), "pull_request.head.sha"),
-        base_ref=want_ref(base.get("ref"), "pull_request.base.ref"),
-        clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
-        reason=f"pull_request:{action}",
-        delivery_id=delivery,
+        repository=repository,
+        number=pull.get("number", doc.get("number")),
+        head=head,
+        base=base,
+        action=action,
+        delivery=delivery,
     )
-    return enqueue(intake, request)
 
 
 def _on_pull(issue: dict[str, Any], doc: dict[str, Any]) -> bool:

@@ -22,18 +22,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from auto_review_gateway.github import ASSOCIATIONS
-from auto_review_gateway.intake import Intake, Reply, enqueue
+from auto_review_gateway.intake import Intake, Reply
 from auto_review_gateway.re_review import re_review_comment
 from auto_review_gateway.request_auth import signature_ok
-from auto_review_gateway.request_fields import (
-    want_clone_url,
-    want_number,
-    want_obj,
-    want_ref,
-    want_repository,
-    want_sha,
-)
-from auto_review_gateway.webhooks import WebhookForge, handle_delivery
+from auto_review_gateway.request_fields import want_obj, want_repository
+from auto_review_gateway.webhooks import WebhookForge, handle_delivery, queue_head_review
 
 PR_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review")
 OWNER_KEYS = ("login",)  # where ``repository.owner`` keeps its name
@@ -58,19 +51,17 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
     if pull.get("state") == "closed" or pull.get("merged") is True:
         return Reply(200, {"ignored": "pull request is closed"})
     owner, repo, repository = want_repository(doc, OWNER_KEYS)
-    head = want_obj(pull, "head", "pull_request")
-    base = want_obj(pull, "base", "pull_request")
-    request = intake.job_request(
+    return queue_head_review(
+        intake,
         owner=owner,
         repo=repo,
-        pr_number=want_number(pull.get("number"), "pull_request.number"),
-        head_sha=want_sha(head.get("sha"), "pull_request.head.sha"),
-        base_ref=want_ref(base.get("ref"), "pull_request.base.ref"),
-        clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
-        reason=f"pull_request:{action}",
-        delivery_id=delivery,
+        repository=repository,
+        number=pull.get("number"),
+        head=want_obj(pull, "head", "pull_request"),
+        base=want_obj(pull, "base", "pull_request"),
+        action=action,
+        delivery=delivery,
     )
-    return enqueue(intake, request)
 
 
 def association_ok(value: Any, minimum: str) -> bool:

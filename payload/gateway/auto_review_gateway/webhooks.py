@@ -1,6 +1,7 @@
 """The steps every forge's webhook route takes, in this order: count the delivery,
 verify its signature, read the event, parse the body, take the delivery id the queue
-deduplicates on, hand the event to the forge's handler (which enqueues), answer.
+deduplicates on, hand the event to the forge's handler (which enqueues, for a
+``pull_request`` through :func:`queue_head_review`), answer.
 
 A forge supplies only what differs, as a :class:`WebhookForge`: its header names, its
 signature scheme, its table of events (:mod:`forgejo_webhooks`, :mod:`github_webhooks`).
@@ -21,8 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from auto_review_gateway.intake import Intake, Reply
-from auto_review_gateway.request_fields import BadRequest, parse_json
+from auto_review_gateway.intake import Intake, Reply, enqueue
+from auto_review_gateway.request_fields import (
+    BadRequest,
+    parse_json,
+    want_clone_url,
+    want_number,
+    want_ref,
+    want_sha,
+)
 
 # The events a forge sends; any other value is counted as "other", so a client cannot
 # grow the metric's label set.
@@ -118,3 +126,31 @@ def handle_delivery(
         return Reply(400, {"error": str(exc)})
     why = forge.ignored.get(event, f"event {event_label(event)} does not trigger reviews")
     return Reply(200, {"ignored": why})
+
+
+def queue_head_review(
+    intake: Intake,
+    *,
+    owner: str,
+    repo: str,
+    repository: dict[str, Any],
+    number: Any,
+    head: dict[str, Any],
+    base: dict[str, Any],
+    action: str,
+    delivery: str | None,
+) -> Reply:
+    """Queue the review of a ``pull_request`` event's head commit, once the forge's handler
+    has decided it is due and checked the owner and the repository: the number, head SHA,
+    base ref and clone URL are checked here, in that order (BadRequest)."""
+    request = intake.job_request(
+        owner=owner,
+        repo=repo,
+        pr_number=want_number(number, "pull_request.number"),
+        head_sha=want_sha(head.get("sha"), "pull_request.head.sha"),
+        base_ref=want_ref(base.get("ref"), "pull_request.base.ref"),
+        clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
+        reason=f"pull_request:{action}",
+        delivery_id=delivery,
+    )
+    return enqueue(intake, request)
