@@ -1,6 +1,6 @@
 """The gateway's HTTP server: stdlib ``http.server``, one thread per connection, each
 served by :class:`~auto_review_gateway.http_handler.Handler` for one request (every
-answer closes the connection); what is answered is :mod:`endpoints`'.
+answer closes the connection); the answers come from :mod:`endpoints`.
 
 What protects the process from its clients here (the request's share, bodies and
 errors, is in :mod:`http_handler`):
