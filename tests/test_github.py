@@ -19,12 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from auto_review_gateway import github, github_auth, github_webhooks, httpjson
+from auto_review_gateway.intake import Intake
 from auto_review_gateway.jobs import JobQueue
 from auto_review_gateway.jobspec import JobRequest
 from auto_review_gateway.metrics import Metrics
 from auto_review_gateway.model import Finding, Review, ReviewError
 from auto_review_gateway.retry import Retry
-from auto_review_gateway.webhooks import Intake
 
 from tests.fake_github import FakeGitHub
 from tests.gitserver import CertFiles, make_ca

@@ -851,7 +851,8 @@ def test_bind_addresses() -> None:
 
 
 def test_signature_token_and_mention_checks() -> None:
-    from auto_review_gateway.webhooks import bearer_ok, mentions_re_review, signature_ok
+    from auto_review_gateway.re_review import mentions_re_review
+    from auto_review_gateway.request_auth import bearer_ok, signature_ok
 
     body = b'{"a": 1}'
     assert signature_ok(SECRET.encode(), body, sign(body))

@@ -3,7 +3,9 @@
 For a CI job that wants a review of the commit it tested: ``Authorization: Bearer
 <AR_CI_REVIEW_TOKEN>`` (404 when no token is configured, 401 when it does not match),
 body ``{"owner", "repo", "pr_number", "head_sha", "force"}``. The PR is read from the
-forge; if its head is no longer ``head_sha`` the answer is 409 with the current head.
+forge; if its head is no longer ``head_sha`` the answer is 409 with the current head. A PR
+the forge does not know answers 404, a forge API failure 502; the rest of the answers
+are :func:`intake.enqueue`'s.
 
 Unlike a webhook, this handler asks the forge (``repoGetPullRequest``, one try, at most
 FORGE_TIMEOUT seconds): the CI client waits for the answer, which says whether the
@@ -17,13 +19,11 @@ from typing import Any
 
 from auto_review_gateway import forgejo, httpjson
 from auto_review_gateway.forgejo import ForgejoConfig
+from auto_review_gateway.intake import Intake, Reply, enqueue
 from auto_review_gateway.model import ReviewError
-from auto_review_gateway.webhooks import (
+from auto_review_gateway.request_auth import bearer_ok
+from auto_review_gateway.request_fields import (
     BadRequest,
-    Intake,
-    Reply,
-    bearer_ok,
-    enqueue,
     parse_json,
     want_clone_url,
     want_name,

@@ -159,10 +159,12 @@ def serve(config: ServeConfig) -> int:
 
     from auto_review_gateway import names
     from auto_review_gateway import server as http
+    from auto_review_gateway.endpoints import Gateway
+    from auto_review_gateway.intake import Intake
     from auto_review_gateway.jobs import JobQueue
     from auto_review_gateway.jobspec import JobRequest
     from auto_review_gateway.metrics import Metrics
-    from auto_review_gateway.webhooks import Intake
+    from auto_review_gateway.stderr_log import log
     from auto_review_gateway.workers import Workers
 
     if config.github:
@@ -189,7 +191,7 @@ def serve(config: ServeConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     if config.forge.warning():
-        http.log(f"auto-review: {config.forge.warning()}")
+        log(f"auto-review: {config.forge.warning()}")
     os.makedirs(config.state_dir, exist_ok=True)
     metrics = Metrics()
     queue = JobQueue(os.path.join(config.state_dir, names.JOBS_DB), max_pending=config.queue_max)
@@ -212,11 +214,11 @@ def serve(config: ServeConfig) -> int:
             metrics=metrics,
             bot_name=config.bot_name,
             ci_token=config.ci_token,
-            log=http.log,
+            log=log,
         )
         try:
             httpd = http.GatewayServer(
-                config.bind, http.Gateway(intake, metrics), request_timeout=config.request_timeout
+                config.bind, Gateway(intake, metrics), request_timeout=config.request_timeout
             )
         except OSError as exc:
             where = http.display_address(*config.bind)
@@ -231,7 +233,7 @@ def serve(config: ServeConfig) -> int:
             if not loop.is_alive():
                 raise RuntimeError("the HTTP server loop stopped")
         name = signal.Signals(signals[0]).name if signals else "signal"
-        http.log(f"auto-review: {name}: no longer accepting; stopping")
+        log(f"auto-review: {name}: no longer accepting; stopping")
         httpd.shutdown()  # the accept loop ends ...
         httpd.server_close()  # ... and the listening socket is closed
         # Requests already accepted get to finish (a 202 is written after the commit).
@@ -245,7 +247,7 @@ def serve(config: ServeConfig) -> int:
         if workers is not None:
             workers.stop(grace=0)
         queue.close()
-    http.log("auto-review: stopped")
+    log("auto-review: stopped")
     if leftover:
         # Jobs still running past the grace period stay "running" in the database and
         # resume at the next start. Their threads may be inside git or SQLite: exit

@@ -1,0 +1,68 @@
+"""``/readyz``'s question: does the forge answer? Probed at most once every READY_TTL
+seconds, with a short timeout, the answer cached in between."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from auto_review_gateway import httpjson
+from auto_review_gateway.intake import Intake
+
+READY_TTL = 5.0
+READY_PROBE_TIMEOUT = 3.0
+
+
+class Readiness:
+    """Whether the forge answers, probed at most once every ``ttl`` seconds.
+
+    ``probe`` raises on failure; its message becomes the reason (secrets redacted by
+    ``redact``). Concurrent callers wait for the one probe in flight.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], None],
+        *,
+        ttl: float = READY_TTL,
+        redact: Callable[[str], str] = lambda text: httpjson.clean_text(text, 300),
+    ) -> None:
+        self._probe = probe
+        self._ttl = ttl
+        self._redact = redact
+        self._lock = threading.Lock()
+        self._result: tuple[bool, str] | None = None
+        self._at = 0.0
+
+    def check(self) -> tuple[bool, str]:
+        """``(ready, reason)``, from the cache when it is fresh."""
+        with self._lock:
+            now = time.monotonic()
+            if self._result is not None and now - self._at < self._ttl:
+                return self._result
+            try:
+                self._probe()
+                result = (True, "the forge answers")
+            except Exception as exc:
+                result = (False, self._redact(str(exc)) or type(exc).__name__)
+            self._result, self._at = result, time.monotonic()
+            return result
+
+
+def forge_probe(intake: Intake) -> Callable[[], None]:
+    """A probe for :class:`Readiness`: ``GET <forge>/api/v1/version`` with a short timeout."""
+
+    from auto_review_gateway import forgejo
+
+    if getattr(intake.forge, "kind", "") == "github":
+        from auto_review_gateway import github
+
+        hub = github.GitHub(intake.forge)  # type: ignore[arg-type]
+        return lambda: hub.probe(READY_PROBE_TIMEOUT)
+    client = forgejo.Forgejo(intake.forge, retry=None)
+
+    def probe() -> None:
+        client.version(READY_PROBE_TIMEOUT)
+
+    return probe
