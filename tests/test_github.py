@@ -468,15 +468,15 @@ def github_intake(hub: FakeGitHub, queue: JobQueue, token: str = TOKEN) -> Intak
 def test_a_github_gateway_serves_github_webhooks_and_asks_github_if_ready(
     hub: FakeGitHub, tmp_path: Path
 ) -> None:
-    from auto_review_gateway import server
+    from auto_review_gateway import endpoints
 
     queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
     try:
-        gateway = server.Gateway(github_intake(hub, queue), Metrics(), environ={})
+        gateway = endpoints.Gateway(github_intake(hub, queue), Metrics(), environ={})
         assert "/webhooks/github" in gateway.routes and "/webhooks/forgejo" not in gateway.routes
         assert gateway.readyz({}, b"").status == 200
         assert hub.of_kind("rate_limit")[-1].headers["authorization"] == f"Bearer {TOKEN}"
-        bad = server.Gateway(github_intake(hub, queue, "ghp_revoked"), Metrics(), environ={})
+        bad = endpoints.Gateway(github_intake(hub, queue, "ghp_revoked"), Metrics(), environ={})
         reply = bad.readyz({}, b"")
         assert reply.status == 503 and "401" in reply.body["reason"]
     finally:
@@ -502,7 +502,7 @@ def test_a_ci_request_reads_the_pull_request_from_github(hub: FakeGitHub, tmp_pa
 
 
 def test_a_forgejo_gateway_has_no_github_route(tmp_path: Path) -> None:
-    from auto_review_gateway import server
+    from auto_review_gateway import endpoints
     from auto_review_gateway.forgejo import ForgejoConfig
 
     queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
@@ -514,7 +514,7 @@ def test_a_forgejo_gateway_has_no_github_route(tmp_path: Path) -> None:
             job_request=JobRequest,
             metrics=Metrics(),
         )
-        routes = server.Gateway(intake, Metrics(), environ={}).routes
+        routes = endpoints.Gateway(intake, Metrics(), environ={}).routes
         assert "/webhooks/forgejo" in routes and "/webhooks/github" not in routes
     finally:
         queue.close()
