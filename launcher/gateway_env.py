@@ -50,7 +50,10 @@ ALLOWED = (
 # The host file of the GitHub App's private key, and the secret its content becomes.
 APP_KEY_FILE = "GITHUB_APP_PRIVATE_KEY_FILE"
 APP_KEY = "GITHUB_APP_PRIVATE_KEY"
-APP_KEY_MAX = 64 << 10  # an RSA key of 16384 bits is under 13 KiB of PEM
+# An RSA key of 16384 bits (OpenSSL's largest modulus) is under 13 KiB of PEM; GitHub's
+# are 2048 bits, 1.7 KB. A larger cap would let a bogus key cost seconds of key checks
+# at every start, and come close to the secrets pipe's 64 KiB.
+APP_KEY_MAX = 16 << 10
 
 
 def sandbox_env(manifest_env: list[str], isolation: str, extra: dict[str, str]) -> list[str]:

@@ -234,3 +234,16 @@ def test_the_gateway_reads_the_ca_file_bounded(gateway_pyz: Path, tmp_path: Path
         result = gateway(gateway_pyz, "probe", "exit", "0", env={"AUTO_REVIEW_CA_FILE": str(path)})
         assert result.returncode == 78, result.stderr
         assert result.stderr.count("\n") == 1 and f"AUTO_REVIEW_CA_FILE={path}" in result.stderr
+
+
+def test_the_gateway_reads_an_app_key_file_bounded(gateway_pyz: Path, tmp_path: Path) -> None:
+    # Without the launcher (the image, --bare) the gateway opens GITHUB_APP_PRIVATE_KEY_FILE
+    # itself: a FIFO must not hang `serve`, nor a huge file be read whole.
+    fifo, big = fifo_and_oversized(tmp_path, b"-----BEGIN PRIVATE KEY-----\n", 1 << 30)
+    base = {"WEBHOOK_SECRET": "s", "GITHUB_APP_ID": "1", "AUTO_REVIEW_STATE_DIR": str(tmp_path)}
+    for path, why in ((fifo, "is not a regular file"), (big, "is 1073741824 bytes, over 16 KiB")):
+        env = {**base, "GITHUB_APP_PRIVATE_KEY_FILE": str(path)}
+        result = gateway(gateway_pyz, "serve", env=env)
+        assert result.returncode == 6, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert f"GITHUB_APP_PRIVATE_KEY_FILE={path} {why}" in line

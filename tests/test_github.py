@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import ssl
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,6 +199,18 @@ def test_a_key_that_is_not_an_rsa_pem_is_a_config_error() -> None:
     with pytest.raises(ReviewError) as exc:
         github_auth.AppAuth("1", b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
     assert exc.value.exit_code == 6 and "PEM" in str(exc.value)
+
+
+def test_a_key_of_a_type_cryptography_cannot_load_is_a_config_error(tmp_path: Path) -> None:
+    # A PKCS#8 "PRIVATE KEY" of a type cryptography does not support (SM2) raises
+    # UnsupportedAlgorithm, not ValueError: it must still be one line, not a traceback.
+    pem = tmp_path / "sm2.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "SM2", "-out", str(pem)], check=True)
+    assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    with pytest.raises(ReviewError) as exc:
+        github_auth.load_private_key(pem.read_bytes())
+    assert exc.value.exit_code == 6
+    assert "cannot be loaded (UnsupportedAlgorithm)" in str(exc.value)
 
 
 # --------------------------------------------------------------------------- reviews

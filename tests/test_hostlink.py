@@ -96,7 +96,7 @@ HOSTILE_KEY_FILES = {
     "link-to-dev-zero": "is not a regular file",
     "directory": "is not a regular file",
     "missing": "No such file or directory",
-    "over-64-KiB": "over 64 KiB",
+    "over-16-KiB": "over 16 KiB",
     "public-key": "holds no PEM private key",
     "no-end-line": "holds no PEM private key",
     "nul-byte": "holds no PEM private key",
@@ -114,8 +114,8 @@ def hostile_key_file(kind: str, tmp_path: Path, app_pem: bytes) -> Path:
         path.symlink_to("/dev/zero")
     elif kind == "directory":
         path.mkdir()
-    elif kind == "over-64-KiB":
-        path.write_bytes(app_pem + b"\n" * ((65 << 10) - len(app_pem) + 1))
+    elif kind == "over-16-KiB":
+        path.write_bytes(app_pem + b"\n" * ((17 << 10) - len(app_pem) + 1))
     elif kind == "public-key":
         body = b"".join(app_pem.splitlines(keepends=True)[1:-1])
         path.write_bytes(b"-----BEGIN PUBLIC KEY-----\n" + body + b"-----END PUBLIC KEY-----\n")

@@ -166,7 +166,7 @@ def test_app_key_file_is_read_bounded_and_never_shown(
     root_runner: Runner, tmp_path: Path, bare: bool
 ) -> None:
     pem = f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n-----END RSA PRIVATE KEY-----\n"
-    fifo, big = fifo_and_oversized(tmp_path, pem.encode(), 65 << 10)
+    fifo, big = fifo_and_oversized(tmp_path, pem.encode(), 17 << 10)
     cut = tmp_path / "cut.pem"  # a copy that lost its END line
     cut.write_text(f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n")
     args = ["--bare", "probe", "exit", "0"] if bare else ["probe", "exit", "0"]

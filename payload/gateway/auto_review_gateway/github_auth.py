@@ -47,19 +47,33 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def add_native_site_dirs() -> None:
+    """Make the native packages importable (the gateway runs with -S, so no site dir is
+    on its path): the rootfs's NATIVE_SITE and the dirs its .pth names; where there is
+    none (``--bare`` on a host), this interpreter's own site dirs, appended without
+    running their .pth files."""
+    if NATIVE_SITE in sys.path:
+        return
+    import site
+
+    if os.path.isdir(NATIVE_SITE):
+        site.addsitedir(NATIVE_SITE)
+        return
+    for path in site.getsitepackages():
+        if path not in sys.path and os.path.isdir(path):
+            sys.path.append(path)
+
+
 def load_private_key(pem: bytes) -> Any:
     """The App's RSA private key from PEM; ReviewError(EXIT_CONFIG) if it is not one."""
-    if NATIVE_SITE not in sys.path and os.path.isdir(NATIVE_SITE):
-        import site  # the gateway runs with -S: only the App's path needs site dirs
-
-        site.addsitedir(NATIVE_SITE)
+    add_native_site_dirs()
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
     except ImportError:
         raise ReviewError(
-            "GitHub App auth needs the cryptography package, which this build lacks; "
-            "use GITHUB_TOKEN instead",
+            "GitHub App auth needs the cryptography package, which neither this build "
+            "nor this interpreter has; use GITHUB_TOKEN instead",
             EXIT_CONFIG,
         ) from None
     try:
@@ -67,6 +81,12 @@ def load_private_key(pem: bytes) -> Any:
     except (ValueError, TypeError):
         raise ReviewError(
             "the GitHub App private key is not an unencrypted PEM private key", EXIT_CONFIG
+        ) from None
+    except Exception as exc:  # UnsupportedAlgorithm (an SM2 key), OpenSSL's InternalError
+        raise ReviewError(
+            f"the GitHub App private key cannot be loaded ({type(exc).__name__}): "
+            "use the RSA key GitHub generated",
+            EXIT_CONFIG,
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ReviewError("the GitHub App private key must be an RSA key", EXIT_CONFIG)

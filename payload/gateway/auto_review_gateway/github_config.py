@@ -23,14 +23,14 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from auto_review_gateway import httpjson, names
+from auto_review_gateway import boundedfile, httpjson, names
 from auto_review_gateway.model import EXIT_CONFIG, ReviewError
 
 DEFAULT_API_URL = "https://api.github.com"
 SETTINGS_FILE = "github.env"
 KEY_FILE = "github-app.pem"
 KEY_VARIABLE = "GITHUB_APP_PRIVATE_KEY"  # the PEM itself: from the environment only
-KEY_MAX = 64 * 1024
+KEY_MAX = 16 << 10  # as the launcher's APP_KEY_MAX: OpenSSL's largest RSA key fits
 NAMES = (
     "GITHUB_API_URL",
     "GITHUB_TOKEN",
@@ -152,12 +152,9 @@ def app_private_key(env: Mapping[str, str], found: Mapping[str, str]) -> bytes:
         names.state_dir(env), KEY_FILE
     )
     try:
-        with open(key_file, "rb") as fh:
-            return fh.read(KEY_MAX)
-    except OSError as exc:
-        raise ReviewError(
-            f"GITHUB_APP_PRIVATE_KEY_FILE {key_file}: {exc.strerror}", EXIT_CONFIG
-        ) from None
+        return boundedfile.read_regular_file(key_file, KEY_MAX)
+    except boundedfile.FileRefused as exc:
+        raise ReviewError(f"GITHUB_APP_PRIVATE_KEY_FILE={key_file}{exc}", EXIT_CONFIG) from None
 
 
 # author_association values, most trusted first (GitHub's "author-association" schema)

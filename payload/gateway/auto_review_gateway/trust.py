@@ -9,7 +9,6 @@ plus the operator's certificates) is written to a private temporary file that
 """
 
 import os
-import stat
 import sys
 
 DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
@@ -24,28 +23,14 @@ def _fail(message: str, fix: str) -> None:
 
 
 def _read_bounded(path: str) -> bytes:
-    """A regular file (a symlink to one is fine) of at most MAX_BYTES, else exit 78:
-    opened non-blocking so a FIFO cannot hang us, and never a device like /dev/zero."""
-    fix = "point it at a PEM file"
+    """A regular file of at most MAX_BYTES (boundedfile), else exit 78."""
+    from auto_review_gateway.boundedfile import FileRefused, read_regular_file
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        _fail(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            _fail(f"AUTO_REVIEW_CA_FILE={path} is not a regular file", fix)
-        if st.st_size > MAX_BYTES:
-            _fail(f"AUTO_REVIEW_CA_FILE={path} is {st.st_size} bytes, over 16 MiB", fix)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(MAX_BYTES + 1)
-    except OSError as exc:
-        _fail(f"AUTO_REVIEW_CA_FILE={path}: {exc.strerror}", fix)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:
-        _fail(f"AUTO_REVIEW_CA_FILE={path} is over 16 MiB", fix)
-    return data
+        return read_regular_file(path, MAX_BYTES)
+    except FileRefused as exc:
+        _fail(f"AUTO_REVIEW_CA_FILE={path}{exc}", "point it at a PEM file")
+        raise  # not reached: _fail exits
 
 
 def apply_extra_ca() -> str | None:
