@@ -63,6 +63,7 @@
               --exe python=${python}/bin/python3 \
               --site ${python.pkgs.cryptography}/${python.sitePackages} \
               --site ${python.pkgs.cffi}/${python.sitePackages} \
+              --dlopen ${pkgs.openssl.out}/lib/ossl-modules/legacy.so \
               --file /etc/ssl/certs/ca-certificates.crt=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt
           '';
 

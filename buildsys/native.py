@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 PTH_NAME = "native.pth"
 
-# Run by the target interpreter: its site directories (or the recipe's, for Nix), the
+# Run by the target interpreter: the recipe's site directories (else its own), the
 # extension suffixes it loads, and where each named package is found in them.
 LOCATE = r"""
 import importlib.machinery as m, json, site, sys

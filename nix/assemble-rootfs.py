@@ -3,7 +3,8 @@
 
     assemble-rootfs.py assemble --src SRC --out DIR --wheels DIR \
         --exe git=/nix/store/...-git/bin/git ... --file /etc/ssl/certs/ca-certificates.crt=PATH \
-        --site /nix/store/...-python3.11-cryptography-X/lib/python3.11/site-packages ...
+        --site /nix/store/...-python3.11-cryptography-X/lib/python3.11/site-packages ... \
+        --dlopen /nix/store/...-openssl-X/lib/ossl-modules/legacy.so
     assemble-rootfs.py normalize DIR      # modes after a copy out of the (0555) store
 
 `assemble` runs buildsys.stage.assemble_host_rootfs on a copy of payload/rootfs.toml whose
@@ -79,7 +80,11 @@ def assemble(args: argparse.Namespace) -> int:
     data = dict(recipe.data)
     data["executables"] = exes
     data["files"] = files
-    data["elf"] = {"search": search + list(recipe.section("elf")["search"])}
+    # the store's dlopen'ed libraries (OpenSSL's legacy provider) replace the FHS paths
+    data["elf"] = {
+        "search": search + list(recipe.section("elf")["search"]),
+        "dlopen": {os.uname().machine: args.dlopen},
+    }
     # the store site dirs of the native packages (the store python's own has none)
     data["python"] = {**recipe.section("python"), "site_dirs": args.site}
     args.out.mkdir()
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--exe", action="append", default=[], metavar="ROLE=PATH")
     a.add_argument("--file", action="append", default=[], metavar="INROOT=PATH")
     a.add_argument("--site", action="append", default=[], metavar="DIR")
+    a.add_argument("--dlopen", action="append", default=[], metavar="PATH")
     n = sub.add_parser("normalize")
     n.add_argument("--src", type=Path, default=src_default)
     n.add_argument("dir", type=Path)

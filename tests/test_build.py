@@ -227,7 +227,13 @@ def test_native_package_importing_an_unlisted_one_is_refused(tmp_path: Path) -> 
     (site / "helperlib.py").write_text("VALUE = 1\n")
     recipe = (ROOT / "payload" / "rootfs.toml").read_text()
     bad = tmp_path / "rootfs.toml"
-    bad.write_text(recipe.replace(NATIVE_LINE, f'native = ["natpkg"]\nsite_dirs = ["{site}"]'))
+    site_line = 'site_dirs = ["/usr/lib/python3/dist-packages"]'
+    assert site_line in recipe
+    bad.write_text(
+        recipe.replace(NATIVE_LINE, 'native = ["natpkg"]').replace(
+            site_line, f'site_dirs = ["{site}"]'
+        )
+    )
     result = run_build("--recipe", str(bad), "--out", str(tmp_path / "x"))
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
