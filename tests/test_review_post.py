@@ -156,6 +156,18 @@ def test_post_without_a_pr_is_a_usage_error_before_anything_is_sent(
     assert "--pr" in result.stderr
 
 
+def test_both_forges_configured_is_a_config_error_before_anything_is_sent(
+    repo: Path, forgejo_stand: Stand
+) -> None:
+    # a stray GITHUB_TOKEN (CI runners export one) must not send the review elsewhere
+    env = dict(forgejo_stand.env, GITHUB_TOKEN="ghp_" + "x" * 36)
+    result = review(repo, env, "--post", "--pr", "acme/demo#3")
+    assert result.returncode == 6, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "both GitHub" in line and "FORGEJO_BASE_URL" in line and "ghp_" not in line
+    assert forgejo_stand.sent() == 0
+
+
 def test_a_refused_token_is_one_line_exit_post_without_the_token(repo: Path, stand: Stand) -> None:
     env = dict(stand.env, **{stand.token_name: WRONG_TOKEN})
     result = review(repo, env, "--post", "--pr", "acme/demo#3")

@@ -760,6 +760,7 @@ def test_missing_configuration_exits_6_naming_only_the_names(tmp_path: Path) -> 
         ({"AR_QUEUE_MAX": "many"}, "AR_QUEUE_MAX"),
         ({"AR_SHUTDOWN_GRACE": "-1"}, "AR_SHUTDOWN_GRACE"),
         ({"FORGEJO_BASE_URL": f"ftp://{SECRET}@forge"}, "FORGEJO_BASE_URL"),
+        ({"GITHUB_TOKEN": "ghp_" + "y" * 36}, "both GitHub"),  # two forges: which one?
     ):
         result = run("serve", **{**configured, **extra})
         assert result.returncode == 6, (name, result.stderr)

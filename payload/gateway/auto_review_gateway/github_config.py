@@ -106,9 +106,19 @@ def settings(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def configured(env: Mapping[str, str] | None = None) -> bool:
-    """True when GitHub is the forge (``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` is set)."""
-    found = settings(os.environ if env is None else env)
-    return bool(found.get("GITHUB_TOKEN") or found.get("GITHUB_APP_ID"))
+    """True when GitHub is the forge (``GITHUB_TOKEN`` or ``GITHUB_APP_ID`` is set);
+    ReviewError(EXIT_CONFIG) when Forgejo's ``FORGEJO_BASE_URL`` is set too: a stray
+    token (CI runners export ``GITHUB_TOKEN``) must not silently pick the other forge."""
+    env = os.environ if env is None else env
+    found = settings(env)
+    github = bool(found.get("GITHUB_TOKEN") or found.get("GITHUB_APP_ID"))
+    if github and env.get("FORGEJO_BASE_URL", "").strip():
+        raise ReviewError(
+            "both GitHub (GITHUB_TOKEN or GITHUB_APP_ID) and Forgejo (FORGEJO_BASE_URL) "
+            "are configured: unset the settings of the forge this gateway does not serve",
+            EXIT_CONFIG,
+        )
+    return github
 
 
 def load_config(env: Mapping[str, str] | None = None) -> GitHubConfig:

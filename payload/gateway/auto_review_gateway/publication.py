@@ -36,13 +36,14 @@ class Publication:
         return text
 
     def _failure(self, exc: ReviewError) -> httpjson.HttpError:
-        """``exc`` as a posting failure on this PR, keeping whether it is transient."""
+        """``exc`` as a posting failure on this PR, keeping whether it is transient (only
+        an HTTP failure may be: a refused name or an unusable answer stays refused)."""
         where = f"{self.owner}/{self.repo}#{self.index}"
         return httpjson.HttpError(
             self._redact(f"posting the review to {where} failed: {exc}"),
             EXIT_POST,
             getattr(exc, "status", None),
-            transient=getattr(exc, "transient", True),
+            transient=getattr(exc, "transient", False),
         )
 
     def _status(self, state: str, description: str) -> None:
@@ -57,6 +58,9 @@ class Publication:
         except ReviewError as exc:
             self.error("auto-review could not post its review")
             raise self._failure(exc) from None
+        except BaseException:  # a bug or an interrupt: never leave the status pending
+            self.error("auto-review could not post its review")
+            raise
 
     def error(self, description: str) -> None:
         """Status error, best effort: the failure that led here is the one to report."""

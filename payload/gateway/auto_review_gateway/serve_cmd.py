@@ -61,7 +61,10 @@ class ServeConfig:
         from auto_review_gateway import forgejo, github, httpjson, server
         from auto_review_gateway.model import ReviewError
 
-        self.github = github.configured(env)
+        try:
+            self.github = github.configured(env)
+        except ReviewError as exc:
+            raise ConfigError(str(exc)) from None
         required = ("WEBHOOK_SECRET",) if self.github else REQUIRED
         missing = [name for name in required if not env.get(name, "").strip()]
         if missing:
