@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import selectors
 import shutil
 import signal
 import subprocess
@@ -135,29 +136,35 @@ class Serving:
     `errors` (read by a thread, so the pipe never fills)."""
 
     def __init__(self, app: Path, env: dict[str, str], timeout: float = 120) -> None:
+        # unbuffered bytes: readline() then never reads past a line, so select() on the
+        # pipe sees every line that is not yet read
         self.proc = subprocess.Popen(
             [HOST_PYTHON, str(app), "serve"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            bufsize=0,
         )
         self.errors: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()  # each line is an event: no polling
-            if "serving on" in line:
-                return
-            if not line and self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {''.join(self.errors)[-2000:]}")
-        raise AssertionError("serve never said it was serving")
+        with selectors.DefaultSelector() as sel:  # a silent, live serve must not hang us
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while sel.select(max(deadline - time.monotonic(), 0)):
+                line = self.proc.stdout.readline()  # ready: a line or EOF, no polling
+                if b"serving on" in line:
+                    return
+                if not line:
+                    self.proc.wait(timeout=30)
+                    raise AssertionError(f"serve exited: {''.join(self.errors)[-2000:]}")
+        self.proc.kill()
+        raise AssertionError(f"serve never said it was serving in {timeout:g} s")
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            self.errors.append(line)
+            self.errors.append(line.decode(errors="replace"))
 
     def stop(self) -> int:
         """SIGTERM, then its exit status."""
