@@ -56,9 +56,10 @@ def forge_probe(intake: Intake) -> Callable[[], None]:
     from auto_review_gateway import forgejo
 
     if getattr(intake.forge, "kind", "") == "github":
-        from auto_review_gateway import github
+        from auto_review_gateway import github_worker
 
-        hub = github.GitHub(intake.forge)  # type: ignore[arg-type]
+        # the jobs' client: an App's key is parsed once, its tokens cached once
+        hub = github_worker.client(intake.forge)  # type: ignore[arg-type]
         return lambda: hub.probe(READY_PROBE_TIMEOUT)
     client = forgejo.Forgejo(intake.forge, retry=None)
 
