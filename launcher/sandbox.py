@@ -17,7 +17,6 @@ from launcher import gateway_env, hostlink, network, ocispec, rundirs
 from launcher.cache.root import default_state_dir
 from launcher.cache.warm import Acquired, acquire
 from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
-from launcher.hostfile import read_regular_file
 from launcher.runtime import discover
 from launcher.supervise import supervise, supervise_with_network
 
@@ -259,6 +258,8 @@ def extra_ca() -> tuple[str, bytes] | None:
     extra = os.environ.get("AUTO_REVIEW_CA_FILE", "").strip()
     if not extra:
         return None
+    from launcher.hostfile import read_regular_file  # only when set: the warm path skips it
+
     pem = read_regular_file(
         "AUTO_REVIEW_CA_FILE", extra, CA_MAX, "point AUTO_REVIEW_CA_FILE at a PEM file"
     )
