@@ -1,6 +1,9 @@
 """Files an operator names by a variable (a CA bundle, a GitHub App key), read bounded:
 a regular file only (a symlink to one is fine), opened non-blocking so a FIFO cannot
-hang the read, never more than the cap, even of a file that grows meanwhile."""
+hang the read, never more than the cap, even of a file that grows meanwhile.
+
+The launcher's launcher/hostfile.py is its twin on the host side: gateway.pyz carries
+no launcher code (nor the launcher any gateway code), so each side has its own."""
 
 import os
 import stat

@@ -8,8 +8,14 @@ plus the operator's certificates) is written to a private temporary file that
 ``SSL_CERT_FILE`` (Python's ssl) and ``GIT_SSL_CAINFO`` (git) then name.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of every gateway start
+    from typing import NoReturn
 
 DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 EXIT_CONFIG = 78  # EX_CONFIG, as the launcher's bad settings
@@ -17,7 +23,7 @@ PEM_MARK = b"-----BEGIN CERTIFICATE-----"
 MAX_BYTES = 16 << 20
 
 
-def _fail(message: str, fix: str) -> None:
+def _fail(message: str, fix: str) -> NoReturn:
     sys.stderr.write(f"auto-review: {message} -- {fix}\n")
     raise SystemExit(EXIT_CONFIG)
 
@@ -30,7 +36,6 @@ def _read_bounded(path: str) -> bytes:
         return read_regular_file(path, MAX_BYTES)
     except FileRefused as exc:
         _fail(f"AUTO_REVIEW_CA_FILE={path}{exc}", "point it at a PEM file")
-        raise  # not reached: _fail exits
 
 
 def apply_extra_ca() -> str | None:
