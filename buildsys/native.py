@@ -1,5 +1,6 @@
 """Native packages: Python packages with C or Rust extension modules, shipped whole from
-the target interpreter's own site directories.
+the site directories the recipe names (``[python] site_dirs``), found there by the
+target interpreter.
 
 An extension module cannot be imported from gateway.pyz, and a package built for the
 interpreter the rootfs carries must come from where that interpreter came from: on
@@ -32,11 +33,12 @@ if TYPE_CHECKING:
 
 PTH_NAME = "native.pth"
 
-# Run by the target interpreter: the recipe's site directories (else its own), the
-# extension suffixes it loads, and where each named package is found in them.
+# Run by the target interpreter: the extension suffixes it loads, and where each named
+# package is found in the recipe's site directories (never its own list, which starts
+# with the build host's /usr/local).
 LOCATE = r"""
-import importlib.machinery as m, json, site, sys
-names, dirs = json.loads(sys.argv[1]), json.loads(sys.argv[2]) or site.getsitepackages()
+import importlib.machinery as m, json, sys
+names, dirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 out = {"dirs": dirs, "suffixes": m.EXTENSION_SUFFIXES, "found": {}}
 for name in names:
     spec = m.PathFinder.find_spec(name, dirs)
@@ -79,7 +81,12 @@ def locate_native(python: str, recipe: Recipe) -> NativeSet:
     names = section.get("native", [])
     if not names:
         return NativeSet()
-    site_dirs = json.dumps(section.get("site_dirs", []))
+    if not section.get("site_dirs"):
+        raise BuildError(
+            "the recipe's [python] native needs site_dirs: the distribution's site dir "
+            "the packages come from (Debian: /usr/lib/python3/dist-packages)"
+        )
+    site_dirs = json.dumps(section["site_dirs"])
     output = run_python(
         python, LOCATE, json.dumps(names), site_dirs, what="locating native packages"
     )

@@ -218,6 +218,20 @@ def test_missing_native_package_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+def test_native_packages_without_a_site_dir_are_refused(tmp_path: Path) -> None:
+    # no fallback to the interpreter's own site list, which starts with /usr/local
+    recipe = (ROOT / "payload" / "rootfs.toml").read_text()
+    site_line = 'site_dirs = ["/usr/lib/python3/dist-packages"]\n'
+    assert site_line in recipe
+    bad = tmp_path / "rootfs.toml"
+    bad.write_text(recipe.replace(site_line, ""))
+    result = run_build("--recipe", str(bad), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("build.py: error: the recipe's [python] native needs site_dirs")
+    assert not (tmp_path / "x").exists()
+
+
 def test_native_package_importing_an_unlisted_one_is_refused(tmp_path: Path) -> None:
     # shipped whole, a native package must not lean on another site package the rootfs
     # would lack: the build names the import instead of shipping a broken package
