@@ -247,3 +247,36 @@ def test_the_gateway_reads_an_app_key_file_bounded(gateway_pyz: Path, tmp_path: 
         assert result.returncode == 6, result.stderr
         [line] = result.stderr.strip().splitlines()
         assert f"GITHUB_APP_PRIVATE_KEY_FILE={path} {why}" in line
+
+
+def test_app_auth_in_a_bare_run_uses_the_interpreters_own_site_dirs(
+    gateway_pyz: Path, tmp_path: Path
+) -> None:
+    # --bare on a host: no /usr/lib/auto-review/site, and -S keeps the site dirs off the
+    # path; the interpreter's own (here the venv's, which has cryptography) must serve.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    assert not os.path.exists("/usr/lib/auto-review/site")  # the host is not the rootfs
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    code = (
+        "import sys, site; sys.path.insert(0, sys.argv[1]);"
+        " from auto_review_gateway import github_auth;"
+        " assert 'cryptography' not in sys.modules;"
+        " github_auth.load_private_key(sys.stdin.buffer.read()); import cryptography;"
+        " print(any(cryptography.__file__.startswith(d) for d in site.getsitepackages()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(gateway_pyz)],
+        input=pem,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-800:]
+    assert result.stdout.decode().strip() == "True"
