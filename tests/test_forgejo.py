@@ -431,3 +431,47 @@ def test_a_token_without_read_user_still_posts_once_per_run(forge: FakeForgejo) 
     forgejo.post_review("octo", "widgets", 42, review, key="job-3")
     assert len(forge.reviews()) == 1
     assert forge.of_kind("delete") == []  # whose pending review it is cannot be told
+
+
+class BrokenForge:
+    """A ForgeClient whose post_review fails with `error`; it records the statuses set.
+    (A stand-in of the forge's interface, not of our code: Publication is the real one.)"""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error, self.states = error, []
+
+    def get_pull(self, owner: str, repo: str, number: int) -> None:
+        raise AssertionError("not asked")
+
+    def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
+        self.states.append((state, description))
+
+    def post_review(self, owner: str, repo: str, index: int, review: Review, *, key=None) -> None:
+        raise self.error
+
+    def secrets(self) -> list[str]:
+        return [TOKEN]
+
+
+def test_a_publication_never_stays_pending_after_an_unexpected_failure() -> None:
+    from auto_review_gateway.publication import Publication
+
+    forge = BrokenForge(RuntimeError("a bug in the client"))
+    publication = Publication("octo/widgets#42", HEAD, forge)
+    with pytest.raises(RuntimeError):
+        publication.finish(make_review("low"))
+    assert [state for state, _ in forge.states] == ["pending", "error"]
+
+
+def test_only_an_http_failure_to_post_is_worth_retrying() -> None:
+    from auto_review_gateway.publication import Publication
+
+    refused = BrokenForge(ReviewError(f"the names are off (token {TOKEN})", EXIT_USAGE))
+    with pytest.raises(httpjson.HttpError) as exc:
+        Publication("octo/widgets#42", HEAD, refused).finish(make_review("low"))
+    assert exc.value.exit_code == EXIT_POST and exc.value.transient is False
+    assert TOKEN not in str(exc.value)  # the client's secrets are redacted
+    timed_out = BrokenForge(httpjson.HttpError("timed out", EXIT_POST, transient=True))
+    with pytest.raises(httpjson.HttpError) as exc:
+        Publication("octo/widgets#42", HEAD, timed_out).finish(make_review("low"))
+    assert exc.value.transient is True
