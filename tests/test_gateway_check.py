@@ -280,3 +280,34 @@ def test_app_auth_in_a_bare_run_uses_the_interpreters_own_site_dirs(
     )
     assert result.returncode == 0, result.stderr.decode()[-800:]
     assert result.stdout.decode().strip() == "True"
+
+
+def test_serve_refuses_an_unusable_app_key_at_start(gateway_pyz: Path, tmp_path: Path) -> None:
+    # before any socket or job: an EC key, a key cryptography cannot load, garbage
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    sm2 = tmp_path / "sm2.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "SM2", "-out", str(sm2)], check=True)
+    garbage = b"-----BEGIN PRIVATE KEY-----\nbm9wZQ==\n-----END PRIVATE KEY-----\n"
+    cases = {
+        "must be an RSA key": ec_key,
+        "cannot be loaded (UnsupportedAlgorithm)": sm2.read_bytes(),
+        "not an unencrypted PEM private key": garbage,
+    }
+    for why, pem in cases.items():
+        env = {
+            "WEBHOOK_SECRET": "s",
+            "GITHUB_APP_ID": "1",
+            "GITHUB_APP_PRIVATE_KEY": pem.decode(),
+            "AUTO_REVIEW_STATE_DIR": str(tmp_path),
+        }
+        result = gateway(gateway_pyz, "serve", env=env)
+        assert result.returncode == 6, (why, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert why in line and "BEGIN" not in line

@@ -75,9 +75,11 @@ class ServeConfig:
                 github.load_config(env) if self.github else forgejo.load_config(env)
             )
             if self.github and self.forge.app_id:  # type: ignore[union-attr]
-                from auto_review_gateway import github_auth
+                from auto_review_gateway import github_worker
 
-                github_auth.load_private_key(self.forge.private_key)  # type: ignore[union-attr]
+                # the process's client: its App key is parsed here, once, for the
+                # readiness probe and the jobs too (a bad key is a config error now)
+                github_worker.client(self.forge)  # type: ignore[arg-type]
         except ReviewError as exc:
             raise ConfigError(str(exc)) from None
         ci = env.get("AR_CI_REVIEW_TOKEN", "").strip()
