@@ -299,9 +299,13 @@ def test_prepared_rootfs_packs_to_the_same_layer(
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
 
 
+GATEWAY_PACKAGE = ROOT / "payload" / "gateway" / "auto_review_gateway"
+# Every module and subpackage of the gateway, dotted: its stages' packages included.
 GATEWAY_MODULES = sorted(
-    p.stem
-    for p in (ROOT / "payload" / "gateway" / "auto_review_gateway").glob("*.py")
+    ".".join(p.relative_to(GATEWAY_PACKAGE).with_suffix("").parts)
+    .removesuffix("__init__")
+    .rstrip(".")
+    for p in GATEWAY_PACKAGE.rglob("*.py")
     if p.stem != "__main__"  # importing it runs the command line
 )
 
@@ -309,11 +313,17 @@ GATEWAY_MODULES = sorted(
 @needs_root
 def test_every_gateway_module_imports_with_the_rootfs_python(rootfs: Path) -> None:
     """The recipe's exclusions never remove a module the gateway (or a frozen module it
-    uses) really imports: each gateway module is imported by the rootfs's own Python."""
+    uses) really imports: each gateway module and each of its stages' packages is imported
+    from gateway.pyz by the rootfs's own Python (``-I -S``), and comes from the zip."""
+    assert {"web", "jobs", "forges.forgejo", "forges.github", "review.llm", "core"} <= set(
+        GATEWAY_MODULES
+    )
     code = (
         "import sys, importlib; sys.path.insert(0, '/usr/lib/auto-review/gateway.pyz');"
-        " import runpy, importlib.util;"
-        f" [importlib.import_module('auto_review_gateway.' + m) for m in {GATEWAY_MODULES!r}]"
+        " names = ['auto_review_gateway' + ('.' + m if m else '') for m in"
+        f" {GATEWAY_MODULES!r}];"
+        " mods = [importlib.import_module(n) for n in names];"
+        " assert all('gateway.pyz' in (m.__file__ or '') for m in mods), names"
     )
     result = subprocess.run(["chroot", str(rootfs), "/usr/bin/python3", "-I", "-S", "-c", code],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -336,7 +346,7 @@ def test_the_rootfs_signs_an_app_jwt_with_its_own_cryptography(rootfs: Path) -> 
     )
     code = (
         "import sys; sys.path.insert(0, '/usr/lib/auto-review/gateway.pyz');"
-        " from auto_review_gateway import github_auth as a;"
+        " from auto_review_gateway.forges.github import auth as a;"
         " k = a.load_private_key(sys.stdin.buffer.read()); import cryptography;"
         " print(cryptography.__file__); print(a.app_jwt('4242', k, 1700000000.0))"
     )

@@ -19,8 +19,8 @@ from tests.gitserver import CertFiles, make_ca
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 
-from auto_review_gateway import forgejo, httpjson
-from auto_review_gateway.model import (
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.model import (
     EXIT_CONFIG,
     EXIT_POST,
     EXIT_USAGE,
@@ -28,7 +28,8 @@ from auto_review_gateway.model import (
     Review,
     ReviewError,
 )
-from auto_review_gateway.retry import Retry
+from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.forges.forgejo import client as forgejo
 
 TOKEN = "f0rgej0-t0ken-0123456789abcdef0123456789abcdef"
 HEAD = "3a5f" * 10
@@ -454,7 +455,7 @@ class BrokenForge:
 
 
 def test_a_publication_never_stays_pending_after_an_unexpected_failure() -> None:
-    from auto_review_gateway.publication import Publication
+    from auto_review_gateway.forges.publication import Publication
 
     forge = BrokenForge(RuntimeError("a bug in the client"))
     publication = Publication("octo/widgets#42", HEAD, forge)
@@ -464,7 +465,7 @@ def test_a_publication_never_stays_pending_after_an_unexpected_failure() -> None
 
 
 def test_only_an_http_failure_to_post_is_worth_retrying() -> None:
-    from auto_review_gateway.publication import Publication
+    from auto_review_gateway.forges.publication import Publication
 
     refused = BrokenForge(ReviewError(f"the names are off (token {TOKEN})", EXIT_USAGE))
     with pytest.raises(httpjson.HttpError) as exc:

@@ -266,7 +266,7 @@ def test_app_auth_in_a_bare_run_uses_the_interpreters_own_site_dirs(
     )
     code = (
         "import sys, site; sys.path.insert(0, sys.argv[1]);"
-        " from auto_review_gateway import github_auth;"
+        " from auto_review_gateway.forges.github import auth as github_auth;"
         " assert 'cryptography' not in sys.modules;"
         " github_auth.load_private_key(sys.stdin.buffer.read()); import cryptography;"
         " print(any(cryptography.__file__.startswith(d) for d in site.getsitepackages()))"

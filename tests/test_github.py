@@ -19,13 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auto_review_gateway import github, github_auth, github_webhooks, httpjson
-from auto_review_gateway.intake import Intake
-from auto_review_gateway.jobs import JobQueue
-from auto_review_gateway.jobspec import JobRequest
-from auto_review_gateway.metrics import Metrics
-from auto_review_gateway.model import Finding, Review, ReviewError
-from auto_review_gateway.retry import Retry
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.metrics import Metrics
+from auto_review_gateway.core.model import Finding, Review, ReviewError
+from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.forges.github import auth as github_auth
+from auto_review_gateway.forges.github import client as github
+from auto_review_gateway.forges.github import webhooks as github_webhooks
+from auto_review_gateway.intake.endpoint import Intake
+from auto_review_gateway.jobs.queue import JobQueue
+from auto_review_gateway.jobs.spec import JobRequest
 
 from tests.fake_github import FakeGitHub
 from tests.gitserver import CertFiles, make_ca
@@ -481,7 +484,7 @@ def github_intake(hub: FakeGitHub, queue: JobQueue, token: str = TOKEN) -> Intak
 def test_a_github_gateway_serves_github_webhooks_and_asks_github_if_ready(
     hub: FakeGitHub, tmp_path: Path
 ) -> None:
-    from auto_review_gateway import endpoints
+    from auto_review_gateway.web import endpoints
 
     queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
     try:
@@ -497,7 +500,7 @@ def test_a_github_gateway_serves_github_webhooks_and_asks_github_if_ready(
 
 
 def test_a_ci_request_reads_the_pull_request_from_github(hub: FakeGitHub, tmp_path: Path) -> None:
-    from auto_review_gateway import ci
+    from auto_review_gateway.web import ci
 
     queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
     try:
@@ -515,8 +518,8 @@ def test_a_ci_request_reads_the_pull_request_from_github(hub: FakeGitHub, tmp_pa
 
 
 def test_a_forgejo_gateway_has_no_github_route(tmp_path: Path) -> None:
-    from auto_review_gateway import endpoints
-    from auto_review_gateway.forgejo import ForgejoConfig
+    from auto_review_gateway.forges.forgejo.client import ForgejoConfig
+    from auto_review_gateway.web import endpoints
 
     queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)
     try:

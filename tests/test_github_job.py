@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from auto_review_gateway import github_worker
-from auto_review_gateway.jobspec import Job, JobRequest
+from auto_review_gateway.jobs import github_job as github_worker
+from auto_review_gateway.jobs.spec import Job, JobRequest
 
 from tests.fake_github import FakeGitHub
 from tests.gitserver import commit, make_ca, make_repo

@@ -20,8 +20,8 @@ from launcher import gateway_env, hostlink, network, usernet
 from launcher.errors import ConfigError, ExitCode
 
 sys.path.insert(0, str(ROOT / "payload" / "gateway"))
-from auto_review_gateway import github_config
-from auto_review_gateway import hostlink as inner
+from auto_review_gateway.core import hostlink as inner
+from auto_review_gateway.forges.github import config as github_config
 
 
 def test_secrets_round_trip_through_a_pipe() -> None:
@@ -147,7 +147,7 @@ def test_the_lifeline_ends_the_gateway_when_its_write_end_closes() -> None:
     code = (
         "import os, sys, threading\n"
         f"sys.path.insert(0, {str(ROOT / 'payload' / 'gateway')!r})\n"
-        "from auto_review_gateway import hostlink\n"
+        "from auto_review_gateway.core import hostlink\n"
         "hostlink.attach()\n"
         "print(os.environ['WEBHOOK_SECRET'], flush=True)\n"
         "threading.Event().wait()\n"  # until the lifeline ends the process

@@ -33,10 +33,12 @@ from tests.gitserver import CertFiles, GitHttpsServer, commit, make_ca, make_rep
 GATEWAY = Path(__file__).resolve().parent.parent / "payload" / "gateway"
 sys.path.insert(0, str(GATEWAY))
 
-from auto_review_gateway import jobs, worker  # noqa: E402
-from auto_review_gateway.jobs import Job, JobQueue, JobRequest, Workers  # noqa: E402
-from auto_review_gateway.metrics import Metrics  # noqa: E402
-from auto_review_gateway.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError  # noqa: E402
+from auto_review_gateway.core.metrics import Metrics  # noqa: E402
+from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError  # noqa: E402
+from auto_review_gateway.jobs import forgejo_job as worker  # noqa: E402
+from auto_review_gateway.jobs import queue as jobs  # noqa: E402
+from auto_review_gateway.jobs.queue import Job, JobQueue, JobRequest  # noqa: E402
+from auto_review_gateway.jobs.workers import Workers  # noqa: E402
 
 TOKEN = "s3cret-forge-token"
 
@@ -248,8 +250,9 @@ CHILD = textwrap.dedent(
     """
     import fcntl, os, sys, time
     sys.path.insert(0, {gateway!r})
-    from auto_review_gateway.jobs import JobQueue, JobRequest, Workers
-    from auto_review_gateway.metrics import Metrics
+    from auto_review_gateway.jobs.queue import JobQueue, JobRequest
+    from auto_review_gateway.jobs.workers import Workers
+    from auto_review_gateway.core.metrics import Metrics
 
     db, logs, mode = sys.argv[1:4]
 
@@ -763,8 +766,8 @@ def test_a_job_retried_after_its_review_was_posted_does_not_post_it_again(
     queue: JobQueue,
     pool: list[Workers],
 ) -> None:
-    from auto_review_gateway import forgejo
-    from auto_review_gateway.retry import Retry
+    from auto_review_gateway.core.retry import Retry
+    from auto_review_gateway.forges.forgejo import client as forgejo
 
     monkeypatch.setattr(forgejo, "make_retry", lambda: Retry(2, sleep=lambda s: None))
     with FakeForgejo(token=TOKEN) as forge:

@@ -18,8 +18,7 @@ from tests.fake_openai import FakeOpenAI, Reply, Stall, Truncated, error_body, r
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 
-from auto_review_gateway import llm
-from auto_review_gateway.model import (
+from auto_review_gateway.core.model import (
     EXIT_CONFIG,
     EXIT_REVIEWER,
     FileChange,
@@ -30,7 +29,8 @@ from auto_review_gateway.model import (
     ReviewContext,
     ReviewError,
 )
-from auto_review_gateway.retry import Retry
+from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.review.llm import reviewer as llm
 
 API_KEY = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 MODEL = "review-model-1"

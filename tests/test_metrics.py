@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
-from auto_review_gateway.metrics import Metrics
+from auto_review_gateway.core.metrics import Metrics
 
 
 def test_counters_gauges_and_histograms_render_in_text_format() -> None:

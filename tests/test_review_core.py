@@ -24,15 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ROOT / "payload" / "gateway"
 sys.path.insert(0, str(GATEWAY))
 
-from auto_review_gateway import (  # noqa: E402
-    builtin_rules,
-    context,
-    diffparse,
-    gitrepo,
-    render,
-    repoconfig,
-)
-from auto_review_gateway.model import (  # noqa: E402
+from auto_review_gateway.core.model import (  # noqa: E402
     EXIT_CONFIG,
     FileChange,
     Finding,
@@ -40,6 +32,14 @@ from auto_review_gateway.model import (  # noqa: E402
     Review,
     ReviewContext,
     ReviewError,
+)
+from auto_review_gateway.review import (  # noqa: E402
+    builtin_rules,
+    context,
+    diffparse,
+    gitrepo,
+    render,
+    repoconfig,
 )
 
 AWS_KEY = "AKIAQWERTYUIOPASDFGH"

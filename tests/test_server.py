@@ -647,7 +647,7 @@ def test_slow_clients_are_dropped_and_do_not_block_others(gw: Served) -> None:
 
 
 def test_connections_beyond_the_cap_get_a_canned_503(gw: Served) -> None:
-    from auto_review_gateway.server import MAX_CONNECTIONS
+    from auto_review_gateway.web.server import MAX_CONNECTIONS
 
     idle = [socket.create_connection((gw.host, gw.port), timeout=5) for _ in range(MAX_CONNECTIONS)]
     try:
@@ -840,7 +840,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_bind_addresses() -> None:
-    from auto_review_gateway.server import display_address, parse_bind
+    from auto_review_gateway.web.server import display_address, parse_bind
 
     assert parse_bind("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_bind("[::1]:0") == ("::1", 0)
@@ -852,8 +852,8 @@ def test_bind_addresses() -> None:
 
 
 def test_signature_token_and_mention_checks() -> None:
-    from auto_review_gateway.re_review import mentions_re_review
-    from auto_review_gateway.request_auth import bearer_ok, signature_ok
+    from auto_review_gateway.forges.re_review import mentions_re_review
+    from auto_review_gateway.intake.auth import bearer_ok, signature_ok
 
     body = b'{"a": 1}'
     assert signature_ok(SECRET.encode(), body, sign(body))

@@ -3,14 +3,16 @@
 A command module provides ``NAME``, ``HELP``, ``configure(parser)`` that adds
 its arguments, and ``run(args) -> int`` that returns the exit status; optionally
 ``ALIASES``, other names of the command. Adding a subcommand is adding its
-module to the import and to COMMANDS.
+module (in ``commands/``) to the import and to COMMANDS.
 """
 
 import argparse
 
-from auto_review_gateway import __version__, check, hostlink, probe, review_cmd, serve_cmd, trust
+from auto_review_gateway import __version__
+from auto_review_gateway.commands import check, probe, review, serve
+from auto_review_gateway.core import hostlink, trust
 
-COMMANDS = (check, probe, review_cmd, serve_cmd)
+COMMANDS = (check, probe, review, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

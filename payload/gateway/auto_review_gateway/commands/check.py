@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Run every self-test item, print the results, return 0 if all hold, else 1."""
     # Imported here, not at the top: ssl and subprocess cost about 20 ms of
     # start-up that the other commands (probe above all) should not pay.
-    from auto_review_gateway import selftest
+    from auto_review_gateway.selftest import items as selftest
 
     items = evaluate(selftest.ITEMS)
     ok = all(item.ok for item in items)

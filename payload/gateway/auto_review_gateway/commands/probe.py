@@ -170,7 +170,7 @@ def _flock(args: argparse.Namespace) -> int:
 
 
 def _abi(args: argparse.Namespace) -> int:
-    from auto_review_gateway import syscalls
+    from auto_review_gateway.selftest import syscalls
 
     if os.uname().machine != "x86_64":
         print("n/a")

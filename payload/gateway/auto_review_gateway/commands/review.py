@@ -21,8 +21,8 @@ import sys
 # heavier imports (tempfile, shutil, the pipeline) inside the functions.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from auto_review_gateway.gitrepo import Repo
-    from auto_review_gateway.publication import Publication
+    from auto_review_gateway.forges.publication import Publication
+    from auto_review_gateway.review.gitrepo import Repo
 
 NAME = "review"
 HELP = "review the change between two commits of a repository and print the result"
@@ -68,8 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the review and print it; return 0, or print one error line and return its code."""
-    from auto_review_gateway.gitrepo import redact
-    from auto_review_gateway.model import ReviewError
+    from auto_review_gateway.core.model import ReviewError
+    from auto_review_gateway.review.gitrepo import redact
 
     try:
         return _review(args)
@@ -82,8 +82,8 @@ def _review(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from auto_review_gateway import gitrepo
-    from auto_review_gateway.pipeline import Reading as _Reading
+    from auto_review_gateway.review import gitrepo
+    from auto_review_gateway.review.pipeline import Reading as _Reading
 
     if args.path is not None:
         with _Reading():
@@ -100,8 +100,8 @@ def _review(args: argparse.Namespace) -> int:
 
 
 def _review_repo(repo: Repo, args: argparse.Namespace) -> int:
-    from auto_review_gateway import pipeline, render
-    from auto_review_gateway.model import ReviewError
+    from auto_review_gateway.core.model import ReviewError
+    from auto_review_gateway.review import pipeline, render
 
     ctx = pipeline.context_of(repo, args.max_diff_bytes)
     if ctx is None:
@@ -123,14 +123,15 @@ def _review_repo(repo: Repo, args: argparse.Namespace) -> int:
 def _start_post(pr: str | None, head: str) -> Publication:
     """Check --pr and the forge settings, and set the pending status, before reviewing:
     on GitHub when it is configured, else on Forgejo."""
-    from auto_review_gateway import forgejo, github_config
-    from auto_review_gateway.model import EXIT_USAGE, ReviewError
-    from auto_review_gateway.publication import Publication
+    from auto_review_gateway.core.model import EXIT_USAGE, ReviewError
+    from auto_review_gateway.forges.forgejo import client as forgejo
+    from auto_review_gateway.forges.github import config as github_config
+    from auto_review_gateway.forges.publication import Publication
 
     if not pr:
         raise ReviewError("--post needs --pr OWNER/REPO#N", EXIT_USAGE)
     if github_config.configured():
-        from auto_review_gateway import github
+        from auto_review_gateway.forges.github import client as github
 
         return Publication(pr, head, github.GitHub(github_config.load_config()))
     config = forgejo.load_config()

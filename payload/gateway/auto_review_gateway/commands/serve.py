@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from auto_review_gateway.forgejo import ForgejoConfig
+    from auto_review_gateway.forges.forgejo.client import ForgejoConfig
 
 
 class ConfigError(Exception):
@@ -58,8 +58,11 @@ class ServeConfig:
     """The validated settings of ``serve`` (secrets are not shown by repr)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        from auto_review_gateway import forgejo, github, httpjson, server
-        from auto_review_gateway.model import ReviewError
+        from auto_review_gateway.core import httpjson
+        from auto_review_gateway.core.model import ReviewError
+        from auto_review_gateway.forges.forgejo import client as forgejo
+        from auto_review_gateway.forges.github import client as github
+        from auto_review_gateway.web import server
 
         try:
             self.github = github.configured(env)
@@ -75,11 +78,11 @@ class ServeConfig:
                 github.load_config(env) if self.github else forgejo.load_config(env)
             )
             if self.github and self.forge.app_id:  # type: ignore[union-attr]
-                from auto_review_gateway import github_worker
+                from auto_review_gateway.jobs import github_job
 
                 # the process's client: its App key is parsed here, once, for the
                 # readiness probe and the jobs too (a bad key is a config error now)
-                github_worker.client(self.forge)  # type: ignore[arg-type]
+                github_job.client(self.forge)  # type: ignore[arg-type]
         except ReviewError as exc:
             raise ConfigError(str(exc)) from None
         ci = env.get("AR_CI_REVIEW_TOKEN", "").strip()
@@ -103,7 +106,7 @@ class ServeConfig:
         self.bot_name = env.get("AR_BOT_NAME", "").strip().lstrip("@") or "auto-review"
         if not all(c.isascii() and (c.isalnum() or c in "._-") for c in self.bot_name):
             raise ConfigError("AR_BOT_NAME must be a user name ([A-Za-z0-9_.-])")
-        from auto_review_gateway import names
+        from auto_review_gateway.core import names
 
         self.state_dir = names.state_dir(env)
 
@@ -138,7 +141,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; return the exit status (see the module doc)."""
-    from auto_review_gateway.model import EXIT_CONFIG
+    from auto_review_gateway.core.model import EXIT_CONFIG
 
     try:
         config = ServeConfig(os.environ)
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return serve(config)
     except Exception as exc:
-        from auto_review_gateway import httpjson
+        from auto_review_gateway.core import httpjson
 
         text = f"{type(exc).__name__}: {exc}"
         for secret in config.secrets():
@@ -162,24 +165,24 @@ def serve(config: ServeConfig) -> int:
     import signal
     import threading
 
-    from auto_review_gateway import names
-    from auto_review_gateway import server as http
-    from auto_review_gateway.endpoints import Gateway
-    from auto_review_gateway.intake import Intake
-    from auto_review_gateway.jobs import JobQueue
-    from auto_review_gateway.jobspec import JobRequest
-    from auto_review_gateway.metrics import Metrics
-    from auto_review_gateway.stderr_log import log
-    from auto_review_gateway.workers import Workers
+    from auto_review_gateway.core import names
+    from auto_review_gateway.core.log import log
+    from auto_review_gateway.core.metrics import Metrics
+    from auto_review_gateway.intake.endpoint import Intake
+    from auto_review_gateway.jobs.queue import JobQueue
+    from auto_review_gateway.jobs.spec import JobRequest
+    from auto_review_gateway.jobs.workers import Workers
+    from auto_review_gateway.web import server as http
+    from auto_review_gateway.web.endpoints import Gateway
 
     if config.github:
-        from auto_review_gateway import github_worker
+        from auto_review_gateway.jobs import github_job
 
-        github_worker.client(config.forge)  # type: ignore[arg-type]
-        run_review_job = github_worker.run_github_job
-        abandon_review_job = github_worker.abandon_github_job
+        github_job.client(config.forge)  # type: ignore[arg-type]
+        run_review_job = github_job.run_github_job
+        abandon_review_job = github_job.abandon_github_job
     else:
-        from auto_review_gateway.worker import abandon_review_job, run_review_job
+        from auto_review_gateway.jobs.forgejo_job import abandon_review_job, run_review_job
 
     stop = threading.Event()
     signals: list[int] = []

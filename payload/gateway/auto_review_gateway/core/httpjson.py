@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from auto_review_gateway import __version__
-from auto_review_gateway.model import EXIT_REVIEWER, ReviewError
+from auto_review_gateway.core.model import EXIT_REVIEWER, ReviewError
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _ERROR_BODY_BYTES = 64 * 1024  # read of an error answer, for its message only

@@ -30,7 +30,7 @@ def _fail(message: str, fix: str) -> NoReturn:
 
 def _read_bounded(path: str) -> bytes:
     """A regular file of at most MAX_BYTES (boundedfile), else exit 78."""
-    from auto_review_gateway.boundedfile import FileRefused, read_regular_file
+    from auto_review_gateway.core.boundedfile import FileRefused, read_regular_file
 
     try:
         return read_regular_file(path, MAX_BYTES)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from auto_review_gateway import httpjson
-from auto_review_gateway.model import Review
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.model import Review
 
 STATUS_CONTEXT = "auto_review"
 STATES = ("pending", "success", "failure", "error")

@@ -10,9 +10,9 @@ caller sees carries one of the client's tokens.
 
 from __future__ import annotations
 
-from auto_review_gateway import httpjson
-from auto_review_gateway.forgejo import ForgeClient, parse_pr
-from auto_review_gateway.model import EXIT_POST, Review, ReviewError
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.model import EXIT_POST, Review, ReviewError
+from auto_review_gateway.forges.client import ForgeClient, parse_pr
 
 
 class Publication:

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway.intake import Intake, Reply, enqueue
-from auto_review_gateway.request_fields import (
+from auto_review_gateway.intake.endpoint import Intake, Reply, enqueue
+from auto_review_gateway.intake.fields import (
     BadRequest,
     want_clone_url,
     want_number,

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from auto_review_gateway.intake import Intake, Reply, enqueue
-from auto_review_gateway.request_fields import (
+from auto_review_gateway.intake.endpoint import Intake, Reply, enqueue
+from auto_review_gateway.intake.fields import (
     BadRequest,
     parse_json,
     want_clone_url,

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from auto_review_gateway import httpjson
-from auto_review_gateway.forgejo import ForgejoConfig
+from auto_review_gateway.core import httpjson
 
 RETRY_AFTER_SECONDS = 30
 
@@ -59,6 +58,21 @@ class MetricsLike(Protocol):
         ...
 
 
+class ForgeSettings(Protocol):
+    """The part of a forge's settings the POST side uses (Forgejo's ``ForgejoConfig`` and
+    GitHub's ``GitHubConfig`` both have it): declared here so that this stage imports no
+    forge."""
+
+    @property
+    def token(self) -> str:
+        """The forge's token, to keep out of every message."""
+        ...
+
+    def repo_clone_url(self, owner: str, repo: str) -> str:
+        """Where the forge serves ``owner/repo`` over HTTPS."""
+        ...
+
+
 @dataclass
 class Intake:
     """Everything the POST endpoints need: secrets, the forge, the queue, the metrics.
@@ -68,7 +82,7 @@ class Intake:
     """
 
     webhook_secret: bytes
-    forge: ForgejoConfig
+    forge: ForgeSettings
     queue: JobQueueLike
     job_request: Callable[..., Any]
     metrics: MetricsLike

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from auto_review_gateway import httpjson, names
-from auto_review_gateway.model import ReviewError
+from auto_review_gateway.core import httpjson, names
+from auto_review_gateway.core.model import ReviewError
 
 
 class BadRequest(Exception):

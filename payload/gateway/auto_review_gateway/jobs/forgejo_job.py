@@ -36,10 +36,11 @@ import sys
 import tempfile
 import urllib.parse
 
-from auto_review_gateway import forgejo, gitrepo
-from auto_review_gateway.jobspec import Job, JobRequest
-from auto_review_gateway.model import EXIT_CLONE, Review, ReviewError
-from auto_review_gateway.publication import Publication
+from auto_review_gateway.core.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.forges.forgejo import client as forgejo
+from auto_review_gateway.forges.publication import Publication
+from auto_review_gateway.jobs.spec import Job, JobRequest
+from auto_review_gateway.review import gitrepo
 
 STATUS_DESCRIPTION_CHARS = 100
 _CONFIG_UNSAFE = frozenset('"\\\n\r\0')
@@ -139,7 +140,7 @@ def choose_clone_url(req: JobRequest, forge_url: str, forge_clone_url: str) -> s
 def review_request(req: JobRequest, config: forgejo.ForgejoConfig) -> Review | None:
     """Fetch and review the change of ``req``: the Review, or None when the repository's
     ``.auto_review.yaml`` disables reviews. ReviewError on failure."""
-    from auto_review_gateway import pipeline
+    from auto_review_gateway.review import pipeline
 
     url = clone_source(req, config)
     allow_http = config.plain_http and auth_scope(url, config.base_url) is not None

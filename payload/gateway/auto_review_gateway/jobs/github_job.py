@@ -1,5 +1,5 @@
 """The review job for a GitHub forge: :func:`run_github_job`, the counterpart of
-:func:`worker.run_review_job` (same order: status pending, fetch, pipeline, review,
+:func:`forgejo_job.run_review_job` (same order: status pending, fetch, pipeline, review,
 final status; error status on failure; the run's marker keeps a retried job from
 posting twice). Its statuses and review go through :class:`publication.Publication`,
 as the Forgejo job's do.
@@ -7,7 +7,7 @@ as the Forgejo job's do.
 Fetching: a clone URL under the GitHub web root (``github.com``, or the GHES host) gets
 the token (the installation token for an App) as ``Authorization: Basic`` of
 ``x-access-token:<token>``, GitHub's documented way to use an installation token over
-HTTPS, scoped to that web root in the job's own repository config (see :mod:`worker`);
+HTTPS, scoped to that web root in the job's own repository config (see :mod:`forgejo_job`);
 a URL naming ``/<owner>/<repo>.git`` elsewhere is rewritten to the web root; anything
 else is fetched as it is, without the token.
 """
@@ -21,11 +21,13 @@ import sys
 import tempfile
 import threading
 
-from auto_review_gateway import github, gitrepo, worker
-from auto_review_gateway.jobspec import Job, JobRequest
-from auto_review_gateway.model import EXIT_CLONE, Review, ReviewError
-from auto_review_gateway.publication import Publication
-from auto_review_gateway.retry import Retry
+from auto_review_gateway.core.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.forges.github import client as github
+from auto_review_gateway.forges.publication import Publication
+from auto_review_gateway.jobs import forgejo_job
+from auto_review_gateway.jobs.spec import Job, JobRequest
+from auto_review_gateway.review import gitrepo
 
 _clients: dict[github.GitHubConfig, github.GitHub] = {}
 _lock = threading.Lock()
@@ -50,13 +52,13 @@ def short_client(config: github.GitHubConfig, timeout: float) -> github.GitHub:
 def clone_source(req: JobRequest, config: github.GitHubConfig) -> str:
     """The URL to fetch ``req``'s repository from (see the module doc)."""
     default = config.repo_clone_url(req.owner, req.repo)
-    return worker.choose_clone_url(req, config.web_url, default)
+    return forgejo_job.choose_clone_url(req, config.web_url, default)
 
 
 def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str) -> bool:
     """Put the token in the configuration of the repository :func:`gitrepo.clone` will
     fetch into, scoped to the web root, when ``url`` is under it. Whether it did."""
-    scope = worker.auth_scope(url, config.web_url)
+    scope = forgejo_job.auth_scope(url, config.web_url)
     if scope is None or not token or any(ord(c) < 33 or c in '"\\' for c in token):
         return False
     home = os.path.join(workdir, "home")
@@ -77,7 +79,7 @@ def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str
 def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> Review | None:
     """Fetch and review ``req``'s change: the Review, or None when ``.auto_review.yaml``
     disables reviews. ReviewError on failure."""
-    from auto_review_gateway import pipeline
+    from auto_review_gateway.review import pipeline
 
     url = clone_source(req, config)
     work = tempfile.mkdtemp(prefix="auto-review-job-")
@@ -93,7 +95,7 @@ def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> 
 def run_github_job(job: Job) -> None:
     """Review ``job``'s pull request on GitHub and publish it (see the module doc)."""
     gh = client()
-    req = worker.resolve(job.request, gh)
+    req = forgejo_job.resolve(job.request, gh)
     if req is None:
         print(
             f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
@@ -115,13 +117,13 @@ def run_github_job(job: Job) -> None:
             )
             return
     except BaseException as exc:
-        publication.error(worker._error_description(exc, req.clone_url))
+        publication.error(forgejo_job._error_description(exc, req.clone_url))
         raise
     publication.finish(review)  # on failure it sets status error itself, then raises
 
 
 def abandon_github_job(job: Job) -> None:
-    """Status error on a job the queue gave up on (see :func:`worker.abandon_review_job`)."""
+    """Status error on a job the queue gave up on (see :func:`forgejo_job.abandon_review_job`)."""
     req = job.request
     if req.head_sha:
         why = f"auto-review gave up after {job.attempts} interrupted attempts"

@@ -38,8 +38,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway import names
-from auto_review_gateway.jobspec import Job, JobRequest, checked
+from auto_review_gateway.core import names
+from auto_review_gateway.jobs.spec import Job, JobRequest, checked
 
 DEFAULT_STATE_DIR = names.STATE_DIR
 DB_NAME = names.JOBS_DB
@@ -431,6 +431,4 @@ class JobQueue:
         self._bump()
 
 
-from auto_review_gateway.workers import Workers, failure_cause  # noqa: E402  (compatibility)
-
-__all__ = ["Job", "JobQueue", "JobRequest", "Submission", "Workers", "failure_cause"]
+__all__ = ["Job", "JobQueue", "JobRequest", "Submission"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from auto_review_gateway import names
+from auto_review_gateway.core import names
 
 LIMITS = {"base_ref": 255, "clone_url": 2048, "reason": 200, "delivery_id": 200}
 

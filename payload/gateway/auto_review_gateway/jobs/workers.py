@@ -16,9 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from auto_review_gateway.jobs import MAX_ATTEMPTS, MAX_ERROR_CHARS, POLL_INTERVAL, JobQueue
-from auto_review_gateway.jobspec import Job
-from auto_review_gateway.metrics import Metrics
+from auto_review_gateway.core.metrics import Metrics
+from auto_review_gateway.jobs.queue import MAX_ATTEMPTS, MAX_ERROR_CHARS, POLL_INTERVAL, JobQueue
+from auto_review_gateway.jobs.spec import Job
 
 RETRY_BASE = 30.0  # seconds before the first retry
 RETRY_CAP = 1800.0
@@ -39,7 +39,7 @@ def retryable(exc: BaseException) -> bool:
     the reviewer failed (EXIT_REVIEWER), posting failed (EXIT_POST), unless the error
     says it is not transient (an HTTP 4xx). A bad ref, a bad configuration or a bug
     would fail the same way again."""
-    from auto_review_gateway import model
+    from auto_review_gateway.core import model
 
     if getattr(exc, "transient", True) is False:
         return False  # an HTTP answer that will not change: 401, 404, 422 ...
@@ -78,7 +78,7 @@ def failure_cause(exc: BaseException) -> str:
     """The ``cause`` label of a failed review: the ReviewError's exit code name
     (``clone``, ``bad_ref``, ``reviewer``, ``config``, ``post``, ``usage``) or the
     exception's class name."""
-    from auto_review_gateway import model
+    from auto_review_gateway.core import model
 
     code = getattr(exc, "exit_code", None)
     if isinstance(exc, model.ReviewError) and isinstance(code, int):
@@ -90,7 +90,7 @@ def failure_cause(exc: BaseException) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    from auto_review_gateway.gitrepo import redact
+    from auto_review_gateway.review.gitrepo import redact
 
     message = " ".join(str(exc).split())
     text = f"{failure_cause(exc)}: {message}" if message else failure_cause(exc)

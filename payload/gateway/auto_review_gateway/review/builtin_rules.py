@@ -11,7 +11,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 
-from auto_review_gateway.model import FileChange, Finding, ReviewContext
+from auto_review_gateway.core.model import FileChange, Finding, ReviewContext
 
 LARGE_FILE_BYTES = 1024 * 1024
 MAX_PER_RULE_PER_FILE = 20  # then one finding says how many more

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Protocol
 
-from auto_review_gateway import diffparse
-from auto_review_gateway.model import FileChange, Hunk, RepoConfig, ReviewContext
+from auto_review_gateway.core.model import FileChange, Hunk, RepoConfig, ReviewContext
+from auto_review_gateway.review import diffparse
 
 DEFAULT_MAX_BYTES = 256 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from auto_review_gateway.model import FileChange, Hunk
+from auto_review_gateway.core.model import FileChange, Hunk
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}

@@ -14,7 +14,7 @@ import re
 import subprocess
 import tempfile
 
-from auto_review_gateway.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError
+from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError
 
 GIT_OPTIONS = (
     "-c", "core.hooksPath=/dev/null",

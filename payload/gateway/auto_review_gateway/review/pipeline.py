@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from auto_review_gateway.model import (
+from auto_review_gateway.core.model import (
     EXIT_CLONE,
     EXIT_CONFIG,
     EXIT_REVIEWER,
@@ -24,7 +24,7 @@ from auto_review_gateway.model import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from auto_review_gateway.gitrepo import Repo
+    from auto_review_gateway.review.gitrepo import Repo
 
 DEFAULT_MAX_DIFF_BYTES = 256 * 1024
 
@@ -44,7 +44,7 @@ class Reading:
 
 def config_text(repo: Repo) -> str | None:
     """The head's ``.auto_review.yaml`` as text, None when there is none."""
-    from auto_review_gateway import repoconfig
+    from auto_review_gateway.review import repoconfig
 
     try:
         size = repo.size_at(repo.head, repoconfig.FILENAME)
@@ -70,7 +70,7 @@ def ordered(findings: list[Finding]) -> list[Finding]:
 def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
     """The LLM reviewer's findings and model name; ReviewError(EXIT_REVIEWER) on failure."""
     try:
-        from auto_review_gateway import llm
+        from auto_review_gateway.review.llm import reviewer as llm
     except ImportError as exc:
         raise ReviewError(
             f"LLM_BASE_URL is set but the LLM reviewer is missing: {exc}", EXIT_REVIEWER
@@ -87,7 +87,7 @@ def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
 
 def context_of(repo: Repo, max_diff_bytes: int) -> ReviewContext | None:
     """The repository's config and the diff as a context; None when reviews are disabled."""
-    from auto_review_gateway import context, repoconfig
+    from auto_review_gateway.review import context, repoconfig
 
     with Reading():
         config = repoconfig.load(config_text(repo))
@@ -99,7 +99,7 @@ def context_of(repo: Repo, max_diff_bytes: int) -> ReviewContext | None:
 def review_context(ctx: ReviewContext) -> Review:
     """Run the reviewers on ``ctx`` (built-in rules, plus the LLM when ``LLM_BASE_URL``
     is set) and assemble the Review."""
-    from auto_review_gateway import builtin_rules
+    from auto_review_gateway.review import builtin_rules
 
     findings = builtin_rules.review(ctx)
     reviewers = ["builtin"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from auto_review_gateway.model import Review
+from auto_review_gateway.core.model import Review
 
 FORMATS = ("text", "json", "markdown")
 

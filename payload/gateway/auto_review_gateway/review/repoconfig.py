@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auto_review_gateway.model import EXIT_CONFIG, RepoConfig, ReviewError
+from auto_review_gateway.core.model import EXIT_CONFIG, RepoConfig, ReviewError
 
 FILENAME = ".auto_review.yaml"
 MAX_FILE_BYTES = 64 * 1024

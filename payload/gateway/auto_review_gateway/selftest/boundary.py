@@ -7,7 +7,8 @@ import resource
 import socket
 import stat
 
-from auto_review_gateway import hostlink, syscalls
+from auto_review_gateway.core import hostlink
+from auto_review_gateway.selftest import syscalls
 
 Outcome = tuple[bool, str]
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from auto_review_gateway import boundary, syscalls
+from auto_review_gateway.selftest import boundary, syscalls
 
 Outcome = tuple[bool, str]
 

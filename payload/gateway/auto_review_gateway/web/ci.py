@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from auto_review_gateway import forgejo, httpjson
-from auto_review_gateway.forgejo import ForgejoConfig
-from auto_review_gateway.intake import Intake, Reply, enqueue
-from auto_review_gateway.model import ReviewError
-from auto_review_gateway.request_auth import bearer_ok
-from auto_review_gateway.request_fields import (
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.model import ReviewError
+from auto_review_gateway.forges.forgejo import client as forgejo
+from auto_review_gateway.forges.forgejo.client import ForgejoConfig
+from auto_review_gateway.intake.auth import bearer_ok
+from auto_review_gateway.intake.endpoint import Intake, Reply, enqueue
+from auto_review_gateway.intake.fields import (
     BadRequest,
     parse_json,
     want_clone_url,
@@ -49,9 +50,9 @@ def get_pull(forge: ForgejoConfig, owner: str, repo: str, number: int) -> dict[s
     JSON; ForgeError on failure."""
     timeout = min(forge.timeout, FORGE_TIMEOUT)
     if getattr(forge, "kind", "") == "github":
-        from auto_review_gateway import github_worker
+        from auto_review_gateway.jobs import github_job
 
-        client: Any = github_worker.short_client(forge, timeout)  # type: ignore[arg-type]
+        client: Any = github_job.short_client(forge, timeout)  # type: ignore[arg-type]
     else:
         client = forgejo.Forgejo(forge, retry=None, timeout=timeout)
     try:

@@ -9,10 +9,10 @@
 ``/info``                 GET     200 ``{"version", "bundle_digest", "isolation", "queue"}``
 ``/jobs``                 GET     200 ``{"jobs": [...]}``: the newest jobs with their state,
                                   attempts and last error (secrets redacted)
-``/webhooks/forgejo``     POST    see :mod:`auto_review_gateway.forgejo_webhooks`
+``/webhooks/forgejo``     POST    see :mod:`auto_review_gateway.forges.forgejo.webhooks`
 ``/webhooks/github``      POST    instead of ``/webhooks/forgejo`` on a GitHub gateway,
-                                  see :mod:`auto_review_gateway.github_webhooks`
-``/reviews/ci``           POST    see :mod:`auto_review_gateway.ci`
+                                  see :mod:`auto_review_gateway.forges.github.webhooks`
+``/reviews/ci``           POST    see :mod:`auto_review_gateway.web.ci`
 ========================  ======  =====================================================
 
 :class:`Gateway` is transport-free: :mod:`http_handler` reads the requests, answers
@@ -25,10 +25,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from auto_review_gateway import __version__, forgejo_webhooks
-from auto_review_gateway.intake import Intake, Reply
-from auto_review_gateway.readiness import Readiness, forge_probe
-from auto_review_gateway.stderr_log import log
+from auto_review_gateway import __version__
+from auto_review_gateway.core.log import log
+from auto_review_gateway.forges.forgejo import webhooks as forgejo_webhooks
+from auto_review_gateway.intake.endpoint import Intake, Reply
+from auto_review_gateway.web.readiness import Readiness, forge_probe
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -131,12 +132,12 @@ class Gateway:
 
     def github_webhook(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /webhooks/github``."""
-        from auto_review_gateway import github_webhooks
+        from auto_review_gateway.forges.github import webhooks as github_webhooks
 
         return github_webhooks.handle(self.intake, headers, body)
 
     def ci(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """``POST /reviews/ci``."""
-        from auto_review_gateway import ci
+        from auto_review_gateway.web import ci
 
         return ci.handle_ci(self.intake, headers, body)

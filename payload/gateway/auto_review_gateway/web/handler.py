@@ -23,15 +23,12 @@ import socket
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Protocol
 
-from auto_review_gateway import httpjson
-from auto_review_gateway.intake import Reply
-from auto_review_gateway.stderr_log import log
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from auto_review_gateway.server import GatewayServer
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.log import log
+from auto_review_gateway.intake.endpoint import Reply
+from auto_review_gateway.web.endpoints import Gateway
 
 LINGER_SECONDS = 2.0  # reading (and dropping) an unread body before closing, see _linger
 
@@ -40,10 +37,33 @@ class _Dropped(Exception):
     """The client went away or was dropped while sending its request."""
 
 
+class Deadlines(Protocol):
+    """The server's reaper of slow requests, as a handler uses it."""
+
+    def arm(self, handler: Handler, due: float) -> None:
+        """Drop ``handler``'s connection if it is still reading its request at ``due``."""
+        ...
+
+    def disarm(self, handler: Handler) -> None:
+        """The request arrived (or the connection ends): no deadline any more."""
+        ...
+
+
+class HandlerServer(Protocol):
+    """What a :class:`Handler` needs of its server; the gateway's
+    :class:`~auto_review_gateway.web.server.GatewayServer` is one (declared here so that
+    this module does not import the server that imports it)."""
+
+    gateway: Gateway
+    request_timeout: float
+    max_body: int
+    deadlines: Deadlines
+
+
 class Handler(BaseHTTPRequestHandler):
     """One connection, one request: route it to the :class:`Gateway`, answer, close."""
 
-    server: GatewayServer
+    server: HandlerServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
     server_version = "auto-review"
 

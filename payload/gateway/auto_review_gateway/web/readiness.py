@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from auto_review_gateway import httpjson
-from auto_review_gateway.intake import Intake
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.intake.endpoint import Intake
 
 READY_TTL = 5.0
 READY_PROBE_TIMEOUT = 3.0
@@ -53,13 +53,13 @@ class Readiness:
 def forge_probe(intake: Intake) -> Callable[[], None]:
     """A probe for :class:`Readiness`: ``GET <forge>/api/v1/version`` with a short timeout."""
 
-    from auto_review_gateway import forgejo
+    from auto_review_gateway.forges.forgejo import client as forgejo
 
     if getattr(intake.forge, "kind", "") == "github":
-        from auto_review_gateway import github_worker
+        from auto_review_gateway.jobs import github_job
 
         # the jobs' client: an App's key is parsed once, its tokens cached once
-        hub = github_worker.client(intake.forge)  # type: ignore[arg-type]
+        hub = github_job.client(intake.forge)  # type: ignore[arg-type]
         return lambda: hub.probe(READY_PROBE_TIMEOUT)
     client = forgejo.Forgejo(intake.forge, retry=None)
 

@@ -23,9 +23,9 @@ import time
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from auto_review_gateway.endpoints import Gateway
-from auto_review_gateway.http_handler import Handler
-from auto_review_gateway.stderr_log import log
+from auto_review_gateway.core.log import log
+from auto_review_gateway.web.endpoints import Gateway
+from auto_review_gateway.web.handler import Handler
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CONNECTIONS = 128

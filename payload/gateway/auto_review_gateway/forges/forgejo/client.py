@@ -1,7 +1,7 @@
 """The forge client: Forgejo/Gitea's ``/api/v1``, reads and writes in one place.
 
-:class:`ForgeClient` is what the pipeline needs from a forge (read a PR, set a status,
-post a review); :class:`Forgejo` implements it. Every rule below names the operation of
+:class:`Forgejo` implements :class:`~auto_review_gateway.forges.client.ForgeClient` (read a
+PR, set a status, post a review). Every rule below names the operation of
 Forgejo's swagger (``templates/swagger/v1_json.tmpl``) it follows:
 
 * ``repoGetPullRequest`` ``GET /repos/{owner}/{repo}/pulls/{index}`` -> ``PullRequest``
@@ -33,14 +33,15 @@ gateway warns, and plain HTTP is allowed to that host only (see :mod:`pipeline`)
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from auto_review_gateway import httpjson, names
-from auto_review_gateway.forge_bodies import (
+from auto_review_gateway.core import httpjson, names
+from auto_review_gateway.core.model import EXIT_CONFIG, EXIT_POST, EXIT_USAGE, Review, ReviewError
+from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.forges.bodies import (
     MARKER,
     MAX_DESCRIPTION_CHARS,
     STATES,
@@ -49,13 +50,11 @@ from auto_review_gateway.forge_bodies import (
     review_body,
     status_body,
 )
-from auto_review_gateway.model import EXIT_CONFIG, EXIT_POST, EXIT_USAGE, Review, ReviewError
-from auto_review_gateway.retry import Retry
+from auto_review_gateway.forges.client import ForgeClient, PullInfo, parse_pr
 
 DEFAULT_TIMEOUT = 30.0
 
 RETRY_ATTEMPTS = 4
-_PR = re.compile(r"\A([^/#]+)/([^/#]+)#([1-9][0-9]{0,17})\Z")  # names: names.is_name
 
 
 @dataclass(frozen=True)
@@ -119,14 +118,6 @@ def load_config(env: Mapping[str, str] | None = None) -> ForgejoConfig:
     if base.endswith("/api/v1"):
         base = base[: -len("/api/v1")]
     return ForgejoConfig(api_url=base + "/api/v1", token=token)
-
-
-def parse_pr(pr: str) -> tuple[str, str, int]:
-    """``"OWNER/REPO#N"`` -> ``(owner, repo, N)``; ReviewError(EXIT_USAGE) otherwise."""
-    match = _PR.match(pr.strip()) if isinstance(pr, str) else None
-    if not match or not names.is_name(match.group(1)) or not names.is_name(match.group(2)):
-        raise ReviewError("--pr must look like OWNER/REPO#NUMBER", EXIT_USAGE)
-    return match.group(1), match.group(2), int(match.group(3))
 
 
 def _repo_url(config: ForgejoConfig, owner: str, repo: str) -> str:
@@ -215,60 +206,6 @@ def post_review(
     if not isinstance(index, int) or isinstance(index, bool) or index < 1:
         raise ReviewError("the pull request number must be a positive integer", EXIT_USAGE)
     return Forgejo(config).post_review(owner, repo, index, review, key=key)
-
-
-@dataclass(frozen=True)
-class PullInfo:
-    """What the pipeline needs of a pull request (``repoGetPullRequest``)."""
-
-    head_sha: str
-    base_ref: str
-    state: str  # "open" | "closed"
-    draft: bool
-    clone_url: str | None  # base.repo.clone_url, if given
-
-    @classmethod
-    def from_doc(cls, doc: Any, forge: str) -> PullInfo:
-        """From a pull request's JSON, the same shape on Forgejo (``repoGetPullRequest``)
-        and GitHub (``pulls/get``); ReviewError naming `forge` when it is unusable."""
-        head = doc.get("head") if isinstance(doc, dict) else None
-        base = doc.get("base") if isinstance(doc, dict) else None
-        sha = head.get("sha") if isinstance(head, dict) else None
-        ref = base.get("ref") if isinstance(base, dict) else None
-        if not names.is_sha(sha) or not isinstance(ref, str) or not ref:
-            raise ReviewError(f"{forge}'s pull request answer is unusable", EXIT_POST)
-        base_repo = base.get("repo") if isinstance(base, dict) else None
-        clone = base_repo.get("clone_url") if isinstance(base_repo, dict) else None
-        closed = doc.get("state") == "closed" or doc.get("merged") is True
-        return cls(
-            head_sha=sha.lower(),
-            base_ref=ref,
-            state="closed" if closed else "open",
-            draft=doc.get("draft") is True,
-            clone_url=clone if isinstance(clone, str) and clone else None,
-        )
-
-
-class ForgeClient(Protocol):
-    """What the review pipeline and the service need from a forge."""
-
-    def get_pull(self, owner: str, repo: str, number: int) -> PullInfo:
-        """The pull request; HttpError (status 404 for an unknown one) on failure."""
-        ...
-
-    def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
-        """Set the ``auto_review`` commit status."""
-        ...
-
-    def post_review(
-        self, owner: str, repo: str, index: int, review: Review, *, key: str | None = None
-    ) -> Any:
-        """Post ``review`` once (see :func:`post_review`)."""
-        ...
-
-    def secrets(self) -> list[str]:
-        """The tokens no message may carry."""
-        ...
 
 
 class Forgejo:
@@ -379,7 +316,7 @@ class Forgejo:
 def publish(review: Review, pr: str, *, config: ForgejoConfig | None = None) -> None:
     """Post ``review`` to ``pr`` (``OWNER/REPO#N``): status pending, the review, then status
     success (verdict pass/warn) or failure (verdict fail); error if posting fails."""
-    from auto_review_gateway.publication import Publication
+    from auto_review_gateway.forges.publication import Publication
 
     config = load_config() if config is None else config
     Publication(pr, review.head, Forgejo(config)).finish(review)

@@ -41,16 +41,16 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from auto_review_gateway.intake import Intake, Reply
-from auto_review_gateway.re_review import re_review_comment
-from auto_review_gateway.request_auth import signature_ok
-from auto_review_gateway.request_fields import want_name, want_obj, want_owner
-from auto_review_gateway.webhooks import (
+from auto_review_gateway.forges.re_review import re_review_comment
+from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     first_header,
     handle_delivery,
     queue_head_review,
 )
+from auto_review_gateway.intake.auth import signature_ok
+from auto_review_gateway.intake.endpoint import Intake, Reply
+from auto_review_gateway.intake.fields import want_name, want_obj, want_owner
 
 PR_ACTIONS = ("opened", "synchronized", "reopened", "ready_for_review")
 # Forgejo's default [repository.pull-request] WORK_IN_PROGRESS_PREFIXES, compared

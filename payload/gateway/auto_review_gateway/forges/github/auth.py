@@ -29,7 +29,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway.model import EXIT_CONFIG, EXIT_POST, ReviewError
+from auto_review_gateway.core.model import EXIT_CONFIG, EXIT_POST, ReviewError
 
 JWT_BACKDATE = 60  # seconds: GitHub's advice against clock drift
 JWT_LIFETIME = 540  # seconds ahead; GitHub refuses an exp more than 10 minutes ahead

@@ -1,5 +1,6 @@
 """The forge client for GitHub (github.com or GitHub Enterprise Server), beside
-:mod:`forgejo`'s, behind the same :class:`~auto_review_gateway.forgejo.ForgeClient`.
+:mod:`~auto_review_gateway.forges.forgejo.client`'s, behind the same
+:class:`~auto_review_gateway.forges.client.ForgeClient`.
 
 Each call names the operation id of GitHub's OpenAPI description
 (``github/rest-api-description``) it follows:
@@ -33,11 +34,13 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway import httpjson, names
-from auto_review_gateway.forge_bodies import MARKER, render_body, status_body
-from auto_review_gateway.forgejo import PullInfo
-from auto_review_gateway.github_auth import AppAuth, TokenAuth
-from auto_review_gateway.github_config import (
+from auto_review_gateway.core import httpjson, names
+from auto_review_gateway.core.model import EXIT_POST, EXIT_USAGE, Review, ReviewError
+from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.forges.bodies import MARKER, render_body, status_body
+from auto_review_gateway.forges.client import PullInfo
+from auto_review_gateway.forges.github.auth import AppAuth, TokenAuth
+from auto_review_gateway.forges.github.config import (
     ASSOCIATIONS,
     DEFAULT_API_URL,
     GitHubConfig,
@@ -45,8 +48,6 @@ from auto_review_gateway.github_config import (
     load_config,
     settings,
 )
-from auto_review_gateway.model import EXIT_POST, EXIT_USAGE, Review, ReviewError
-from auto_review_gateway.retry import Retry
 
 API_VERSION = "2022-11-28"
 HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}

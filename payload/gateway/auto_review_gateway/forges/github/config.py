@@ -23,8 +23,8 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from auto_review_gateway import boundedfile, httpjson, names
-from auto_review_gateway.model import EXIT_CONFIG, ReviewError
+from auto_review_gateway.core import boundedfile, httpjson, names
+from auto_review_gateway.core.model import EXIT_CONFIG, ReviewError
 
 DEFAULT_API_URL = "https://api.github.com"
 SETTINGS_FILE = "github.env"

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from auto_review_gateway.github import ASSOCIATIONS
-from auto_review_gateway.intake import Intake, Reply
-from auto_review_gateway.re_review import re_review_comment
-from auto_review_gateway.request_auth import signature_ok
-from auto_review_gateway.request_fields import want_obj, want_repository
-from auto_review_gateway.webhooks import WebhookForge, handle_delivery, queue_head_review
+from auto_review_gateway.forges.github.client import ASSOCIATIONS
+from auto_review_gateway.forges.re_review import re_review_comment
+from auto_review_gateway.forges.webhooks import WebhookForge, handle_delivery, queue_head_review
+from auto_review_gateway.intake.auth import signature_ok
+from auto_review_gateway.intake.endpoint import Intake, Reply
+from auto_review_gateway.intake.fields import want_obj, want_repository
 
 PR_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review")
 OWNER_KEYS = ("login",)  # where ``repository.owner`` keeps its name

@@ -11,9 +11,9 @@ import json
 import re
 from typing import Any
 
-from auto_review_gateway import httpjson
-from auto_review_gateway.llm_prompt import ANSWER_KEYS, FINDING_KEYS, MAX_MESSAGE_CHARS
-from auto_review_gateway.model import SEVERITIES, Finding, ReviewContext, severity_rank
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.model import SEVERITIES, Finding, ReviewContext, severity_rank
+from auto_review_gateway.review.llm.prompt import ANSWER_KEYS, FINDING_KEYS, MAX_MESSAGE_CHARS
 
 MAX_RULE_CHARS = 64
 MAX_FINDINGS = 100  # a review with more inline comments than this is noise, not help

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from auto_review_gateway.model import SEVERITIES, FileChange, ReviewContext
+from auto_review_gateway.core.model import SEVERITIES, FileChange, ReviewContext
 
 MAX_MESSAGE_CHARS = 500
 

@@ -47,23 +47,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from auto_review_gateway import httpjson
-from auto_review_gateway.llm_answer import (
-    MAX_FINDINGS,
-    MAX_RULE_CHARS,
-    InvalidAnswer,
-    to_findings,
-    validate_answer,
-)
-from auto_review_gateway.llm_prompt import (
-    ANSWER_SCHEMA,
-    MAX_MESSAGE_CHARS,
-    REPAIR_PROMPT,
-    SYSTEM_PROMPT,
-    build_user_message,
-    render_diff,
-)
-from auto_review_gateway.model import (
+from auto_review_gateway.core import httpjson
+from auto_review_gateway.core.model import (
     EXIT_CONFIG,
     EXIT_REVIEWER,
     SEVERITIES,
@@ -71,7 +56,22 @@ from auto_review_gateway.model import (
     ReviewContext,
     ReviewError,
 )
-from auto_review_gateway.retry import Retry
+from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.review.llm.answer import (
+    MAX_FINDINGS,
+    MAX_RULE_CHARS,
+    InvalidAnswer,
+    to_findings,
+    validate_answer,
+)
+from auto_review_gateway.review.llm.prompt import (
+    ANSWER_SCHEMA,
+    MAX_MESSAGE_CHARS,
+    REPAIR_PROMPT,
+    SYSTEM_PROMPT,
+    build_user_message,
+    render_diff,
+)
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT = 120.0

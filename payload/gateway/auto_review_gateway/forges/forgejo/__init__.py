@@ -1,0 +1,1 @@
+"""Forgejo (and Gitea): the ``/api/v1`` client and the webhook deliveries."""

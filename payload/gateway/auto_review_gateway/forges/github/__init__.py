@@ -1,0 +1,1 @@
+"""GitHub: settings, who the gateway is (token or App), the REST client, the webhooks."""

@@ -1,0 +1,6 @@
+"""The review: repository -> ``.auto_review.yaml`` -> diff -> context -> reviewers ->
+findings -> verdict (``pipeline``), with git access, diff parsing, the built-in rules, the
+LLM reviewer (``llm``) and rendering.
+
+May import ``core`` only: it knows no forge, no queue and no HTTP server.
+"""
