@@ -19,7 +19,7 @@ from tests.gitserver import CertFiles, make_ca
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 
-from auto_review_gateway.core import httpjson
+from auto_review_gateway.core import httperror, httpjson
 from auto_review_gateway.core.model import (
     EXIT_CONFIG,
     EXIT_POST,
@@ -29,7 +29,9 @@ from auto_review_gateway.core.model import (
     ReviewError,
 )
 from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.forges import bodies
 from auto_review_gateway.forges.forgejo import client as forgejo
+from auto_review_gateway.forges.forgejo import config as forgejo_config
 
 TOKEN = "f0rgej0-t0ken-0123456789abcdef0123456789abcdef"
 HEAD = "3a5f" * 10
@@ -234,11 +236,11 @@ def test_a_503_with_retry_after_is_retried_once_and_one_review_is_posted(
 def test_retry_after_as_an_http_date() -> None:
     headers = {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}
     now = 1445412480.0 - 30  # 30 s before that date
-    assert httpjson.parse_retry_after(headers, now=now) == pytest.approx(30.0)
-    assert httpjson.parse_retry_after(headers, now=now + 3600) == 0.0  # in the past
-    assert httpjson.parse_retry_after({"Retry-After": "120"}) == 120.0
-    assert httpjson.parse_retry_after({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
-    assert httpjson.parse_retry_after({"Retry-After": "soon"}) is None
+    assert httperror.parse_retry_after(headers, now=now) == pytest.approx(30.0)
+    assert httperror.parse_retry_after(headers, now=now + 3600) == 0.0  # in the past
+    assert httperror.parse_retry_after({"Retry-After": "120"}) == 120.0
+    assert httperror.parse_retry_after({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
+    assert httperror.parse_retry_after({"Retry-After": "soon"}) is None
 
 
 def test_request_changes_refused_with_422_falls_back_to_a_comment(forge: FakeForgejo) -> None:
@@ -285,21 +287,23 @@ def test_a_review_of_a_run_is_never_posted_twice(forge: FakeForgejo) -> None:
 
 def test_the_token_is_checked_on_version_too() -> None:
     with FakeForgejo(token=TOKEN) as server:
-        config = forgejo.ForgejoConfig(api_url=server.base_url + "/api/v1", token="wrong")
+        config = forgejo_config.ForgejoConfig(api_url=server.base_url + "/api/v1", token="wrong")
         with pytest.raises(httpjson.HttpError) as caught:
             forgejo.Forgejo(config).version(3)
         assert caught.value.status == 401
-        ok = forgejo.ForgejoConfig(api_url=server.base_url + "/api/v1", token=TOKEN)
+        ok = forgejo_config.ForgejoConfig(api_url=server.base_url + "/api/v1", token=TOKEN)
         assert forgejo.Forgejo(ok).version(3)["version"]
 
 
 def test_an_http_forge_warns_and_rewrites_clone_urls() -> None:
-    config = forgejo.load_config(
+    config = forgejo_config.load_config(
         {"FORGEJO_BASE_URL": "http://forge.lan:3000", "AR_FORGEJO_TOKEN": TOKEN}
     )
     assert config.plain_http and "http://" in (config.warning() or "")
     assert config.repo_clone_url("acme", "demo") == "http://forge.lan:3000/acme/demo.git"
-    tls = forgejo.load_config({"FORGEJO_BASE_URL": "https://f.example", "AR_FORGEJO_TOKEN": TOKEN})
+    tls = forgejo_config.load_config(
+        {"FORGEJO_BASE_URL": "https://f.example", "AR_FORGEJO_TOKEN": TOKEN}
+    )
     assert tls.warning() is None
 
 
@@ -344,7 +348,9 @@ def test_bad_pr_is_a_usage_error_before_anything_is_sent(forge: FakeForgejo, pr:
 
 
 def test_set_status_and_post_review_are_usable_alone(forge: FakeForgejo) -> None:
-    config = forgejo.load_config({"FORGEJO_BASE_URL": forge.base_url, "AR_FORGEJO_TOKEN": TOKEN})
+    config = forgejo_config.load_config(
+        {"FORGEJO_BASE_URL": forge.base_url, "AR_FORGEJO_TOKEN": TOKEN}
+    )
     assert TOKEN not in repr(config)
     forgejo.set_status("octo", "widgets", HEAD, "pending", "queued\nfor review", config=config)
     answer = forgejo.post_review("octo", "widgets", 42, make_review("high"), config=config)
@@ -359,7 +365,7 @@ def test_set_status_and_post_review_are_usable_alone(forge: FakeForgejo) -> None
 
 
 def test_body_neutralises_markdown_in_repository_paths() -> None:
-    body = forgejo.render_body(make_review(skipped=["vendor/`x`](https://evil)", "gen/**"]))
+    body = bodies.render_body(make_review(skipped=["vendor/`x`](https://evil)", "gen/**"]))
     assert "Skipped (ignored paths): `vendor/'x'](https://evil)`, `gen/**`" in body
 
 

@@ -518,7 +518,7 @@ def test_a_ci_request_reads_the_pull_request_from_github(hub: FakeGitHub, tmp_pa
 
 
 def test_a_forgejo_gateway_has_no_github_route(tmp_path: Path) -> None:
-    from auto_review_gateway.forges.forgejo.client import ForgejoConfig
+    from auto_review_gateway.forges.forgejo.config import ForgejoConfig
     from auto_review_gateway.web import endpoints
 
     queue = JobQueue(str(tmp_path / "jobs.sqlite3"), max_pending=10)

@@ -125,6 +125,7 @@ def _start_post(pr: str | None, head: str) -> Publication:
     on GitHub when it is configured, else on Forgejo."""
     from auto_review_gateway.core.model import EXIT_USAGE, ReviewError
     from auto_review_gateway.forges.forgejo import client as forgejo
+    from auto_review_gateway.forges.forgejo import config as forgejo_config
     from auto_review_gateway.forges.github import config as github_config
     from auto_review_gateway.forges.publication import Publication
 
@@ -134,7 +135,7 @@ def _start_post(pr: str | None, head: str) -> Publication:
         from auto_review_gateway.forges.github import client as github
 
         return Publication(pr, head, github.GitHub(github_config.load_config()))
-    config = forgejo.load_config()
+    config = forgejo_config.load_config()
     if config.warning():
         print(f"auto-review: {config.warning()}", file=sys.stderr, flush=True)
     return Publication(pr, head, forgejo.Forgejo(config))

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from auto_review_gateway.forges.forgejo.client import ForgejoConfig
+    from auto_review_gateway.forges.forgejo.config import ForgejoConfig
 
 
 class ConfigError(Exception):
@@ -60,7 +60,7 @@ class ServeConfig:
     def __init__(self, env: Mapping[str, str]) -> None:
         from auto_review_gateway.core import httpjson
         from auto_review_gateway.core.model import ReviewError
-        from auto_review_gateway.forges.forgejo import client as forgejo
+        from auto_review_gateway.forges.forgejo import config as forgejo_config
         from auto_review_gateway.forges.github import client as github
         from auto_review_gateway.web import server
 
@@ -75,7 +75,7 @@ class ServeConfig:
         self.webhook_secret: bytes = env["WEBHOOK_SECRET"].strip().encode("utf-8")
         try:
             self.forge: ForgejoConfig | github.GitHubConfig = (
-                github.load_config(env) if self.github else forgejo.load_config(env)
+                github.load_config(env) if self.github else forgejo_config.load_config(env)
             )
             if self.github and self.forge.app_id:  # type: ignore[union-attr]
                 from auto_review_gateway.jobs import github_job

@@ -37,7 +37,9 @@ import tempfile
 import urllib.parse
 
 from auto_review_gateway.core.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.forges.client import ForgeClient
 from auto_review_gateway.forges.forgejo import client as forgejo
+from auto_review_gateway.forges.forgejo.config import ForgejoConfig, load_config
 from auto_review_gateway.forges.publication import Publication
 from auto_review_gateway.jobs.spec import Job, JobRequest
 from auto_review_gateway.review import gitrepo
@@ -46,7 +48,7 @@ STATUS_DESCRIPTION_CHARS = 100
 _CONFIG_UNSAFE = frozenset('"\\\n\r\0')
 
 
-def forge_base_url(config: forgejo.ForgejoConfig) -> str:
+def forge_base_url(config: ForgejoConfig) -> str:
     """The forge's web root (``FORGEJO_BASE_URL`` without ``/api/v1``)."""
     return config.base_url
 
@@ -92,7 +94,7 @@ def _config_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def prepare_auth(workdir: str, clone_url: str, config: forgejo.ForgejoConfig) -> bool:
+def prepare_auth(workdir: str, clone_url: str, config: ForgejoConfig) -> bool:
     """Initialize the repository :func:`gitrepo.clone` will fetch into (``workdir``) with
     the forge token as an ``http.<forge>/.extraHeader``, when ``clone_url`` is on the
     forge. Returns whether it did."""
@@ -116,7 +118,7 @@ def prepare_auth(workdir: str, clone_url: str, config: forgejo.ForgejoConfig) ->
     return True
 
 
-def clone_source(req: JobRequest, config: forgejo.ForgejoConfig) -> str:
+def clone_source(req: JobRequest, config: ForgejoConfig) -> str:
     """The URL to fetch ``req``'s repository from (see the module doc)."""
     return choose_clone_url(req, config.base_url, config.repo_clone_url(req.owner, req.repo))
 
@@ -137,7 +139,7 @@ def choose_clone_url(req: JobRequest, forge_url: str, forge_clone_url: str) -> s
     return req.clone_url
 
 
-def review_request(req: JobRequest, config: forgejo.ForgejoConfig) -> Review | None:
+def review_request(req: JobRequest, config: ForgejoConfig) -> Review | None:
     """Fetch and review the change of ``req``: the Review, or None when the repository's
     ``.auto_review.yaml`` disables reviews. ReviewError on failure."""
     from auto_review_gateway.review import pipeline
@@ -154,7 +156,7 @@ def review_request(req: JobRequest, config: forgejo.ForgejoConfig) -> Review | N
         shutil.rmtree(work, ignore_errors=True)
 
 
-def resolve(req: JobRequest, forge: forgejo.ForgeClient) -> JobRequest | None:
+def resolve(req: JobRequest, forge: ForgeClient) -> JobRequest | None:
     """``req`` with the PR's current head and base read from the forge when it was queued
     without them; None when the PR is closed."""
     if req.head_sha and req.base_ref:
@@ -177,7 +179,7 @@ def run_review_job(job: Job) -> None:
     """Review ``job``'s pull request head and publish it: status pending, the review, then
     success (verdict pass/warn) or failure (fail). Any exception leaves status error (best
     effort) and is re-raised. Needs ``FORGEJO_BASE_URL`` and ``AR_FORGEJO_TOKEN``."""
-    config = forgejo.load_config()
+    config = load_config()
     req = resolve(job.request, forgejo.Forgejo(config))
     if req is None:
         print(f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",

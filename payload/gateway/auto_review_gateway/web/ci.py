@@ -20,7 +20,7 @@ from typing import Any
 from auto_review_gateway.core import httpjson
 from auto_review_gateway.core.model import ReviewError
 from auto_review_gateway.forges.forgejo import client as forgejo
-from auto_review_gateway.forges.forgejo.client import ForgejoConfig
+from auto_review_gateway.forges.forgejo.config import ForgejoConfig
 from auto_review_gateway.intake.auth import bearer_ok
 from auto_review_gateway.intake.endpoint import Intake, Reply, enqueue
 from auto_review_gateway.intake.fields import (

@@ -22,9 +22,9 @@ Each call names the operation id of GitHub's OpenAPI description
 Every request carries ``Accept: application/vnd.github+json``, ``X-GitHub-Api-Version``
 and a ``User-Agent``. Rate limits go through the shared :class:`retry.Retry`: a
 secondary limit's ``retry-after`` and a primary limit's ``x-ratelimit-reset`` (403/429
-with ``x-ratelimit-remaining: 0``) are waited for (:func:`httpjson.rate_limit_wait`).
+with ``x-ratelimit-remaining: 0``) are waited for (:func:`httperror.rate_limit_wait`).
 
-Settings are :mod:`github_config`'s.
+Settings are :mod:`config`'s.
 """
 
 from __future__ import annotations
