@@ -37,6 +37,7 @@ from auto_review_gateway.core.metrics import Metrics  # noqa: E402
 from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError  # noqa: E402
 from auto_review_gateway.jobs import forgejo_job as worker  # noqa: E402
 from auto_review_gateway.jobs import queue as jobs  # noqa: E402
+from auto_review_gateway.jobs import sqlite_db  # noqa: E402
 from auto_review_gateway.jobs.queue import Job, JobQueue, JobRequest  # noqa: E402
 from auto_review_gateway.jobs.workers import Workers  # noqa: E402
 
@@ -789,7 +790,7 @@ def test_a_schema_1_database_is_migrated_in_place(db_path: str) -> None:
     os.makedirs(os.path.dirname(db_path), exist_ok=True)
     with sqlite3.connect(db_path) as db:  # as the previous release left it
         db.executescript(
-            jobs._SCHEMA.replace(",\n    not_before  REAL    NOT NULL DEFAULT 0", "")
+            sqlite_db._SCHEMA.replace(",\n    not_before  REAL    NOT NULL DEFAULT 0", "")
             + "PRAGMA user_version = 1;"
             " INSERT INTO jobs (owner, repo, pr_number, head_sha, base_ref, clone_url, reason,"
             f" created_at) VALUES ('acme', 'demo', 1, '{1:040x}', 'main', 'u', 'ci', 0);"
@@ -805,5 +806,5 @@ def test_a_schema_1_database_is_migrated_in_place(db_path: str) -> None:
     finally:
         queue.close()
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == jobs.SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 2
     db.close()

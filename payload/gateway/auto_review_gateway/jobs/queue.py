@@ -1,4 +1,5 @@
-"""The gateway's durable job queue: SQLite in the state dir (the workers are in workers.py).
+"""The gateway's durable job queue: SQLite in the state dir (the file itself, its schema
+and transactions are in :mod:`sqlite_db`; the workers in :mod:`workers`).
 
 Guarantees:
 
@@ -26,12 +27,14 @@ Guarantees:
 
 Finished jobs (done or failed) are kept ``retention`` seconds (default 30 days), then
 deleted; their delivery ids are forgotten with them.
+
+Over 300 lines: the operations share one lock and one transaction discipline; the
+guarantees above hold only together.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sqlite3
 import threading
 import time
@@ -39,46 +42,19 @@ from collections.abc import Callable
 from typing import Any
 
 from auto_review_gateway.core import names
+from auto_review_gateway.jobs import sqlite_db
 from auto_review_gateway.jobs.spec import Job, JobRequest, checked
 
 DEFAULT_STATE_DIR = names.STATE_DIR
 DB_NAME = names.JOBS_DB
-SCHEMA_VERSION = 2
 STATES = ("pending", "running", "done", "failed")
 MAX_ATTEMPTS = 3
 MAX_ERROR_CHARS = 500
 DEFAULT_RETENTION = 30 * 24 * 3600.0  # seconds a finished job is kept
 PRUNE_EVERY = 3600.0  # seconds between deletions of old finished jobs
 POLL_INTERVAL = 1.0  # seconds an idle worker waits before looking again (another process)
-BUSY_TIMEOUT_MS = 10_000
 
 RECENT_LIMIT = 50
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    state       TEXT    NOT NULL DEFAULT 'pending'
-                CHECK (state IN ('pending', 'running', 'done', 'failed')),
-    owner       TEXT    NOT NULL,
-    repo        TEXT    NOT NULL,
-    pr_number   INTEGER NOT NULL,
-    head_sha    TEXT    NOT NULL,
-    base_ref    TEXT    NOT NULL,
-    clone_url   TEXT    NOT NULL,
-    reason      TEXT    NOT NULL,
-    delivery_id TEXT    UNIQUE,
-    force       INTEGER NOT NULL DEFAULT 0,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    error       TEXT,
-    created_at  REAL    NOT NULL,
-    started_at  REAL,
-    finished_at REAL,
-    not_before  REAL    NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);
-CREATE INDEX IF NOT EXISTS jobs_by_head
-    ON jobs (owner COLLATE NOCASE, repo COLLATE NOCASE, pr_number, head_sha);
-"""
 
 
 def default_path() -> str:
@@ -112,17 +88,6 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(id=row["id"], request=request, attempts=row["attempts"])
 
 
-def _create_private(path: str) -> None:
-    """Create ``path`` (and its directory) readable by us only; tighten an existing file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
 class JobQueue:
     """The jobs table of one SQLite database, safe to share between threads."""
 
@@ -144,39 +109,13 @@ class JobQueue:
         self._seq = 0  # bumped on every change a waiting worker may care about
         self._listeners: list[Callable[[], None]] = []
         self._last_prune = 0.0
-        _create_private(path)
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
+        self._db: sqlite3.Connection | None = sqlite_db.connect(path)
         try:
-            self._setup()
+            sqlite_db.migrate(self._db, path)
+            self._prune(time.time())
         except BaseException:
             self.close()
             raise
-
-    def _setup(self) -> None:
-        db = self._conn()
-        db.row_factory = sqlite3.Row
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RuntimeError(f"{self.path}: cannot use a write-ahead log (journal mode {mode})")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA foreign_keys = ON")
-        with self._transaction():
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path}: job database of a newer auto-review (schema {version})"
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-            if "not_before" not in columns:  # a schema 1 database
-                db.execute("ALTER TABLE jobs ADD COLUMN not_before REAL NOT NULL DEFAULT 0")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self._prune(time.time())
 
     # ------------------------------------------------------------------ plumbing
 
@@ -185,30 +124,8 @@ class JobQueue:
             raise sqlite3.ProgrammingError("the job queue is closed")
         return self._db
 
-    class _Tx:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an exception)."""
-
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
-
-        def __exit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> None:
-            if kind is None:
-                try:
-                    self.db.execute("COMMIT")
-                    return
-                except BaseException:
-                    if self.db.in_transaction:
-                        self.db.execute("ROLLBACK")
-                    raise
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-
-    def _transaction(self) -> JobQueue._Tx:
-        return JobQueue._Tx(self._conn())
+    def _transaction(self) -> sqlite_db.Transaction:
+        return sqlite_db.Transaction(self._conn())
 
     def _bump(self) -> None:
         """Wake the workers waiting for a change, and tell the listeners."""

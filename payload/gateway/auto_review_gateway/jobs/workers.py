@@ -1,7 +1,7 @@
-"""The bounded pool of workers that run the queue's jobs (the queue is jobs.py).
+"""The bounded pool of workers that run the queue's jobs (the queue is :mod:`queue`).
 
 A job that fails for a cause that may pass (the forge or the LLM server down, a network
-error: see :func:`retryable`) goes back to the queue, due after a jittered exponential
+error: see :mod:`retry_policy`) goes back to the queue, due after a jittered exponential
 backoff, until it has had ``max_attempts`` tries; then it is failed. Every retry is
 counted in ``auto_review_job_retries_total{cause}`` and logged with its error.
 """
@@ -9,7 +9,6 @@ counted in ``auto_review_job_retries_total{cause}`` and logged with its error.
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import sys
 import threading
@@ -17,38 +16,13 @@ import time
 from collections.abc import Callable
 
 from auto_review_gateway.core.metrics import Metrics
-from auto_review_gateway.jobs.queue import MAX_ATTEMPTS, MAX_ERROR_CHARS, POLL_INTERVAL, JobQueue
+from auto_review_gateway.jobs.queue import MAX_ATTEMPTS, POLL_INTERVAL, JobQueue
+from auto_review_gateway.jobs.retry_policy import backoff, error_text, failure_cause, retryable
 from auto_review_gateway.jobs.spec import Job
-
-RETRY_BASE = 30.0  # seconds before the first retry
-RETRY_CAP = 1800.0
 
 
 def _log(message: str) -> None:
     print(f"auto-review: {message}", file=sys.stderr, flush=True)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds before retrying a job whose try number ``attempt`` failed: 30 s, 2 min,
-    8 min ... capped at 30 min, times a random factor in [0.75, 1]."""
-    return min(RETRY_CAP, RETRY_BASE * 4 ** (attempt - 1)) * (1 - 0.25 * random.random())
-
-
-def retryable(exc: BaseException) -> bool:
-    """Whether a job that raised ``exc`` may succeed later: could not fetch (EXIT_CLONE),
-    the reviewer failed (EXIT_REVIEWER), posting failed (EXIT_POST), unless the error
-    says it is not transient (an HTTP 4xx). A bad ref, a bad configuration or a bug
-    would fail the same way again."""
-    from auto_review_gateway.core import model
-
-    if getattr(exc, "transient", True) is False:
-        return False  # an HTTP answer that will not change: 401, 404, 422 ...
-    code = getattr(exc, "exit_code", None)
-    return isinstance(exc, model.ReviewError) and code in (
-        model.EXIT_CLONE,
-        model.EXIT_REVIEWER,
-        model.EXIT_POST,
-    )
 
 
 class _ProcessorLock:
@@ -72,29 +46,6 @@ class _ProcessorLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-def failure_cause(exc: BaseException) -> str:
-    """The ``cause`` label of a failed review: the ReviewError's exit code name
-    (``clone``, ``bad_ref``, ``reviewer``, ``config``, ``post``, ``usage``) or the
-    exception's class name."""
-    from auto_review_gateway.core import model
-
-    code = getattr(exc, "exit_code", None)
-    if isinstance(exc, model.ReviewError) and isinstance(code, int):
-        for name, value in vars(model).items():
-            if name.startswith("EXIT_") and value == code:
-                return name[len("EXIT_") :].lower()
-        return f"exit_{code}"
-    return type(exc).__name__
-
-
-def _error_text(exc: BaseException) -> str:
-    from auto_review_gateway.review.gitrepo import redact
-
-    message = " ".join(str(exc).split())
-    text = f"{failure_cause(exc)}: {message}" if message else failure_cause(exc)
-    return redact(text)[:MAX_ERROR_CHARS]
 
 
 class Workers:
@@ -212,7 +163,7 @@ class Workers:
             try:
                 self.on_abandoned(job)
             except Exception as exc:
-                _log(f"job {job.id}: could not report its abandonment: {_error_text(exc)}")
+                _log(f"job {job.id}: could not report its abandonment: {error_text(exc)}")
 
     def _loop(self) -> None:
         try:
@@ -264,12 +215,12 @@ class Workers:
         self.metrics.set("last_job_error_timestamp_seconds", time.time(), {"cause": cause})
         self.metrics.observe("review_duration_seconds", elapsed)
         try:
-            recorded = self.queue.retry(job.id, _error_text(error), delay)
+            recorded = self.queue.retry(job.id, error_text(error), delay)
         except sqlite3.Error as exc:
             _log(f"{what}: cannot record its retry ({exc}): it will run again at next start")
             return
         if recorded:
-            _log(f"{what} failed, retrying in {delay:.0f} s: {_error_text(error)}")
+            _log(f"{what} failed, retrying in {delay:.0f} s: {error_text(error)}")
         else:
             _log(f"{what}: was no longer running in the database; result not recorded")
 
@@ -308,7 +259,7 @@ class Workers:
             self.metrics.inc("reviews_failed_total", {"cause": cause})
             self.metrics.set("last_job_error_timestamp_seconds", time.time(), {"cause": cause})
         try:
-            recorded = self.queue.finish(job.id, None if error is None else _error_text(error))
+            recorded = self.queue.finish(job.id, None if error is None else error_text(error))
         except sqlite3.Error as exc:
             _log(f"{what}: cannot record its end ({exc}): it will run again at next start")
             return
@@ -317,4 +268,4 @@ class Workers:
         elif error is None:
             _log(f"{what} done in {elapsed:.1f} s")
         else:
-            _log(f"{what} failed after {elapsed:.1f} s: {_error_text(error)}")
+            _log(f"{what} failed after {elapsed:.1f} s: {error_text(error)}")
