@@ -31,6 +31,7 @@ from auto_review_gateway.core.model import (
 )
 from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.review.llm import reviewer as llm
+from auto_review_gateway.review.llm import settings
 
 API_KEY = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 MODEL = "review-model-1"
@@ -462,7 +463,7 @@ def test_a_reasoning_model_gets_no_temperature(
     assert len(findings) == 1 and len(api.requests) == 1
     body = api.requests[0].json
     assert "temperature" not in body and "max_tokens" not in body
-    assert body["max_completion_tokens"] == llm.DEFAULT_MAX_TOKENS
+    assert body["max_completion_tokens"] == settings.DEFAULT_MAX_TOKENS
 
 
 def test_a_model_that_refuses_temperature_is_asked_again_without_it(

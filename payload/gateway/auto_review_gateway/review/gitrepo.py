@@ -5,6 +5,9 @@ config, no prompts, no askpass) and ``-c`` options that switch off everything a
 repository could use to run a program: hooks, fsmonitor, credential helpers,
 every transport but HTTPS. A repository's own config still applies, so every
 command that parses git's output also pins the options it depends on.
+
+Over 300 lines: every git process of a review is built here, so the hermetic environment
+and options have one owner.
 """
 
 from __future__ import annotations
