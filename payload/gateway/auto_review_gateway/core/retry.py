@@ -7,7 +7,7 @@ import random as _random
 import time
 from typing import Any
 
-from auto_review_gateway.core.httpjson import MAX_RETRY_AFTER, HttpError
+from auto_review_gateway.core.httperror import MAX_RETRY_AFTER, HttpError
 
 
 class Retry:
