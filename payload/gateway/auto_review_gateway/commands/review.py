@@ -1,7 +1,7 @@
 """``review``: review the change from a base to a head commit once, print it, maybe post it.
 
 ``--post --pr OWNER/REPO#N`` posts it to the pull request: on GitHub when GitHub is
-configured (``GITHUB_TOKEN`` or ``GITHUB_APP_ID``, see :mod:`github_config`), else on
+configured (``GITHUB_TOKEN`` or ``GITHUB_APP_ID``, see ``forges/github/config.py``), else on
 Forgejo (``FORGEJO_BASE_URL``, ``AR_FORGEJO_TOKEN``). Either way the commit status is
 pending before the review runs, then the review (inline comments on diff lines) and
 status success or failure; a reviewer that fails leaves status error.

@@ -7,7 +7,7 @@ names into the sandbox):
 ``WEBHOOK_SECRET``         required: HMAC-SHA256 key of the forge's webhook signatures
 ``FORGEJO_BASE_URL``       required: the forge (``https://host[/prefix]``)
 ``AR_FORGEJO_TOKEN``       required: the bot's API token
-``GITHUB_TOKEN``           GitHub instead of Forgejo (or ``GITHUB_APP_ID``, see :mod:`github`)
+``GITHUB_TOKEN``           GitHub instead of Forgejo (or ``GITHUB_APP_ID``, see ``forges/github``)
 ``AR_GATEWAY_BIND``        ``HOST:PORT`` or ``[IPV6]:PORT`` (default 127.0.0.1:8080)
 ``AR_CI_REVIEW_TOKEN``     enables ``POST /reviews/ci``; at least 32 characters
 ``AR_REVIEW_CONCURRENCY``  reviews run at once (default 2)

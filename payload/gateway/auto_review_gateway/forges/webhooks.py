@@ -4,7 +4,7 @@ deduplicates on, hand the event to the forge's handler (which enqueues, for a
 ``pull_request`` through :func:`queue_head_review`), answer.
 
 A forge supplies only what differs, as a :class:`WebhookForge`: its header names, its
-signature scheme, its table of events (:mod:`forgejo_webhooks`, :mod:`github_webhooks`).
+signature scheme, its table of events (``forgejo/webhooks.py``, ``github/webhooks.py``).
 The answers are the same for both:
 
 * 401 when the signature is missing or wrong; nothing is parsed or enqueued;

@@ -35,7 +35,7 @@ class _Submission(Protocol):
 
 
 class JobQueueLike(Protocol):
-    """The part of :class:`auto_review_gateway.jobs.JobQueue` the HTTP side uses."""
+    """The part of :class:`auto_review_gateway.jobs.queue.JobQueue` the HTTP side uses."""
 
     def submit(self, request: Any) -> _Submission:
         """Store a job; ``.status`` is accepted, duplicate or full."""

@@ -3,7 +3,7 @@
 :func:`run_review_job` reads the PR's head from the forge when the job was queued
 without one (a re-review comment: the webhook answers before any forge call), sets the
 ``auto_review`` commit status to pending, fetches the base branch and the head commit,
-runs :mod:`pipeline` and posts the review with a success/failure status. Whatever goes
+runs the review pipeline and posts the review with a success/failure status. Whatever goes
 wrong after the pending status leaves an ``error`` status (best effort) and the
 exception propagates to :class:`~auto_review_gateway.workers.Workers`, which records
 it and may try the job again later.

@@ -1,5 +1,5 @@
 """What a job is: the request the HTTP side builds and the queue stores, independent of
-how it is stored (:mod:`jobs`) or run (:mod:`workers`, :mod:`worker`)."""
+how it is stored (:mod:`queue`) or run (:mod:`workers`, :mod:`forgejo_job`)."""
 
 from __future__ import annotations
 

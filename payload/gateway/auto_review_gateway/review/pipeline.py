@@ -2,9 +2,9 @@
 repository -> ``.auto_review.yaml`` -> diff -> context -> reviewers -> findings -> verdict.
 
 :func:`review_repo` runs it on a repository whose base and head are resolved (a clone
-or a local checkout); it returns the :class:`~auto_review_gateway.model.Review` whose
+or a local checkout); it returns the :class:`~auto_review_gateway.core.model.Review` whose
 verdict is computed from the findings, or None when the repository disables reviews.
-Errors are ReviewErrors naming their cause (exit codes in :mod:`model`).
+Errors are ReviewErrors naming their cause (exit codes in ``core/model.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@
 ``/reviews/ci``           POST    see :mod:`auto_review_gateway.web.ci`
 ========================  ======  =====================================================
 
-:class:`Gateway` is transport-free: :mod:`http_handler` reads the requests, answers
+:class:`Gateway` is transport-free: :mod:`handler` reads the requests, answers
 404, 405 and 501 itself, and sends what a route returns.
 """
 

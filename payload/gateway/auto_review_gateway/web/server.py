@@ -1,9 +1,9 @@
 """The gateway's HTTP server: stdlib ``http.server``, one thread per connection, each
-served by :class:`~auto_review_gateway.http_handler.Handler` for one request (every
+served by :class:`~auto_review_gateway.web.handler.Handler` for one request (every
 answer closes the connection); the answers come from :mod:`endpoints`.
 
 What protects the process from its clients here (the request's share, bodies and
-errors, is in :mod:`http_handler`):
+errors, is in :mod:`handler`):
 
 * time: each connection gets ``request_timeout`` seconds (``AR_REQUEST_TIMEOUT``) to
   deliver its request line, headers and body, as a whole, not per read: a client that

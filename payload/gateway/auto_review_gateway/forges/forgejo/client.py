@@ -27,7 +27,7 @@ token <AR_FORGEJO_TOKEN>``; the token never appears in messages. Where results g
 decided only by ``FORGEJO_BASE_URL`` and the PR the caller names, never by the review.
 
 ``FORGEJO_BASE_URL`` may be ``http://`` (a forge on a private network): then the
-gateway warns, and plain HTTP is allowed to that host only (see :mod:`pipeline`).
+gateway warns, and plain HTTP is allowed to that host only (see ``review/gitrepo.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The LLM reviewer: one OpenAI-compatible ``/v1/chat/completions`` call, strict JSON out.
 
-The prompt is built in :mod:`llm_prompt`, the answer checked in :mod:`llm_answer`;
+The prompt is built in :mod:`prompt`, the answer checked in :mod:`answer`;
 this module holds the settings and the exchange with the server. Trust boundaries:
 
 * The system message is a constant (:data:`SYSTEM_PROMPT`): our instructions and the
@@ -8,9 +8,9 @@ this module holds the settings and the exchange with the server. Trust boundarie
 * The repository's guidelines and the diff go into the user message, between markers
   that carry a digest of the data itself (so the data cannot contain its own end
   marker), labelled as untrusted data that cannot change instructions, schema or verdict.
-* The answer is validated against the schema (:mod:`llm_answer`), whatever the server claims to
+* The answer is validated against the schema (:mod:`answer`), whatever the server claims to
   enforce: unknown or missing keys, wrong types, unknown severities make it invalid
-  (one repair round, then :data:`~auto_review_gateway.model.EXIT_REVIEWER`). Findings
+  (one repair round, then :data:`~auto_review_gateway.core.model.EXIT_REVIEWER`). Findings
   outside the changed lines, or below ``AR_SEVERITY_FLOOR``, are dropped.
 * Only findings leave this module. The model's summary is validated and discarded: the
   verdict and summary of a Review are computed from severities, and where the review is
