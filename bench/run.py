@@ -120,12 +120,12 @@ class Sandbox:
         the launcher. Not checked by default: `check` fails its host-fds item there
         (no launcher, no lifeline)."""
         sys.path.insert(0, str(ROOT))
-        from launcher import ocispec
+        from launcher.sandbox.config import RunSpec, build_config
 
         m = manifest_of(self.app)
         digest_dir = "sha256-" + m["digest"].split(":", 1)[1]
         rootfs = self.work / "cache" / "v1" / "bundles" / digest_dir / "rootfs"
-        spec = ocispec.RunSpec(
+        spec = RunSpec(
             rootfs=str(rootfs),
             manifest=m,
             args=list(args),
@@ -138,7 +138,7 @@ class Sandbox:
         state_root = self.runc_root.with_name(f"bare-{runtime[0]}") if runtime else self.runc_root
         state_root.mkdir(exist_ok=True, mode=0o700)
         uid = pwd.getpwnam(self.user).pw_uid if self.user else 0
-        config = ocispec.build_config(spec)
+        config = build_config(spec)
         if self.user:  # the config must map *that* user's uid, not ours
             for key in ("uidMappings", "gidMappings"):
                 config["linux"][key][0]["hostID"] = uid
@@ -537,7 +537,7 @@ def podman_line(seccomp: Path, volume: str, image: str) -> list[str]:
     import shlex
 
     sys.path.insert(0, str(ROOT))
-    from launcher import runtime
+    from launcher.sandbox import runtime
 
     text = (ROOT / "docs" / "IMAGE.md").read_text()
     words = shlex.split(re.search(r"^(podman run --rm --read-only .*)$", text, re.M).group(1))

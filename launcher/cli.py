@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_launcher_command(rest, opts)
         if command.startswith("-"):
             raise_usage(f"unknown option {command}")
-        from launcher.sandbox import run_sandboxed
+        from launcher.sandbox.run import run_sandboxed
 
         return run_sandboxed(rest, opts)
     except LauncherError as exc:

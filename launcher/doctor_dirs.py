@@ -13,8 +13,9 @@ from launcher.errors import ExitCode, LauncherError
 
 
 def check_runtime_dir() -> Finding:
-    """Where run state goes, as launcher.rundirs decides it (a dir it would pass over warns)."""
-    from launcher import rundirs
+    """Where run state goes, as launcher.sandbox.rundirs decides it (a dir it would pass
+    over warns)."""
+    from launcher.sandbox import rundirs
 
     xdg = os.environ.get("XDG_RUNTIME_DIR", "")
     if not xdg:

@@ -72,7 +72,7 @@ def export_seccomp(target: str) -> str:
     The OCI `linux.seccomp` object is also the profile format podman and Docker read
     (defaultAction, defaultErrnoRet, architectures, syscalls with names, action, args).
     """
-    from launcher import seccomp
+    from launcher.sandbox import seccomp
 
     _check_target(target, is_dir=False)
     data = json.dumps(seccomp.profile(), indent=2, sort_keys=True).encode() + b"\n"

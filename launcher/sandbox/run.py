@@ -1,10 +1,10 @@
 """Run a gateway command inside the sandbox and mirror its exit status.
 
 This module prepares the run (the config, the run dir, the host paths bound in,
-the network mode) and hands it to launcher.supervise. The cache use lock stays
-here, held by the launcher for as long as the sandbox runs; the container gets
-only the lifeline and the secrets pipe (launcher.hostlink), so it exits when the
-launcher dies.
+the network mode) and hands it to launcher.sandbox.supervise. The cache use lock
+stays here, held by the launcher for as long as the sandbox runs; the container
+gets only the lifeline and the secrets pipe (launcher.sandbox.hostlink), so it
+exits when the launcher dies.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import os
 import stat
 import sys
 
-from launcher import gateway_env, hostlink, network, ocispec, rundirs
 from launcher.cache.root import default_state_dir
 from launcher.cache.warm import Acquired, acquire
 from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
-from launcher.runtime import discover
-from launcher.supervise import supervise, supervise_with_network
+from launcher.sandbox import config, gateway_env, hostlink, network, rundirs
+from launcher.sandbox.runtime import discover
+from launcher.sandbox.supervise import supervise, supervise_with_network
 
 REPO_MOUNT = "/mnt/repo"  # a mount point the recipe pre-creates
 CA_IN_ROOTFS = "etc/ssl/certs/ca-certificates.crt"
@@ -81,11 +81,11 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     holder = gstack = None
     try:
         if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
-            from launcher import gvisor
+            from launcher.sandbox import gvisor
 
             holder = gvisor.NetnsHolder()
             gstack = gvisor.prepare(holder, slirp, run, forward)
-        spec = ocispec.RunSpec(
+        spec = config.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
             args=argv,
@@ -102,7 +102,7 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             gvisor=runtime.gvisor,
             netns_path=holder.path if holder else None,
         )
-        run.write_config(ocispec.build_config(spec))
+        run.write_config(config.build_config(spec))
         link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
         try:
             if holder and gstack:
