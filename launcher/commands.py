@@ -82,9 +82,9 @@ def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
             return bundle_sbom()
         return bundle_info(args.json)
     if args.command == "doctor":
-        from launcher import doctor
+        from launcher.doctor import checks
 
-        return doctor.run(as_json=args.json)
+        return checks.run(as_json=args.json)
     from launcher import cachecmd
 
     return cachecmd.run(args, quiet=opts["quiet"])

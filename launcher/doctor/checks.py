@@ -1,7 +1,7 @@
 """`auto-review doctor`: can this host run the sandbox? Each problem comes with its fix.
 
 The host facts come first; the last item starts a real sandbox and runs `check`
-in it (launcher.doctor_start), and only if that passes is the host "ready".
+in it (launcher.doctor.start), and only if that passes is the host "ready".
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 from launcher import embedded
-from launcher.doctor_dirs import check_cache, check_runtime_dir, check_state
-from launcher.doctor_finding import Finding
+from launcher.doctor.dirs import check_cache, check_runtime_dir, check_state
+from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
 from launcher.sandbox import runtime
 
@@ -185,12 +185,12 @@ def check_limits(rt: runtime.Runtime | None = None) -> Finding:
 
 
 def check_start(rt: runtime.Runtime | None, blocked: bool) -> Finding:
-    """Start a real sandbox and run `check` in it (launcher.doctor_start)."""
+    """Start a real sandbox and run `check` in it (launcher.doctor.start)."""
     if rt is None:
         return Finding("start", False, "not tried: no usable runtime", "fix the runtime first")
-    from launcher import doctor_start
+    from launcher.doctor import start
 
-    result = doctor_start.start_check(rt.name)
+    result = start.start_check(rt.name)
     if result.ok and blocked:  # it started anyway: say so, but the FAILs above still hold
         result.detail += " (despite the problems above)"
     return Finding("start", result.ok, result.detail, result.fix, exit_code=result.exit_code)

@@ -8,7 +8,7 @@ import os
 from launcher import embedded
 from launcher.cache.paths import check_level
 from launcher.cache.root import cache_root, default_state_dir
-from launcher.doctor_finding import Finding
+from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
 
 
