@@ -67,6 +67,6 @@ def use_cached_code() -> None:
 
 if __name__ == "__main__":
     use_cached_code()
-    from launcher.cli import main
+    from launcher.cli.main import main
 
     sys.exit(main())

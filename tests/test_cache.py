@@ -332,7 +332,7 @@ def test_default_cache_root_matches_platformdirs(
 
 
 def imported_from(app: Path, env: dict[str, str]) -> str:
-    """Where `launcher.cli` was loaded from on a warm start (python -v tells)."""
+    """Where `launcher.cli.main` was loaded from on a warm start (python -v tells)."""
     result = subprocess.run([HOST_PYTHON, "-v", str(app), "probe", "exit", "0"], env=env,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -340,9 +340,13 @@ def imported_from(app: Path, env: dict[str, str]) -> str:
         x
         for x in result.stderr.splitlines()
         if "/" in x
-        and ("launcher.cli" in x or "/launcher/__pycache__/cli." in x or "/launcher/cli." in x)
+        and (
+            "launcher.cli.main" in x
+            or "/launcher/cli/__pycache__/main." in x
+            or "/launcher/cli/main." in x
+        )
     ]
-    assert lines, "python -v did not report launcher.cli"
+    assert lines, "python -v did not report launcher.cli.main"
     return "\n".join(lines)
 
 
@@ -357,7 +361,7 @@ def test_launcher_code_is_cached_with_bytecode_and_only_if_private(
     assert str(code) in imported_from(app, env)
     with zipfile.ZipFile(code / "launcher.zip") as zf:  # bytecode beside each source
         names = set(zf.namelist())
-    assert {"launcher/cli.py", "launcher/cli.pyc", "launcher/cache/warm.pyc"} <= names
+    assert {"launcher/cli/main.py", "launcher/cli/main.pyc", "launcher/cache/warm.pyc"} <= names
     code.chmod(0o777)  # someone could have planted code: never import from it
     assert str(app) in imported_from(app, env)
     code.chmod(0o700)

@@ -85,7 +85,7 @@ def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
         from launcher.doctor import checks
 
         return checks.run(as_json=args.json)
-    from launcher import cachecmd
+    from launcher.cli import cachecmd
 
     return cachecmd.run(args, quiet=opts["quiet"])
 
