@@ -101,29 +101,18 @@ def code_levels(code_id: str) -> list[str]:
     return [root, base, code, os.path.join(code, code_id)]
 
 
-def _launcher_packages() -> list[tuple[str, list[str]]]:
-    """(name, __path__) of every launcher package imported so far."""
-    return [
-        (name, module.__path__)
-        for name, module in list(sys.modules.items())
-        if (name == "launcher" or name.startswith("launcher."))
-        and getattr(module, "__path__", None) is not None
-    ]
-
-
 def prefer(code: str) -> None:
-    """Import the launcher's modules not loaded yet from `code`, then from the zip.
-
-    Every launcher package imported so far (the bootstrap's `launcher` and
-    `launcher.cache`; on a run that started from the zip, whatever it imported) looks
-    in the code's archive first; packages imported later are found there.
-    """
+    """Import the launcher's modules not loaded yet from `code`, then from the zip: every
+    launcher package imported so far (more than launcher and launcher.cache when a run
+    that started from the zip publishes its code) looks in the code's archive first."""
     archive = os.path.join(code, CODE_ARCHIVE)
-    for name, path in _launcher_packages():
-        path.insert(0, os.path.join(archive, *name.split(".")))
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] == "launcher" and hasattr(module, "__path__"):
+            module.__path__.insert(0, os.path.join(archive, *name.split(".")))
 
 
 def forget(code: str) -> None:
     """Undo prefer(): the code dir went away before we held it."""
-    for _name, path in _launcher_packages():
-        path[:] = [p for p in path if not p.startswith(code + os.sep)]
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] == "launcher" and hasattr(module, "__path__"):
+            module.__path__[:] = [p for p in module.__path__ if not p.startswith(code + os.sep)]
