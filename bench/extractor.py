@@ -28,7 +28,7 @@ import zstandard
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from run import bench_arguments  # noqa: E402  (bench/ is this script's directory)
+from measure import bench_arguments  # noqa: E402  (bench/ is this script's directory)
 
 from launcher.cache import tree  # noqa: E402
 from launcher.cache.extract import Limits, extract_tar_stream  # noqa: E402

@@ -29,7 +29,7 @@ from buildsys.target import run_python, ship_modules
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from buildsys.stage import Stage
+    from buildsys.stagedir import Stage
 
 PTH_NAME = "native.pth"
 

@@ -154,7 +154,7 @@ def build_sbom(
 
 
 def display_name(path: str) -> str:
-    """SPDX file names are relative: ./rootfs/usr/bin/git, ./zipapp/launcher/cli.py."""
+    """SPDX file names are relative: ./rootfs/usr/bin/git, ./zipapp/launcher/cli/main.py."""
     if path.startswith("zipapp:"):
         return "./zipapp/" + path.removeprefix("zipapp:")
     return "./rootfs/" + path

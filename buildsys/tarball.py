@@ -102,10 +102,11 @@ def state_owner(recipe: Recipe) -> dict[str, tuple[int, int, int]]:
 
 
 def unpacked_mode(kind: str, mode: int) -> int:
-    """The permission bits the launcher gives an entry when it unpacks (launcher/extract.py:
-    files owner-readable, no setuid/setgid or group/other write; directories owner rwx,
-    world-writable only with the sticky bit). tests/test_release.py holds the two equal
-    by comparing this list with the one a real unpack writes."""
+    """The permission bits the launcher gives an entry when it unpacks
+    (launcher/cache/extract.py: files owner-readable, no setuid/setgid or group/other
+    write; directories owner rwx, world-writable only with the sticky bit).
+    tests/test_release.py holds the two equal by comparing this list with the one a
+    real unpack writes."""
     if kind == "dir":
         return (mode & 0o1777) | 0o700 if mode & 0o1000 else (mode & 0o755) | 0o700
     if kind == "symlink":

@@ -13,7 +13,7 @@ from buildsys.recipe import BuildError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from buildsys.stage import Stage
+    from buildsys.stagedir import Stage
 
 
 def run_python(python: str, code: str, *args: str, what: str, stdin: str | None = None) -> str:

@@ -35,26 +35,6 @@ def cached_code(code_id: str) -> str | None:
     return code if os.path.exists(os.path.join(code, MARKER)) else None
 
 
-def prefer(code: str) -> None:
-    """Import the launcher's modules not loaded yet from `code`, then from the zip."""
-    import launcher
-    import launcher.cache
-    from launcher.cache.root import CODE_ARCHIVE
-
-    archive = os.path.join(code, CODE_ARCHIVE)
-    launcher.__path__.insert(0, os.path.join(archive, "launcher"))
-    launcher.cache.__path__.insert(0, os.path.join(archive, "launcher", "cache"))
-
-
-def forget(code: str) -> None:
-    """Undo prefer(): the code dir went away before we held it."""
-    import launcher
-    import launcher.cache
-
-    for package in (launcher, launcher.cache):
-        package.__path__[:] = [p for p in package.__path__ if not p.startswith(code + os.sep)]
-
-
 def will_unpack(argv: list[str]) -> bool:
     """Whether this command uses the cache (a sandboxed command, `cache prepare`): only
     then is the code published before the first import; `--help`, `bundle info` or
@@ -76,6 +56,8 @@ def use_cached_code() -> None:
         code = publish_early()
         if code is None or cached_code(CODE_ID) != code:
             return  # the zip stays in charge (and the command reports a bad cache)
+    from launcher.cache.root import forget, prefer
+
     prefer(code)
     from launcher.cache.code import hold_in_use
 
@@ -85,6 +67,6 @@ def use_cached_code() -> None:
 
 if __name__ == "__main__":
     use_cached_code()
-    from launcher.cli import main
+    from launcher.cli.main import main
 
     sys.exit(main())

@@ -31,6 +31,7 @@ def load_buildsys(src: Path):
     import buildsys.elf
     import buildsys.recipe
     import buildsys.stage
+    import buildsys.stagedir
     import buildsys.wheels
 
     return buildsys
@@ -93,7 +94,7 @@ def assemble(args: argparse.Namespace) -> int:
     except buildsys.recipe.BuildError as exc:
         print(f"assemble-rootfs: {exc}", file=sys.stderr)
         return 1
-    stage = buildsys.stage.Stage(args.out)
+    stage = buildsys.stagedir.Stage(args.out)
     for role, inroot in sorted(fhs.items()):
         stage.mkdirs(os.path.dirname(inroot))
         os.symlink(exes[role], stage.root / inroot.lstrip("/"))

@@ -157,7 +157,7 @@ def test_payload_is_stored_and_zip_is_deterministic(app: Path) -> None:
         "_vendor/zstandard.json",
         "_vendor/zstandard.xz",
     ]  # every ABI's zstandard in one blob (tests/test_release.py opens it)
-    assert "launcher/cli.py" in names and "__main__.py" in names
+    assert "launcher/cli/main.py" in names and "__main__.py" in names
 
 
 def test_bundle_info_runs_on_a_bare_system_python(

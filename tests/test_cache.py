@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import random
 import shutil
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, needs_root, rewrite_app, run_app
+from conftest import HOST_PYTHON, ROOT, needs_root, rewrite_app, run_app
 
 PAYLOAD = "bundle/rootfs.tar.zst"
 
@@ -332,7 +333,7 @@ def test_default_cache_root_matches_platformdirs(
 
 
 def imported_from(app: Path, env: dict[str, str]) -> str:
-    """Where `launcher.cli` was loaded from on a warm start (python -v tells)."""
+    """Where `launcher.cli.main` was loaded from on a warm start (python -v tells)."""
     result = subprocess.run([HOST_PYTHON, "-v", str(app), "probe", "exit", "0"], env=env,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -340,9 +341,13 @@ def imported_from(app: Path, env: dict[str, str]) -> str:
         x
         for x in result.stderr.splitlines()
         if "/" in x
-        and ("launcher.cli" in x or "/launcher/__pycache__/cli." in x or "/launcher/cli." in x)
+        and (
+            "launcher.cli.main" in x
+            or "/launcher/cli/__pycache__/main." in x
+            or "/launcher/cli/main." in x
+        )
     ]
-    assert lines, "python -v did not report launcher.cli"
+    assert lines, "python -v did not report launcher.cli.main"
     return "\n".join(lines)
 
 
@@ -357,11 +362,65 @@ def test_launcher_code_is_cached_with_bytecode_and_only_if_private(
     assert str(code) in imported_from(app, env)
     with zipfile.ZipFile(code / "launcher.zip") as zf:  # bytecode beside each source
         names = set(zf.namelist())
-    assert {"launcher/cli.py", "launcher/cli.pyc", "launcher/cache/warm.pyc"} <= names
+    assert {"launcher/cli/main.py", "launcher/cli/main.pyc", "launcher/cache/warm.pyc"} <= names
     code.chmod(0o777)  # someone could have planted code: never import from it
     assert str(app) in imported_from(app, env)
     code.chmod(0o700)
     assert str(code) in imported_from(app, env)
+
+
+def test_warm_start_imports_only_the_bootstrap_modules_from_the_zip(
+    app: Path, tmp_path: Path
+) -> None:
+    """zipimport compiles what it imports from the single file on every start: a warm
+    start takes from it only what the bootstrap needs to find the cached code."""
+    cache = tmp_path / "cache"
+    env = env_for(cache, AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
+    run_app(app, "cache", "prepare", env=env, check=True)
+    result = subprocess.run([HOST_PYTHON, "-v", str(app), "probe", "exit", "0"], env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    where = {}
+    for line in result.stderr.splitlines():
+        if line.startswith("import 'launcher") and "zipimporter object" in line:
+            where[line.split("'")[1]] = line.split('"')[1]
+    from_zip = {name for name, path in where.items() if "/v1/code/" not in path}
+    assert from_zip == {"launcher", "launcher.cache", "launcher.cache.root"}
+    assert {"launcher.cli.main", "launcher.sandbox.run"} <= set(where)
+
+
+PREFER_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import launcher.cli.main, launcher.sandbox.run
+from launcher.cache.root import forget, prefer
+
+packages = {n: m for n, m in sys.modules.items()
+            if n.startswith("launcher") and hasattr(m, "__path__")}
+prefer("/nowhere/code")
+first = {n: m.__path__[0] for n, m in packages.items()}
+forget("/nowhere/code")
+left = [n for n, m in packages.items() if any(p.startswith("/nowhere/") for p in m.__path__)]
+print(json.dumps({"first": first, "left": left}))
+"""
+
+
+def test_prefer_puts_the_cached_code_first_in_every_imported_package() -> None:
+    """A run that started from the zip and publishes its code later has imported
+    subpackages (cli, sandbox) besides launcher and launcher.cache: prefer() patches
+    them all, and forget() takes the code out of each again."""
+    result = subprocess.run([HOST_PYTHON, "-I", "-c", PREFER_SCRIPT, str(ROOT)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    archive = "/nowhere/code/launcher.zip"
+    assert out["first"] == {
+        "launcher": f"{archive}/launcher",
+        "launcher.cache": f"{archive}/launcher/cache",
+        "launcher.cli": f"{archive}/launcher/cli",
+        "launcher.sandbox": f"{archive}/launcher/sandbox",
+    }
+    assert out["left"] == []
 
 
 def test_gc_sweeps_launcher_code_of_other_versions(app: Path, tmp_path: Path) -> None:

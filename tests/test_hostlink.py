@@ -16,8 +16,8 @@ from conftest import ROOT
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from launcher import gateway_env, hostlink, network, usernet
 from launcher.errors import ConfigError, ExitCode
+from launcher.sandbox import gateway_env, hostlink, network, usernet
 
 sys.path.insert(0, str(ROOT / "payload" / "gateway"))
 from auto_review_gateway.core import hostlink as inner

@@ -44,7 +44,7 @@ def host_options() -> list[str]:
     discovery picks here (podman's default crun refuses a hybrid cgroup host whose
     unified hierarchy has controllers), and rlimits within our hard limits (root in a
     CI container may lack CAP_SYS_RESOURCE to raise them to podman's defaults)."""
-    from launcher import runtime
+    from launcher.sandbox import runtime
 
     return ["--runtime", runtime.discover(rootless=False).path,
             "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=1024:1024"]  # fmt: skip
@@ -160,7 +160,7 @@ def test_serve_is_the_default_command_and_answers_healthz(exported: dict, volume
 
 
 def test_seccomp_export_is_the_sandbox_profile(exported: dict, app: Path, tmp_path: Path) -> None:
-    from launcher import seccomp
+    from launcher.sandbox import seccomp
 
     assert json.loads(exported["seccomp"].read_text()) == seccomp.profile()
     again = run_app(app, "bundle", "export", "--seccomp", str(exported["seccomp"]))

@@ -202,7 +202,7 @@ def test_the_seccomp_table_is_what_the_config_gets(runner: Runner) -> None:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from launcher import seccomp
+    from launcher.sandbox import seccomp
 
     proc = runner.popen("probe", "sleep", "60")
     try:

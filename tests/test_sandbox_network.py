@@ -226,7 +226,7 @@ def discovered(runner: Runner) -> str:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from launcher import runtime
+    from launcher.sandbox import runtime
 
     return runtime.discover(rootless=runner.user is not None).name
 

@@ -123,6 +123,6 @@ def use_for_later_imports(layout: Layout, quiet: bool = False) -> None:
     target = publish_code(layout, quiet)
     if target is None or not hold_in_use(target):
         return
-    from launcher.bootstrap import prefer
+    from launcher.cache.root import prefer
 
     prefer(target)

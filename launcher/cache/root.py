@@ -1,13 +1,15 @@
 """Where the cache root is, and the one ownership rule every cache level must pass.
 
 The zipapp's bootstrap imports this module from the zip before anything else, to
-find the launcher's cached code: keep it tiny and dependent on os and stat only.
+find the launcher's cached code and to import from it (prefer): keep it tiny and
+dependent on os, stat and sys only.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 
 APP = "auto-review"
 LAYOUT = "v1"
@@ -97,3 +99,20 @@ def code_levels(code_id: str) -> list[str]:
     base = os.path.join(root, LAYOUT)
     code = os.path.join(base, CODE)
     return [root, base, code, os.path.join(code, code_id)]
+
+
+def prefer(code: str) -> None:
+    """Import the launcher's modules not loaded yet from `code`, then from the zip: every
+    launcher package imported so far (more than launcher and launcher.cache when a run
+    that started from the zip publishes its code) looks in the code's archive first."""
+    archive = os.path.join(code, CODE_ARCHIVE)
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] == "launcher" and hasattr(module, "__path__"):
+            module.__path__.insert(0, os.path.join(archive, *name.split(".")))
+
+
+def forget(code: str) -> None:
+    """Undo prefer(): the code dir went away before we held it."""
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] == "launcher" and hasattr(module, "__path__"):
+            module.__path__[:] = [p for p in module.__path__ if not p.startswith(code + os.sep)]

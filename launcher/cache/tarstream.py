@@ -8,6 +8,8 @@ header checksums and requires the two zero blocks that end an archive.
 
 Data is handed out as memoryviews of the reader's own large buffer (no copy); a view
 is valid until the reader is asked for anything else.
+
+Over 300 lines: one bounded parser whose caps and header state read best in one place.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ never followed, whatever is planted or swapped in while we walk. There is no rec
 an explicit stack holds one frame per level, and at most MAX_OPEN directory fds are open
 at once; a level whose fd was closed is reopened as ".." of its child and must be the
 same directory (device and inode) or the walk stops. A 10,000-deep tree is fine.
+
+Over 300 lines: removal and walking share the one fd stack that makes both safe.
 """
 
 from __future__ import annotations

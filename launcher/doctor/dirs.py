@@ -8,13 +8,14 @@ import os
 from launcher import embedded
 from launcher.cache.paths import check_level
 from launcher.cache.root import cache_root, default_state_dir
-from launcher.doctor_finding import Finding
+from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
 
 
 def check_runtime_dir() -> Finding:
-    """Where run state goes, as launcher.rundirs decides it (a dir it would pass over warns)."""
-    from launcher import rundirs
+    """Where run state goes, as launcher.sandbox.rundirs decides it (a dir it would pass
+    over warns)."""
+    from launcher.sandbox import rundirs
 
     xdg = os.environ.get("XDG_RUNTIME_DIR", "")
     if not xdg:

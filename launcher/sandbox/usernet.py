@@ -1,12 +1,12 @@
 """slirp4netns attached to a container's network namespace, and the host's own
-addresses routed away inside it (see launcher.network for the policy)."""
+addresses routed away inside it (see launcher.sandbox.network for the policy)."""
 
 from __future__ import annotations
 
 import os
 
 from launcher.errors import SandboxFailed
-from launcher.network import INSTALL, host_loopback
+from launcher.sandbox.network import INSTALL, host_loopback
 
 GUEST_ADDR = "10.0.2.100"  # slirp4netns --configure's address for the container
 HOST_ALIAS = "10.0.2.2"  # the host's loopback, when AUTO_REVIEW_HOST_LOOPBACK=1

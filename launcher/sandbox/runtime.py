@@ -6,7 +6,7 @@ by what it supports on this host, not by its name alone:
 
 - fd passing (`--preserve-fds`): runc, crun and youki pass the lifeline and the
   secrets pipe as fds 3 and 4; runsc has no such flag, so both go in on its
-  stdin instead (launcher.hostlink).
+  stdin instead (launcher.sandbox.hostlink).
 - rootless: runc, crun and youki with a user namespace. runsc `--rootless` does
   start (with the container's ids mapped to hostID 0 of the user namespace it makes
   first), but that namespace maps only our uid: the gateway is either the Sentry's
@@ -81,7 +81,7 @@ class Runtime:
         either none at all (a loopback of the Sentry's own) or the Sentry's sockets as
         host sockets (`host`) in the namespace runsc is started in: the host's only
         with AUTO_REVIEW_NETWORK=host; otherwise the sandbox's own namespace that
-        slirp4netns serves (launcher.gvisor). Its own netstack (`sandbox`) is not used:
+        slirp4netns serves (launcher.sandbox.gvisor). Its own netstack (`sandbox`) is not used:
         Debian's runsc 20221219 takes any namespace for the host's on current kernels
         (its test looks for /proc/sys/net/core/rmem_default, now in every namespace).
         """

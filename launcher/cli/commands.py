@@ -82,10 +82,10 @@ def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
             return bundle_sbom()
         return bundle_info(args.json)
     if args.command == "doctor":
-        from launcher import doctor
+        from launcher.doctor import checks
 
-        return doctor.run(as_json=args.json)
-    from launcher import cachecmd
+        return checks.run(as_json=args.json)
+    from launcher.cli import cachecmd
 
     return cachecmd.run(args, quiet=opts["quiet"])
 
@@ -127,27 +127,27 @@ def bundle_sbom() -> int:
 
 def seccomp_export(target: str, zstd: bool) -> int:
     """Write the sandbox's seccomp profile (podman/Docker format); print the path."""
-    from launcher import ociexport
+    from launcher.image.export import export_seccomp
 
     if zstd:
         raise UsageError("--zstd applies to --oci only", "drop --zstd")
-    print(ociexport.export_seccomp(target))
+    print(export_seccomp(target))
     return ExitCode.OK
 
 
 def bundle_export(oci: str | None, docker_archive: str | None, zstd: bool) -> int:
     """Write the embedded rootfs as an OCI layout or a docker-archive; print the digest."""
-    from launcher import ociexport
+    from launcher.image.export import export_docker_archive, export_oci
 
     if docker_archive is not None:
         if zstd:
             raise UsageError(
                 "--zstd applies to --oci only", "docker-archive layers are uncompressed"
             )
-        ociexport.export_docker_archive(docker_archive)
+        export_docker_archive(docker_archive)
         print(docker_archive)
         return ExitCode.OK
     assert oci is not None
-    ref = ociexport.export_oci(oci, zstd=zstd)
+    ref = export_oci(oci, zstd=zstd)
     print(f"{oci} {ref['digest']}")
     return ExitCode.OK

@@ -83,16 +83,16 @@ def main(argv: list[str] | None = None) -> int:
             return ExitCode.OK if rest else ExitCode.USAGE
         command = rest[0]
         if command == "--version":
-            from launcher.commands import print_version
+            from launcher.cli.commands import print_version
 
             return print_version()
         if command in LAUNCHER_COMMANDS:
-            from launcher.commands import run_launcher_command
+            from launcher.cli.commands import run_launcher_command
 
             return run_launcher_command(rest, opts)
         if command.startswith("-"):
             raise_usage(f"unknown option {command}")
-        from launcher.sandbox import run_sandboxed
+        from launcher.sandbox.run import run_sandboxed
 
         return run_sandboxed(rest, opts)
     except LauncherError as exc:

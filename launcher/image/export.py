@@ -3,33 +3,29 @@
 The image's only layer is the embedded rootfs, so its diff_id is the manifest's
 diff_id: a scan of the image covers the single file and vice versa. Everything is
 deterministic (fixed gzip header and level, sorted compact JSON, normalised tar
-headers), so two exports are byte-identical. Not on the warm path.
+headers), so two exports are byte-identical. Not on the warm path. The layer itself
+(the payload decompressed and checked against the manifest) is launcher.image.layer.
 """
 
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import json
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
 from launcher import embedded
-from launcher.errors import CacheUnusable, NoSpace, PayloadCorrupt, UsageError
+from launcher.errors import CacheUnusable, NoSpace, UsageError
+from launcher.image.layer import layer_gzip, layer_zstd, stream_tar
 
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-MT_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 STATE_DIR = "/var/lib/auto-review"
 DEFAULT_CMD = ("serve",)  # `podman run IMAGE` serves; `podman run IMAGE check` self-tests
-CHUNK = 1 << 20
-GZIP_LEVEL = 6
 
 
 def canonical_json(value: Any) -> bytes:
@@ -72,7 +68,7 @@ def export_seccomp(target: str) -> str:
     The OCI `linux.seccomp` object is also the profile format podman and Docker read
     (defaultAction, defaultErrnoRet, architectures, syscalls with names, action, args).
     """
-    from launcher import seccomp
+    from launcher.sandbox import seccomp
 
     _check_target(target, is_dir=False)
     data = json.dumps(seccomp.profile(), indent=2, sort_keys=True).encode() + b"\n"
@@ -102,116 +98,12 @@ def _check_target(path: str, *, is_dir: bool) -> None:
         raise UsageError(f"{path} already exists", "remove it or pick a new file name")
 
 
-class _HashingWriter:
-    """A write-only file object that hashes and counts what passes through it."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.out.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-def _stream_tar(m: dict[str, Any], sink: Callable[[bytes], object]) -> None:
-    """Decompress the embedded payload into `sink`, asserting the manifest's diff_id."""
-    from launcher.cache import zstd
-    from launcher.cache.paths import open_layout
-
-    raw = embedded.open_payload()
-    digest_raw = hashlib.sha256()
-    diff = hashlib.sha256()
-    size = 0
-
-    class _Tee:
-        """Hash the compressed bytes as the decoder reads them."""
-
-        def read(self, n: int = -1) -> bytes:
-            data = raw.read(n)
-            digest_raw.update(data)
-            return data
-
-        def readinto(self, buf: Any) -> int:
-            data = self.read(len(buf))
-            buf[: len(data)] = data
-            return len(data)
-
-        def readable(self) -> bool:
-            return True
-
-    reader = zstd.open_reader(_Tee(), open_layout())  # type: ignore[arg-type]
-    try:
-        while True:
-            chunk = reader.read(CHUNK)
-            if not chunk:
-                break
-            diff.update(chunk)
-            size += len(chunk)
-            sink(chunk)
-        while data := raw.read(CHUNK):  # the decoder may stop at the frame's end
-            digest_raw.update(data)
-    except zstd.decompression_errors() as exc:
-        raise PayloadCorrupt(f"the embedded payload does not decompress: {exc}") from None
-    finally:
-        raw.close()
-    if "sha256:" + diff.hexdigest() != m["diff_id"] or size != m["tar_size"]:
-        raise PayloadCorrupt(
-            "the embedded rootfs does not match the manifest's diff_id", embedded.REBUILD
-        )
-    if "sha256:" + digest_raw.hexdigest() != m["digest"]:
-        raise PayloadCorrupt(
-            "the embedded payload does not match the manifest's digest", embedded.REBUILD
-        )
-
-
 def _write_blob(blobs: str, data: bytes) -> dict[str, Any]:
     """Store `data` as a blob; return its descriptor (digest, size)."""
     hexd = hashlib.sha256(data).hexdigest()
     with open(os.path.join(blobs, hexd), "wb") as fh:
         fh.write(data)
     return {"digest": f"sha256:{hexd}", "size": len(data)}
-
-
-def _layer_gzip(m: dict[str, Any], blobs: str) -> dict[str, Any]:
-    """gzip(tar) with a fixed header (mtime 0, no name) and level: streamed and hashed."""
-    fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".layer-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            hw = _HashingWriter(fh)
-            gz = gzip.GzipFile(
-                filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0
-            )
-            _stream_tar(m, gz.write)
-            gz.close()
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, os.path.join(blobs, hw.sha.hexdigest()))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return {"mediaType": MT_LAYER_GZIP, "digest": f"sha256:{hw.sha.hexdigest()}", "size": hw.size}
-
-
-def _layer_zstd(m: dict[str, Any], blobs: str) -> dict[str, Any]:
-    """The embedded .tar.zst as-is (its digest is the manifest's digest); diff_id checked."""
-    _stream_tar(m, lambda _chunk: None)  # verifies digest and diff_id before we publish
-    hexd = m["digest"].split(":", 1)[1]
-    raw = embedded.open_payload()
-    try:
-        with open(os.path.join(blobs, hexd), "wb") as fh:
-            while chunk := raw.read(CHUNK):
-                fh.write(chunk)
-    finally:
-        raw.close()
-    return {"mediaType": MT_LAYER_ZSTD, "digest": m["digest"], "size": m["compressed_size"]}
 
 
 def export_oci(target: str, *, zstd: bool = False) -> dict[str, Any]:
@@ -221,7 +113,7 @@ def export_oci(target: str, *, zstd: bool = False) -> dict[str, Any]:
     try:
         blobs = os.path.join(target, "blobs", "sha256")
         os.makedirs(blobs, exist_ok=True)
-        layer = _layer_zstd(m, blobs) if zstd else _layer_gzip(m, blobs)
+        layer = layer_zstd(m, blobs) if zstd else layer_gzip(m, blobs)
         config = _write_blob(blobs, canonical_json(image_config(m)))
         manifest = {
             "schemaVersion": 2,
@@ -287,7 +179,7 @@ def export_docker_archive(target: str) -> str:
         with open(tmp, "wb") as out:
             members: dict[str, tuple[int, Callable[[], None]]] = {
                 f"{chex}.json": (len(config), lambda: out.write(config)),
-                f"{lhex}/layer.tar": (m["tar_size"], lambda: _stream_tar(m, out.write)),
+                f"{lhex}/layer.tar": (m["tar_size"], lambda: stream_tar(m, out.write)),
                 "manifest.json": (len(index), lambda: out.write(index)),
             }
             for name in sorted(members):

@@ -17,7 +17,7 @@ slirp4netns over pasta: measured on the CI machine class, slirp4netns is ready
 in ~3 ms against ~20 ms for pasta (Debian 12 builds), it exits by itself when the
 lifeline closes (--exit-fd), and it opens the namespace as root without the
 privilege dance pasta needs (pasta drops to nobody before opening it); see
-docs/SANDBOX.md. This module decides; launcher.usernet starts and configures.
+docs/SANDBOX.md. This module decides; launcher.sandbox.usernet starts and configures.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def needs_stack(argv: list[str]) -> bool:
 
 def slirp4netns() -> str:
     """The slirp4netns binary, or a one-line error naming the package."""
-    from launcher.runtime import which
+    from launcher.sandbox.runtime import which
 
     path = which("slirp4netns")
     if path is None:

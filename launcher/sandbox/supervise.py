@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import signal
 
-from launcher import hostlink, network, rundirs, usernet
 from launcher.errors import SandboxFailed
-from launcher.runtime import Runtime
+from launcher.sandbox import hostlink, network, rundirs, usernet
+from launcher.sandbox.runtime import Runtime
 
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:

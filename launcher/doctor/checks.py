@@ -1,7 +1,7 @@
 """`auto-review doctor`: can this host run the sandbox? Each problem comes with its fix.
 
 The host facts come first; the last item starts a real sandbox and runs `check`
-in it (launcher.doctor_start), and only if that passes is the host "ready".
+in it (launcher.doctor.start), and only if that passes is the host "ready".
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import os
 import subprocess
 import sys
 
-from launcher import embedded, runtime
-from launcher.doctor_dirs import check_cache, check_runtime_dir, check_state
-from launcher.doctor_finding import Finding
+from launcher import embedded
+from launcher.doctor.dirs import check_cache, check_runtime_dir, check_state
+from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
+from launcher.sandbox import runtime
 
 
 def check_python() -> Finding:
@@ -109,7 +110,7 @@ def check_userns() -> Finding:
 
 def check_network() -> list[Finding]:
     """AUTO_REVIEW_NETWORK, slirp4netns and /dev/net/tun (which it opens as the caller)."""
-    from launcher import network
+    from launcher.sandbox import network
 
     try:
         mode = network.mode()
@@ -148,34 +149,34 @@ def check_network() -> list[Finding]:
 
 def check_limits(rt: runtime.Runtime | None = None) -> Finding:
     """What caps the sandbox's processes and memory in this mode."""
-    from launcher import ocispec
+    from launcher.sandbox import config
 
     if os.geteuid() == 0 and rt is not None and rt.gvisor:
         return Finding(
             "limits",
             True,
-            f"runsc: RLIMIT_NPROC {ocispec.PIDS_LIMIT} inside the Sentry, and its host cgroup"
-            f" (pids {ocispec.PIDS_LIMIT} for its threads, memory"
-            f" {ocispec.MEMORY_LIMIT >> 20} MiB where the controller exists)",
+            f"runsc: RLIMIT_NPROC {config.PIDS_LIMIT} inside the Sentry, and its host cgroup"
+            f" (pids {config.PIDS_LIMIT} for its threads, memory"
+            f" {config.MEMORY_LIMIT >> 20} MiB where the controller exists)",
         )
     if os.geteuid() == 0:
-        if not ocispec.memory_controller():
+        if not config.memory_controller():
             return Finding(
                 "limits",
                 False,
-                f"cgroup pids {ocispec.PIDS_LIMIT}; memory limit off: no memory cgroup controller",
+                f"cgroup pids {config.PIDS_LIMIT}; memory limit off: no memory cgroup controller",
                 "enable the memory controller (cgroup_enable=memory on the kernel command line)",
                 blocker=False,
             )
         return Finding(
             "limits",
             True,
-            f"cgroup pids {ocispec.PIDS_LIMIT}, memory {ocispec.MEMORY_LIMIT >> 20} MiB",
+            f"cgroup pids {config.PIDS_LIMIT}, memory {config.MEMORY_LIMIT >> 20} MiB",
         )
     return Finding(
         "limits",
         False,
-        f"rootless: pids capped by RLIMIT_NPROC {ocispec.PIDS_LIMIT} (per user namespace);"
+        f"rootless: pids capped by RLIMIT_NPROC {config.PIDS_LIMIT} (per user namespace);"
         " memory limit off: rootless runs get no cgroup",
         "run as root for a memory limit, or cap the service's memory in its systemd unit"
         " (MemoryMax=)",
@@ -184,12 +185,12 @@ def check_limits(rt: runtime.Runtime | None = None) -> Finding:
 
 
 def check_start(rt: runtime.Runtime | None, blocked: bool) -> Finding:
-    """Start a real sandbox and run `check` in it (launcher.doctor_start)."""
+    """Start a real sandbox and run `check` in it (launcher.doctor.start)."""
     if rt is None:
         return Finding("start", False, "not tried: no usable runtime", "fix the runtime first")
-    from launcher import doctor_start
+    from launcher.doctor import start
 
-    result = doctor_start.start_check(rt.name)
+    result = start.start_check(rt.name)
     if result.ok and blocked:  # it started anyway: say so, but the FAILs above still hold
         result.detail += " (despite the problems above)"
     return Finding("start", result.ok, result.detail, result.fix, exit_code=result.exit_code)

@@ -17,7 +17,7 @@ import stat
 from launcher.cache.paths import Layout, check_level, make_private_dirs
 from launcher.cache.root import owned_dir_problem
 from launcher.jsonwrite import dumps
-from launcher.runtime import Runtime
+from launcher.sandbox.runtime import Runtime
 
 PREFIX = "auto-review-"
 

@@ -5,8 +5,8 @@ memory cgroup limits. Rootless: a user namespace mapping only our uid (to uid 0
 inside), no cgroups (RLIMIT_NPROC caps processes: since Linux 5.14 it counts per
 user namespace), rlimits within our hard limits, /sys bound read-only. Both:
 read-only root, a /dev tmpfs of its own, empty capabilities, no new privileges,
-masked /proc paths, the seccomp allowlist of launcher.seccomp, and a network
-namespace of its own unless the host network is asked for.
+masked /proc paths, the seccomp allowlist of launcher.sandbox.seccomp, and a
+network namespace of its own unless the host network is asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import resource
 
-from launcher import seccomp
+from launcher.sandbox import seccomp
 
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:

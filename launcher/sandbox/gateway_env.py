@@ -1,8 +1,8 @@
 """The environment the gateway sees: the manifest's, plus an explicit allowlist from the host.
 
 Nothing else of the host environment crosses into the sandbox; the secret ones
-go through a pipe (launcher.hostlink), never the process environment. Values are
-never logged: only names appear in messages.
+go through a pipe (launcher.sandbox.hostlink), never the process environment.
+Values are never logged: only names appear in messages.
 
 One secret is a host file: GITHUB_APP_PRIVATE_KEY_FILE names the GitHub App's
 private key on the host; the launcher reads it (bounded, see launcher.hostfile)
@@ -73,7 +73,7 @@ def sandbox_env_and_secrets(
 ) -> tuple[list[str], dict[str, str]]:
     """sandbox_env without the secret variables, and those apart (for the secrets pipe),
     with the GitHub App's key read from its host file."""
-    from launcher.hostlink import SECRET_NAMES
+    from launcher.sandbox.hostlink import SECRET_NAMES
 
     env, secrets = [], {}
     for item in sandbox_env(manifest_env, isolation, extra):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 
-from launcher import hostlink, network, rundirs, usernet
 from launcher.errors import SandboxFailed
-from launcher.runtime import Runtime
+from launcher.sandbox import hostlink, network, rundirs, usernet
+from launcher.sandbox.runtime import Runtime
 
 CLONE_NEWNET = 0x40000000
 
@@ -103,7 +103,7 @@ def supervise_gvisor_network(
     stack: usernet.UserNet,
 ) -> int:
     """`runsc run` on the prepared namespace; the stack and holder go when it ends."""
-    from launcher.supervise import supervise
+    from launcher.sandbox.supervise import supervise
 
     try:
         return supervise(runtime, dirs, run, link)

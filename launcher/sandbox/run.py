@@ -1,24 +1,23 @@
 """Run a gateway command inside the sandbox and mirror its exit status.
 
 This module prepares the run (the config, the run dir, the host paths bound in,
-the network mode) and hands it to launcher.supervise. The cache use lock stays
-here, held by the launcher for as long as the sandbox runs; the container gets
-only the lifeline and the secrets pipe (launcher.hostlink), so it exits when the
-launcher dies.
+the network mode) and hands it to launcher.sandbox.supervise. The cache use lock
+stays here, held by the launcher for as long as the sandbox runs; the container
+gets only the lifeline and the secrets pipe (launcher.sandbox.hostlink), so it
+exits when the launcher dies.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import sys
 
-from launcher import gateway_env, hostlink, network, ocispec, rundirs
-from launcher.cache.root import default_state_dir
 from launcher.cache.warm import Acquired, acquire
-from launcher.errors import CacheUnusable, ConfigError, SandboxFailed, UsageError
-from launcher.runtime import discover
-from launcher.supervise import supervise, supervise_with_network
+from launcher.errors import ConfigError, SandboxFailed, UsageError
+from launcher.sandbox import config, gateway_env, hostlink, network, rundirs
+from launcher.sandbox.runtime import discover
+from launcher.sandbox.statedir import state_dir
+from launcher.sandbox.supervise import supervise, supervise_with_network
 
 REPO_MOUNT = "/mnt/repo"  # a mount point the recipe pre-creates
 CA_IN_ROOTFS = "etc/ssl/certs/ca-certificates.crt"
@@ -81,11 +80,11 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     holder = gstack = None
     try:
         if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
-            from launcher import gvisor
+            from launcher.sandbox import gvisor
 
             holder = gvisor.NetnsHolder()
             gstack = gvisor.prepare(holder, slirp, run, forward)
-        spec = ocispec.RunSpec(
+        spec = config.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
             args=argv,
@@ -102,7 +101,7 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             gvisor=runtime.gvisor,
             netns_path=holder.path if holder else None,
         )
-        run.write_config(ocispec.build_config(spec))
+        run.write_config(config.build_config(spec))
         link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
         try:
             if holder and gstack:
@@ -172,69 +171,6 @@ def check_user_namespaces() -> None:
                 f"as root: sysctl -w {path[len('/proc/sys/') :].replace('/', '.')}=1"
                 " -- or run auto-review as root",
             )
-
-
-STATE_MARKER = ".auto-review-state"  # written into a state dir we create
-MARKER_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def state_dir(uid: int, gid: int, sandbox_uid: int) -> str:
-    """The host state dir: 0700, owned by `uid`, whoever writes it (the sandbox user as
-    root, ourselves rootless or bare).
-
-    Its owner or mode is changed only on a dir this call created, one `uid` owns
-    already, or one holding our marker (created by us in another mode): never an
-    existing dir of someone else's that AUTO_REVIEW_STATE_DIR happens to name.
-    """
-    path = os.path.abspath(os.environ.get("AUTO_REVIEW_STATE_DIR") or default_state_dir())
-    fix = "set AUTO_REVIEW_STATE_DIR to a new path (it is created) or a directory you own"
-    created = False
-    try:
-        parent = os.path.dirname(path)
-        os.makedirs(parent, mode=0o700, exist_ok=True)
-        try:
-            os.mkdir(path, 0o700)
-            created = True
-            os.close(os.open(os.path.join(path, STATE_MARKER), MARKER_FLAGS, 0o600))
-        except FileExistsError:
-            pass
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise CacheUnusable(
-            f"cannot open the state directory {path}: {exc.strerror}", fix
-        ) from None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid not in (os.geteuid(), uid, sandbox_uid):
-            raise CacheUnusable(f"state directory {path} is not a directory of yours", fix)
-        change = (st.st_uid, st.st_gid) != (uid, gid) or st.st_mode & 0o077
-        if change and not (created or st.st_uid == uid or _has_marker(fd)):
-            raise CacheUnusable(
-                f"state directory {path} is owned by uid {st.st_uid} and was not"
-                f" created by auto-review: not taking it over for uid {uid}",
-                fix,
-            )
-        try:
-            if st.st_mode & 0o077:
-                os.fchmod(fd, 0o700)
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                os.fchown(fd, uid, gid)
-        except OSError as exc:
-            raise CacheUnusable(
-                f"cannot give the state directory {path} to uid {uid}: {exc.strerror}", fix
-            ) from None
-    finally:
-        os.close(fd)
-    return path
-
-
-def _has_marker(dir_fd: int) -> bool:
-    """Whether the dir holds our marker, a regular file of this euid (not one planted)."""
-    try:
-        st = os.stat(STATE_MARKER, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def sandbox_owner(rootless: bool, manifest: dict[str, Any]) -> tuple[int, int]:

@@ -1,0 +1,105 @@
+"""The network: AUTO_REVIEW_NETWORK=isolated vs host, what slirp4netns adds to a start,
+a `serve` start and a clone (root only: the git server runs in a test host).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from measure import PYTHON, ROOT, Row, bench_users, fmt, ratio, run, timed
+from sandbox import Sandbox
+
+
+def serve_start(app: Path, env: dict[str, str], user: str | None) -> None:
+    """`serve` from spawn to "serving on", then a SIGTERM stop (not timed by the caller's
+    reading: the stop happens after the line is seen)."""
+    proc = subprocess.Popen([PYTHON, str(app), "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, user=user, group=user,
+                            extra_groups=[] if user else None)  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "serving on" in line:
+            break
+    else:
+        raise RuntimeError("serve exited before serving")
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def network_rows(app: Path, rounds: int, base: Path) -> list[Row]:
+    """AUTO_REVIEW_NETWORK=isolated vs host, same run, root and rootless: warm `check` and
+    `probe exit 0` (no user-mode stack: only the namespace) against a bare `runc run`;
+    what slirp4netns adds to a start (`probe connect`), to a `serve` start and to a clone
+    from a TLS git server on a test host in a network namespace of its own."""
+    if os.geteuid() != 0:
+        return []
+    sys.path.insert(0, str(ROOT / "tests"))
+    from gitserver import GitHttpsServer, make_ca, make_repo
+    from testhost import TestHost
+
+    certs = make_ca(base / "net-certs", hosts=("10.253.9.2",))
+    make_repo(base / "net-repos" / "demo.git", {"README.md": "hello\n"})
+    subprocess.run(["chmod", "-R", "a+rX", str(base / "net-certs"), str(base / "net-repos")],
+                   check=True)  # fmt: skip
+    rows: list[Row] = []
+    with TestHost("b", 9) as host:
+        server = GitHttpsServer(base / "net-repos", certs, host=host.addr, hostname=host.addr)
+        host.inside(server.start)
+        try:
+            cases = {
+                "check": ("check",),
+                "probe exit 0": ("probe", "exit", "0"),
+                "probe connect": ("probe", "connect", f"tcp:{host.addr}:{server.port}"),
+                "clone": ("probe", "clone", server.repo_url("demo")),
+            }
+            for user in bench_users():
+                rows += _network_rows_as(user, app, base, cases, str(certs.ca_cert), rounds)
+        finally:
+            server.stop()
+    return rows
+
+
+def _network_rows_as(
+    user: str | None, app: Path, base: Path, cases: dict, ca: str, rounds: int
+) -> list[Row]:
+    mode = "rootless" if user else "root"
+    work = base / f"net-{mode}"
+    work.mkdir(mode=0o755)
+    target = app
+    if user:
+        target = work / "auto-review"
+        shutil.copy(app, target)
+        os.chmod(target, 0o755)
+        os.chown(work, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+    box = Sandbox(target, work, user)
+    times: dict[tuple[str, str], list[float]] = {}
+    for net in ("isolated", "host"):
+        env = dict(box.env, AUTO_REVIEW_NETWORK=net, AUTO_REVIEW_CA_FILE=ca)
+        for name, args in cases.items():
+            cmd = [PYTHON, str(target), *args]
+            times[(name, net)] = timed(lambda c=cmd, e=env: run(c, e, user), rounds)
+        serve_env = dict(env, AR_GATEWAY_BIND="127.0.0.1:18750", WEBHOOK_SECRET="x" * 32)
+        serve_env.update(FORGEJO_BASE_URL="https://forge.invalid", AR_FORGEJO_TOKEN="t")
+        times[("serve start", net)] = timed(
+            lambda e=serve_env: serve_start(target, e, user), max(3, rounds // 3)
+        )
+    rows: list[Row] = []
+    for name in ("check", "probe exit 0"):
+        bare = timed(box.bare_runc(*cases[name]), rounds)
+        for net in ("isolated", "host"):
+            ours = times[(name, net)]
+            goal = "<= 1.25x" if (name, net) == ("check", "isolated") else ""
+            ref = f"bare `runc run`: {fmt(bare)}"
+            rows.append((f"warm `{name}` ({mode}, {net})", fmt(ours), ref, ratio(ours, bare), goal))
+    for name in ("probe connect", "serve start", "clone"):
+        iso, hst = times[(name, "isolated")], times[(name, "host")]
+        extra = (statistics.median(iso) - statistics.median(hst)) * 1000
+        rows.append((f"{name} ({mode}, isolated)", fmt(iso), f"host network: {fmt(hst)}",
+                     ratio(iso, hst), f"the stack adds {extra:+.1f} ms"))  # fmt: skip
+    return rows

@@ -1,0 +1,85 @@
+"""Other runtimes: warm `check` vs the exported image under podman, and under gVisor's
+runsc vs runc (root only, when podman and runsc are installed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from measure import PYTHON, ROOT, Row, fmt, manifest_of, ratio, run, timed
+from sandbox import Sandbox
+
+
+def podman_line(seccomp: Path, volume: str, image: str) -> list[str]:
+    """docs/IMAGE.md's `podman run` line with this run's profile, volume and image, plus
+    what this host needs (the runtime our discovery picks, rlimits within our hard ones)."""
+    import re
+    import shlex
+
+    sys.path.insert(0, str(ROOT))
+    from launcher.sandbox import runtime
+
+    text = (ROOT / "docs" / "IMAGE.md").read_text()
+    words = shlex.split(re.search(r"^(podman run --rm --read-only .*)$", text, re.M).group(1))
+    out = []
+    for word in words[2:-2]:
+        word = re.sub(r"^seccomp=.*", f"seccomp={seccomp}", word)
+        out.append(
+            re.sub(r"^[\w.-]+:/var/lib/auto-review$", f"{volume}:/var/lib/auto-review", word)
+        )
+    host = ["--runtime", runtime.discover(rootless=False).path,
+            "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=1024:1024"]  # fmt: skip
+    return ["podman", "run", *host, *out, image]
+
+
+def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
+    """Warm `check` through auto-review against `podman run --rm` of the exported image
+    with the documented line, and under gVisor's runsc against runc (root only)."""
+    if os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("runsc"):
+        return []
+    work = base / "runtimes"
+    work.mkdir(mode=0o755)
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(work / "cache"),
+               AUTO_REVIEW_STATE_DIR=str(work / "state"))  # fmt: skip
+    env.pop("AUTO_REVIEW_BUNDLE", None)
+    version = manifest_of(app)["version"]
+    image = f"localhost/auto-review-bench:{version}"
+    run([PYTHON, str(app), "bundle", "export", "--docker-archive", str(work / "img.tar")], env)
+    run([PYTHON, str(app), "bundle", "export", "--seccomp", str(work / "seccomp.json")], env)
+    run(["podman", "load", "-i", str(work / "img.tar")])
+    run(["podman", "tag", f"localhost/auto-review:{version}", image])
+    volume = f"ar-bench-{os.getpid()}"
+    line = [*podman_line(work / "seccomp.json", volume, image), "check"]
+    rows: list[Row] = []
+    try:
+        run(line, check=False)  # the volume's first creation is not timed
+        ours = timed(lambda: run([PYTHON, str(app), "-q", "check"], env, check=False), rounds)
+        ref = timed(lambda: run(line, check=False), rounds)
+        podman_ref = f"`podman run --rm` (IMAGE.md line): {fmt(ref)}"
+        rows.append(("warm `check` (root) vs the image in podman", fmt(ours), podman_ref,
+                     ratio(ours, ref), ""))  # fmt: skip
+        gv = dict(env, AUTO_REVIEW_RUNTIME="runsc")
+        rc = dict(env, AUTO_REVIEW_RUNTIME="runc")
+        for args in (("check",), ("probe", "exit", "0")):
+            run([PYTHON, str(app), "-q", *args], gv, check=False)
+            ours = timed(lambda a=args: run([PYTHON, str(app), "-q", *a], gv, check=False), rounds)
+            ref = timed(lambda a=args: run([PYTHON, str(app), "-q", *a], rc, check=False), rounds)
+            rows.append((f"warm `{' '.join(args)}` under runsc (root)", fmt(ours),
+                         f"the same under runc: {fmt(ref)}", ratio(ours, ref), ""))  # fmt: skip
+        # gVisor's own start, without the launcher: the same config under both runtimes
+        (work / "bare" / "state").mkdir(mode=0o700, parents=True)  # the bind's source
+        bare = Sandbox(app, work / "bare", None)
+        probe = ("probe", "exit", "0")
+        gvisor = bare.bare_runc(*probe, runtime=("runsc", "--network=none"), check=True)
+        gvisor_times = timed(gvisor, rounds)
+        runc_bare = timed(bare.bare_runc(*probe, check=True), rounds)
+        rows.append(("bare `runsc run` of `probe exit 0` (root)", fmt(gvisor_times),
+                     f"bare `runc run`: {fmt(runc_bare)}", ratio(gvisor_times, runc_bare),
+                     "gVisor's start alone"))  # fmt: skip
+    finally:
+        run(["podman", "volume", "rm", "-f", volume], check=False)
+        run(["podman", "rmi", "-f", image], check=False)
+    return rows

@@ -1,0 +1,74 @@
+"""Warm starts: `check` and `probe exit 0` vs a bare `runc run` (root, and rootless
+when the user `ar-rootless` exists), and the warm path vs `python3 -I -S -c pass`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import statistics
+from pathlib import Path
+
+from measure import PYTHON, ROOTLESS_USER, Row, fmt, ratio, run, timed
+from sandbox import Sandbox
+
+
+def warm_rows(app: Path, rounds: int, base: Path) -> list[Row]:
+    rows: list[Row] = []
+    users: list[str | None] = [None] if os.geteuid() == 0 else []
+    try:
+        pwd.getpwnam(ROOTLESS_USER)
+        users.append(ROOTLESS_USER)
+    except KeyError:
+        pass
+    for user in users:
+        work = base / f"warm-{user or 'root'}"
+        work.mkdir(mode=0o755)
+        if user:
+            shutil.copy(app, work / "auto-review")
+            os.chmod(work / "auto-review", 0o755)
+            os.chown(work, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+            box = Sandbox(work / "auto-review", work, user)
+        else:
+            box = Sandbox(app, work, None)
+        mode = "rootless" if user else "root"
+        for args, goal in ((("check",), "<= 1.25x"), (("probe", "exit", "0"), "")):
+            ours = timed(box.launcher(*args), rounds)
+            ref = timed(box.bare_runc(*args), rounds)
+            rows.append(
+                (
+                    f"warm `{' '.join(args)}` ({mode})",
+                    fmt(ours),
+                    f"bare `runc run`: {fmt(ref)}",
+                    ratio(ours, ref),
+                    goal,
+                )
+            )
+    return rows
+
+
+def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
+    """Interpreter start + launcher imports (from the cached code, as the zipapp's
+    __main__ does) + the warm acquire (lock, marker), vs a bare interpreter."""
+    work = base / "warm-path"
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(work / "cache"))
+    run([PYTHON, str(app), "-q", "cache", "prepare"], env)
+    [code] = [p for p in (work / "cache" / "v1" / "code").iterdir() if p.is_dir()]
+    # what the zipapp's __main__ does (launcher.bootstrap), then the warm acquire
+    boot = (
+        "import sys; sys.path[:0] = [sys.argv[1]]; from launcher import bootstrap;"
+        " bootstrap.CODE_ID = sys.argv[2]; bootstrap.use_cached_code();"
+        " from launcher.cache import warm; warm.acquire(True)"
+    )
+    cmd = [PYTHON, "-I", "-S", "-c", boot, str(app), code.name]
+    ours = timed(lambda: run(cmd, env), rounds)
+    ref = timed(lambda: run([PYTHON, "-I", "-S", "-c", "pass"]), rounds)
+    extra = (statistics.median(ours) - statistics.median(ref)) * 1000
+    return (
+        "warm path (launcher imports + lock + marker)",
+        fmt(ours),
+        f"`python3 -I -S -c pass`: {fmt(ref)}",
+        f"+{extra:.1f} ms",
+        "<= +8 ms",
+    )

@@ -1,0 +1,97 @@
+"""What every benchmark shares: the timing loop, the table's cells, the single file
+under test, and the users a case runs as.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+ROOTLESS_USER = "ar-rootless"
+
+Row = tuple[str, str, str, str, str]
+
+
+def timed(
+    fn: Callable[[], object], rounds: int, setup: Callable[[], object] | None = None
+) -> list[float]:
+    """Wall-clock seconds of `fn` over `rounds` runs (setup excluded)."""
+    out = []
+    for _ in range(rounds):
+        if setup:
+            setup()
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def fmt(samples: list[float], unit: str = "ms") -> str:
+    scale = 1000 if unit == "ms" else 1
+    med = statistics.median(samples) * scale
+    return f"{med:.1f} {unit} ({min(samples) * scale:.1f}-{max(samples) * scale:.1f})"
+
+
+def ratio(ours: list[float], ref: list[float]) -> str:
+    return f"{statistics.median(ours) / statistics.median(ref):.2f}x"
+
+
+def run(
+    cmd: list[str], env: dict[str, str] | None = None, user: str | None = None, check: bool = True
+) -> None:
+    subprocess.run(
+        cmd,
+        env=env,
+        check=check,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=user,
+        group=user,
+        extra_groups=[] if user else None,
+    )
+
+
+def ensure_app(path: Path) -> Path:
+    if not path.exists():
+        print(f"building {path} ...", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, str(ROOT / "build.py"), "--out", str(path)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return path
+
+
+def manifest_of(app: Path) -> dict:
+    with zipfile.ZipFile(app) as zf:
+        return json.loads(zf.read("bundle/bundle.json"))
+
+
+def bench_users() -> list[str | None]:
+    users: list[str | None] = [None] if os.geteuid() == 0 else []
+    try:
+        pwd.getpwnam(ROOTLESS_USER)
+        users.append(ROOTLESS_USER)
+    except KeyError:
+        pass
+    return users
+
+
+def bench_arguments(doc: str | None) -> tuple[argparse.Namespace, int]:
+    """The benchmarks' command line (--quick, --app) and the rounds it asks for."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--app", type=Path, default=ROOT / "dist" / "auto-review")
+    args = parser.parse_args()
+    return args, 3 if args.quick else 15
