@@ -1,4 +1,5 @@
-"""The gateway's durable job queue and workers (jobs.py) and the production job (worker.py).
+"""The gateway's durable job queue and workers (jobs/queue.py, jobs/workers.py) and the
+production job (jobs/forgejo_job.py).
 
 Bare on the host. The queue is checked for dedup, bounds, durability (a new queue on the
 same file, and a child process SIGKILLed mid-way and restarted until everything is done:
