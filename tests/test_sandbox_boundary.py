@@ -263,7 +263,21 @@ def test_the_number_of_processes_is_capped(runner: Runner) -> None:
     assert 900 < int(result.stdout) < 1024
 
 
+def test_memory_is_capped_rootless_per_process(rootless_runner: Runner) -> None:
+    """Rootless runs get no cgroup: RLIMIT_DATA (2 GiB) refuses an allocation past it, in
+    the gateway and in any process it starts (rlimits are inherited)."""
+    assert rootless_runner.run("probe", "alloc", "64").stdout.strip() == "allocated"
+    result = rootless_runner.run("probe", "alloc", "3072")
+    assert (result.returncode, result.stdout.strip()) == (3, "refused"), result.stderr
+    doctor = rootless_runner.run("doctor", "--json")
+    [limits] = [i for i in json.loads(doctor.stdout)["items"] if i["name"] == "limits"]
+    assert limits["ok"] and "RLIMIT_DATA 2048 MiB per process" in limits["detail"]
+
+
 def test_memory_is_capped_as_root(root_runner: Runner) -> None:
     assert root_runner.run("probe", "alloc", "64").stdout.strip() == "allocated"
     result = root_runner.run("probe", "alloc", "3072")  # over the 2 GiB memory+swap limit
     assert result.returncode == 137, result.stdout + result.stderr
+    doctor = root_runner.run("doctor", "--json")
+    [limits] = [i for i in json.loads(doctor.stdout)["items"] if i["name"] == "limits"]
+    assert limits["ok"] and "memory 2048 MiB (memory+swap of the whole sandbox)" in limits["detail"]

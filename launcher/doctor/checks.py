@@ -159,28 +159,29 @@ def check_limits(rt: runtime.Runtime | None = None) -> Finding:
             f" (pids {config.PIDS_LIMIT} for its threads, memory"
             f" {config.MEMORY_LIMIT >> 20} MiB where the controller exists)",
         )
+    data = f"RLIMIT_DATA {config.DATA_LIMIT >> 20} MiB per process"
     if os.geteuid() == 0:
-        if not config.memory_controller():
+        if config.memory_bound(rootless=False) == "rlimit":
             return Finding(
                 "limits",
                 False,
-                f"cgroup pids {config.PIDS_LIMIT}; memory limit off: no memory cgroup controller",
+                f"cgroup pids {config.PIDS_LIMIT}; memory: {data} only, no memory cgroup"
+                " controller for a limit on the whole sandbox",
                 "enable the memory controller (cgroup_enable=memory on the kernel command line)",
                 blocker=False,
             )
         return Finding(
             "limits",
             True,
-            f"cgroup pids {config.PIDS_LIMIT}, memory {config.MEMORY_LIMIT >> 20} MiB",
+            f"cgroup pids {config.PIDS_LIMIT}, memory {config.MEMORY_LIMIT >> 20} MiB"
+            " (memory+swap of the whole sandbox)",
         )
     return Finding(
         "limits",
-        False,
+        True,
         f"rootless: pids capped by RLIMIT_NPROC {config.PIDS_LIMIT} (per user namespace);"
-        " memory limit off: rootless runs get no cgroup",
-        "run as root for a memory limit, or cap the service's memory in its systemd unit"
-        " (MemoryMax=)",
-        blocker=False,
+        f" memory: {data} (rootless runs get no cgroup; for a limit on the whole service,"
+        " set MemoryMax= in its systemd unit)",
     )
 
 

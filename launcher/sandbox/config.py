@@ -3,7 +3,8 @@
 Root mode: the process runs as the manifest's unprivileged uid, with pids and
 memory cgroup limits. Rootless: a user namespace mapping only our uid (to uid 0
 inside), no cgroups (RLIMIT_NPROC caps processes: since Linux 5.14 it counts per
-user namespace), rlimits within our hard limits, /sys bound read-only. Both:
+user namespace; RLIMIT_DATA caps each process's memory), rlimits within our hard
+limits, /sys bound read-only. Both:
 read-only root, a /dev tmpfs of its own, empty capabilities, no new privileges,
 masked /proc paths, the seccomp allowlist of launcher.sandbox.seccomp, and a
 network namespace of its own unless the host network is asked for.
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 PIDS_LIMIT = 1024
 NOFILE = 4096
 MEMORY_LIMIT = 2 << 30  # bytes, memory+swap, root mode
+# Where no memory cgroup applies (rootless, or a host without the controller), each
+# process gets RLIMIT_DATA instead: its private writable memory (heap, anonymous maps,
+# thread stacks; not the file maps git reads packs with), per process, not in total.
+DATA_LIMIT = MEMORY_LIMIT
 
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
@@ -73,21 +78,32 @@ class RunSpec:
         self.netns_path = netns_path  # join this network namespace (runsc's, prepared first)
 
 
-def rlimits(rootless: bool, want_nproc: bool | None = None) -> list[dict[str, Any]]:
+def rlimits(
+    rootless: bool, want_nproc: bool | None = None, data_limit: int | None = None
+) -> list[dict[str, Any]]:
     """NOFILE raised to NOFILE, no core dumps; rootless (or `want_nproc`), NPROC as the pids
-    limit. Rootless limits never exceed our hard limits (runc cannot raise them without
-    privilege)."""
-    nofile, nproc = NOFILE, PIDS_LIMIT
+    limit; with `data_limit`, RLIMIT_DATA (bytes). Rootless limits never exceed our hard
+    limits (runc cannot raise them without privilege)."""
+    nofile, nproc, data = NOFILE, PIDS_LIMIT, data_limit
     if rootless:
         nofile = _within_hard(resource.RLIMIT_NOFILE, nofile)
         nproc = _within_hard(resource.RLIMIT_NPROC, nproc)
+        data = _within_hard(resource.RLIMIT_DATA, data) if data else None
     out = [
         {"type": "RLIMIT_NOFILE", "soft": nofile, "hard": nofile},
         {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
     ]
     if rootless if want_nproc is None else want_nproc:
         out.append({"type": "RLIMIT_NPROC", "soft": nproc, "hard": nproc})
+    if data:
+        out.append({"type": "RLIMIT_DATA", "soft": data, "hard": data})
     return out
+
+
+def memory_bound(rootless: bool) -> str:
+    """Which memory bound a run gets: "cgroup" (root, with the memory controller: the
+    whole sandbox's memory+swap) or "rlimit" (RLIMIT_DATA, each process)."""
+    return "cgroup" if not rootless and memory_controller() else "rlimit"
 
 
 def _within_hard(kind: int, want: int) -> int:
@@ -135,6 +151,13 @@ def bind(source: str, destination: str, writable: bool = False) -> dict[str, Any
     """A bind mount; read-only unless `writable`, never with devices, setuid or exec."""
     options = ["rbind", "nosuid", "nodev", "noexec", "rw" if writable else "ro"]
     return {"destination": destination, "type": "bind", "source": source, "options": options}
+
+
+def data_limit(spec: RunSpec) -> int | None:
+    """RLIMIT_DATA for a run that no memory cgroup bounds (see DATA_LIMIT), else None."""
+    if not spec.memory_limit or memory_bound(spec.rootless) == "cgroup":
+        return None
+    return min(DATA_LIMIT, spec.memory_limit)
 
 
 def memory_controller() -> bool:
@@ -194,7 +217,11 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
             "capabilities": {k: [] for k in CAPABILITY_SETS},
             # gVisor: the host cgroup counts the Sentry's threads, not the sandbox's
             # processes, so RLIMIT_NPROC (which the Sentry enforces) caps those
-            "rlimits": rlimits(spec.rootless, want_nproc=spec.rootless or spec.gvisor),
+            "rlimits": rlimits(
+                spec.rootless,
+                want_nproc=spec.rootless or spec.gvisor,
+                data_limit=data_limit(spec),
+            ),
             "noNewPrivileges": True,
         },
         "root": {"path": spec.rootfs, "readonly": True},

@@ -46,7 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     action = actions.add_parser("forks", help="hold up to N children at once; print how many")
     action.add_argument("count", type=int)
     action.set_defaults(action_run=_forks)
-    action = actions.add_parser("alloc", help='allocate and touch MIB MiB; print "allocated"')
+    action = actions.add_parser(
+        "alloc", help='allocate and touch MIB MiB; print "allocated", or "refused" (exit 3)'
+    )
     action.add_argument("mib", type=int)
     action.set_defaults(action_run=_alloc)
     action = actions.add_parser("flock", help="try flock(FD, OP) for OP in un, sh, ex; print each")
@@ -214,7 +216,11 @@ def _forks(args: argparse.Namespace) -> int:
 
 
 def _alloc(args: argparse.Namespace) -> int:
-    block = bytearray(args.mib << 20)
+    try:
+        block = bytearray(args.mib << 20)
+    except MemoryError:  # a memory rlimit refused it (a cgroup limit kills instead)
+        print("refused")
+        return 3
     for offset in range(0, len(block), 4096):
         block[offset] = 1
     print("allocated")
