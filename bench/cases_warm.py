@@ -10,19 +10,13 @@ import shutil
 import statistics
 from pathlib import Path
 
-from measure import PYTHON, ROOTLESS_USER, Row, fmt, ratio, run, timed
+from measure import PYTHON, Row, bench_users, fmt, ratio, run, timed
 from sandbox import Sandbox
 
 
 def warm_rows(app: Path, rounds: int, base: Path) -> list[Row]:
     rows: list[Row] = []
-    users: list[str | None] = [None] if os.geteuid() == 0 else []
-    try:
-        pwd.getpwnam(ROOTLESS_USER)
-        users.append(ROOTLESS_USER)
-    except KeyError:
-        pass
-    for user in users:
+    for user in bench_users():
         work = base / f"warm-{user or 'root'}"
         work.mkdir(mode=0o755)
         if user:

@@ -79,6 +79,8 @@ def manifest_of(app: Path) -> dict:
 
 
 def bench_users() -> list[str | None]:
+    """Who the sandbox rows run as: root (None) when we are root, and the rootless user
+    when it exists."""
     users: list[str | None] = [None] if os.geteuid() == 0 else []
     try:
         pwd.getpwnam(ROOTLESS_USER)
