@@ -204,10 +204,17 @@ def test_unread_data_is_skipped() -> None:
 
 def test_ustar_prefix_and_gnu_times_are_told_apart() -> None:
     posix = member(b"name", b"x", prefix=b"some/prefix")
-    # GNU headers keep atime/ctime where ustar has its prefix: never part of the name.
-    gnu = member(b"other", b"y", magic=b"ustar  \x00", prefix=b"14527435420\x00")
+    gnu = member(b"other", b"y", magic=b"ustar  \x00")
     names = [m[0] for m in read_all(posix + gnu + END)]
     assert names == ["some/prefix/name", "other"]
+
+
+def test_a_gnu_header_with_bytes_in_the_prefix_field_is_refused() -> None:
+    """GNU keeps atime/ctime where ustar has its prefix, and tarfile reads them as a
+    prefix (``14527435420/other``): two readers, two names. Go's invalid-golang17.tar is
+    such a header (tests/test_tar_corpus.py)."""
+    gnu = member(b"other", b"y", magic=b"ustar  \x00", prefix=b"14527435420\x00")
+    assert "tar readers disagree on its name" in str(refused(gnu + END))
 
 
 def test_base256_size_and_signed_checksum() -> None:

@@ -22,6 +22,7 @@ __all__ = ["BLOCK", "Caps", "Member", "TarReader", "TarStreamError"]
 
 BLOCK = 512
 READ_SIZE = 1 << 20
+_GNU_MAGIC = b"ustar  \x00"
 _ZERO = bytes(BLOCK)
 _OCTAL = frozenset(b"01234567")
 # Types that carry `size` bytes of data after the header. POSIX stores none for links,
@@ -343,6 +344,14 @@ class TarReader:
             prefix = _field(hdr[345:500])
             if prefix:
                 raw_name = prefix + b"/" + raw_name
+        elif hdr[257:265] == _GNU_MAGIC and kind != b"S" and any(hdr[345:500]):
+            # GNU keeps times and sparse data there, tarfile reads a ustar prefix: two
+            # readers, two names for one member. The build writes pax; refuse the doubt.
+            raise TarStreamError(
+                "a GNU header with bytes where ustar keeps a name prefix (tar readers"
+                " disagree on its name)",
+                _text(raw_name),
+            )
         name = pending.name if pending.name is not None else _text(raw_name)
         if kind == b"\x00" and name.endswith("/"):
             kind = b"5"  # the V7 spelling of a directory
