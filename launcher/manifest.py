@@ -14,6 +14,11 @@ from launcher.errors import PayloadCorrupt
 SCHEMA = 1
 HEX = frozenset("0123456789abcdef")
 MAX_WINDOW_LOG = 27  # zstd allows 31; a rootfs never needs over 128 MiB of window
+# What a manifest may promise at most. The rootfs has some 360 files; an unpack keeps a
+# record of every member, so the member cap is also what bounds its memory (20,000
+# members stay far under the 64 MB any unpack may take).
+MAX_FILE_COUNT = 20_000
+MAX_UNPACKED_SIZE = 8 << 30
 REBUILD = "download auto-review again (or rebuild it with: python3 build.py)"
 
 TYPE_CHECKING = False
@@ -132,6 +137,10 @@ def validate(data: object) -> Manifest:
     for key in SIZES:
         if data[key] < 0:
             raise ManifestError(f"manifest {key} is negative", REBUILD)
+    for key, cap in (("file_count", MAX_FILE_COUNT), ("unpacked_size", MAX_UNPACKED_SIZE),
+                     ("largest_file", MAX_UNPACKED_SIZE)):  # fmt: skip
+        if data[key] > cap:
+            raise ManifestError(f"manifest {key} {data[key]} is over the cap of {cap}", REBUILD)
     _check_table(data["process"], PROCESS_FIELDS, "process.")
     _check_table(data["process"]["user"], USER_FIELDS, "process.user.")
     user = data["process"]["user"]

@@ -68,6 +68,30 @@ def run_app(
     )
 
 
+# A small process between the test and the single file: a child's peak RSS counts the
+# pages of the process it was forked from until it execs, and pytest's are many.
+_MEASURE = (
+    "import resource, subprocess, sys;"
+    " code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode;"
+    " print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def run_app_measured(
+    app: Path, *args: str, env: dict[str, str], timeout: float = 300
+) -> tuple[int, str, float]:
+    """Run the single file: (exit code, stderr, its peak RSS in MB)."""
+    result = subprocess.run(
+        [HOST_PYTHON, "-I", "-c", _MEASURE, HOST_PYTHON, str(app), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    code, rss_kib = result.stdout.split()
+    return int(code), result.stderr, int(rss_kib) / 1024
+
+
 def rewrite_app(
     app: Path,
     out: Path,

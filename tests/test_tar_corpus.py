@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import HOST_PYTHON, ROOT, rewrite_app
+from conftest import ROOT, rewrite_app, run_app_measured
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "tar"
 ARCHIVES = sorted(CORPUS.rglob("*.tar"))
@@ -59,27 +58,10 @@ def as_payload(app: Path, archive: Path, out: Path) -> Path:
     return rewrite_app(app, out, payload=payload, edit_manifest=edit)
 
 
-# A small process between us and the launcher: a child's peak RSS counts the pages of
-# the process it was forked from until it execs, and pytest's are many.
-MEASURE = (
-    "import resource, subprocess, sys;"
-    " code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode;"
-    " print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-)
-
-
 def run_measured(app: Path, cache: Path) -> tuple[int, str, float]:
     """`cache prepare` of `app`: (exit code, stderr, the launcher's peak RSS in MB)."""
     env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache))
-    result = subprocess.run(
-        [HOST_PYTHON, "-I", "-c", MEASURE, HOST_PYTHON, str(app), "-q", "cache", "prepare"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    code, rss_kib = result.stdout.split()
-    return int(code), result.stderr, int(rss_kib) / 1024
+    return run_app_measured(app, "-q", "cache", "prepare", env=env, timeout=120)
 
 
 def normalized(name: str) -> str:

@@ -18,13 +18,13 @@ from launcher.cache.extract import Entry, Limits, extract_tar_stream
 from launcher.cache.paths import Layout
 from launcher.cache.readahead import ReadAhead
 from launcher.errors import PayloadCorrupt
-from launcher.manifest import window_bytes
+from launcher.manifest import MAX_FILE_COUNT, MAX_UNPACKED_SIZE, window_bytes
 from launcher.progress import Progress
 
-HARD_MAX_MEMBERS = 200_000
-HARD_MAX_TOTAL = 8 << 30
 FILES_LIST = "files.tsv"
 FILES_MEMBER = "bundle/files.tsv"  # the build's list, with every file's sha256
+# A line of files.tsv: kind, mode, size, sha256 and a path of at most 4096 bytes.
+MAX_FILES_LIST = MAX_FILE_COUNT * 4200
 
 
 class HashingReader:
@@ -64,9 +64,9 @@ class HashingReader:
 def limits_for(manifest: dict[str, Any]) -> Limits:
     """Extraction caps from the manifest, bounded by absolute caps."""
     return Limits(
-        max_members=min(int(manifest["file_count"]), HARD_MAX_MEMBERS),
-        max_file_size=min(int(manifest["largest_file"]), HARD_MAX_TOTAL),
-        max_total_size=min(int(manifest["unpacked_size"]), HARD_MAX_TOTAL),
+        max_members=min(int(manifest["file_count"]), MAX_FILE_COUNT),
+        max_file_size=min(int(manifest["largest_file"]), MAX_UNPACKED_SIZE),
+        max_total_size=min(int(manifest["unpacked_size"]), MAX_UNPACKED_SIZE),
     )
 
 
@@ -110,12 +110,25 @@ def build_files_list(manifest: dict[str, Any]) -> bytes | None:
         return None
     import hashlib
 
-    try:
-        data = embedded.read_member(FILES_MEMBER)
-    except KeyError:
-        raise PayloadCorrupt(f"the single file lacks {FILES_MEMBER}", embedded.REBUILD) from None
+    sizes = [
+        size for name, size, _crc in embedded.list_members(FILES_MEMBER) if name == FILES_MEMBER
+    ]
+    if not sizes:
+        raise PayloadCorrupt(f"the single file lacks {FILES_MEMBER}", embedded.REBUILD)
+    if sizes[0] > MAX_FILES_LIST:  # checked before it is read
+        raise PayloadCorrupt(
+            f"{FILES_MEMBER} of {sizes[0]} bytes is over the cap of {MAX_FILES_LIST}",
+            embedded.REBUILD,
+        )
+    data = embedded.read_member(FILES_MEMBER)
     if "sha256:" + hashlib.sha256(data).hexdigest() != want:
         raise PayloadCorrupt(f"{FILES_MEMBER} does not match its manifest digest", embedded.REBUILD)
+    listed = data.count(b"\n")
+    if listed != int(manifest["file_count"]):  # before the payload is read
+        raise PayloadCorrupt(
+            f"{FILES_MEMBER} lists {listed} files, the manifest {manifest['file_count']}",
+            embedded.REBUILD,
+        )
     return data
 
 

@@ -1,0 +1,144 @@
+"""A payload that promises more than the caps is refused before its tar is read, and no
+payload takes the launcher over 64 MB: a million empty files, announced by the manifest,
+by the build's file list, or hidden behind the real build's manifest.
+
+Before the caps moved into the manifest's contract, such a payload was refused only at
+member 200,001, after the launcher had peaked at 143 MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import rewrite_app, run_app_measured
+
+MEMBERS = 1_000_000
+MAX_RSS_MB = 64
+
+
+def empty_file_headers(count: int) -> bytes:
+    """A zstd stream of a tar of `count` empty regular files (ustar), then its end."""
+    template = bytearray(512)
+    template[100:108] = b"0000644\x00"
+    template[108:116] = b"0000000\x00"
+    template[116:124] = b"0000000\x00"
+    template[124:136] = b"00000000000\x00"
+    template[136:148] = b"00000000000\x00"
+    template[156:157] = b"0"
+    template[257:265] = b"ustar\x0000"
+    out = zstandard.ZstdCompressor(level=1).compressobj()
+    chunks, batch = [], []
+    for i in range(count):
+        header = bytearray(template)
+        header[0:9] = b"f%08d" % i
+        header[148:156] = b"        "
+        header[148:156] = b"%06o\x00 " % sum(header)
+        batch.append(bytes(header))
+        if len(batch) == 4096:
+            chunks.append(out.compress(b"".join(batch)))
+            batch = []
+    chunks.append(out.compress(b"".join(batch) + bytes(1024)))
+    chunks.append(out.flush())
+    return b"".join(chunks)
+
+
+@pytest.fixture(scope="module")
+def million(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return empty_file_headers(MEMBERS)
+
+
+def cold(app: Path, tmp_path: Path) -> tuple[int, str, float]:
+    cache = tmp_path / "cache"
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache))
+    result = run_app_measured(app, "-q", "cache", "prepare", env=env)
+    bundles = cache / "v1" / "bundles"
+    published = [p for p in bundles.iterdir() if p.name.startswith("sha256-") and p.is_dir()]
+    assert published == [] or result[0] == 0
+    return result
+
+
+def with_payload(app: Path, out: Path, payload: bytes, **fields: object) -> Path:
+    def edit(manifest: dict) -> None:
+        manifest.update(
+            digest="sha256:" + hashlib.sha256(payload).hexdigest(), compressed_size=len(payload)
+        )
+        manifest.update({k: v for k, v in fields.items() if v is not None})
+        for key in [k for k, v in fields.items() if v is None]:
+            manifest.pop(key, None)
+
+    return rewrite_app(app, out, payload=payload, edit_manifest=edit)
+
+
+def test_a_manifest_promising_a_million_files_is_refused_at_once(
+    app: Path, million: bytes, tmp_path: Path
+) -> None:
+    bad = with_payload(app, tmp_path / "auto-review", million, file_count=MEMBERS)
+    code, stderr, rss = cold(bad, tmp_path)
+    assert code == 65, stderr
+    assert stderr.count("\n") == 1
+    assert "manifest file_count 1000000 is over the cap of 20000" in stderr
+    assert rss <= MAX_RSS_MB
+
+
+def test_a_file_list_promising_more_than_the_manifest_is_refused_before_the_payload(
+    app: Path, million: bytes, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(app) as zf:
+        listed = zf.read("bundle/files.tsv")
+    longer = listed + b"file\t644\t0\t" + b"0" * 64 + b"\tf00000000\n"
+    digest = "sha256:" + hashlib.sha256(longer).hexdigest()
+
+    def edit(manifest: dict) -> None:
+        manifest.update(
+            digest="sha256:" + hashlib.sha256(million).hexdigest(),
+            compressed_size=len(million),
+            files_digest=digest,
+        )
+
+    bad = rewrite_app(
+        app,
+        tmp_path / "auto-review",
+        payload=million,
+        edit_manifest=edit,
+        members={"bundle/files.tsv": longer},
+    )
+    code, stderr, rss = cold(bad, tmp_path)
+    assert code == 65, stderr
+    assert "lists 360 files, the manifest 359" in stderr
+    assert rss <= MAX_RSS_MB
+
+
+def test_a_million_files_behind_the_real_manifest_stop_at_its_count(
+    app: Path, million: bytes, tmp_path: Path
+) -> None:
+    """The build's manifest and file list, untouched but for the payload's digest: the
+    extractor stops at the member after the promised count, memory bounded by it."""
+    bad = with_payload(app, tmp_path / "auto-review", million)
+    code, stderr, rss = cold(bad, tmp_path)
+    assert code == 65, stderr
+    assert "more than 359 members" in stderr
+    assert rss <= MAX_RSS_MB
+
+
+def test_a_payload_at_the_member_cap_stays_under_64_mb(app: Path, tmp_path: Path) -> None:
+    """The most members any manifest may promise, all unpacked: the cap bounds memory."""
+    from launcher.manifest import MAX_FILE_COUNT
+
+    payload = empty_file_headers(MAX_FILE_COUNT)
+    ok = with_payload(
+        app, tmp_path / "auto-review", payload, file_count=MAX_FILE_COUNT, files_digest=None
+    )
+    code, stderr, rss = run_app_measured(
+        ok,
+        "-q",
+        "cache",
+        "prepare",
+        env=dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache")),
+    )
+    assert code == 0, stderr
+    assert rss <= MAX_RSS_MB
