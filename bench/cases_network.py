@@ -12,7 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from measure import PYTHON, ROOT, Row, bench_users, fmt, ratio, run, timed
+from measure import (
+    PYTHON,
+    ROOT,
+    ReferenceFailed,
+    Row,
+    bench_users,
+    error_row,
+    fmt,
+    ratio,
+    run,
+    timed,
+)
 from sandbox import Sandbox
 
 
@@ -91,7 +102,11 @@ def _network_rows_as(
         )
     rows: list[Row] = []
     for name in ("check", "probe exit 0"):
-        bare = timed(box.bare_runc(*cases[name]), rounds)
+        try:
+            bare = timed(box.bare_verified(*cases[name]), rounds)
+        except ReferenceFailed as exc:
+            rows += [error_row(f"warm `{name}` ({mode}, {n})", exc) for n in ("isolated", "host")]
+            continue
         for net in ("isolated", "host"):
             ours = times[(name, net)]
             goal = "<= 1.25x" if (name, net) == ("check", "isolated") else ""

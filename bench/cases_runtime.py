@@ -9,7 +9,18 @@ import shutil
 import sys
 from pathlib import Path
 
-from measure import PYTHON, ROOT, Row, fmt, manifest_of, ratio, run, timed
+from measure import (
+    PYTHON,
+    ROOT,
+    ReferenceFailed,
+    Row,
+    error_row,
+    fmt,
+    manifest_of,
+    ratio,
+    run,
+    timed,
+)
 from sandbox import Sandbox
 
 
@@ -70,15 +81,19 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
             rows.append((f"warm `{' '.join(args)}` under runsc (root)", fmt(ours),
                          f"the same under runc: {fmt(ref)}", ratio(ours, ref), ""))  # fmt: skip
         # gVisor's own start, without the launcher: the same config under both runtimes
-        (work / "bare" / "state").mkdir(mode=0o700, parents=True)  # the bind's source
+        (work / "bare").mkdir(mode=0o700)
         bare = Sandbox(app, work / "bare", None)
         probe = ("probe", "exit", "0")
-        gvisor = bare.bare_runc(*probe, runtime=("runsc", "--network=none"), check=True)
-        gvisor_times = timed(gvisor, rounds)
-        runc_bare = timed(bare.bare_runc(*probe, check=True), rounds)
-        rows.append(("bare `runsc run` of `probe exit 0` (root)", fmt(gvisor_times),
-                     f"bare `runc run`: {fmt(runc_bare)}", ratio(gvisor_times, runc_bare),
-                     "gVisor's start alone"))  # fmt: skip
+        case = "bare `runsc run` of `probe exit 0` (root)"
+        try:
+            gvisor = bare.bare_verified(*probe, runtime=("runsc", "--network=none"))
+            gvisor_times = timed(gvisor, rounds)
+            runc_bare = timed(bare.bare_verified(*probe), rounds)
+        except ReferenceFailed as exc:
+            rows.append(error_row(case, exc, "gVisor's start alone"))
+        else:
+            rows.append((case, fmt(gvisor_times), f"bare `runc run`: {fmt(runc_bare)}",
+                         ratio(gvisor_times, runc_bare), "gVisor's start alone"))  # fmt: skip
     finally:
         run(["podman", "volume", "rm", "-f", volume], check=False)
         run(["podman", "rmi", "-f", image], check=False)

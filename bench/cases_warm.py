@@ -10,7 +10,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from measure import PYTHON, Row, bench_users, fmt, ratio, run, timed
+from measure import PYTHON, ReferenceFailed, Row, bench_users, error_row, fmt, ratio, run, timed
 from sandbox import Sandbox
 
 
@@ -28,18 +28,19 @@ def warm_rows(app: Path, rounds: int, base: Path) -> list[Row]:
             box = Sandbox(app, work, None)
         mode = "rootless" if user else "root"
         for args, goal in ((("check",), "<= 1.25x"), (("probe", "exit", "0"), "")):
-            ours = timed(box.launcher(*args), rounds)
-            ref = timed(box.bare_runc(*args), rounds)
-            rows.append(
-                (
-                    f"warm `{' '.join(args)}` ({mode})",
-                    fmt(ours),
-                    f"bare `runc run`: {fmt(ref)}",
-                    ratio(ours, ref),
-                    goal,
-                )
-            )
+            rows.append(warm_row(box, args, rounds, f"warm `{' '.join(args)}` ({mode})", goal))
     return rows
+
+
+def warm_row(box: Sandbox, args: tuple[str, ...], rounds: int, case: str, goal: str) -> Row:
+    """The launcher's `args` against a bare `runc run` of the same config, each shown
+    first to do its work; an error row naming the cause when one does not."""
+    try:
+        ours = timed(box.verified(*args), rounds)
+        ref = timed(box.bare_verified(*args), rounds)
+    except ReferenceFailed as exc:
+        return error_row(case, exc, goal)
+    return (case, fmt(ours), f"bare `runc run`: {fmt(ref)}", ratio(ours, ref), goal)
 
 
 def warm_path_row(app: Path, rounds: int, base: Path) -> Row:

@@ -23,6 +23,16 @@ ROOTLESS_USER = "ar-rootless"
 Row = tuple[str, str, str, str, str]
 
 
+class ReferenceFailed(Exception):
+    """A command a row measures did not do its work: the row becomes an error naming the
+    cause, never a time."""
+
+
+def error_row(case: str, exc: ReferenceFailed, goal: str = "") -> Row:
+    """The row of a case whose command or reference failed."""
+    return (case, "error", f"not measured: {exc}", "error", goal)
+
+
 def timed(
     fn: Callable[[], object], rounds: int, setup: Callable[[], object] | None = None
 ) -> list[float]:
