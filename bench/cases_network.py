@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from measure import (
@@ -27,20 +29,31 @@ from measure import (
 from sandbox import Sandbox
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (a fixed one collides with another run)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def serve_start(app: Path, env: dict[str, str], user: str | None) -> None:
     """`serve` from spawn to "serving on", then a SIGTERM stop (not timed by the caller's
     reading: the stop happens after the line is seen)."""
-    proc = subprocess.Popen([PYTHON, str(app), "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, user=user, group=user,
-                            extra_groups=[] if user else None)  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "serving on" in line:
-            break
-    else:
-        raise RuntimeError("serve exited before serving")
-    proc.terminate()
-    proc.wait(timeout=60)
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([PYTHON, str(app), "serve"], env=env, stdout=subprocess.PIPE,
+                                stderr=log, text=True, user=user, group=user,
+                                extra_groups=[] if user else None)  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "serving on" in line:
+                break
+        else:
+            log.seek(0)
+            said = [line.strip() for line in log if line.strip()]
+            cause = said[-1] if said else "no message"
+            raise ReferenceFailed(f"serve exited {proc.wait()} before serving: {cause}")
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def network_rows(app: Path, rounds: int, base: Path) -> list[Row]:
@@ -90,16 +103,20 @@ def _network_rows_as(
         os.chown(work, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
     box = Sandbox(target, work, user)
     times: dict[tuple[str, str], list[float]] = {}
+    failed: dict[tuple[str, str], ReferenceFailed] = {}
     for net in ("isolated", "host"):
         env = dict(box.env, AUTO_REVIEW_NETWORK=net, AUTO_REVIEW_CA_FILE=ca)
         for name, args in cases.items():
             cmd = [PYTHON, str(target), *args]
             times[(name, net)] = timed(lambda c=cmd, e=env: run(c, e, user), rounds)
-        serve_env = dict(env, AR_GATEWAY_BIND="127.0.0.1:18750", WEBHOOK_SECRET="x" * 32)
+        serve_env = dict(env, AR_GATEWAY_BIND=f"127.0.0.1:{free_port()}", WEBHOOK_SECRET="x" * 32)
         serve_env.update(FORGEJO_BASE_URL="https://forge.invalid", AR_FORGEJO_TOKEN="t")
-        times[("serve start", net)] = timed(
-            lambda e=serve_env: serve_start(target, e, user), max(3, rounds // 3)
-        )
+        try:
+            times[("serve start", net)] = timed(
+                lambda e=serve_env: serve_start(target, e, user), max(3, rounds // 3)
+            )
+        except ReferenceFailed as exc:
+            failed[("serve start", net)] = exc
     rows: list[Row] = []
     for name in ("check", "probe exit 0"):
         try:
@@ -113,6 +130,10 @@ def _network_rows_as(
             ref = f"bare `runc run`: {fmt(bare)}"
             rows.append((f"warm `{name}` ({mode}, {net})", fmt(ours), ref, ratio(ours, bare), goal))
     for name in ("probe connect", "serve start", "clone"):
+        if (name, "isolated") in failed or (name, "host") in failed:
+            exc = failed.get((name, "isolated")) or failed[(name, "host")]
+            rows.append(error_row(f"{name} ({mode}, isolated)", exc))
+            continue
         iso, hst = times[(name, "isolated")], times[(name, "host")]
         extra = (statistics.median(iso) - statistics.median(hst)) * 1000
         rows.append((f"{name} ({mode}, isolated)", fmt(iso), f"host network: {fmt(hst)}",
