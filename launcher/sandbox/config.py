@@ -21,6 +21,9 @@ TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:
     from typing import Any
 
+# The runtime-spec version whose fields the configs use: linux.seccomp.defaultErrnoRet
+# and syscalls[].errnoRet came with 1.1.0 (tests/test_oci_schema.py checks the schema).
+OCI_VERSION = "1.1.0"
 PIDS_LIMIT = 1024
 NOFILE = 4096
 MEMORY_LIMIT = 2 << 30  # bytes, memory+swap, root mode
@@ -207,7 +210,7 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
         if spec.memory_limit and memory_controller():
             linux["resources"]["memory"] = {"limit": spec.memory_limit, "swap": spec.memory_limit}
     return {
-        "ociVersion": "1.0.2",
+        "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
             "user": {"uid": uid, "gid": gid, "additionalGids": []},
