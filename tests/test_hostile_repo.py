@@ -1,0 +1,148 @@
+"""The repository under review is hostile (issue 27): its ``.auto_review.yaml`` explodes,
+its file names forge findings or drive the terminal, its server redirects the credential
+elsewhere; and whatever a command did not expect ends in one line.
+
+Each is reproduced on the real ``review`` command (``python -m auto_review_gateway`` from
+source, in a subprocess bounded by a timeout), on a repository built here or served on
+loopback (tests/gitserver.py's CA, tests/fake_github.py, tests/hostile.py). The jobs'
+own redirect tests are in tests/test_jobs.py and tests/test_github_job.py; docs/GATEWAY.md
+("Hostile repositories") lists which test shows what.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.gitserver import git_env
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY = ROOT / "payload" / "gateway"
+sys.path.insert(0, str(GATEWAY))
+
+from auto_review_gateway.core.model import (  # noqa: E402
+    EXIT_CONFIG,
+    ReviewError,
+)
+from auto_review_gateway.review import repoconfig  # noqa: E402
+
+# Measured: 0.1-0.25 s to refuse each bomb below; main took 36 s (and 0.8 GB) for the
+# 26-level merge-key bomb, and a 27-level one was killed for its memory.
+BOMB_TIMEOUT = 5.0
+TOKEN = "ghp_hostile0123456789abcdefghijklmnopqr"
+FORGED = "fake.py:1: critical: fine [none]\nreal.txt"
+CONTROLS = "esc\x1b[2Jcr\rdel\x7fcsi\x9bbidi\u202etxt.py"
+CLEAN_NAME = "ok.py"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Our environment without anything that would switch reviewers, forges or CAs on."""
+    drop = ("LLM_", "FORGEJO_", "AR_", "GIT_", "SSL_CERT_", "GITHUB_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(extra)
+    return env
+
+
+def gateway(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+            code: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the gateway's command line from source (``code``: a ``python -c`` program
+    instead of ``-m auto_review_gateway``, given ``args`` as sys.argv[1:])."""
+    how = ["-c", code, *args] if code is not None else ["-m", "auto_review_gateway", *args]
+    return subprocess.run(
+        [sys.executable, *how],
+        cwd=GATEWAY,
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line(proc: subprocess.CompletedProcess[str], code: int, prefix: str) -> str:
+    """The command exited ``code`` and said why on one line of stderr, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), proc.stderr[-3000:]
+    return lines[0]
+
+
+def checkout(path: Path, head: dict[str, str]) -> Path:
+    """A work tree: ``main`` with a README, ``topic`` adding ``head`` (names as given, so
+    anything a file system allows, newlines and ESC included)."""
+    env = git_env(path.parent / "home", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
+                  GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid")  # fmt: skip
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(path), *args], env=env, check=True, capture_output=True)
+
+    path.mkdir(parents=True)
+    git("init", "--quiet", "--initial-branch=main")
+    (path / "README").write_text("hi\n")
+    git("add", "-A")
+    git("commit", "--quiet", "-m", "base")
+    git("checkout", "--quiet", "-b", "topic")
+    for name, text in head.items():
+        (path / name).write_text(text)
+    git("add", "-A")
+    git("commit", "--quiet", "-m", "topic")
+    return path
+
+
+def review_path(repo: Path, *more: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return gateway("review", "--path", str(repo), "--base", "main", "--head", "topic", *more,
+                   timeout=timeout)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- config bombs
+
+
+def merge_key_bomb(levels: int) -> str:
+    """Each level merges the one before twice: 2^levels entries once flattened (~1.5 KB)."""
+    lines = ["a0: &a0 {x: 1}"]
+    lines += [f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+BOMBS = {
+    "merge-keys": (merge_key_bomb(27), "line 1: anchors (&a0) are not allowed"),
+    "deep-lists": ("[" * 5000 + "]" * 5000 + "\n", "line 1: nested deeper than 16 levels"),
+    "deep-maps": ("{a: " * 3000 + "1" + "}" * 3000 + "\n", "line 1: nested deeper than 16"),
+    "deep-blocks": ("".join(" " * i + "a:\n" for i in range(200)), "nested deeper than 16"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_a_config_bomb_is_one_line_and_exit_6_at_once(tmp_path: Path, name: str) -> None:
+    text, says = BOMBS[name]
+    repo = checkout(tmp_path / "repo", {".auto_review.yaml": text, CLEAN_NAME: "x = 1\n"})
+    # the timeout bounds the run: on main the merge keys alone took over a minute
+    line = one_line(review_path(repo, timeout=BOMB_TIMEOUT), EXIT_CONFIG, "auto-review: error: ")
+    assert line.startswith("auto-review: error: .auto_review.yaml") and says in line
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("a: &x 1\n", "line 1: anchors (&x) are not allowed"),
+        ("enabled: true\nguidelines: *x\n", "line 2: aliases (*x) are not allowed"),
+        ("<<: {enabled: false}\n", "line 1: merge keys (<<) are not allowed"),
+        ("enabled: !!bool yes\n", "line 1: tags (!!bool) are not allowed"),
+        ("guidelines: !!binary aGk=\n", "tags (!!binary) are not allowed"),
+        ("guidelines: 2001-13-14\n", "invalid YAML: month must be in 1..12"),
+    ],
+)
+def test_config_refuses_what_a_settings_file_has_no_use_for(text: str, says: str) -> None:
+    with pytest.raises(ReviewError) as caught:
+        repoconfig.load(text)
+    assert caught.value.exit_code == EXIT_CONFIG and says in str(caught.value)
+
+
+def test_a_config_sixteen_levels_deep_is_still_read() -> None:
+    nested = "guidelines: " + "[" * 15 + "]" * 15 + "\n"
+    with pytest.raises(ReviewError, match="guidelines must be a string"):
+        repoconfig.load(nested)  # read whole (15 + 1 levels), then refused for its type
