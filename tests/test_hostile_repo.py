@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ sys.path.insert(0, str(GATEWAY))
 
 from auto_review_gateway.core.model import (  # noqa: E402
     EXIT_CONFIG,
+    EXIT_INTERNAL,
     ReviewError,
 )
 from auto_review_gateway.review import repoconfig  # noqa: E402
@@ -146,3 +148,41 @@ def test_a_config_sixteen_levels_deep_is_still_read() -> None:
     nested = "guidelines: " + "[" * 15 + "]" * 15 + "\n"
     with pytest.raises(ReviewError, match="guidelines must be a string"):
         repoconfig.load(nested)  # read whole (15 + 1 levels), then refused for its type
+
+
+# --------------------------------------------------------------------------- last resort
+
+CRASH = textwrap.dedent(
+    """
+    import sys
+    from auto_review_gateway import cli
+    from auto_review_gateway.review import pipeline
+
+    def crash(ctx):
+        raise RuntimeError(
+            "boom: token ghs_hostile_forge_token_123 at https://bob:hunter2secret@h/x "
+            "and\\x1b[31m a line\\nbreak"
+        )
+
+    pipeline.review_context = crash
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_70(tmp_path: Path) -> None:
+    repo = checkout(tmp_path / "repo", {CLEAN_NAME: "x = 1\n"})
+    env = clean_env(AR_FORGEJO_TOKEN="ghs_hostile_forge_token_123")
+    args = ("review", "--path", str(repo), "--base", "main", "--head", "topic")
+    line = one_line(gateway(*args, env=env, code=CRASH), EXIT_INTERNAL,
+                    "auto-review: internal error: RuntimeError: boom")  # fmt: skip
+    assert "ghs_hostile" not in line and "hunter2" not in line and "***" in line
+    assert "\x1b" not in line and "\\x1b[31m" in line and "--debug" in line
+    for debug in (("--debug", *args), (*args, "--debug")):
+        proc = gateway(*debug, env=env, code=CRASH)
+        assert proc.returncode == EXIT_INTERNAL
+        assert proc.stderr.startswith("Traceback (most recent call last):")
+        assert "in crash\n" in proc.stderr and "\x1b" not in proc.stderr
+        assert "ghs_hostile" not in proc.stderr and "hunter2" not in proc.stderr
+        last = proc.stderr.splitlines()[-1]
+        assert last.startswith("auto-review: internal error: RuntimeError: boom")

@@ -9,7 +9,8 @@ status success or failure; a reviewer that fails leaves status error.
 Exit status: 0 when the review ran (whatever it found), else the EXIT_* code of
 the failure (see model.py): 2 usage, 3 could not clone or read the repository,
 4 bad ref, 5 reviewer failed, 6 bad .auto_review.yaml or environment, 7 posting
-failed. Errors are one line on stderr, never a traceback.
+failed, 70 an internal error (a bug; ``--debug`` adds its traceback). Errors are one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
