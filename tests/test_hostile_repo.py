@@ -11,6 +11,7 @@ own redirect tests are in tests/test_jobs.py and tests/test_github_job.py; docs/
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 
 from tests.gitserver import git_env
 
@@ -28,9 +30,13 @@ sys.path.insert(0, str(GATEWAY))
 from auto_review_gateway.core.model import (  # noqa: E402
     EXIT_CONFIG,
     EXIT_INTERNAL,
+    Finding,
+    Review,
     ReviewError,
 )
-from auto_review_gateway.review import repoconfig  # noqa: E402
+from auto_review_gateway.forges import bodies  # noqa: E402
+from auto_review_gateway.forges.github import client as github  # noqa: E402
+from auto_review_gateway.review import render, repoconfig  # noqa: E402
 
 # Measured: 0.1-0.25 s to refuse each bomb below; main took 36 s (and 0.8 GB) for the
 # 26-level merge-key bomb, and a 27-level one was killed for its memory.
@@ -186,3 +192,61 @@ def test_an_unexpected_exception_is_one_line_and_exit_70(tmp_path: Path) -> None
         assert "ghs_hostile" not in proc.stderr and "hunter2" not in proc.stderr
         last = proc.stderr.splitlines()[-1]
         assert last.startswith("auto-review: internal error: RuntimeError: boom")
+
+
+# --------------------------------------------------------------------------- forged output
+
+
+@pytest.fixture(scope="module")
+def forged_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A change adding files whose names forge a finding or drive a terminal, each with a
+    real (low) finding: trailing whitespace on line 1."""
+    names = (FORGED, CONTROLS, CLEAN_NAME)
+    return checkout(tmp_path_factory.mktemp("forged") / "repo", dict.fromkeys(names, "x  \n"))
+
+
+def test_text_output_escapes_what_a_file_name_forges(forged_repo: Path) -> None:
+    proc = review_path(forged_repo)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("fake.py:1: critical")]
+    assert not any(c in proc.stdout for c in "\x1b\r\x7f\x9b\u202e")
+    # quoted as git quotes such names: one line, and the name cannot end early
+    assert '"fake.py:1: critical: fine [none]\\nreal.txt":1: low: ' in proc.stdout
+    assert '"esc\\x1b[2Jcr\\rdel\\x7fcsi\\x9bbidi\\u202etxt.py":1: low: ' in proc.stdout
+    assert f"{CLEAN_NAME}:1: low: trailing whitespace [trailing-whitespace]" in lines
+    assert len([line for line in lines if ":1: low: " in line]) == 3
+
+
+def test_json_keeps_the_names_exact_and_markdown_escapes_them(forged_repo: Path) -> None:
+    proc = review_path(forged_repo, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert {f["path"] for f in json.loads(proc.stdout)["findings"]} == {
+        FORGED, CONTROLS, CLEAN_NAME
+    }  # fmt: skip
+    proc = review_path(forged_repo, "--format", "markdown")
+    html = MarkdownIt("commonmark").enable("table").render(proc.stdout)
+    assert html.count("<tr>") == 1 + 3  # the header and one row per finding
+    assert "<code>fake.py:1: critical: fine [none]\\nreal.txt</code>" in html
+    assert not any(c in proc.stdout for c in "\x1b\r\x7f\x9b\u202e")
+
+
+def test_markdown_for_the_forge_renders_repository_text_as_text() -> None:
+    hostile = "x](https://evil.example) ![p](https://evil.example/p.png) <img src=x> &#x202e;"
+    findings = [
+        Finding(FORGED, 1, "low", "trailing-whitespace", f"| {hostile}\n\n# heading"),
+        Finding("a`b`c.py", 2, "high", "llm-*rule*", "**bold** `code`"),
+    ]
+    review = Review("b" * 40, "h" * 40, "builtin", findings, 2, skipped=[FORGED, "``x"])
+    md = MarkdownIt("commonmark").enable("table")
+    texts = [bodies.render_body(review), render.render(review, "markdown")]
+    texts += [c["body"] for c in bodies.review_body(review)["comments"]]
+    gh = github.GitHub.__new__(github.GitHub)  # review_body needs no client state
+    texts.append(github.GitHub.review_body(gh, review, {})["body"])
+    for text in texts:
+        html = md.render(text)
+        for markup in ("<a ", "<img", "<h1", "<strong>bold", "<em>rule", "\u202e", "\x1b"):
+            assert markup not in html, (markup, text)
+    outside = md.render(texts[-1])
+    assert "<code>fake.py:1: critical: fine [none]\\nreal.txt:1</code>" in outside
+    assert "<code>a`b`c.py:2</code>" in outside

@@ -69,13 +69,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the review and print it; return 0, or print one error line and return its code."""
+    from auto_review_gateway.core.escape import visible
     from auto_review_gateway.core.model import ReviewError
     from auto_review_gateway.review.gitrepo import redact
 
     try:
         return _review(args)
     except ReviewError as exc:
-        print(f"auto-review: error: {redact(str(exc), args.repo or '')}", file=sys.stderr)
+        # visible(): the message may quote a server's or a repository's words
+        print(f"auto-review: error: {visible(redact(str(exc), args.repo or ''))}", file=sys.stderr)
         return exc.exit_code
 
 
