@@ -13,21 +13,26 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
 
-from tests.gitserver import git_env
+from tests.fake_github import FakeGitHub
+from tests.gitserver import CertFiles, git_env, make_ca, make_repo
+from tests.hostile import RecordingGitServer
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ROOT / "payload" / "gateway"
 sys.path.insert(0, str(GATEWAY))
 
 from auto_review_gateway.core.model import (  # noqa: E402
+    EXIT_CLONE,
     EXIT_CONFIG,
     EXIT_INTERNAL,
     Finding,
@@ -250,3 +255,39 @@ def test_markdown_for_the_forge_renders_repository_text_as_text() -> None:
     outside = md.render(texts[-1])
     assert "<code>fake.py:1: critical: fine [none]\\nreal.txt:1</code>" in outside
     assert "<code>a`b`c.py:2</code>" in outside
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return make_ca(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def redirecting_forge(tmp_path: Path, certs: CertFiles) -> Iterator[tuple[FakeGitHub, Path]]:
+    """A GitHub stand-in whose git answers 302 to another origin serving the same repo."""
+    make_repo(tmp_path / "repos" / "acme" / "demo.git", {"a.py": "x = 1\n"})
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    with FakeGitHub(ssl_context=tls, tokens=(TOKEN,), git_root=tmp_path / "repos") as hub:
+        yield hub, tmp_path / "repos"
+
+
+def test_url_credentials_never_follow_a_redirect_to_another_origin(
+    redirecting_forge: tuple[FakeGitHub, Path], certs: CertFiles
+) -> None:
+    hub, repos = redirecting_forge
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    with RecordingGitServer(repos, tls) as other:
+        hub.git_redirect = other.url
+        url = f"https://x-access-token:{TOKEN}@localhost:{hub.port}/acme/demo.git"
+        ca = str(certs.ca_cert)
+        env = clean_env(GIT_SSL_CAINFO=ca, SSL_CERT_FILE=ca)
+        proc = gateway("review", "--repo", url, "--base", "main", "--head", "main", env=env)
+    line = one_line(proc, EXIT_CLONE, "auto-review: error: could not fetch https://localhost:")
+    assert f"redirected to {other.url}" in line and "does not follow redirects" in line
+    assert TOKEN not in proc.stderr and [r for r in hub.of_kind("git") if r.status == 302]
+    assert not [h for _, _, h in other.requests if "authorization" in h]

@@ -85,7 +85,7 @@ def _review(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from auto_review_gateway.review import gitrepo
+    from auto_review_gateway.review import gitrepo, pipeline
     from auto_review_gateway.review.pipeline import Reading as _Reading
 
     if args.path is not None:
@@ -96,7 +96,7 @@ def _review(args: argparse.Namespace) -> int:
         work = tempfile.mkdtemp(prefix="auto-review-")
     try:
         with _Reading():
-            repo = gitrepo.clone(args.repo, args.base, args.head, work)
+            repo = pipeline.fetch(args.repo, args.base, args.head, work)
         return _review_repo(repo, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
