@@ -40,7 +40,9 @@ It refuses what Forgejo refuses; each rule names its source in Forgejo:
 ``retry_after`` (sent as ``Retry-After``); :meth:`FakeForgejo.hold` makes a kind of
 request wait until :meth:`FakeForgejo.release`. With ``git_root`` the stand-in also
 serves the bare repositories under it over git's smart HTTP (``git http-backend``) at
-``/{owner}/{repo}.git``, token required, as Forgejo serves a private repository.
+``/{owner}/{repo}.git``, token required, as Forgejo serves a private repository;
+:attr:`FakeForgejo.git_redirect` (an origin) makes it answer those requests with a 302 to
+the same path there instead.
 Every request is recorded with its headers and parsed JSON body
 (:attr:`FakeForgejo.requests`, :meth:`FakeForgejo.posted`). :meth:`FakeForgejo.fail`
 makes a kind of request (``"status"``, ``"review"``, ``"pull"`` or ``"version"``) answer
@@ -66,6 +68,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from hostile import redirect
 from loopback import LoopbackServer, serve_git
 
 VERSION = "11.0.1+gitea-1.22.0"
@@ -111,6 +114,7 @@ class FakeForgejo(LoopbackServer):
     ):
         self.token = token
         self.git_root = None if git_root is None else os.fspath(git_root)
+        self.git_redirect: str | None = None  # an origin git requests are sent to (302)
         self.requests: list[Received] = []
         self._failures: dict[str, list[Any]] = {}
         self._midway: dict[str, int] = {}
@@ -564,7 +568,10 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
             self._send(200, _review_json(fake, owner, repo, int(index), review))
 
         def _git(self, method: str, body: bytes) -> None:
-            """One smart-HTTP request through ``git http-backend`` (CGI)."""
+            """One smart-HTTP request through ``git http-backend`` (CGI), or a redirect."""
+            if fake.git_redirect:
+                redirect(self, fake.git_redirect)
+                return
             serve_git(self, fake.git_root, method, body)
 
         def do_GET(self) -> None:

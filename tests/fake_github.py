@@ -28,9 +28,10 @@ It refuses what GitHub refuses:
 
 With ``git_root`` it also serves the bare repositories ``<git_root>/<owner>/<repo>.git``
 over smart HTTP (``git http-backend``) at ``/<owner>/<repo>.git``, as GitHub does, and
-wants HTTP Basic ``x-access-token:<token>`` with a valid token (401 otherwise). The files
-of a pull request come from ``git diff`` of base and head in that repository, unless
-:meth:`FakeGitHub.set_pull` is given ``files``.
+wants HTTP Basic ``x-access-token:<token>`` with a valid token (401 otherwise);
+:attr:`FakeGitHub.git_redirect` (an origin) makes it answer them with a 302 to the same
+path there instead. The files of a pull request come from ``git diff`` of base and head
+in that repository, unless :meth:`FakeGitHub.set_pull` is given ``files``.
 
 :meth:`FakeGitHub.fail` makes a kind of request answer an error (with headers, e.g. a
 secondary rate limit's ``retry-after``) ``times`` times; :meth:`FakeGitHub.lose_answers`
@@ -56,6 +57,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from hostile import redirect
 from loopback import LoopbackServer, serve_git
 
 PREFIX = "/api/v3"
@@ -138,6 +140,7 @@ class FakeGitHub(LoopbackServer):
         self.app_id = app_id
         self.public_key = app_key.public_key() if app_key is not None else None
         self.git_root = None if git_root is None else os.fspath(git_root)
+        self.git_redirect: str | None = None  # an origin git requests are sent to (302)
         self.bot_login = bot_login
         self.now = now
         self.installations: dict[tuple[str, str], int] = {}
@@ -464,6 +467,10 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                return
+            if fake.git_redirect:
+                rec.status = 302
+                redirect(self, fake.git_redirect)
                 return
             rec.status = serve_git(self, fake.git_root, method, body)
 

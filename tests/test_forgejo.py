@@ -366,7 +366,8 @@ def test_set_status_and_post_review_are_usable_alone(forge: FakeForgejo) -> None
 
 def test_body_neutralises_markdown_in_repository_paths() -> None:
     body = bodies.render_body(make_review(skipped=["vendor/`x`](https://evil)", "gen/**"]))
-    assert "Skipped (ignored paths): `vendor/'x'](https://evil)`, `gen/**`" in body
+    # exact: a longer fence than the path's backticks, so nothing of it is markup
+    assert "Skipped (ignored paths): ``vendor/`x`](https://evil)``, `gen/**`" in body
 
 
 # --------------------------------------------------------------------------- TLS

@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from auto_review_gateway.core.model import EXIT_CLONE, ReviewError
 from auto_review_gateway.jobs import github_job as github_worker
 from auto_review_gateway.jobs.spec import Job, JobRequest
 
 from tests.fake_github import FakeGitHub
 from tests.gitserver import commit, make_ca, make_repo
+from tests.hostile import RecordingGitServer
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
         for name in ("GITHUB_TOKEN", "LLM_BASE_URL"):
             monkeypatch.delenv(name, raising=False)
         github_worker._clients.clear()
-        yield {"hub": hub, "head": head}
+        yield {"hub": hub, "head": head, "tls": context, "repos": tmp_path / "repos"}
         github_worker._clients.clear()
 
 
@@ -108,3 +110,21 @@ def test_a_job_run_again_after_its_post_does_not_post_twice(world: dict) -> None
     github_worker.run_github_job(job(world["head"], job_id=3))  # the queue's retry of job 3
     assert len(hub.reviews("acme", "demo", 5)) == 1
     assert [s["state"] for s in hub.statuses] == ["pending", "failure", "pending", "failure"]
+
+
+def test_a_redirect_to_another_origin_never_carries_the_installation_token(world: dict) -> None:
+    hub: FakeGitHub = world["hub"]
+    with RecordingGitServer(world["repos"], world["tls"]) as other:
+        hub.git_redirect = other.url  # the same repository, at another origin
+        with pytest.raises(ReviewError) as caught:
+            github_worker.run_github_job(job(world["head"]))
+        [token] = hub.minted
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        assert [r for r in hub.of_kind("git") if r.status == 302]
+        assert not [h for _, _, h in other.requests if "authorization" in h]
+        assert not [h for _, _, h in other.requests if basic in repr(h) or token in repr(h)]
+    assert caught.value.exit_code == EXIT_CLONE
+    assert f"redirected to {other.url}" in str(caught.value)
+    assert "does not follow redirects" in str(caught.value)
+    assert [s["state"] for s in hub.statuses] == ["pending", "error"]
+    assert hub.reviews("acme", "demo", 5) == []

@@ -30,6 +30,7 @@ import pytest
 
 from tests.fake_forgejo import FakeForgejo
 from tests.gitserver import CertFiles, GitHttpsServer, commit, make_ca, make_repo
+from tests.hostile import RecordingGitServer
 
 GATEWAY = Path(__file__).resolve().parent.parent / "payload" / "gateway"
 sys.path.insert(0, str(GATEWAY))
@@ -759,6 +760,37 @@ def test_an_http_forge_serves_the_clone_over_plain_http_to_its_host_only(
             worker.run_review_job(job)
         assert not [r for r in other.requests if r.kind == "git"]
         assert states(forge) == ["pending", "error"]
+
+
+def test_a_redirect_to_another_origin_never_carries_the_forge_token(
+    certs: CertFiles,
+    forge_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    forge_repos: tuple[Path, str],
+) -> None:
+    # git keeps sending an http.<forge>.extraHeader after following a redirect (libcurl
+    # drops it from the redirected GET; git adds it back on the upload-pack POSTs).
+    root, head = forge_repos
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    with (
+        FakeForgejo(token=TOKEN, ssl_context=tls, git_root=root) as forge,
+        RecordingGitServer(root, tls) as other,
+    ):
+        use_forge(monkeypatch, forge)
+        forge.git_redirect = other.url  # the same repositories, at another origin
+        url = f"{forge.url}/acme/private.git"
+        job = Job(9, request(9, repo="private", head_sha=head, clone_url=url), 1)
+        with pytest.raises(ReviewError) as caught:
+            worker.run_review_job(job)
+        assert [r for r in forge.requests if r.kind == "git"]
+        assert not [h for _, _, h in other.requests if "authorization" in h]
+        assert not [h for _, _, h in other.requests if TOKEN in repr(h)]
+        message = str(caught.value)
+        assert "\n" not in message and caught.value.exit_code == EXIT_CLONE
+        assert f"redirected to {other.url}" in message and "does not follow" in message
+        assert states(forge) == ["pending", "error"] and forge.reviews() == []
+    assert list(forge_env.iterdir()) == []
 
 
 def test_a_job_retried_after_its_review_was_posted_does_not_post_it_again(

@@ -652,7 +652,7 @@ def test_render_markdown_table_and_text() -> None:
     header = md.index("| Severity | File | Line | Rule | Message |")
     rows = md[header + 2 :]
     assert rows == [
-        "| high | a\\|b.py | 3 | conflict-marker | marker \\| here &lt;b&gt;bold&lt;/b&gt; |",
+        "| high | `a\\|b.py` | 3 | conflict-marker | marker \\| here \\<b\\>bold\\</b\\> |",
         "| low | `c.py` | 1 | trailing-whitespace | trailing whitespace |",
     ]
     text = render.render(sample_review(), "text").splitlines()

@@ -9,7 +9,8 @@ status success or failure; a reviewer that fails leaves status error.
 Exit status: 0 when the review ran (whatever it found), else the EXIT_* code of
 the failure (see model.py): 2 usage, 3 could not clone or read the repository,
 4 bad ref, 5 reviewer failed, 6 bad .auto_review.yaml or environment, 7 posting
-failed. Errors are one line on stderr, never a traceback.
+failed, 70 an internal error (a bug; ``--debug`` adds its traceback). Errors are one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -68,13 +69,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the review and print it; return 0, or print one error line and return its code."""
+    from auto_review_gateway.core.escape import visible
     from auto_review_gateway.core.model import ReviewError
     from auto_review_gateway.review.gitrepo import redact
 
     try:
         return _review(args)
     except ReviewError as exc:
-        print(f"auto-review: error: {redact(str(exc), args.repo or '')}", file=sys.stderr)
+        # visible(): the message may quote a server's or a repository's words
+        print(f"auto-review: error: {visible(redact(str(exc), args.repo or ''))}", file=sys.stderr)
         return exc.exit_code
 
 
@@ -82,7 +85,7 @@ def _review(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from auto_review_gateway.review import gitrepo
+    from auto_review_gateway.review import gitrepo, pipeline
     from auto_review_gateway.review.pipeline import Reading as _Reading
 
     if args.path is not None:
@@ -93,7 +96,7 @@ def _review(args: argparse.Namespace) -> int:
         work = tempfile.mkdtemp(prefix="auto-review-")
     try:
         with _Reading():
-            repo = gitrepo.clone(args.repo, args.base, args.head, work)
+            repo = pipeline.fetch(args.repo, args.base, args.head, work)
         return _review_repo(repo, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,13 +1,20 @@
 """What the gateway sends to the forge: the JSON bodies of a commit status
 (``CreateStatusOption``) and of a review (``CreatePullReviewOptions``), as Forgejo's
-swagger (``templates/swagger/v1_json.tmpl``) defines them."""
+swagger (``templates/swagger/v1_json.tmpl``) defines them.
+
+Review bodies and comments are Markdown, and paths, rule names and messages come from
+the repository (or a model that read it): paths are code spans nothing can close early,
+rules and messages escaped prose (``core/escape.py``), so no file name or message
+renders as a link, an image, a heading or a finding of its own.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from auto_review_gateway.core import httpjson
-from auto_review_gateway.core.model import Review
+from auto_review_gateway.core.escape import md_code, md_text
+from auto_review_gateway.core.model import Finding, Review
 
 STATUS_CONTEXT = "auto_review"
 STATES = ("pending", "success", "failure", "error")
@@ -28,8 +35,13 @@ def status_body(state: str, description: str) -> dict[str, str]:
 
 
 def _code(text: str) -> str:
-    """``text`` as inline Markdown code (backticks removed, so it cannot break out)."""
-    return "`" + httpjson.clean_text(text.replace("`", "'"), 200) + "`"
+    """``text`` (at most 200 characters of it) as inline Markdown code."""
+    return md_code(text if len(text) <= 200 else text[:199] + "…")
+
+
+def comment_text(finding: Finding) -> str:
+    """The Markdown of one finding's comment: severity, rule and message."""
+    return f"**{finding.severity}** {md_text(finding.rule)}: {md_text(finding.message)}"
 
 
 def render_body(review: Review) -> str:
@@ -66,7 +78,7 @@ def review_body(review: Review) -> dict[str, Any]:
             {
                 "path": f.path,
                 "new_position": f.line,
-                "body": f"**{f.severity}** {f.rule}: {f.message}",
+                "body": comment_text(f),
             }
             for f in review.findings
         ],

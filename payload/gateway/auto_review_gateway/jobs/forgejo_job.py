@@ -24,7 +24,9 @@ to ``FORGEJO_BASE_URL`` (scheme, host, port and path prefix). gitrepo builds git
 environment and command line itself, so the setting is put in the configuration of the
 (not yet fetched) repository that :func:`gitrepo.clone` initializes and fetches into: a
 repository's own config applies, and ``git init`` keeps it. It lives in the job's
-private temporary directory, removed when the job ends.
+private temporary directory, removed when the job ends. git sends that header with every
+request of a fetch, to wherever a redirect sent the first one, so a fetch with the token
+follows no redirect (:func:`pipeline.fetch`): the job fails, naming where it pointed.
 """
 
 from __future__ import annotations
@@ -94,13 +96,13 @@ def _config_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def prepare_auth(workdir: str, clone_url: str, config: ForgejoConfig) -> bool:
+def prepare_auth(workdir: str, clone_url: str, config: ForgejoConfig) -> str | None:
     """Initialize the repository :func:`gitrepo.clone` will fetch into (``workdir``) with
     the forge token as an ``http.<forge>/.extraHeader``, when ``clone_url`` is on the
-    forge. Returns whether it did."""
+    forge. Returns the header it set (None: it set none)."""
     scope = auth_scope(clone_url, forge_base_url(config))
     if scope is None or any(c in _CONFIG_UNSAFE or ord(c) < 32 for c in config.token):
-        return False
+        return None
     home = os.path.join(workdir, "home")
     git_dir = os.path.join(workdir, "repo.git")  # where gitrepo.clone puts it
     os.makedirs(home, exist_ok=True)
@@ -108,14 +110,14 @@ def prepare_auth(workdir: str, clone_url: str, config: ForgejoConfig) -> bool:
     if proc.returncode != 0:
         raise ReviewError("git init failed", EXIT_CLONE)
     path = os.path.join(git_dir, "config")
-    header = _config_quote(f"Authorization: token {config.token}")
+    header = f"Authorization: token {config.token}"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, f'[http "{scope}"]\n\textraHeader = {header}\n'.encode())
+        os.write(fd, f'[http "{scope}"]\n\textraHeader = {_config_quote(header)}\n'.encode())
     finally:
         os.close(fd)
-    return True
+    return header
 
 
 def clone_source(req: JobRequest, config: ForgejoConfig) -> str:
@@ -149,8 +151,10 @@ def review_request(req: JobRequest, config: ForgejoConfig) -> Review | None:
     work = tempfile.mkdtemp(prefix="auto-review-job-")
     try:
         with pipeline.Reading():
-            prepare_auth(work, url, config)
-            repo = gitrepo.clone(url, req.base_ref, req.head_sha, work, allow_http=allow_http)
+            header = prepare_auth(work, url, config)
+            repo = pipeline.fetch(
+                url, req.base_ref, req.head_sha, work, header=header, allow_http=allow_http
+            )
         return pipeline.review_repo(repo, pipeline.DEFAULT_MAX_DIFF_BYTES)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,8 @@ the token (the installation token for an App) as ``Authorization: Basic`` of
 ``x-access-token:<token>``, GitHub's documented way to use an installation token over
 HTTPS, scoped to that web root in the job's own repository config (see :mod:`forgejo_job`);
 a URL naming ``/<owner>/<repo>.git`` elsewhere is rewritten to the web root; anything
-else is fetched as it is, without the token.
+else is fetched as it is, without the token. A fetch with the token follows no redirect
+(:func:`pipeline.fetch`).
 """
 
 from __future__ import annotations
@@ -55,25 +56,27 @@ def clone_source(req: JobRequest, config: github.GitHubConfig) -> str:
     return forgejo_job.choose_clone_url(req, config.web_url, default)
 
 
-def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str) -> bool:
+def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str) -> str | None:
     """Put the token in the configuration of the repository :func:`gitrepo.clone` will
-    fetch into, scoped to the web root, when ``url`` is under it. Whether it did."""
+    fetch into, scoped to the web root, when ``url`` is under it. The header it set
+    (None: it set none)."""
     scope = forgejo_job.auth_scope(url, config.web_url)
     if scope is None or not token or any(ord(c) < 33 or c in '"\\' for c in token):
-        return False
+        return None
     home = os.path.join(workdir, "home")
     git_dir = os.path.join(workdir, "repo.git")
     os.makedirs(home, exist_ok=True)
     if gitrepo.Repo(git_dir, home).git("init", "--quiet", "--bare").returncode != 0:
         raise ReviewError("git init failed", EXIT_CLONE)
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
+    header = f"Authorization: Basic {basic}"
     fd = os.open(os.path.join(git_dir, "config"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, f'[http "{scope}"]\n\textraHeader = "Authorization: Basic {basic}"\n'.encode())
+        os.write(fd, f'[http "{scope}"]\n\textraHeader = "{header}"\n'.encode())
     finally:
         os.close(fd)
-    return True
+    return header
 
 
 def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> Review | None:
@@ -85,8 +88,8 @@ def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> 
     work = tempfile.mkdtemp(prefix="auto-review-job-")
     try:
         with pipeline.Reading():
-            prepare_auth(work, url, config, token)
-            repo = gitrepo.clone(url, req.base_ref, req.head_sha, work)
+            header = prepare_auth(work, url, config, token)
+            repo = pipeline.fetch(url, req.base_ref, req.head_sha, work, header=header)
         return pipeline.review_repo(repo, pipeline.DEFAULT_MAX_DIFF_BYTES)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -243,7 +243,15 @@ def open_path(path: str, base: str, head: str) -> Repo:
     return repo
 
 
-def clone(url: str, base: str, head: str, workdir: str, *, allow_http: bool = False) -> Repo:
+def clone(
+    url: str,
+    base: str,
+    head: str,
+    workdir: str,
+    *,
+    allow_http: bool = False,
+    follow_redirects: bool = True,
+) -> Repo:
     """Fetch ``base`` and ``head`` (branch, tag or full SHA) of ``url`` into ``workdir``.
 
     Shallow first, then deeper until base and head share an ancestor. Only the
@@ -252,7 +260,9 @@ def clone(url: str, base: str, head: str, workdir: str, *, allow_http: bool = Fa
     EXIT_BAD_REF when a ref is not on the server. Messages never carry the
     URL's userinfo. ``allow_http`` lets git use plain HTTP for this URL (an ``http://``
     forge the operator configured); redirects are then refused, so that nothing but
-    that URL is fetched over it.
+    that URL is fetched over it. ``follow_redirects=False`` refuses them for https too, as
+    does ``user:token@`` in the URL (a fetch with a token: git sends it to wherever a
+    redirect points); git then fails with "The requested URL returned error: 3xx".
     """
     _check_ref(base)
     _check_ref(head)
@@ -269,15 +279,15 @@ def clone(url: str, base: str, head: str, workdir: str, *, allow_http: bool = Fa
         raise ReviewError(f"git init failed: {_last_line(proc.stderr)}", EXIT_CLONE)
     refspecs = [f"+{base}:{_BASE_REF}", f"+{head}:{_HEAD_REF}"]
 
-    insecure = (
-        ("-c", "protocol.http.allow=always", "-c", "http.followRedirects=false")
-        if allow_http and url.lower().startswith("http://")
-        else ()
-    )
+    options: tuple[str, ...] = ()
+    if allow_http and url.lower().startswith("http://"):
+        options += ("-c", "protocol.http.allow=always")
+    if options or not follow_redirects or _USERINFO.match(url):
+        options += ("-c", "http.followRedirects=false")
 
     def fetch(*how: str) -> None:
         proc = repo.git(
-            *insecure,
+            *options,
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
             *how, "--end-of-options", url, *refspecs,
             timeout=FETCH_TIMEOUT,

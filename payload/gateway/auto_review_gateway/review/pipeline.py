@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from auto_review_gateway.core.httperror import HttpError
 from auto_review_gateway.core.model import (
     EXIT_CLONE,
     EXIT_CONFIG,
@@ -40,6 +41,40 @@ class Reading:
     ) -> None:
         if isinstance(exc, (OSError, ValueError)):
             raise ReviewError(f"could not read the repository: {exc}", EXIT_CLONE) from None
+
+
+def fetch(
+    url: str,
+    base: str,
+    head: str,
+    workdir: str,
+    *,
+    header: str | None = None,
+    allow_http: bool = False,
+) -> Repo:
+    """:func:`gitrepo.clone` of ``url``, following no redirect when the fetch carries a
+    credential: ``header``, the token the caller put in the repository's config as an
+    ``extraHeader``, or ``user:token@`` in the URL (git would send either to wherever a
+    redirect points). A refused redirect is an HttpError (EXIT_CLONE, not transient) that
+    names the origin it pointed to."""
+    from auto_review_gateway.core import redirect
+    from auto_review_gateway.review import gitrepo
+
+    try:
+        return gitrepo.clone(
+            url, base, head, workdir, allow_http=allow_http, follow_redirects=header is None
+        )
+    except ReviewError as exc:
+        status = redirect.refused_status(str(exc))
+        if status is None or (header is None and not redirect.has_userinfo(url)):
+            raise
+        origin = redirect.redirect_origin(url, header)
+    where = f"redirected to {origin}" if origin else f"answered HTTP {status} (a redirect)"
+    message = (
+        f"could not fetch {gitrepo.redact(url)}: the server {where}; "
+        "auto-review does not follow redirects with the token"
+    )
+    raise HttpError(message, EXIT_CLONE, status, transient=False)
 
 
 def config_text(repo: Repo) -> str | None:

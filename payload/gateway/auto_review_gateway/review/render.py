@@ -1,9 +1,18 @@
-"""Render a Review as text, JSON or Markdown."""
+"""Render a Review as text, JSON or Markdown.
+
+Paths, rule names and messages come from the repository (or a model that read it):
+text shows them through :func:`escape.visible` (no control character reaches the
+terminal, a file name cannot start a line of its own) and quotes a path that could be
+read as more than a path (``"a.py:1: critical: x"``:1: ...), Markdown as code spans or
+escaped prose (nothing renders as a link, an image or a table row), and JSON as they
+are (json.dumps escapes what JSON must).
+"""
 
 from __future__ import annotations
 
 import json
 
+from auto_review_gateway.core.escape import md_code, md_text, visible
 from auto_review_gateway.core.model import Review
 
 FORMATS = ("text", "json", "markdown")
@@ -33,45 +42,46 @@ def as_dict(review: Review) -> dict[str, object]:
     }
 
 
+def _path(path: str) -> str:
+    """``path`` for a ``path:line:`` line: as it is, or quoted as git quotes names (``"``,
+    backslash escapes) when it holds what could end it early (``:``, ``,``, ``"``),
+    an escape, or spaces at an end."""
+    shown = visible(path)
+    if shown == path and not any(c in path for c in ':,"') and path == path.strip():
+        return path
+    return '"' + shown.replace('"', '\\"') + '"'
+
+
 def _text(review: Review) -> str:
     out = [
         f"auto-review {review.summary}",
-        f"base {review.base[:12]}  head {review.head[:12]}  reviewer {review.reviewer}",
+        f"base {review.base[:12]}  head {review.head[:12]}  reviewer {visible(review.reviewer)}",
     ]
     if review.skipped:
-        out.append(f"skipped (ignored_paths): {', '.join(review.skipped)}")
-    out += [f"{f.path}:{f.line}: {f.severity}: {f.message} [{f.rule}]" for f in review.findings]
+        out.append(f"skipped (ignored_paths): {', '.join(_path(p) for p in review.skipped)}")
+    out += [
+        f"{_path(f.path)}:{f.line}: {f.severity}: {visible(f.message)} [{visible(f.rule)}]"
+        for f in review.findings
+    ]
     return "\n".join(out)
-
-
-def _cell(text: str) -> str:
-    """``text`` safe inside one Markdown table cell (no row breaks, no raw HTML)."""
-    text = " ".join(text.split())
-    for raw, escaped in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;")):
-        text = text.replace(raw, escaped)
-    return text
-
-
-def _code(text: str) -> str:
-    if "`" in text or "|" in text:
-        return _cell(text)
-    return f"`{' '.join(text.split())}`"
 
 
 def _markdown(review: Review) -> str:
     out = [
-        f"**auto-review: {_cell(review.summary)}**",
+        f"**auto-review: {review.summary}**",  # ours: counts and a verdict
         "",
-        f"Reviewed `{review.head[:12]}` against `{review.base[:12]}` by {_cell(review.reviewer)}.",
+        f"Reviewed `{review.head[:12]}` against `{review.base[:12]}` by "
+        f"{md_code(review.reviewer)}.",
     ]
     if review.truncated:
         out.append("The diff was larger than the review's byte cap: later files were not read.")
     if review.skipped:
-        out.append(f"Skipped by `ignored_paths`: {', '.join(_code(p) for p in review.skipped)}.")
+        out.append(f"Skipped by `ignored_paths`: {', '.join(md_code(p) for p in review.skipped)}.")
     if review.findings:
         out += ["", "| Severity | File | Line | Rule | Message |", "|---|---|---:|---|---|"]
         out += [
-            f"| {f.severity} | {_code(f.path)} | {f.line} | {_cell(f.rule)} | {_cell(f.message)} |"
+            f"| {f.severity} | {md_code(f.path, in_table=True)} | {f.line} | "
+            f"{md_text(f.rule)} | {md_text(f.message)} |"
             for f in review.findings
         ]
     return "\n".join(out)

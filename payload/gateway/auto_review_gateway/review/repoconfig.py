@@ -33,27 +33,35 @@ def load(text: str | None) -> RepoConfig:
 
     Keys: ``enabled`` (bool), ``ignored_paths`` (list of glob strings),
     ``guidelines`` (string, cut to 8 KiB). Anything else (unknown or duplicate
-    keys, wrong types, not a mapping, YAML errors) raises ReviewError with
-    EXIT_CONFIG and a one-line message naming the key and line.
+    keys, wrong types, not a mapping, YAML errors, and what plain YAML refuses:
+    anchors, aliases, merge keys, tags, deep nesting; see ``plainyaml``) raises
+    ReviewError with EXIT_CONFIG and a one-line message naming the key and line.
     """
     if text is None:
         return RepoConfig()
     if len(text.encode()) > MAX_FILE_BYTES:
         raise _fail(f"larger than {MAX_FILE_BYTES // 1024} KiB")
     try:
-        import yaml  # imported only here: the gateway may run without PyYAML until it is needed
+        # imported only here: the gateway may run without PyYAML until it is needed
+        import yaml
+
+        from auto_review_gateway.review import plainyaml
     except ImportError:
         raise _fail("cannot be read: PyYAML is not installed") from None
-    loader = yaml.SafeLoader(text)
+    loader = plainyaml.PlainLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        raise _fail(f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
+        if not isinstance(exc, plainyaml.Refused):
+            problem = f"invalid YAML: {problem}"
+        raise _fail(problem, mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
         raise _fail(f"invalid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar that resolves to a bad date
+        raise _fail(f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
     if data is None:

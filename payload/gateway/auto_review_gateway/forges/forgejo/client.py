@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from auto_review_gateway.core import httpjson, names
+from auto_review_gateway.core.escape import md_text
 from auto_review_gateway.core.model import EXIT_POST, EXIT_USAGE, Review, ReviewError
 from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.forges.bodies import (
@@ -230,7 +231,7 @@ class Forgejo:
             except httpjson.HttpError as exc:
                 if exc.status != 422 or body["event"] != "REQUEST_CHANGES":
                     raise
-                reason = httpjson.clean_text(exc.detail or "HTTP 422", 200).replace("`", "'")
+                reason = md_text(httpjson.clean_text(exc.detail or "HTTP 422", 200))
             fallback = dict(body)
             fallback["event"] = "COMMENT"
             fallback["body"] = (

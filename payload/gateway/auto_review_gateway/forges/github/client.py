@@ -35,9 +35,10 @@ from collections.abc import Callable
 from typing import Any
 
 from auto_review_gateway.core import httpjson, names
+from auto_review_gateway.core.escape import md_code, md_text
 from auto_review_gateway.core.model import EXIT_POST, EXIT_USAGE, Review, ReviewError
 from auto_review_gateway.core.retry import Retry
-from auto_review_gateway.forges.bodies import MARKER, render_body, status_body
+from auto_review_gateway.forges.bodies import MARKER, comment_text, render_body, status_body
 from auto_review_gateway.forges.client import PullInfo
 from auto_review_gateway.forges.github.auth import AppAuth, TokenAuth
 from auto_review_gateway.forges.github.config import (
@@ -210,12 +211,11 @@ class GitHub:
         others listed in the body (one off-diff comment would sink the whole review)."""
         inline, elsewhere = [], []
         for f in review.findings:
-            text = f"**{f.severity}** {f.rule}: {f.message}"
+            text = comment_text(f)
             if f.line in lines.get(f.path, ()):
                 inline.append({"path": f.path, "line": f.line, "side": "RIGHT", "body": text})
             else:
-                shown = f.path.replace("`", "'")
-                elsewhere.append(f"- `{shown}:{f.line}` {text}")
+                elsewhere.append(f"- {md_code(f'{f.path}:{f.line}')} {text}")
         body = render_body(review)
         if elsewhere:
             body += "\n\nOutside the diff:\n" + "\n".join(elsewhere[:50])
@@ -249,7 +249,7 @@ class GitHub:
             except httpjson.HttpError as exc:
                 if exc.status != 422 or body["event"] != "REQUEST_CHANGES":
                     raise
-                reason = httpjson.clean_text(exc.detail or "HTTP 422", 200).replace("`", "'")
+                reason = md_text(httpjson.clean_text(exc.detail or "HTTP 422", 200))
             fallback = dict(body, event="COMMENT")
             fallback["body"] = (
                 f"{body['body']}\n\nGitHub refused a review requesting changes ({reason}); "
