@@ -122,6 +122,26 @@ def test_runsc_gets_the_secrets_and_exit_status(root_runner: Runner) -> None:
     assert root_runner.run("probe", "exit", "7", env=env).returncode == 7
 
 
+@pytest.mark.parametrize("network", ["isolated", "host"])
+def test_runsc_serve_stops_cleanly_on_sigterm(runsc_runner: Runner, network: str) -> None:
+    """runsc dies of a SIGTERM it gets instead of passing it on: the launcher hands it to
+    the sandbox with `runsc kill`, so the gateway stops as under runc (its line, exit 0),
+    not 143 without a word."""
+    env = runsc_runner.env(AR_GATEWAY_BIND=f"127.0.0.1:{free_port()}", AUTO_REVIEW_NETWORK=network,
+                           FORGEJO_BASE_URL="https://forge.invalid", **SECRETS)  # fmt: skip
+    proc = runsc_runner.popen("serve", env=env, stderr=subprocess.STDOUT)
+    try:
+        wait_line(proc, "serving on")
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read() if proc.stdout else ""
+        assert proc.wait(timeout=60) == 0, rest
+        assert "SIGTERM: no longer accepting; stopping" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_runsc_rootless_is_a_clear_error(rootless_runner: Runner) -> None:
     result = rootless_runner.run("check", env=rootless_runner.env(AUTO_REVIEW_RUNTIME="runsc"))
     assert result.returncode == 69

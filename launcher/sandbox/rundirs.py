@@ -148,6 +148,21 @@ class RunDirs:
             run.remove()
         return len(stale)
 
+    def kill(self, runtime: Runtime, container_id: str, signo: int) -> bool:
+        """`<runtime> kill <id> <signal>`: a signal to the container's init, quietly; False
+        when the runtime could not deliver it (no such container yet, or any more)."""
+        import subprocess
+
+        return (
+            subprocess.run(
+                runtime.command("--root", self.state_root, "kill", container_id, str(signo)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            ).returncode
+            == 0
+        )
+
     def delete(self, runtime: Runtime, container_id: str) -> None:
         """`<runtime> delete --force <id>`: kill and forget a container, quietly."""
         import subprocess

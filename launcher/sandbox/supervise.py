@@ -21,6 +21,7 @@ from launcher.sandbox.runtime import Runtime
 
 TYPE_CHECKING = False  # typing costs milliseconds on every warm start
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
@@ -35,7 +36,15 @@ def supervise(
     """`runc run`, with signals forwarded to it; returns the gateway's exit status."""
     pid = spawn(runtime, dirs, run, link, "run", *runtime.fd_options())
     link.close_read_ends()
-    with forwarding(pid):
+    via = None
+    if runtime.gvisor:
+        # runsc does not pass a signal it gets on to the sandbox (it dies of it): ask it
+        # to; before the container exists (or after), the runtime process gets it.
+        def via(signo: int) -> None:
+            if not dirs.kill(runtime, run.container_id, signo):
+                _forward(pid, signo)
+
+    with forwarding(pid, via):
         status = _wait(pid)
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # the runtime itself died of a signal: its container may be orphaned
@@ -105,6 +114,12 @@ class exiting_on_signals:
     def __enter__(self) -> None:
         self.previous = {sig: signal.signal(sig, _exit_on) for sig in FORWARDED}
 
+    def _handle(self, signo: int, _frame: object) -> None:
+        if self.via is not None:
+            self.via(signo)
+        else:
+            _forward(self.pid, signo)
+
     def __exit__(self, *_exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
@@ -137,10 +152,12 @@ def spawn(
 
 
 class forwarding:
-    """Forward the signals in FORWARDED to `pid` while the block runs."""
+    """Forward the signals in FORWARDED to `pid` while the block runs (or hand each to
+    `via`, for a runtime that does not pass signals on itself)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, via: Callable[[int], None] | None = None) -> None:
         self.pid = pid
+        self.via = via
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> forwarding:
@@ -150,8 +167,14 @@ class forwarding:
                 # The terminal already sends Ctrl-C to the whole process group, runtime included.
                 self.previous[sig] = signal.signal(sig, signal.SIG_IGN)
                 continue
-            self.previous[sig] = signal.signal(sig, lambda signo, _f: _forward(self.pid, signo))
+            self.previous[sig] = signal.signal(sig, self._handle)
         return self
+
+    def _handle(self, signo: int, _frame: object) -> None:
+        if self.via is not None:
+            self.via(signo)
+        else:
+            _forward(self.pid, signo)
 
     def __exit__(self, *_exc: object) -> None:
         for sig, handler in self.previous.items():
