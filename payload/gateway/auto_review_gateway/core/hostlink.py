@@ -87,7 +87,12 @@ def _watch(fd: int) -> None:
             continue
         except OSError:
             break
-    os.write(2, b"auto-review: the launcher is gone; the gateway exits\n")
+    try:
+        os.write(2, b"auto-review: the launcher is gone; the gateway exits\n")
+    except OSError:
+        # stderr's reader may be gone with the launcher (a group kill takes the runtime
+        # that relays it too): EPIPE must not end this thread before the exit below
+        pass
     os._exit(LIFELINE_EXIT)
 
 
