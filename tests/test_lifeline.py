@@ -2,9 +2,9 @@
 `timeout -s KILL`, an OOM kill of a group or a supervisor that signals the group does):
 the gateway is gone within 2 s, every time, root and rootless, runc and crun.
 
-It missed before in 5 to 31 of 50 runs (host network; the issue saw 2 of 4): the group kill takes the runtime that
-relays the gateway's stderr with the launcher, so the gateway's "the launcher is gone"
-line met EPIPE, which ended the watching thread before its exit.
+It missed before in 5 to 31 of 50 runs (host network): the group kill takes the runtime
+that relays the gateway's stderr with the launcher, so the gateway's "the launcher is
+gone" line met EPIPE, which ended the watching thread before its exit.
 """
 
 # ruff: noqa: F811 - the shared fixtures are imported, then named as parameters
