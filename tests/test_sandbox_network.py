@@ -191,6 +191,32 @@ def test_missing_slirp4netns_is_named_never_a_fallback(
     assert root_runner.run("check", env=env).returncode == 0  # no network needed, none started
 
 
+def test_a_failing_slirp4netns_is_named_by_its_own_error(
+    root_runner: Runner, shared_dir: Path
+) -> None:
+    """slirp4netns prints its error, then its whole usage text: the one line says the
+    error (it once showed only the usage's tail)."""
+    bin_dir = shared_dir / "failing-slirp"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("runc",):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True,
+                                                       text=True).stdout.strip())  # fmt: skip
+    slirp = bin_dir / "slirp4netns"
+    slirp.write_text(
+        '#!/bin/sh\necho "userns path doesn\'t exist: /proc/1/ns/nothing" >&2\n'
+        + "".join(f"echo '  --option-{i} something it can do' >&2\n" for i in range(40))
+        + "exit 1\n"
+    )
+    slirp.chmod(0o755)
+    result = root_runner.run("probe", "connect", "tcp:10.253.7.2:1",
+                             env=root_runner.env(PATH=str(bin_dir)))  # fmt: skip
+    assert result.returncode == 71, result.stderr
+    assert "slirp4netns failed: userns path doesn't exist" in result.stderr
+    assert "--option-39" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -85,7 +85,10 @@ class UserNet:
             os.close(ready_r)
         if ready != b"1":
             with open(log, errors="replace") as fh:
-                reason = " ".join(fh.read().split())[-600:]
+                lines = [line.strip() for line in fh.read(65536).splitlines() if line.strip()]
+            # its error comes first; a usage text it may print after it says nothing
+            reason = " ".join(lines[:1] + [ln for ln in lines[1:3] if "usage" not in ln.lower()])
+            reason = reason[:600]
             raise SandboxFailed(
                 f"slirp4netns failed: {reason or 'no output'}", "run: auto-review doctor"
             )
