@@ -36,13 +36,22 @@ def cached_code(code_id: str) -> str | None:
 
 
 def will_unpack(argv: list[str]) -> bool:
-    """Whether this command uses the cache (a sandboxed command, `cache prepare`): only
-    then is the code published before the first import; `--help`, `bundle info` or
-    `cache path` create nothing."""
+    """Whether this command uses the cache (a sandboxed command, `cache prepare`) with
+    valid settings: only then is the code published before the first import; `--help`,
+    a bad setting, `bundle info` or `cache path` create nothing."""
+    from launcher import settings
+    from launcher.errors import LauncherError
+
     words = [a for a in argv if not a.startswith("-")]
     if not words or words[0] in ("bundle", "doctor", "help"):
         return False
-    return words[0] != "cache" or words[1:2] == ["prepare"]
+    if words[0] == "cache" and words[1:2] != ["prepare"]:
+        return False
+    try:
+        settings.check()
+    except LauncherError:
+        return False  # the command line says why
+    return True
 
 
 def use_cached_code() -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from launcher import embedded
+from launcher import embedded, settings
 from launcher.errors import ExitCode, PayloadCorrupt, UsageError
 
 SBOM_MEMBER = "bundle/sbom.spdx.json"
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
     """Run `bundle ...`, `cache ...` or `doctor`."""
     args = build_parser().parse_args(argv)
+    if args.command != "doctor":  # doctor reports a bad setting as one of its findings
+        settings.check()
     if args.command == "bundle":
         if args.verb == "export":
             if args.seccomp is not None:

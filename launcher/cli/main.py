@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from launcher import settings
 from launcher.errors import ExitCode, LauncherError
 
 LAUNCHER_COMMANDS = ("cache", "bundle", "doctor")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_launcher_command(rest, opts)
         if command.startswith("-"):
             raise_usage(f"unknown option {command}")
+        settings.check()
         from launcher.sandbox.run import run_sandboxed
 
         return run_sandboxed(rest, opts)

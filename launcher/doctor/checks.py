@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from launcher import embedded
+from launcher import embedded, settings
 from launcher.doctor.dirs import check_cache, check_runtime_dir, check_state
 from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
@@ -106,6 +106,15 @@ def check_userns() -> Finding:
         "as root: sysctl -w kernel.unprivileged_userns_clone=1 (Debian)"
         " or user.max_user_namespaces=15000; or run as root",
     )
+
+
+def check_settings() -> Finding:
+    """The AUTO_REVIEW_* switches every other command checks before it starts."""
+    try:
+        settings.check()
+    except LauncherError as exc:
+        return Finding("settings", False, exc.message, exc.fix or "", exit_code=exc.exit_code)
+    return Finding("settings", True, "AUTO_REVIEW_* values are valid", blocker=False)
 
 
 def check_network() -> list[Finding]:
@@ -202,6 +211,7 @@ def findings() -> list[Finding]:
     rt_finding, rt = check_runtime()
     found = [
         check_python(),
+        check_settings(),
         check_zstd(),
         rt_finding,
         check_cgroups(),

@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 import sys
 
+from launcher import settings
 from launcher.errors import ConfigError, RuntimeMissing, SandboxFailed
 
-MODES = ("isolated", "host")
 DNS_ADDR = "10.0.2.3"  # slirp4netns's built-in DNS forwarder
 DEFAULT_BIND = "127.0.0.1:8080"  # the gateway's own default for AR_GATEWAY_BIND
 TUN = "/dev/net/tun"
@@ -38,12 +38,7 @@ NETWORK_PROBES = ("clone", "connect")
 
 def mode() -> str:
     """AUTO_REVIEW_NETWORK, checked; `host` says what it gives up."""
-    value = os.environ.get("AUTO_REVIEW_NETWORK", "").strip() or "isolated"
-    if value not in MODES:
-        raise ConfigError(
-            f"AUTO_REVIEW_NETWORK={value!r} is not one of {', '.join(MODES)}",
-            "unset it (isolated) or set it to host",
-        )
+    value = settings.network()
     if value == "host":
         sys.stderr.write(
             "auto-review: warning: AUTO_REVIEW_NETWORK=host: the sandbox shares the host's"
@@ -54,7 +49,7 @@ def mode() -> str:
 
 def host_loopback() -> bool:
     """AUTO_REVIEW_HOST_LOOPBACK=1: the host's 127.0.0.1 is reachable as 10.0.2.2."""
-    return os.environ.get("AUTO_REVIEW_HOST_LOOPBACK", "").strip() not in ("", "0")
+    return settings.host_loopback()
 
 
 def needs_stack(argv: list[str]) -> bool:
