@@ -29,7 +29,7 @@ OPTIONS: dict[str, dict[str, str | tuple[str, ...]]] = {
         "--post": FLAG,
         "--pr": VALUE,
     },
-    "serve": {},
+    "serve": {"--listen": VALUE},
     "probe": {},
 }
 ALIASES = {"gateway": "serve"}
@@ -43,7 +43,7 @@ SYNOPSIS = {
     "check": "[--json]",
     "review": "(--repo URL | --path DIR) --base REF [--head REF] [--format text|json|markdown]"
     " [--max-diff-bytes N] [--post --pr OWNER/REPO#N]",
-    "serve": "",
+    "serve": "[--listen ADDR:PORT]",
 }
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose", "--bare")
 

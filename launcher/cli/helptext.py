@@ -31,7 +31,7 @@ LAUNCHER_ENV = (
     ("AUTO_REVIEW_NETWORK", "isolated (default, slirp4netns) or host"),
     ("AUTO_REVIEW_HOST_LOOPBACK", "1: reach this host's 127.0.0.1 as 10.0.2.2"),
     ("AUTO_REVIEW_CONTAINER_ID", "a fixed container name for a service"),
-    ("AR_GATEWAY_BIND", "where serve listens, ADDR:PORT (127.0.0.1:8080)"),
+    ("AR_GATEWAY_BIND", "serve's ADDR:PORT (127.0.0.1:8080), as --listen"),
     ("GITHUB_APP_PRIVATE_KEY_FILE", "the GitHub App's key file, sent in as a secret"),
 )
 

@@ -48,6 +48,8 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     argv, repo_dir = bind_repo_path(argv)
     net_mode = network.mode()
     stack = net_mode == "isolated" and network.needs_stack(argv)
+    if stack:
+        network.refuse_host_loopback(argv)
     slirp = network.slirp4netns() if stack else None
     forward = network.serve_forward(argv) if stack else None
     found_ca = extra_ca()
@@ -75,7 +77,9 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
         "AUTO_REVIEW_NETWORK": net_mode,
     }
     if forward:  # inside, the forwarded port arrives on the tap device's address
+        argv = network.without_listen(argv)
         extra["AR_GATEWAY_BIND"] = f"0.0.0.0:{forward[1]}"
+        extra["AUTO_REVIEW_HOST_LISTEN"] = f"{forward[0]}:{forward[1]}"  # what serve prints
     # Before the run dir exists: a bad GITHUB_APP_PRIVATE_KEY_FILE leaves nothing behind.
     env, secrets = gateway_env.sandbox_env_and_secrets(
         acquired.manifest["process"]["env"], runtime.name, extra
