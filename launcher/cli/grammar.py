@@ -13,6 +13,7 @@ from __future__ import annotations
 from launcher.errors import UsageError
 
 LAUNCHER_COMMANDS = ("cache", "bundle", "doctor")
+SEVERITIES = ("info", "low", "medium", "high", "critical")
 FLAG = "flag"  # an option without a value
 VALUE = "value"  # an option with one value (a tuple instead: the values allowed)
 
@@ -28,6 +29,7 @@ OPTIONS: dict[str, dict[str, str | tuple[str, ...]]] = {
         "--max-diff-bytes": VALUE,
         "--post": FLAG,
         "--pr": VALUE,
+        "--fail-on": SEVERITIES,
     },
     "serve": {"--listen": VALUE},
     "probe": {},
@@ -42,7 +44,7 @@ ACTIONS = {"probe": {"exit": 1, "sleep": 1, "env": 0, "write": 1, "whoami": 0, "
 SYNOPSIS = {
     "check": "[--json]",
     "review": "(--repo URL | --path DIR) --base REF [--head REF] [--format text|json|markdown]"
-    " [--max-diff-bytes N] [--post --pr OWNER/REPO#N]",
+    " [--max-diff-bytes N] [--post --pr OWNER/REPO#N] [--fail-on SEVERITY]",
     "serve": "[--listen ADDR:PORT]",
 }
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose", "--bare")

@@ -72,7 +72,7 @@ Exit codes: 0 done; 1 Python too old; 2 bad usage; 65 payload corrupt; 66 no
 such version; 69 no runtime; 71 the sandbox cannot start; 73 cache or state dir
 unusable; 74 no space; 75 in use or a lock timed out; 78 a bad setting. A
 sandboxed command's own code passes through (check: 1 when an item fails;
-review: 3-7; see README, "Exit codes").
+review: 3-8; see README, "Exit codes").
 """
 
 
