@@ -26,7 +26,7 @@ LAUNCHER_ENV = (
     ("AUTO_REVIEW_BUNDLE", "run a cached version: label, digest or prefix"),
     ("AUTO_REVIEW_RUNTIME", "runc, crun, youki, runsc, or an absolute path"),
     ("AUTO_REVIEW_CA_FILE", "a PEM file added to the CA bundle inside"),
-    ("AUTO_REVIEW_BARE", "1: as --bare, no sandbox (only inside a container)"),
+    ("AUTO_REVIEW_BARE", "1: as --bare (containers only); force: anywhere"),
     ("AUTO_REVIEW_LOCK_TIMEOUT", "seconds to wait for another unpacking (300)"),
     ("AUTO_REVIEW_NETWORK", "isolated (default, slirp4netns) or host"),
     ("AUTO_REVIEW_HOST_LOOPBACK", "1: reach this host's 127.0.0.1 as 10.0.2.2"),

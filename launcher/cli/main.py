@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_before_cache(rest: list[str], opts: dict[str, bool]) -> None:
     """What a sandboxed command is refused for before the cache is touched (the bootstrap
-    asks too, before it publishes the launcher's code): its arguments and the
-    AUTO_REVIEW_* settings. LauncherError for the first."""
+    asks too, before it publishes the launcher's code): its arguments, the AUTO_REVIEW_*
+    settings, and --bare on a host that is not a container. LauncherError for the first."""
     grammar.check(rest)
     settings.check()
+    if opts["bare"] or settings.bare():
+        from launcher.sandbox import container
+
+        container.refuse_bare_on_a_host()

@@ -39,6 +39,9 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     host paths and files named by settings) is checked before the cache is touched.
     """
     if is_bare(opts):
+        from launcher.sandbox import container  # bare runs only: the warm path skips it
+
+        container.refuse_bare_on_a_host()
         found_ca = extra_ca()
         return run_bare(acquire(quiet=opts["quiet"]), argv, found_ca)
     rootless = os.geteuid() != 0
