@@ -189,6 +189,10 @@ def test_missing_slirp4netns_is_named_never_a_fallback(
     assert "slirp4netns is not installed" in result.stderr
     assert "apt-get install slirp4netns" in result.stderr
     assert root_runner.run("check", env=env).returncode == 0  # no network needed, none started
+    doctor = root_runner.run("doctor", "--json", env=env)  # names what will not work
+    [item] = [i for i in json.loads(doctor.stdout)["items"] if i["name"] == "network"]
+    assert not item["ok"] and doctor.returncode == 69
+    assert "serve, review --repo, LLM reviews and review --post will not work" in item["detail"]
 
 
 def test_a_failing_slirp4netns_is_named_by_its_own_error(

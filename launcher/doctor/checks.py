@@ -18,6 +18,9 @@ from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
 from launcher.sandbox import runtime
 
+# what needs the user-mode network (slirp4netns and /dev/net/tun) under the default
+NEEDS_NETWORK = "serve, review --repo, LLM reviews and review --post"
+
 
 def check_python() -> Finding:
     v = sys.version_info
@@ -138,7 +141,8 @@ def check_network() -> list[Finding]:
     try:
         path = network.slirp4netns()
     except LauncherError as exc:
-        return [Finding("network", False, exc.message, exc.fix or "", exit_code=exc.exit_code)]
+        detail = f"{exc.message}: {NEEDS_NETWORK} will not work (check and review --path do)"
+        return [Finding("network", False, detail, exc.fix or "", exit_code=exc.exit_code)]
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
     version = (out.stdout.splitlines() or ["?"])[0]
     extra = "; host loopback opened (AUTO_REVIEW_HOST_LOOPBACK)" if network.host_loopback() else ""
@@ -149,7 +153,9 @@ def check_network() -> list[Finding]:
         Finding(
             "tun",
             ok,
-            f"{tun} {'usable' if ok else 'not usable by this user'}",
+            f"{tun} usable"
+            if ok
+            else f"{tun} not usable by this user: {NEEDS_NETWORK} will not work",
             f"as root: chmod 0666 {tun} (the distributions' default)",
         )
     )
