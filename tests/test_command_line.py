@@ -2,14 +2,15 @@
 
 The launcher checks a sandboxed command's arguments on the host from a table
 (launcher/cli/grammar.py) that must say what the gateway's own argparse parsers say;
-the help lists every option; a typo or a bad setting is one line and a distinct exit
-code on a cold cache that stays empty.
+the help lists every option and the same environment variables as README; a typo or a
+bad setting is one line and a distinct exit code on a cold cache that stays empty.
 Real single file for what a user runs; the gateway's parsers imported as they are.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -139,6 +140,31 @@ def test_a_bad_setting_is_78_at_once(app: Path, tmp_path: Path) -> None:
             [line] = result.stderr.splitlines()
             assert f"{name}={value!r}" in line and " -- " in line  # the value, then the fix
             assert not cache.exists(), (name, args)
+
+
+def readme_names() -> set[str]:
+    """Every variable README documents: the names in the first cell of a table row (its
+    environment table) and every `NAME=value` it shows (the Configure lists, examples)."""
+    text = (ROOT / "README.md").read_text()
+    cells = re.findall(r"^\| ([^|]*`[A-Z][^|]*)\|", text, re.M)
+    rows = {name for cell in cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)", cell)}
+    settings = re.findall(r"(?<![\w$])([A-Z][A-Z0-9]*_[A-Z0-9_]+)=", text)
+    return rows | set(settings)
+
+
+def test_help_and_readme_list_the_same_variables(app: Path) -> None:
+    from launcher.sandbox.gateway_env import ALLOWED
+
+    shown = run_app(app, "--help").stdout
+    env_part = shown.split("\nEnvironment (on the host):\n", 1)[1].split("\nExit codes:")[0]
+    in_help = set(re.findall(r"\b[A-Za-z][A-Za-z0-9_]*_[A-Za-z0-9_]+\b|\bTZ\b", env_part))
+    assert set(ALLOWED) <= in_help  # what the launcher passes in is what help names
+    in_help = {name.upper() for name in in_help}  # README names https_proxy as HTTPS_PROXY
+    documented = readme_names()
+    assert in_help == documented, (
+        f"only in --help: {sorted(in_help - documented)};"
+        f" only in README: {sorted(documented - in_help)}"
+    )
 
 
 def test_help_names_every_option_of_every_command(app: Path) -> None:
