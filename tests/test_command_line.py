@@ -126,6 +126,8 @@ def test_a_typo_names_the_nearest_verb_and_option(app: Path, tmp_path: Path) -> 
     assert "(did you mean --json?)" in run_app(app, "check", "--jsn", env=env).stderr
     placed = run_app(app, "check", "--bare", env=env).stderr
     assert "--bare goes before the command" in placed and "auto-review --bare check" in placed
+    debug = run_app(app, "--debug", "check", env=env)  # the gateway's option goes after
+    assert debug.returncode == 2 and "--debug goes after the command" in debug.stderr
 
 
 def test_a_bad_setting_is_78_at_once(app: Path, tmp_path: Path) -> None:

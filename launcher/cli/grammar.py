@@ -19,7 +19,7 @@ VALUE = "value"  # an option with one value (a tuple instead: the values allowed
 
 # command -> option -> FLAG, VALUE or the tuple of its choices
 OPTIONS: dict[str, dict[str, str | tuple[str, ...]]] = {
-    "check": {"--json": FLAG},
+    "check": {"--json": FLAG, "--debug": FLAG},
     "review": {
         "--repo": VALUE,
         "--path": VALUE,
@@ -30,9 +30,10 @@ OPTIONS: dict[str, dict[str, str | tuple[str, ...]]] = {
         "--post": FLAG,
         "--pr": VALUE,
         "--fail-on": SEVERITIES,
+        "--debug": FLAG,
     },
-    "serve": {"--listen": VALUE},
-    "probe": {},
+    "serve": {"--listen": VALUE, "--debug": FLAG},
+    "probe": {"--debug": FLAG},
 }
 ALIASES = {"gateway": "serve"}
 REQUIRED = {"review": ("--base",)}  # options that must be given
@@ -131,6 +132,8 @@ def usage(command: str, message: str) -> UsageError:
 
 def unknown_command(word: str) -> UsageError:
     """The one line for a command nobody has: the valid ones, and the nearest."""
+    if word == "--debug":  # the gateway's option: the launcher passes it after the command
+        return UsageError("--debug goes after the command", "auto-review COMMAND --debug ...")
     listed = [*SYNOPSIS, *LAUNCHER_COMMANDS]
     what = f"unknown option {word}" if word.startswith("-") else f"unknown command {word!r}"
     return UsageError(

@@ -60,6 +60,7 @@ Options:
   -v, --verbose  say which runtime and cache are used
   --bare         no sandbox: only inside a container (AUTO_REVIEW_BARE)
   --version      print the launcher and bundle version
+  --debug        after a sandboxed command: an internal error's traceback too
   -h, --help     this help
 
 Environment (on the host):
@@ -72,7 +73,7 @@ Exit codes: 0 done; 1 Python too old; 2 bad usage; 65 payload corrupt; 66 no
 such version; 69 no runtime; 71 the sandbox cannot start; 73 cache or state dir
 unusable; 74 no space; 75 in use or a lock timed out; 78 a bad setting. A
 sandboxed command's own code passes through (check: 1 when an item fails;
-review: 3-8; see README, "Exit codes").
+review: 3-8; 70 an internal error; see README, "Exit codes").
 """
 
 
