@@ -30,7 +30,7 @@ from buildsys.recipe import (
     project_version,
     source_date_epoch,
 )
-from buildsys.release import sign, write_atomic, write_sums
+from buildsys.release import SYSTEMD_UNIT, sign, write_atomic, write_sums
 from buildsys.sbom import build_sbom
 from buildsys.stage import assemble_host_rootfs, check_rootfs
 from buildsys.tarball import compress, files_list, state_owner, write_tar
@@ -96,11 +96,14 @@ def write_release(
     directory = out.parent
     sbom_path = directory / f"{out.name}.spdx.json"
     write_atomic(sbom_path, sbom)
+    unit_path = directory / SYSTEMD_UNIT.name  # what README's operator steps install
+    write_atomic(unit_path, SYSTEMD_UNIT.read_bytes())
     provenance_path = directory / f"{out.name}.provenance.json"
-    subjects = {out.name: out, sbom_path.name: sbom_path}
+    subjects = {out.name: out, sbom_path.name: sbom_path}  # what the build made
     write_atomic(provenance_path, build_provenance(subjects, command, {}, manifest))
-    sums = write_sums(directory, [out.name, sbom_path.name, provenance_path.name])
-    written = [str(p) for p in (sbom_path, provenance_path, sums)]
+    names = [out.name, sbom_path.name, unit_path.name, provenance_path.name]
+    sums = write_sums(directory, names)
+    written = [str(p) for p in (sbom_path, unit_path, provenance_path, sums)]
     if sign_key is not None:
         written.append(str(sign(sums, sign_key)))
     else:  # a signature left from an earlier build would not match these sums

@@ -1,4 +1,5 @@
-"""Release files beside the single file: SHA256SUMS, and its ssh-keygen signature.
+"""Release files beside the single file: SHA256SUMS, its ssh-keygen signature, and the
+systemd unit.
 
 SHA256SUMS is in `sha256sum -c` format (hex, two spaces, name) with names relative to
 the release directory. `--sign KEY` signs it with `ssh-keygen -Y sign` in our
@@ -12,12 +13,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from buildsys.recipe import BuildError
+from buildsys.recipe import HERE, BuildError
 
 SUMS = "SHA256SUMS"
 # ssh-keygen -Y namespaces keep a release signature from being valid for anything else
 # (a git commit, a login): the verifier names the same string.
 NAMESPACE = "auto-review-release@v1"
+# The systemd unit ships beside the single file (and in SHA256SUMS): installing the
+# service must not need the source tree.
+SYSTEMD_UNIT = HERE / "deploy" / "systemd" / "auto-review.service"
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

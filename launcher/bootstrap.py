@@ -36,13 +36,27 @@ def cached_code(code_id: str) -> str | None:
 
 
 def will_unpack(argv: list[str]) -> bool:
-    """Whether this command uses the cache (a sandboxed command, `cache prepare`): only
-    then is the code published before the first import; `--help`, `bundle info` or
-    `cache path` create nothing."""
-    words = [a for a in argv if not a.startswith("-")]
-    if not words or words[0] in ("bundle", "doctor", "help"):
+    """Whether this command uses the cache (`cache prepare`, or a sandboxed command the
+    command line will not refuse first): only then is the code published before the
+    first import; `--help`, a typo, a bad setting, `bundle info` or `cache path` create
+    nothing."""
+    from launcher import settings
+    from launcher.cli.main import check_before_cache, split_globals
+    from launcher.errors import LauncherError
+
+    opts, rest = split_globals(argv)
+    if not rest or rest[0] in ("bundle", "doctor", "help") or rest[0].startswith("-"):
         return False
-    return words[0] != "cache" or words[1:2] == ["prepare"]
+    try:
+        if rest[0] != "cache":
+            check_before_cache(rest, opts)
+        elif rest[1:] == ["prepare"]:
+            settings.check()
+        else:
+            return False
+    except LauncherError:
+        return False
+    return True
 
 
 def use_cached_code() -> None:

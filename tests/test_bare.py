@@ -2,20 +2,24 @@
 sandbox does: AUTO_REVIEW_CA_FILE for git and for Python's TLS, the state dir, the
 allowlisted variables and nothing else, the manifest's environment, the secrets by
 pipe (never in the exec-time environment), and a bad CA file is the same one-line
-error. Real single file, a real TLS git server and an OpenAI stand-in over TLS, both
+error. It runs only where the host is a container, or with AUTO_REVIEW_BARE=force
+(which these tests use, so that they hold on a plain host too): shown in a root of our
+own, in private mount, PID and cgroup namespaces, with and without a container's
+signs. Real single file, a real TLS git server and an OpenAI stand-in over TLS, both
 on loopback (bare mode shares the host's network)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON
+from conftest import HOST_PYTHON, needs_root
 from fake_openai import FakeOpenAI
 from gitserver import GitHttpsServer, make_ca, make_repo
 
@@ -33,7 +37,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "HOME": str(base / "home"),
         "AUTO_REVIEW_CACHE_DIR": str(base / "cache"),
         "AUTO_REVIEW_STATE_DIR": str(base / "state"),
-        "AUTO_REVIEW_BARE": "1",
+        "AUTO_REVIEW_BARE": "force",  # these tests may run on a host that is no container
     }
     with GitHttpsServer(repos, certs) as server:
         yield {"server": server, "env": env, "certs": certs, "base": base}
@@ -142,3 +146,66 @@ def test_secrets_are_not_in_the_exec_environment(app: Path, world: dict) -> None
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# A root of our own in private mount, PID and cgroup namespaces: /usr, /etc, /tmp and
+# /dev of the host, a proc of the new PID namespace, and none of the signs a container
+# engine leaves (unless MARK names one to create). PID 1 is the command itself.
+PLAIN_ROOT = r"""
+set -e
+root=$1; shift
+mount -t tmpfs -o mode=0755 plain "$root"
+for d in usr etc tmp dev; do mkdir "$root/$d"; mount --rbind "/$d" "$root/$d"; done
+for l in bin sbin lib lib64; do
+  if [ -L "/$l" ]; then ln -s "$(readlink "/$l")" "$root/$l"
+  elif [ -d "/$l" ]; then mkdir "$root/$l"; mount --rbind "/$l" "$root/$l"; fi
+done
+mkdir -p "$root/proc" "$root/run"
+mount -t proc proc "$root/proc"
+if [ -n "$MARK" ]; then mkdir -p "$root$(dirname "$MARK")"; touch "$root$MARK"; fi
+exec chroot "$root" "$@"
+"""
+
+
+def in_plain_root(app: Path, base: Path, args: list[str], mark: str = "",
+                  **env: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`auto-review ARGS` as PID 1 of a fresh root that looks like no container."""
+    root = base / "root"
+    root.mkdir(exist_ok=True)
+    app = Path(shutil.copy(app, base / "auto-review"))  # under /tmp: inside the new root
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(base), "AUTO_REVIEW_CACHE_DIR":
+             str(base / "cache"), "AUTO_REVIEW_STATE_DIR": str(base / "state"), **env}  # fmt: skip
+    command = ["env", "-i", *(f"{k}={v}" for k, v in clean.items()), HOST_PYTHON, str(app), *args]
+    return subprocess.run(
+        ["unshare", "-m", "-p", "-f", "-C", "--propagation", "private", "sh", "-c", PLAIN_ROOT,
+         "sh", str(root), *command],
+        env={"PATH": os.environ["PATH"], "MARK": mark}, capture_output=True, text=True,
+        timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@needs_root
+def test_bare_is_refused_on_a_host_that_is_no_container(app: Path, tmp_path: Path) -> None:
+    for args, env in ((["--bare", "probe", "exit", "0"], {}),
+                      (["probe", "exit", "0"], {"AUTO_REVIEW_BARE": "1"})):  # fmt: skip
+        result = in_plain_root(app, tmp_path, args, **env)
+        assert result.returncode == 78, result.stdout + result.stderr
+        [line] = result.stderr.splitlines()
+        assert "this host is not a container" in line and "AUTO_REVIEW_BARE=force" in line
+        assert not (tmp_path / "cache").exists()  # refused before the cache is touched
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "mark, env",
+    [("/.dockerenv", {}), ("/run/.containerenv", {}), ("", {"container": "podman"}),
+     ("", {"AUTO_REVIEW_BARE": "force"})],
+    ids=["dockerenv", "containerenv", "pid1-environ", "force"],
+)  # fmt: skip
+def test_bare_runs_in_a_container_or_when_forced(
+    app: Path, tmp_path: Path, mark: str, env: dict[str, str]
+) -> None:
+    result = in_plain_root(app, tmp_path, ["--bare", "probe", "whoami"], mark, **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "uid=0 gid=0"
+    assert "WITHOUT the sandbox" in result.stderr

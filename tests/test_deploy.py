@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import subprocess
 from pathlib import Path
 
@@ -62,3 +63,29 @@ def test_the_unit_sets_what_the_launcher_reads() -> None:
     assert "Environment=AUTO_REVIEW_CONTAINER_ID=auto-review-gateway" in text
     assert "Environment=AUTO_REVIEW_STATE_DIR=%S/auto-review" in text
     assert "RuntimeDirectoryMode=0700" in text  # rundirs only trusts a private XDG_RUNTIME_DIR
+
+
+def test_readme_installs_what_the_unit_says_from_a_release() -> None:
+    """The unit's install lines are README's operator steps, with the unit as the release
+    file beside the single file (no deploy/ path: a release has no source tree)."""
+    steps = [line.lstrip("# ").strip() for line in UNIT.read_text().splitlines()
+             if line.startswith("#   ")]  # fmt: skip
+    readme = (ROOT / "README.md").read_text()
+    for step in steps:
+        for part in step.split(" && "):
+            part = part.split("   #")[0].strip()
+            if part.startswith(("install", "useradd")):
+                assert part in readme, part
+    assert "install -d -m 0750 -g auto-review /etc/auto-review" in readme
+    assert "install -m 0644 deploy/" not in readme
+
+
+def test_readme_env_file_lines_carry_no_inline_comment() -> None:
+    """systemd's EnvironmentFile= keeps a `# ...` after a value as part of the value
+    (`AR_REVIEW_CONCURRENCY=2  # reviews at once` stops serve): README's settings for
+    the unit's env file put their comments on lines of their own."""
+    readme = (ROOT / "README.md").read_text()
+    operators = readme.split("## Running the gateway", 1)[1].split("\n## ", 1)[0]
+    settings = re.findall(r"^\s*[A-Z][A-Z0-9_]*=.*$", operators, re.M)
+    assert len(settings) > 20
+    assert [line for line in settings if "#" in line.split("=", 1)[1]] == []

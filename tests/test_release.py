@@ -72,9 +72,14 @@ def flip_byte(path: Path) -> None:
 def test_release_files_are_listed(release: Path) -> None:
     names = sorted(p.name for p in release.iterdir())
     assert names == ["SHA256SUMS", "SHA256SUMS.sig", "auto-review",
-                     "auto-review.provenance.json", "auto-review.spdx.json"]  # fmt: skip
+                     "auto-review.provenance.json", "auto-review.service",
+                     "auto-review.spdx.json"]  # fmt: skip
     listed = [line.split("  ", 1)[1] for line in (release / "SHA256SUMS").read_text().splitlines()]
-    assert listed == ["auto-review", "auto-review.provenance.json", "auto-review.spdx.json"]
+    assert listed == ["auto-review", "auto-review.provenance.json", "auto-review.service",
+                      "auto-review.spdx.json"]  # fmt: skip
+    # the unit README's operator steps install: a release needs no source tree
+    unit = ROOT / "deploy" / "systemd" / "auto-review.service"
+    assert (release / "auto-review.service").read_bytes() == unit.read_bytes()
 
 
 def test_sha256sum_check_passes_then_fails_on_one_flipped_byte(

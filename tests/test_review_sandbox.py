@@ -106,6 +106,17 @@ def test_review_of_a_local_checkout_gives_the_same_findings(app: Path, world: di
     assert sorted(p.name for p in world["checkout"].iterdir()) == before  # read-only
 
 
+def test_fail_on_gates_a_ci_job_on_the_findings(app: Path, world: dict) -> None:
+    checkout = ("--path", str(world["checkout"]), "--base", "main")
+    failed = review(app, world["env"], *checkout, "--head", "topic", "--fail-on", "critical")
+    assert failed.returncode == 8, failed.stdout + failed.stderr  # the private key
+    assert json.loads(failed.stdout)["verdict"] == "fail"  # the review is printed all the same
+    assert "1 finding(s) at or above critical (--fail-on critical)" in failed.stderr
+    clean = review(app, world["env"], *checkout, "--head", "main", "--fail-on", "info")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout)["findings"] == []
+
+
 def test_unknown_ref_and_unreachable_repo(app: Path, world: dict) -> None:
     url = world["server"].repo_url("demo")
     bad_ref = review(app, world["env"], "--repo", url, "--base", "main", "--head", "nope")

@@ -40,6 +40,7 @@ else:
 
 
 BARE_WARNING = "running WITHOUT the sandbox"
+FORCE_BARE = {"AUTO_REVIEW_BARE": "force"}  # bare on a host that may be no container
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
@@ -111,7 +112,7 @@ def test_state_dir_created_or_marked_is_given_to_the_sandbox_user(
     assert root_runner.run("probe", "exit", "0", env=env).returncode == 0
     assert fresh.stat().st_uid == SANDBOX_UID
     # Bare (root's own) and back: our marker lets each mode take it over.
-    bare = root_runner.run("--bare", "probe", "exit", "0", env=env)
+    bare = root_runner.run("--bare", "probe", "exit", "0", env={**env, **FORCE_BARE})
     assert bare.returncode == 0, bare.stderr
     assert fresh.stat().st_uid == 0
     assert root_runner.run("probe", "exit", "0", env=env).returncode == 0
@@ -153,7 +154,7 @@ def test_ca_file_is_read_bounded(root_runner: Runner, tmp_path: Path, bare: bool
     link.symlink_to("/dev/zero")
     args = ["--bare", "probe", "exit", "0"] if bare else ["check"]
     for path in ("/dev/zero", fifo, big, link):
-        env = root_runner.env(AUTO_REVIEW_CA_FILE=str(path))
+        env = root_runner.env(AUTO_REVIEW_CA_FILE=str(path), **(FORCE_BARE if bare else {}))
         line = one_line_error(root_runner.run(*args, env=env, timeout=60), 78)
         assert f"AUTO_REVIEW_CA_FILE={path}" in line
 
@@ -173,7 +174,7 @@ def test_app_key_file_is_read_bounded_and_never_shown(
     runs = root_runner.cache / "v1" / "run" / "runs"
     before = set(runs.iterdir()) if runs.is_dir() else set()
     for path in (fifo, "/dev/zero", big, cut):
-        env = root_runner.env(GITHUB_APP_PRIVATE_KEY_FILE=str(path))
+        env = root_runner.env(GITHUB_APP_PRIVATE_KEY_FILE=str(path), **(FORCE_BARE if bare else {}))
         result = root_runner.run(*args, env=env, timeout=60)
         line = one_line_error(result, 78)
         assert f"GITHUB_APP_PRIVATE_KEY_FILE={path}" in line

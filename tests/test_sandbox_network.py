@@ -189,6 +189,10 @@ def test_missing_slirp4netns_is_named_never_a_fallback(
     assert "slirp4netns is not installed" in result.stderr
     assert "apt-get install slirp4netns" in result.stderr
     assert root_runner.run("check", env=env).returncode == 0  # no network needed, none started
+    doctor = root_runner.run("doctor", "--json", env=env)  # names what will not work
+    [item] = [i for i in json.loads(doctor.stdout)["items"] if i["name"] == "network"]
+    assert not item["ok"] and doctor.returncode == 69
+    assert "serve, review --repo, LLM reviews and review --post will not work" in item["detail"]
 
 
 def test_a_failing_slirp4netns_is_named_by_its_own_error(
@@ -257,13 +261,14 @@ def discovered(runner: Runner) -> str:
     return runtime.discover(rootless=runner.user is not None).name
 
 
-def wait_serving(proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_serving(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The ready line of a `serve` (each readline waits for a line or EOF)."""
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if "serving on" in line:
-            return
+            return line.strip()
         if not line and proc.poll() is not None:
             raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
     raise AssertionError("serve never said it was serving")
@@ -284,3 +289,63 @@ def deliver(port: int, body: bytes, signature: str) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def listens(address: str) -> bool:
+    """Whether a TCP socket of this host's network namespace listens on IPV4:PORT."""
+    host, port = address.rsplit(":", 1)
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{int(port):04X}"
+    with open("/proc/net/tcp") as fh:
+        rows = [line.split() for line in fh.read().splitlines()[1:]]
+    return any(row[1] == want and row[3] == "0A" for row in rows)  # 0A: LISTEN
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0"])
+def test_the_start_up_line_is_the_address_the_host_listens_on(runner: Runner, address: str) -> None:
+    where = f"{address}:{free_port()}"
+    env = runner.env(WEBHOOK_SECRET=SECRET, FORGEJO_BASE_URL="https://forge.invalid",
+                     AR_FORGEJO_TOKEN="t0ken", AR_GATEWAY_BIND="127.0.0.1:1")  # fmt: skip
+    assert not listens(where)
+    proc = runner.popen("serve", "--listen", where, env=env)  # --listen wins over the variable
+    try:
+        assert wait_serving(proc) == f"auto-review: serving on http://{where}"
+        assert listens(where)  # the host side of the forwarded port, bound before the start
+        port = where.rsplit(":", 1)[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) in (0, 143)
+
+
+@pytest.mark.parametrize(
+    "name, url, fix",
+    [("FORGEJO_BASE_URL", "http://127.0.0.1:3000", "http://10.0.2.2:3000"),
+     ("LLM_BASE_URL", "http://localhost:8000/v1", "http://10.0.2.2:8000"),
+     ("HTTPS_PROXY", "127.0.0.1:3128", "http://10.0.2.2:3128")],
+)  # fmt: skip
+def test_a_url_on_the_hosts_loopback_stops_serve_with_the_fix(
+    root_runner: Runner, name: str, url: str, fix: str
+) -> None:
+    settings = {"WEBHOOK_SECRET": SECRET, "FORGEJO_BASE_URL": "https://forge.invalid",
+                "AR_FORGEJO_TOKEN": "t0ken", name: url}  # fmt: skip
+    result = serve_refused(root_runner, root_runner.env(**settings))
+    assert result.returncode == 78, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"auto-review: {name} names ")
+    assert "set AUTO_REVIEW_HOST_LOOPBACK=1 and use " + fix in line
+    # opted in, the URL must still name 10.0.2.2: inside, 127.0.0.1 is the sandbox's own
+    opted = serve_refused(root_runner, root_runner.env(**settings, AUTO_REVIEW_HOST_LOOPBACK="1"))
+    assert opted.returncode == 78 and f"use {fix}" in opted.stderr
+
+
+def serve_refused(runner: Runner, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`serve` that should stop before it starts; stopped here if it serves instead."""
+    proc = runner.popen("serve", "--listen", f"127.0.0.1:{free_port()}", env=env)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

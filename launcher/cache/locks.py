@@ -24,33 +24,16 @@ import fcntl
 import os
 import stat
 
-from launcher.errors import CacheUnusable, ConfigError, InUse
+from launcher import settings
+from launcher.errors import CacheUnusable, InUse
 
 # O_NONBLOCK: a FIFO planted as a lock file must not hang the open (flock ignores it)
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-DEFAULT_TIMEOUT = 300.0
 ATTEMPTS = 100
 
 
 class _TimedOut(Exception):
     pass
-
-
-def lock_timeout() -> float:
-    """Seconds to wait for a busy lock: AUTO_REVIEW_LOCK_TIMEOUT, else 300."""
-    value = os.environ.get("AUTO_REVIEW_LOCK_TIMEOUT", "").strip()
-    if not value:
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < 1e7:
-        raise ConfigError(
-            f"AUTO_REVIEW_LOCK_TIMEOUT={value!r} is not a number of seconds",
-            "set it to a positive number, e.g. 300",
-        )
-    return seconds
 
 
 def open_lock_file(path: str, create: bool = True) -> int:
@@ -87,7 +70,8 @@ def _still_at(path: str, fd: int) -> bool:
 
 
 def hold(path: str, *, shared: bool, waiting_for: str = "", quiet: bool = False) -> int:
-    """Hold `path` locked (shared or exclusive), waiting at most lock_timeout().
+    """Hold `path` locked (shared or exclusive), waiting at most
+    AUTO_REVIEW_LOCK_TIMEOUT (launcher.settings).
 
     Returns the fd; close it to release. While it waits it says so once on stderr,
     naming the holder's pid and `waiting_for` ("finish unpacking 0.1.0"); when the
@@ -115,7 +99,7 @@ def _flock_waiting(fd: int, op: int, path: str, waiting_for: str, quiet: bool) -
         return
     except BlockingIOError:
         pass
-    timeout = lock_timeout()
+    timeout = settings.lock_timeout()
     pid = holder_pid(fd)
     who = f"another auto-review (pid {pid})" if pid else "another auto-review"
     what = waiting_for or f"release {os.path.basename(path)}"

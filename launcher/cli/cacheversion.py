@@ -90,7 +90,7 @@ def cmd_pin(args: argparse.Namespace, quiet: bool) -> int:
     version = resolve(args.version, layout, gc.embedded_manifest())
     name = version.title
     if version.digest in gc.persistent_pins(layout):
-        print(f"{name} is already pinned")
+        print(f"{name} is already pinned: nothing changed")
         return ExitCode.OK
     ensure_level(layout.pins, "cache directory")
     write_new_file(layout.pin(version.digest), f"{version.digest}\t{version.label}\n".encode())
@@ -99,13 +99,14 @@ def cmd_pin(args: argparse.Namespace, quiet: bool) -> int:
 
 
 def cmd_unpin(args: argparse.Namespace, quiet: bool) -> int:
-    """Let GC remove a pinned version again; PinNotFound if it is not pinned."""
+    """Let GC remove a pinned version again. Like `pin`, idempotent: a version that is
+    not pinned is said so, exit 0; PinNotFound only for a name that names no version."""
     layout = existing_layout()
     pins = gc.persistent_pins(layout) if layout else set()
     digest, name = pinned_target(args.version, layout, pins)
     if layout is None or digest not in pins:
-        listed = ", ".join(sorted(d[:19] for d in pins)) or "none"
-        raise PinNotFound(f"{name} is not pinned", f"pinned versions: {listed}")
+        print(f"{name} is not pinned: nothing changed")
+        return ExitCode.OK
     gc.unlink_quietly(layout.pin(digest))
     print(f"unpinned {name}")
     return ExitCode.OK

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from launcher import embedded
+from launcher import embedded, settings
 from launcher.errors import ExitCode, PayloadCorrupt, UsageError
 
 SBOM_MEMBER = "bundle/sbom.spdx.json"
@@ -51,28 +51,40 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("prepare", help="unpack the embedded bundle now (e.g. at install time)")
     csub.add_parser("path", help="print the cache root")
     lst = csub.add_parser("list", help="versions in the cache")
-    lst.add_argument("--json", action="store_true")
-    gc = csub.add_parser("gc", help="remove stale versions")
-    gc.add_argument("--keep", type=int, default=1, metavar="N", help="older versions kept")
-    gc.add_argument("--older-than", type=float, default=7.0, metavar="DAYS")
-    gc.add_argument("--dry-run", action="store_true")
-    clear = csub.add_parser("clear", help="remove every version not in use")
-    clear.add_argument("--dry-run", action="store_true")
+    lst.add_argument("--json", action="store_true", help="the versions as JSON")
+    gc = csub.add_parser("gc", help="remove stale versions (pinned ones are kept)")
+    gc.add_argument(
+        "--keep", type=int, default=1, metavar="N", help="older versions kept (default: 1)"
+    )
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        default=7.0,
+        metavar="DAYS",
+        help="remove only versions unused for DAYS (default: 7)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    clear = csub.add_parser(
+        "clear", help="remove every version not in use, pinned ones and their pins too"
+    )
+    clear.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     verify = csub.add_parser("verify", help="re-hash an unpacked version")
     verify.add_argument("version", nargs="?", help="label or digest (default: embedded)")
-    pin = csub.add_parser("pin", help="keep a version from GC")
-    pin.add_argument("version")
+    pin = csub.add_parser("pin", help="keep a version from GC (again: nothing changes)")
+    pin.add_argument("version", help="label or digest, as `cache list` shows them")
     unpin = csub.add_parser("unpin", help="let GC remove a version again")
-    unpin.add_argument("version")
+    unpin.add_argument("version", help="label or digest, as `cache list` shows them")
 
     doctor = sub.add_parser("doctor", help="check this host")
-    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--json", action="store_true", help='{"ok": ..., "items": [...]}')
     return parser
 
 
 def run_launcher_command(argv: list[str], opts: dict[str, bool]) -> int:
     """Run `bundle ...`, `cache ...` or `doctor`."""
     args = build_parser().parse_args(argv)
+    if args.command != "doctor":  # doctor reports a bad setting as one of its findings
+        settings.check()
     if args.command == "bundle":
         if args.verb == "export":
             if args.seccomp is not None:

@@ -1,57 +1,22 @@
 """Command line of the single file.
 
 `cache`, `bundle`, `doctor`, `--help` and `--version` belong to the launcher;
-every other command runs in the sandbox with its arguments passed through
-unchanged. The sandboxed path is dispatched without argparse to keep warm
-starts lean.
+every other command runs in the sandbox. Its arguments are checked on the host
+first (launcher.cli.grammar, a table of the gateway's parsers), so that a typo is
+refused before anything is unpacked or started, then passed through unchanged.
+The sandboxed path is dispatched without argparse to keep warm starts lean.
 """
 
 from __future__ import annotations
 
 import sys
 
+from launcher import settings
+from launcher.cli import grammar
 from launcher.errors import ExitCode, LauncherError
 
-LAUNCHER_COMMANDS = ("cache", "bundle", "doctor")
 GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose",
                 "--bare": "bare"}  # fmt: skip
-SANDBOX_COMMANDS = {
-    "check": "self-test of the sandbox (git, CA bundle, read-only root, no shell, no caps)",
-    "review": "review a pull request or a local checkout",
-    "serve": "run the webhook gateway",
-}
-
-HELP = """\
-usage: auto-review [-q|--quiet] [-v|--verbose] [--bare] COMMAND [ARGS...]
-
-Pull-request review gateway in one file; the gateway runs sandboxed under an
-OCI runtime (runc, crun, youki or gVisor's runsc) from a read-only rootfs cached
-on first run.
-
-Sandboxed commands (run inside the rootfs, arguments passed through):
-{sandboxed}
-
-Launcher commands (run on the host):
-  cache       prepare | list | gc | clear | verify | pin | unpin | path
-  bundle      info [--json] | export --oci DIR | --docker-archive FILE | --seccomp FILE
-  doctor      check this host, then start a sandbox to prove it [--json]
-
-Options:
-  -q, --quiet    no progress bar while unpacking
-  -v, --verbose  say which runtime and cache are used
-  --bare         run without the sandbox (only inside a container); also AUTO_REVIEW_BARE=1
-  --version      print the launcher and bundle version
-  -h, --help     this help
-
-Environment: AUTO_REVIEW_CACHE_DIR, AUTO_REVIEW_STATE_DIR, AUTO_REVIEW_BUNDLE (pin a
-version), AUTO_REVIEW_RUNTIME, AUTO_REVIEW_CA_FILE, AUTO_REVIEW_BARE;
-GITHUB_APP_PRIVATE_KEY_FILE (a host file: the GitHub App's key, sent in as a secret).
-"""
-
-
-def print_help() -> None:
-    sandboxed = "\n".join(f"  {name:<11} {text}" for name, text in SANDBOX_COMMANDS.items())
-    sys.stdout.write(HELP.format(sandboxed=sandboxed))
 
 
 def split_globals(argv: list[str]) -> tuple[dict[str, bool], list[str]]:
@@ -66,7 +31,7 @@ def split_globals(argv: list[str]) -> tuple[dict[str, bool], list[str]]:
         opts[GLOBAL_FLAGS[argv[i]]] = True
         i += 1
     rest = argv[i:]
-    if rest and rest[0] in LAUNCHER_COMMANDS:
+    if rest and rest[0] in grammar.LAUNCHER_COMMANDS:
         for flag in [a for a in rest[1:] if a in GLOBAL_FLAGS]:
             opts[GLOBAL_FLAGS[flag]] = True
         rest = [rest[0], *(a for a in rest[1:] if a not in GLOBAL_FLAGS)]
@@ -79,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     opts, rest = split_globals(argv)
     try:
         if not rest or rest[0] in ("-h", "--help", "help"):
+            from launcher.cli.helptext import print_help
+
             print_help()
             return ExitCode.OK if rest else ExitCode.USAGE
         command = rest[0]
@@ -86,12 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             from launcher.cli.commands import print_version
 
             return print_version()
-        if command in LAUNCHER_COMMANDS:
+        if command in grammar.LAUNCHER_COMMANDS:
             from launcher.cli.commands import run_launcher_command
 
             return run_launcher_command(rest, opts)
-        if command.startswith("-"):
-            raise_usage(f"unknown option {command}")
+        check_before_cache(rest, opts)
         from launcher.sandbox.run import run_sandboxed
 
         return run_sandboxed(rest, opts)
@@ -102,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def raise_usage(message: str) -> None:
-    from launcher.errors import UsageError
+def check_before_cache(rest: list[str], opts: dict[str, bool]) -> None:
+    """What a sandboxed command is refused for before the cache is touched (the bootstrap
+    asks too, before it publishes the launcher's code): its arguments, the AUTO_REVIEW_*
+    settings, and --bare on a host that is not a container. LauncherError for the first."""
+    grammar.check(rest)
+    settings.check()
+    if opts["bare"] or settings.bare():
+        from launcher.sandbox import container
 
-    raise UsageError(message, "see: auto-review --help")
+        container.refuse_bare_on_a_host()

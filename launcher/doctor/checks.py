@@ -12,11 +12,14 @@ import os
 import subprocess
 import sys
 
-from launcher import embedded
+from launcher import embedded, settings
 from launcher.doctor.dirs import check_cache, check_runtime_dir, check_state
 from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
 from launcher.sandbox import runtime
+
+# what needs the user-mode network (slirp4netns and /dev/net/tun) under the default
+NEEDS_NETWORK = "serve, review --repo, LLM reviews and review --post"
 
 
 def check_python() -> Finding:
@@ -108,6 +111,15 @@ def check_userns() -> Finding:
     )
 
 
+def check_settings() -> Finding:
+    """The AUTO_REVIEW_* switches every other command checks before it starts."""
+    try:
+        settings.check()
+    except LauncherError as exc:
+        return Finding("settings", False, exc.message, exc.fix or "", exit_code=exc.exit_code)
+    return Finding("settings", True, "AUTO_REVIEW_* values are valid", blocker=False)
+
+
 def check_network() -> list[Finding]:
     """AUTO_REVIEW_NETWORK, slirp4netns and /dev/net/tun (which it opens as the caller)."""
     from launcher.sandbox import network
@@ -129,7 +141,8 @@ def check_network() -> list[Finding]:
     try:
         path = network.slirp4netns()
     except LauncherError as exc:
-        return [Finding("network", False, exc.message, exc.fix or "", exit_code=exc.exit_code)]
+        detail = f"{exc.message}: {NEEDS_NETWORK} will not work (check and review --path do)"
+        return [Finding("network", False, detail, exc.fix or "", exit_code=exc.exit_code)]
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
     version = (out.stdout.splitlines() or ["?"])[0]
     extra = "; host loopback opened (AUTO_REVIEW_HOST_LOOPBACK)" if network.host_loopback() else ""
@@ -140,7 +153,9 @@ def check_network() -> list[Finding]:
         Finding(
             "tun",
             ok,
-            f"{tun} {'usable' if ok else 'not usable by this user'}",
+            f"{tun} usable"
+            if ok
+            else f"{tun} not usable by this user: {NEEDS_NETWORK} will not work",
             f"as root: chmod 0666 {tun} (the distributions' default)",
         )
     )
@@ -202,6 +217,7 @@ def findings() -> list[Finding]:
     rt_finding, rt = check_runtime()
     found = [
         check_python(),
+        check_settings(),
         check_zstd(),
         rt_finding,
         check_cgroups(),

@@ -2,7 +2,8 @@
 
 Its config.json (config, seccomp), the runtime (runtime, gvisor), the network
 (network, usernet), the host's link to the container (hostlink, gateway_env), its
-run dirs and the host state dir (rundirs, statedir), and its supervision
-(supervise). May import launcher.cache and the shared base modules (embedded,
-manifest, hostfile, jsonwrite, progress, errors); never cli, doctor or image.
+run dirs and the host state dir (rundirs, statedir), its supervision (supervise),
+and whether a bare run may go without it (container). May import launcher.cache and
+the shared base modules (embedded, manifest, hostfile, jsonwrite, progress, settings,
+errors); never cli, doctor or image.
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from launcher import settings
 from launcher.cache.warm import Acquired, acquire
 from launcher.errors import ConfigError, SandboxFailed, UsageError
 from launcher.sandbox import config, gateway_env, hostlink, network, rundirs
@@ -28,22 +29,34 @@ if TYPE_CHECKING:
 
 
 def is_bare(opts: dict[str, bool]) -> bool:
-    return opts.get("bare", False) or os.environ.get("AUTO_REVIEW_BARE", "") not in ("", "0")
+    return opts.get("bare", False) or settings.bare() != ""
 
 
 def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
-    """Run `argv` (a gateway command and its arguments) and return its exit status."""
+    """Run `argv` (a gateway command and its arguments) and return its exit status.
+
+    Everything that reads only the environment and the host (the runtime, the network,
+    host paths and files named by settings) is checked before the cache is touched.
+    """
     if is_bare(opts):
-        acquired = acquire(quiet=opts["quiet"])
-        return run_bare(acquired, argv)
+        from launcher.sandbox import container  # bare runs only: the warm path skips it
+
+        container.refuse_bare_on_a_host()
+        found_ca = extra_ca()
+        return run_bare(acquire(quiet=opts["quiet"]), argv, found_ca)
     rootless = os.geteuid() != 0
     runtime = discover(rootless)
     if rootless:
         check_user_namespaces()
-    acquired = acquire(quiet=opts["quiet"])
     argv, repo_dir = bind_repo_path(argv)
     net_mode = network.mode()
     stack = net_mode == "isolated" and network.needs_stack(argv)
+    if stack:
+        network.refuse_host_loopback(argv)
+    slirp = network.slirp4netns() if stack else None
+    forward = network.serve_forward(argv) if stack else None
+    found_ca = extra_ca()
+    acquired = acquire(quiet=opts["quiet"])
     runtime.set_mode("host" if net_mode == "host" else "stack" if stack else "none")
     if opts["verbose"]:
         mode = "rootless" if rootless else "root"
@@ -56,8 +69,6 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             sys.stderr.write(
                 f"auto-review: XDG_RUNTIME_DIR={xdg} is {problem}: run state goes in the cache\n"
             )
-    slirp = network.slirp4netns() if stack else None
-    forward = network.serve_forward(argv) if stack else None
     extra = {
         "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
         "AUTO_REVIEW_LIFELINE_FD": str(
@@ -69,14 +80,16 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
         "AUTO_REVIEW_NETWORK": net_mode,
     }
     if forward:  # inside, the forwarded port arrives on the tap device's address
+        argv = network.without_listen(argv)
         extra["AR_GATEWAY_BIND"] = f"0.0.0.0:{forward[1]}"
+        extra["AUTO_REVIEW_HOST_LISTEN"] = f"{forward[0]}:{forward[1]}"  # what serve prints
     # Before the run dir exists: a bad GITHUB_APP_PRIVATE_KEY_FILE leaves nothing behind.
     env, secrets = gateway_env.sandbox_env_and_secrets(
         acquired.manifest["process"]["env"], runtime.name, extra
     )
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
     dirs.clean_stale(runtime)
-    run = dirs.new_run(runtime, fixed_container_id())
+    run = dirs.new_run(runtime, settings.container_id())
     holder = gstack = None
     try:
         if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
@@ -95,7 +108,7 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             ),
             rootless=rootless,
             resolv_conf=network.resolv_conf(resolv_conf(), run.path) if stack else resolv_conf(),
-            ca_bundle=ca_bundle(acquired, run.path),
+            ca_bundle=ca_bundle(found_ca, acquired, run.path),
             repo_dir=repo_dir,
             host_network=net_mode == "host",
             gvisor=runtime.gvisor,
@@ -138,20 +151,6 @@ def bind_repo_path(argv: list[str]) -> tuple[list[str], str | None]:
         else:
             out.append(arg)
     return out, repo
-
-
-def fixed_container_id() -> str | None:
-    """AUTO_REVIEW_CONTAINER_ID: a stable container name for a service (one instance), so
-    systemd's ExecStopPost can `runc delete --force` it by name."""
-    value = os.environ.get("AUTO_REVIEW_CONTAINER_ID", "").strip()
-    if not value:
-        return None
-    if not (value[0].isalnum() and all(c.isalnum() or c in "._-" for c in value)):
-        raise ConfigError(
-            f"AUTO_REVIEW_CONTAINER_ID={value!r} is not a valid container id",
-            "use letters, digits, '.', '_' and '-'",
-        )
-    return value
 
 
 def check_user_namespaces() -> None:
@@ -207,9 +206,9 @@ def extra_ca() -> tuple[str, bytes] | None:
     return extra, pem
 
 
-def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
-    """AUTO_REVIEW_CA_FILE appended to the rootfs's CA bundle, as a file to bind over it."""
-    found = extra_ca()
+def ca_bundle(found: tuple[str, bytes] | None, acquired: Acquired, run_dir: str) -> str | None:
+    """AUTO_REVIEW_CA_FILE (`found` by extra_ca) appended to the rootfs's CA bundle, as a
+    file to bind over it."""
     if found is None:
         return None
     with open(os.path.join(acquired.rootfs, CA_IN_ROOTFS), "rb") as fh:
@@ -221,7 +220,9 @@ def ca_bundle(acquired: Acquired, run_dir: str) -> str | None:
     return path
 
 
-def bare_env(acquired: Acquired, state: str) -> tuple[dict[str, str], dict[str, str]]:
+def bare_env(
+    acquired: Acquired, state: str, found: tuple[str, bytes] | None
+) -> tuple[dict[str, str], dict[str, str]]:
     """The environment of a bare gateway, and its secrets: what the sandbox would give it.
 
     The manifest's variables with the rootfs's paths made host paths (its CA bundle,
@@ -240,7 +241,6 @@ def bare_env(acquired: Acquired, state: str) -> tuple[dict[str, str], dict[str, 
         "AUTO_REVIEW_BUNDLE_DIGEST": acquired.digest,
         "AUTO_REVIEW_NETWORK": "host",
     }
-    found = extra_ca()
     if found:
         extra["AUTO_REVIEW_CA_FILE"] = os.path.abspath(found[0])
     env_list, secrets = gateway_env.sandbox_env_and_secrets(
@@ -249,7 +249,7 @@ def bare_env(acquired: Acquired, state: str) -> tuple[dict[str, str], dict[str, 
     return dict(item.split("=", 1) for item in env_list), secrets
 
 
-def run_bare(acquired: Acquired, argv: list[str]) -> int:
+def run_bare(acquired: Acquired, argv: list[str], found_ca: tuple[str, bytes] | None) -> int:
     """Run the gateway on the host without a sandbox (the host is already a container)."""
     sys.stderr.write(
         "auto-review: warning: running WITHOUT the sandbox (AUTO_REVIEW_BARE/--bare);"
@@ -258,7 +258,7 @@ def run_bare(acquired: Acquired, argv: list[str]) -> int:
     manifest = acquired.manifest
     gateway = os.path.join(acquired.rootfs, manifest["process"]["args"][-1].lstrip("/"))
     state = state_dir(os.geteuid(), os.getegid(), manifest["process"]["user"]["uid"])
-    env, secrets = bare_env(acquired, state)
+    env, secrets = bare_env(acquired, state, found_ca)
     secrets_fd = hostlink.write_secrets(secrets)
     os.set_inheritable(secrets_fd, True)
     env["AUTO_REVIEW_SECRETS_FD"] = str(secrets_fd)

@@ -27,8 +27,12 @@ DEBUG_HELP = "on an internal error, print the traceback too (secrets redacted)"
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command in COMMANDS, each dispatching to its module's ``run``."""
+    # prog: the name users type (the single file runs these commands in its sandbox).
+    # No abbreviations: the launcher checks arguments on the host by their full names.
     parser = argparse.ArgumentParser(
-        prog="gateway", description="auto-review gateway (runs inside the sandbox)"
+        prog="auto-review",
+        description="auto-review gateway (runs inside the sandbox)",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
             aliases=getattr(command, "ALIASES", ()),
             help=command.HELP,
             description=command.HELP,
+            allow_abbrev=False,
         )
         command.configure(sub)
         # after the command too (`review --debug`); SUPPRESS keeps a `--debug` given

@@ -19,40 +19,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the probe actions and their arguments."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     action = actions.add_parser("exit", help="exit with STATUS (0-255)")
-    action.add_argument("status", type=_exit_status)
+    action.add_argument("status", type=_exit_status, help="0-255")
     action.set_defaults(action_run=_exit)
     action = actions.add_parser("sleep", help='print "ready", sleep; SIGTERM exits 143')
-    action.add_argument("seconds", type=float)
+    action.add_argument("seconds", type=float, help="how long to sleep")
     action.set_defaults(action_run=_sleep)
     action = actions.add_parser("env", help="print the names (never values) of the environment")
     action.set_defaults(action_run=_env)
     action = actions.add_parser("write", help='create PATH; print "ok" or the errno name')
-    action.add_argument("path")
+    action.add_argument("path", help="the file to create")
     action.set_defaults(action_run=_write)
     action = actions.add_parser("whoami", help="print uid=N gid=N")
     action.set_defaults(action_run=_whoami)
     action = actions.add_parser("clone", help="shallow-clone URL into /tmp; print HEAD and files")
-    action.add_argument("url")
+    action.add_argument("url", help="an https:// (or ext::) URL")
     action.set_defaults(action_run=_clone)
     action = actions.add_parser(
         "connect", help='connect to tcp:HOST:PORT or abstract:NAME; print "connected" or the errno'
     )
-    action.add_argument("target")
+    action.add_argument("target", help="tcp:HOST:PORT or abstract:NAME")
     action.set_defaults(action_run=_connect)
     action = actions.add_parser(
         "abi", help="getpid through the i386 and x32 ABIs; print how each ended (x86_64)"
     )
     action.set_defaults(action_run=_abi)
     action = actions.add_parser("forks", help="hold up to N children at once; print how many")
-    action.add_argument("count", type=int)
+    action.add_argument("count", type=int, help="children to hold")
     action.set_defaults(action_run=_forks)
     action = actions.add_parser(
         "alloc", help='allocate and touch MIB MiB; print "allocated", or "refused" (exit 3)'
     )
-    action.add_argument("mib", type=int)
+    action.add_argument("mib", type=int, help="mebibytes")
     action.set_defaults(action_run=_alloc)
     action = actions.add_parser("flock", help="try flock(FD, OP) for OP in un, sh, ex; print each")
-    action.add_argument("fd", type=int)
+    action.add_argument("fd", type=int, help="an fd number this process has")
     action.set_defaults(action_run=_flock)
 
 

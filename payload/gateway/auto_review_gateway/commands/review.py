@@ -9,8 +9,10 @@ status success or failure; a reviewer that fails leaves status error.
 Exit status: 0 when the review ran (whatever it found), else the EXIT_* code of
 the failure (see model.py): 2 usage, 3 could not clone or read the repository,
 4 bad ref, 5 reviewer failed, 6 bad .auto_review.yaml or environment, 7 posting
-failed, 70 an internal error (a bug; ``--debug`` adds its traceback). Errors are one
-line on stderr, never a traceback.
+failed, 70 an internal error (a bug; ``--debug`` adds its traceback); and 8
+(EXIT_FINDINGS) with ``--fail-on SEVERITY`` when a finding is at or above that
+severity (after the review was printed and posted), which is how a CI job gates on it.
+Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 # heavier imports (tempfile, shutil, the pipeline) inside the functions.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from auto_review_gateway.core.model import Review
     from auto_review_gateway.forges.publication import Publication
     from auto_review_gateway.review.gitrepo import Repo
 
@@ -29,6 +32,8 @@ NAME = "review"
 HELP = "review the change between two commits of a repository and print the result"
 FORMATS = ("text", "json", "markdown")
 DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # the same as pipeline.DEFAULT_MAX_DIFF_BYTES
+SEVERITIES = ("info", "low", "medium", "high", "critical")  # model.SEVERITIES, not imported
+EXIT_FINDINGS = 8  # --fail-on: a finding at or above the severity; beside model's EXIT_*
 
 
 def _positive(text: str) -> int:
@@ -65,6 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "GITHUB_APP_ID is set, else on Forgejo (FORGEJO_BASE_URL, AR_FORGEJO_TOKEN)",
     )
     parser.add_argument("--pr", metavar="OWNER/REPO#N", help="the pull request to post to")
+    parser.add_argument(
+        "--fail-on",
+        choices=SEVERITIES,
+        metavar="SEVERITY",
+        help=f"exit {EXIT_FINDINGS} when a finding is at or above SEVERITY (one of"
+        f" {', '.join(SEVERITIES)}; high: what makes the verdict fail), for CI",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,7 +132,24 @@ def _review_repo(repo: Repo, args: argparse.Namespace) -> int:
     print(render.render(review, args.format), flush=True)
     if publication:
         publication.finish(review)
-    return 0
+    return gate(review, args.fail_on)
+
+
+def gate(review: Review, fail_on: str | None) -> int:
+    """EXIT_FINDINGS if `fail_on` is given and a finding is at or above it, else 0."""
+    from auto_review_gateway.core.model import severity_rank
+
+    if fail_on is None:
+        return 0
+    floor = severity_rank(fail_on)
+    hits = [f for f in review.findings if severity_rank(f.severity) >= floor]
+    if not hits:
+        return 0
+    print(
+        f"auto-review: {len(hits)} finding(s) at or above {fail_on} (--fail-on {fail_on})",
+        file=sys.stderr,
+    )
+    return EXIT_FINDINGS
 
 
 def _start_post(pr: str | None, head: str) -> Publication:

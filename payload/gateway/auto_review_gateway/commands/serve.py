@@ -8,7 +8,7 @@ names into the sandbox):
 ``FORGEJO_BASE_URL``       required: the forge (``https://host[/prefix]``)
 ``AR_FORGEJO_TOKEN``       required: the bot's API token
 ``GITHUB_TOKEN``           GitHub instead of Forgejo (or ``GITHUB_APP_ID``, see ``forges/github``)
-``AR_GATEWAY_BIND``        ``HOST:PORT`` or ``[IPV6]:PORT`` (default 127.0.0.1:8080)
+``AR_GATEWAY_BIND``        ``HOST:PORT`` or ``[IPV6]:PORT`` (127.0.0.1:8080); ``--listen`` wins
 ``AR_CI_REVIEW_TOKEN``     enables ``POST /reviews/ci``; at least 32 characters
 ``AR_REVIEW_CONCURRENCY``  reviews run at once (default 2)
 ``AR_QUEUE_MAX``           pending jobs before webhooks get 503 (default 100)
@@ -19,7 +19,9 @@ names into the sandbox):
 
 The job queue is ``jobs.sqlite3`` in the state dir (:func:`names.state_dir`). Once
 listening it prints ``auto-review: serving on http://HOST:PORT`` (the real port when
-bound to port 0). An ``http://`` ``FORGEJO_BASE_URL`` is logged as a warning at start.
+bound to port 0), or, when the launcher forwards a host port in, the address the host
+listens on (``AUTO_REVIEW_HOST_LISTEN``, set by the launcher). An ``http://``
+``FORGEJO_BASE_URL`` is logged as a warning at start.
 
 Exit status: 0 after a graceful stop on SIGTERM or SIGINT (the listening socket is
 closed at once, running reviews get ``AR_SHUTDOWN_GRACE`` seconds, pending jobs stay
@@ -57,7 +59,7 @@ class ConfigError(Exception):
 class ServeConfig:
     """The validated settings of ``serve`` (secrets are not shown by repr)."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], listen: str | None = None) -> None:
         from auto_review_gateway.core import httpjson
         from auto_review_gateway.core.model import ReviewError
         from auto_review_gateway.forges.forgejo import config as forgejo_config
@@ -93,10 +95,15 @@ class ServeConfig:
         if ci and not httpjson.header_safe(ci):
             raise ConfigError("AR_CI_REVIEW_TOKEN must be printable ASCII")
         self.ci_token: str | None = ci or None
+        where = "--listen" if listen else "AR_GATEWAY_BIND"
         try:
-            self.bind = server.parse_bind(env.get("AR_GATEWAY_BIND", "").strip() or DEFAULT_BIND)
+            self.bind = server.parse_bind(
+                listen or env.get("AR_GATEWAY_BIND", "").strip() or DEFAULT_BIND
+            )
         except ValueError as exc:
-            raise ConfigError(f"AR_GATEWAY_BIND: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
+        # what the start-up line names: the host's side of a forwarded port, if any
+        self.shown_address = env.get("AUTO_REVIEW_HOST_LISTEN", "").strip() or None
         self.concurrency = _number(env, "AR_REVIEW_CONCURRENCY", 2, 1, 64, int)
         self.queue_max = _number(env, "AR_QUEUE_MAX", 100, 1, 1_000_000, int)
         self.shutdown_grace = _number(env, "AR_SHUTDOWN_GRACE", 30.0, 0.0, 3600.0, float)
@@ -136,7 +143,13 @@ def _number(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """``serve`` takes no arguments: everything is in the environment (see the module doc)."""
+    """``serve``'s one option; the rest of its settings are in the environment (module doc)."""
+    parser.add_argument(
+        "--listen",
+        metavar="ADDR:PORT",
+        help="where to listen, [IPV6]:PORT for IPv6 (default: AR_GATEWAY_BIND, else"
+        f" {DEFAULT_BIND}); 0.0.0.0:PORT to be reached from other machines",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from auto_review_gateway.core.model import EXIT_CONFIG
 
     try:
-        config = ServeConfig(os.environ)
+        config = ServeConfig(os.environ, args.listen)
     except ConfigError as exc:
         print(f"auto-review: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
@@ -235,7 +248,7 @@ def serve(config: ServeConfig) -> int:
             target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
         )
         loop.start()
-        host = http.display_address(config.bind[0], httpd.port)
+        host = config.shown_address or http.display_address(config.bind[0], httpd.port)
         print(f"auto-review: serving on http://{host}", flush=True)
         while not stop.wait(1.0):
             if not loop.is_alive():
