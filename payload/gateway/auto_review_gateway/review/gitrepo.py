@@ -1,42 +1,30 @@
-"""Hermetic git: fetch two commits over HTTPS, or read a local checkout in place.
+"""Hermetic, bounded git for a review: fetch two commits over HTTPS, or read a local
+checkout in place.
 
-Every git process gets a built-from-scratch environment (no system or global
-config, no prompts, no askpass) and ``-c`` options that switch off everything a
-repository could use to run a program: hooks, fsmonitor, credential helpers,
-every transport but HTTPS. A repository's own config still applies, so every
-command that parses git's output also pins the options it depends on.
+Every git process is started by ``gitproc`` (the hermetic environment and options,
+the rlimits, the caps on what it prints); the caps themselves are in ``budgets.py``.
 
-Over 300 lines: every git process of a review is built here, so the hermetic environment
-and options have one owner.
+Over 300 lines: every git command of a review is built here, so what the review asks
+of a repository, and the bounds on each answer, have one owner.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tempfile
+from collections.abc import Callable
 
 from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError
+from auto_review_gateway.review import gitproc
+from auto_review_gateway.review.budgets import (
+    FETCH_TIMEOUT,
+    LOCAL_TIMEOUT,
+)
+from auto_review_gateway.review.gitproc import GIT_OPTIONS, git_env
 
-GIT_OPTIONS = (
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "core.fsmonitor=false",
-    "-c", "protocol.allow=never",
-    "-c", "protocol.https.allow=always",
-    "-c", "credential.helper=",
-    "-c", "safe.directory=*",
-    "-c", "transfer.fsckObjects=true",
-    "-c", "init.templateDir=",
-    # A stalled server must not hang the review: abort below 1 byte/s for a minute.
-    "-c", "http.lowSpeedLimit=1",
-    "-c", "http.lowSpeedTime=60",
-)  # fmt: skip
-PASS_THROUGH_ENV = ("SSL_CERT_FILE", "GIT_SSL_CAINFO")
 FIRST_DEPTH = 50
 MAX_DEEPEN_ROUNDS = 6  # 50 + 50 + 100 + ... + 1600 commits, then --unshallow
-FETCH_TIMEOUT = 900  # seconds for one fetch
-LOCAL_TIMEOUT = 300  # seconds for one local command (a diff of a huge change)
 _BASE_REF = "refs/auto-review/base"
 _HEAD_REF = "refs/auto-review/head"
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
@@ -47,6 +35,13 @@ _MISSING_REF = (
     "unadvertised object",
     "no such remote ref",
 )
+# Pinned so that no repository setting (noprefix, relative, submodule logs, external
+# drivers, textconv, another algorithm) can change the format we parse or its cost.
+_DIFF_OPTIONS = (
+    "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--unified=3",
+    "--src-prefix=a/", "--dst-prefix=b/", "--no-relative", "--submodule=short",
+    "--diff-algorithm=myers",
+)  # fmt: skip
 
 
 def redact(text: str, url: str = "") -> str:
@@ -69,28 +64,7 @@ def redact(text: str, url: str = "") -> str:
     return text
 
 
-def git_env(home: str) -> dict[str, str]:
-    """The whole environment of a git process: nothing of ours leaks in but the CA settings."""
-    env = {
-        "PATH": os.environ.get("PATH") or os.defpath,
-        "HOME": home,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_OPTIONAL_LOCKS": "0",  # reading must never write to the repository
-        "LANG": "C",
-        "LC_ALL": "C",
-    }
-    for name in PASS_THROUGH_ENV:
-        if os.environ.get(name):
-            env[name] = os.environ[name]
-    return env
-
-
-def _last_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1] if lines else "no message from git"
+_last_line = gitproc.last_line
 
 
 def _check_ref(ref: str) -> None:
@@ -109,25 +83,26 @@ class Repo:
         self.base = ""
         self.head = ""
 
+    def _cmd(self, *args: str) -> list[str]:
+        return ["git", "--no-pager", *GIT_OPTIONS, "--git-dir", self.git_dir, *args]
+
     def git(
-        self, *args: str, input: bytes | None = None, timeout: float = LOCAL_TIMEOUT
-    ) -> subprocess.CompletedProcess[bytes]:
-        """Run ``git <args>`` on this repository; never raises for git's exit status."""
-        cmd = ["git", "--no-pager", *GIT_OPTIONS, "--git-dir", self.git_dir, *args]
-        try:
-            return subprocess.run(
-                cmd,
-                input=input,
-                capture_output=True,
-                env=self.env,
-                timeout=timeout,
-                stdin=None if input is not None else subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            message = f"git {args[0]} timed out after {timeout:.0f} s"
-            raise ReviewError(message, EXIT_CLONE) from None
-        except OSError as exc:
-            raise ReviewError(f"cannot run git: {exc.strerror or exc}", EXIT_CLONE) from None
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = LOCAL_TIMEOUT,
+        file_size: int | None = None,
+        watch: Callable[[], str | None] | None = None,
+    ) -> gitproc.Result:
+        """Run ``git <args>`` on this repository, bounded (see ``gitproc.run``); never
+        raises for git's exit status."""
+        first = 0
+        while args[first] == "-c":  # the command's name comes after any "-c name=value"
+            first += 2
+        return gitproc.run(
+            self._cmd(*args), self.env, args[first], input=input, timeout=timeout,
+            file_size=file_size, watch=watch,
+        )  # fmt: skip
 
     def _output(self, *args: str) -> str:
         proc = self.git(*args)
@@ -171,16 +146,9 @@ class Repo:
 
     def diff(self, merge_base: str, head: str) -> str:
         """The unified diff (3 lines of context, renames found) from ``merge_base`` to ``head``."""
-        # Pinned so that no repository setting (noprefix, relative, submodule
-        # logs, external drivers, textconv) can change the format we parse.
-        proc = self.git(
-            "diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--unified=3",
-            "--src-prefix=a/", "--dst-prefix=b/", "--no-relative", "--submodule=short",
-            "--end-of-options", merge_base, head,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise ReviewError(f"git diff failed: {_last_line(proc.stderr)}", EXIT_CLONE)
-        return proc.stdout.decode(errors="replace")
+        cmd = self._cmd("diff", *_DIFF_OPTIONS, "--end-of-options", merge_base, head)
+        with gitproc.stream(cmd, self.env, "diff") as running:
+            return b"".join(iter(running.read1, b"")).decode(errors="replace")
 
     def file_at(self, sha: str, path: str) -> bytes:
         """The content of ``path`` at commit ``sha``; FileNotFoundError if it has none."""
@@ -230,12 +198,7 @@ def open_path(path: str, base: str, head: str) -> Repo:
     # Look at `top` itself only, never at a repository that happens to enclose it.
     env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(top)
     cmd = ["git", "--no-pager", *GIT_OPTIONS, "-C", top, "rev-parse", "--absolute-git-dir"]
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=LOCAL_TIMEOUT
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ReviewError(f"cannot run git: {exc}", EXIT_CLONE) from None
+    proc = gitproc.run(cmd, env, "rev-parse")
     if proc.returncode != 0:
         raise ReviewError(f"{path}: not a git repository", EXIT_CLONE)
     repo = Repo(proc.stdout.decode(errors="surrogateescape").strip(), tempfile.gettempdir())
@@ -296,8 +259,7 @@ def clone(
             last = redact(_last_line(proc.stderr), url)
             if last.startswith(("fatal: ", "error: ")):
                 last = last.split(": ", 1)[1]
-            missing = any(s in proc.stderr.decode(errors="replace") for s in _MISSING_REF)
-            if missing:
+            if any(s in proc.stderr.decode(errors="replace") for s in _MISSING_REF):
                 raise ReviewError(f"{shown}: no ref {base!r} or {head!r}: {last}", EXIT_BAD_REF)
             raise ReviewError(f"could not fetch {shown}: {last}", EXIT_CLONE)
 

@@ -1,0 +1,23 @@
+"""The review's caps, in one place: what a repository under review may cost us.
+
+The repository is the PR author's: anything in it may be built to hurt (a 200 MB
+blob, a few KB of pack that inflate to 64 MB of newlines, a pack that never ends).
+So every read of it has a cap that does not depend on it, and memory follows the
+caps, not the PR. docs/GATEWAY.md ("Budgets and git bounds") has the measurements
+behind the numbers and what each cap does when it is reached.
+"""
+
+from __future__ import annotations
+
+MiB = 1024 * 1024
+
+# -- every git process (review/gitproc.py)
+
+# RLIMIT_DATA of each git process: its heap, not its read-only mmaps of packs.
+GIT_MEMORY_LIMIT = 1024 * MiB
+MAX_GIT_OUTPUT = 16 * MiB  # what one git command may print for us to hold at once
+LOCAL_TIMEOUT = 300  # seconds for one local command (a diff of a huge change)
+
+# -- fetching (review/gitrepo.py)
+
+FETCH_TIMEOUT = 900  # seconds for one fetch
