@@ -11,6 +11,13 @@ from __future__ import annotations
 
 MiB = 1024 * 1024
 
+# -- the diff (review/diffstream.py, review/context.py)
+
+DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # hunk bytes kept per review (--max-diff-bytes)
+MAX_REVIEW_LINES = 500_000  # hunk lines kept per review, whatever their bytes
+MAX_FILES = 5_000  # files listed per review; later ones make the diff "capped"
+MAX_RECORD_BYTES = 64 * 1024  # one header line or path in git's output
+
 # -- every git process (review/gitproc.py)
 
 # RLIMIT_DATA of each git process: its heap, not its read-only mmaps of packs.

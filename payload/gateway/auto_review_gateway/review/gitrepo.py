@@ -10,10 +10,11 @@ of a repository, and the bounds on each answer, have one owner.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError
 from auto_review_gateway.review import gitproc
@@ -144,11 +145,13 @@ class Repo:
             )
         return found
 
-    def diff(self, merge_base: str, head: str) -> str:
-        """The unified diff (3 lines of context, renames found) from ``merge_base`` to ``head``."""
+    @contextlib.contextmanager
+    def open_diff(self, merge_base: str, head: str) -> Iterator[gitproc.Stream]:
+        """``git diff`` from ``merge_base`` to ``head`` (unified, 3 lines of context, renames
+        found), as a stream read while git writes it."""
         cmd = self._cmd("diff", *_DIFF_OPTIONS, "--end-of-options", merge_base, head)
         with gitproc.stream(cmd, self.env, "diff") as running:
-            return b"".join(iter(running.read1, b"")).decode(errors="replace")
+            yield running
 
     def file_at(self, sha: str, path: str) -> bytes:
         """The content of ``path`` at commit ``sha``; FileNotFoundError if it has none."""

@@ -22,12 +22,11 @@ from auto_review_gateway.core.model import (
     ReviewError,
     severity_rank,
 )
+from auto_review_gateway.review.budgets import DEFAULT_MAX_DIFF_BYTES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from auto_review_gateway.review.gitrepo import Repo
-
-DEFAULT_MAX_DIFF_BYTES = 256 * 1024
 
 
 class Reading:
