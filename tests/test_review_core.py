@@ -497,7 +497,7 @@ def test_parse_real_git_names(tmp_path: Path) -> None:
     path = tmp_path / "names.git"
     make_topic(path, {"README.md": "hi\n"}, names)
     repo = gitrepo.open_path(str(path), "main", "topic")
-    with repo.open_diff(repo.merge_base(), repo.head) as diff:
+    with repo.open_diff(repo.merge_base(), repo.head, []) as diff:
         changes = diffstream.read(diff, 1 << 20, lambda path: False).files
     assert {c.path: c.added for c in changes} == {n: {1: t[:-1]} for n, t in names.items()}
     assert repo.file_at(repo.head, "tab\there.txt") == b"a\n"
@@ -532,7 +532,7 @@ def test_config_rejects_unsafe_or_odd_yaml(text: str) -> None:
 
 
 class FakeRepo:
-    """A Source with a fixed diff."""
+    """A Source with a fixed diff and no file over a file cap."""
 
     def __init__(self, diff: str) -> None:
         self.text = diff
@@ -540,7 +540,10 @@ class FakeRepo:
     def merge_base(self) -> str:
         return "m" * 40
 
-    def open_diff(self, merge_base: str, head: str):
+    def oversized(self, merge_base: str, head: str) -> list[FileChange]:
+        return []
+
+    def open_diff(self, merge_base: str, head: str, leave_out: list[str]):
         return contextlib.nullcontext(io.BytesIO(self.text.encode()))
 
     def sizes_at(self, sha: str, paths: list[str]) -> dict[str, int]:

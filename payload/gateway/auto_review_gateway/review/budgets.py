@@ -16,11 +16,18 @@ MiB = 1024 * 1024
 DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # hunk bytes kept per review (--max-diff-bytes)
 MAX_REVIEW_LINES = 500_000  # hunk lines kept per review, whatever their bytes
 MAX_FILES = 5_000  # files listed per review; later ones make the diff "capped"
+# A file with a blob over either cap, on either side, is "too large to review": listed
+# with its size, never diffed. git's diff costs memory per line (~45 bytes a line on
+# each side, measured), so lines are capped as well as bytes.
+MAX_FILE_BYTES = 8 * MiB
+MAX_FILE_LINES = 1_000_000
 MAX_RECORD_BYTES = 64 * 1024  # one header line or path in git's output
 
 # -- every git process (review/gitproc.py)
 
-# RLIMIT_DATA of each git process: its heap, not its read-only mmaps of packs.
+# RLIMIT_DATA of each git process: its heap, not its read-only mmaps of packs. The
+# worst diff within the file caps needs about 300 MiB, a fetch about 50 MiB + 100
+# bytes an object.
 GIT_MEMORY_LIMIT = 1024 * MiB
 MAX_GIT_OUTPUT = 16 * MiB  # what one git command may print for us to hold at once
 LOCAL_TIMEOUT = 300  # seconds for one local command (a diff of a huge change)

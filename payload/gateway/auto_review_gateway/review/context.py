@@ -1,8 +1,10 @@
 """Build the ReviewContext: the merge-base diff within the review's budgets, ignored
-paths pruned.
+paths pruned, files over a file cap listed as too large to review.
 
 The diff is read from git as it comes (``diffstream``): what is kept is the budget,
-whatever the PR holds.
+whatever the PR holds. Files the repository says are over a file cap (bytes or lines
+of a blob, ``budgets.py``) are left out of git's diff altogether, so neither git nor
+this process ever reads them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from contextlib import AbstractContextManager
 from fnmatch import fnmatchcase
 from typing import Protocol
 
-from auto_review_gateway.core.model import RepoConfig, ReviewContext
+from auto_review_gateway.core.model import FileChange, RepoConfig, ReviewContext
 from auto_review_gateway.review import diffstream
 from auto_review_gateway.review.boundedread import Chunks
 from auto_review_gateway.review.budgets import DEFAULT_MAX_DIFF_BYTES
@@ -23,7 +25,10 @@ class Source(Protocol):
     """What build() needs of a repository (gitrepo.Repo provides it)."""
 
     def merge_base(self) -> str: ...
-    def open_diff(self, merge_base: str, head: str) -> AbstractContextManager[Chunks]: ...
+    def oversized(self, merge_base: str, head: str) -> list[FileChange]: ...
+    def open_diff(
+        self, merge_base: str, head: str, leave_out: list[str]
+    ) -> AbstractContextManager[Chunks]: ...
     def sizes_at(self, sha: str, paths: list[str]) -> dict[str, int]: ...
 
 
@@ -49,20 +54,25 @@ def build(
     Files matching ``config.ignored_paths`` are left out (listed in ``skipped``).
     Files are kept whole, in diff order, while their hunk lines fit in ``max_bytes``
     (and the review's line cap); the first that does not fit keeps what fits of its
-    hunks, every later file is listed without hunks (both marked truncated).
+    hunks, every later file is listed without hunks (both marked truncated). Files
+    over a file cap are listed without hunks, ``too_large`` set to their size.
     """
     merge_base = repo.merge_base()
 
     def skip(path: str) -> bool:
         return ignored(path, config.ignored_paths)
 
-    with repo.open_diff(merge_base, head_sha) as diff:
+    big = repo.oversized(merge_base, head_sha)
+    with repo.open_diff(merge_base, head_sha, [c.path for c in big]) as diff:
         read = diffstream.read(diff, max_bytes, skip)
-    files, skipped = read.files, read.skipped
-    present = [c.path for c in files if c.status != "deleted"]
+    skipped = sorted(read.skipped + [c.path for c in big if skip(c.path)])
+    # git lists files in path order; a stable sort puts the left-out ones in their place
+    files = sorted(read.files + [c for c in big if not skip(c.path)], key=lambda c: c.path)
+    present = [c.path for c in files if c.status != "deleted" and not c.too_large]
     sizes = repo.sizes_at(head_sha, present) if present else {}
     for change in files:
-        change.size = sizes.get(change.path, 0) if change.status != "deleted" else 0
+        if not change.too_large:
+            change.size = sizes.get(change.path, 0) if change.status != "deleted" else 0
     return ReviewContext(
         base=base_sha,
         head=head_sha,

@@ -31,6 +31,7 @@ from auto_review_gateway.core.model import EXIT_CLONE, ReviewError
 from auto_review_gateway.review.budgets import (
     GIT_MEMORY_LIMIT,
     LOCAL_TIMEOUT,
+    MAX_FILE_BYTES,
     MAX_GIT_OUTPUT,
     MiB,
 )
@@ -47,6 +48,9 @@ GIT_OPTIONS = (
     # A stalled server must not hang the review: abort below 1 byte/s for a minute.
     "-c", "http.lowSpeedLimit=1",
     "-c", "http.lowSpeedTime=60",
+    # Blobs over the file cap: index-pack streams them instead of holding them, and a
+    # diff calls them binary rather than reading them line by line.
+    "-c", f"core.bigFileThreshold={MAX_FILE_BYTES}",
 )  # fmt: skip
 PASS_THROUGH_ENV = ("SSL_CERT_FILE", "GIT_SSL_CAINFO")
 _TAIL = 64 * 1024  # bytes of stderr kept

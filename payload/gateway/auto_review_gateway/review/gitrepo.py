@@ -3,6 +3,8 @@ checkout in place.
 
 Every git process is started by ``gitproc`` (the hermetic environment and options,
 the rlimits, the caps on what it prints); the caps themselves are in ``budgets.py``.
+Before the diff, the files over a file cap are found from git's object sizes, so
+that git never diffs them.
 
 Over 300 lines: every git command of a review is built here, so what the review asks
 of a repository, and the bounds on each answer, have one owner.
@@ -16,16 +18,18 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 
-from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError
-from auto_review_gateway.review import gitproc
+from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, FileChange, ReviewError
+from auto_review_gateway.review import gitproc, gitsizes
 from auto_review_gateway.review.budgets import (
     FETCH_TIMEOUT,
     LOCAL_TIMEOUT,
+    MiB,
 )
 from auto_review_gateway.review.gitproc import GIT_OPTIONS, git_env
 
 FIRST_DEPTH = 50
 MAX_DEEPEN_ROUNDS = 6  # 50 + 50 + 100 + ... + 1600 commits, then --unshallow
+MAX_PATHSPEC_BYTES = 1 * MiB  # the files left out of a diff, on its command line
 _BASE_REF = "refs/auto-review/base"
 _HEAD_REF = "refs/auto-review/head"
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
@@ -83,6 +87,7 @@ class Repo:
         self.env = git_env(home)
         self.base = ""
         self.head = ""
+        self._raw_paths: dict[str, bytes] = {}  # shown path -> the repository's bytes
 
     def _cmd(self, *args: str) -> list[str]:
         return ["git", "--no-pager", *GIT_OPTIONS, "--git-dir", self.git_dir, *args]
@@ -145,11 +150,31 @@ class Repo:
             )
         return found
 
+    def oversized(self, merge_base: str, head: str) -> list[FileChange]:
+        """The changed files over a file cap on either side, ``too_large`` set (see
+        ``gitsizes.oversized``): :meth:`open_diff` is to leave them out."""
+        found = []
+        for change, raw in gitsizes.oversized(self._cmd, self.env, merge_base, head):
+            self._raw_paths[change.path] = raw
+            found.append(change)
+        return found
+
     @contextlib.contextmanager
-    def open_diff(self, merge_base: str, head: str) -> Iterator[gitproc.Stream]:
+    def open_diff(
+        self, merge_base: str, head: str, leave_out: list[str]
+    ) -> Iterator[gitproc.Stream]:
         """``git diff`` from ``merge_base`` to ``head`` (unified, 3 lines of context, renames
-        found), as a stream read while git writes it."""
+        found) without the files ``leave_out``, as a stream read while git writes it."""
+        raw = [self._raw_paths.get(path, path.encode()) for path in leave_out]
+        specs = [":(exclude,literal)" + os.fsdecode(path) for path in raw]
+        if sum(len(spec) + 1 for spec in specs) > MAX_PATHSPEC_BYTES:
+            raise ReviewError(
+                f"{len(specs)} files are too large to review: too many to leave out of the diff",
+                EXIT_CLONE,
+            )
         cmd = self._cmd("diff", *_DIFF_OPTIONS, "--end-of-options", merge_base, head)
+        if specs:
+            cmd += ["--", *specs]
         with gitproc.stream(cmd, self.env, "diff") as running:
             yield running
 

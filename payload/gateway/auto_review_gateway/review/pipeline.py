@@ -149,6 +149,7 @@ def review_context(ctx: ReviewContext) -> Review:
         files_reviewed=len(ctx.files),
         truncated=ctx.truncated,
         skipped=ctx.skipped,
+        too_large=[(f.path, f.too_large) for f in ctx.files if f.too_large],
     )
 
 
