@@ -32,6 +32,11 @@ GIT_MEMORY_LIMIT = 1024 * MiB
 MAX_GIT_OUTPUT = 16 * MiB  # what one git command may print for us to hold at once
 LOCAL_TIMEOUT = 300  # seconds for one local command (a diff of a huge change)
 
-# -- fetching (review/gitrepo.py)
+# -- fetching (review/gitproc.py, review/gitrepo.py)
 
+# RLIMIT_FSIZE of a fetch: no file git writes (the pack, its index) grows past it;
+# the kernel stops the writer with SIGXFSZ.
+MAX_PACK_BYTES = 256 * MiB
+MAX_REPO_BYTES = 384 * MiB  # all fetches of one review together (the tmpfs is 512 MiB)
+MAX_FETCH_OBJECTS = 5_000_000  # objects a pack may announce in its header
 FETCH_TIMEOUT = 900  # seconds for one fetch

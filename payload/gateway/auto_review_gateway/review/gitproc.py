@@ -51,6 +51,11 @@ GIT_OPTIONS = (
     # Blobs over the file cap: index-pack streams them instead of holding them, and a
     # diff calls them binary rather than reading them line by line.
     "-c", f"core.bigFileThreshold={MAX_FILE_BYTES}",
+    # Every fetched object lands in one pack (index-pack, whose file the size limit
+    # caps), never as loose files, and nothing repacks after a fetch.
+    "-c", "transfer.unpackLimit=1",
+    "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",
 )  # fmt: skip
 PASS_THROUGH_ENV = ("SSL_CERT_FILE", "GIT_SSL_CAINFO")
 _TAIL = 64 * 1024  # bytes of stderr kept

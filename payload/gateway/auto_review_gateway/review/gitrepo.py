@@ -3,8 +3,10 @@ checkout in place.
 
 Every git process is started by ``gitproc`` (the hermetic environment and options,
 the rlimits, the caps on what it prints); the caps themselves are in ``budgets.py``.
-Before the diff, the files over a file cap are found from git's object sizes, so
-that git never diffs them.
+A fetch is bounded in pack size (RLIMIT_FSIZE), objects (a watch on the pack's
+header), memory (RLIMIT_DATA), the whole repository's size and time; before the diff,
+the files over a file cap are found from git's object sizes, so that git never
+diffs them.
 
 Over 300 lines: every git command of a review is built here, so what the review asks
 of a repository, and the bounds on each answer, have one owner.
@@ -19,9 +21,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, FileChange, ReviewError
-from auto_review_gateway.review import gitproc, gitsizes
+from auto_review_gateway.review import gitfetch, gitproc, gitsizes
 from auto_review_gateway.review.budgets import (
-    FETCH_TIMEOUT,
     LOCAL_TIMEOUT,
     MiB,
 )
@@ -277,11 +278,11 @@ def clone(
         options += ("-c", "http.followRedirects=false")
 
     def fetch(*how: str) -> None:
-        proc = repo.git(
+        proc = gitfetch.fetch(
+            repo.git, git_dir, shown,
             *options,
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
             *how, "--end-of-options", url, *refspecs,
-            timeout=FETCH_TIMEOUT,
         )  # fmt: skip
         if proc.returncode != 0:
             last = redact(_last_line(proc.stderr), url)
