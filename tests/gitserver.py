@@ -607,8 +607,11 @@ class GitHttpsServer(Startable):
     that rejects the certificate may still complete one, then hang up), failed
     ones are logged in :attr:`tls_errors`, handler errors in :attr:`errors`.
     Nothing is printed unless ``debug`` is true (default: the environment
-    variable ``AUTO_REVIEW_GITSERVER_DEBUG`` is set and not empty).
+    variable ``AUTO_REVIEW_GITSERVER_DEBUG`` is set and not empty). A subclass may
+    serve with another ``handler_class`` (tests/hostilegit.py does).
     """
+
+    handler_class: type[BaseHTTPRequestHandler] = _Handler
 
     def __init__(
         self,
@@ -672,7 +675,7 @@ class GitHttpsServer(Startable):
                 env[f"GIT_CONFIG_VALUE_{i}"] = value
         self._base_env = env
 
-        server = _Server((self.host, 0), _Handler, bind_and_activate=True)
+        server = _Server((self.host, 0), self.handler_class, bind_and_activate=True)
         server.owner = self
         server.socket = context.wrap_socket(
             server.socket, server_side=True, do_handshake_on_connect=False

@@ -9,6 +9,8 @@ planted repository.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -37,6 +39,7 @@ from auto_review_gateway.review import (  # noqa: E402
     builtin_rules,
     context,
     diffparse,
+    diffstream,
     gitrepo,
     render,
     repoconfig,
@@ -494,7 +497,8 @@ def test_parse_real_git_names(tmp_path: Path) -> None:
     path = tmp_path / "names.git"
     make_topic(path, {"README.md": "hi\n"}, names)
     repo = gitrepo.open_path(str(path), "main", "topic")
-    changes = diffparse.parse(repo.diff(repo.merge_base(), repo.head))
+    with repo.open_diff(repo.merge_base(), repo.head, []) as diff:
+        changes = diffstream.read(diff, 1 << 20, lambda path: False).files
     assert {c.path: c.added for c in changes} == {n: {1: t[:-1]} for n, t in names.items()}
     assert repo.file_at(repo.head, "tab\there.txt") == b"a\n"
     assert repo.size_at(repo.head, "é.txt") == 2
@@ -528,7 +532,7 @@ def test_config_rejects_unsafe_or_odd_yaml(text: str) -> None:
 
 
 class FakeRepo:
-    """A Source with a fixed diff."""
+    """A Source with a fixed diff and no file over a file cap."""
 
     def __init__(self, diff: str) -> None:
         self.text = diff
@@ -536,8 +540,11 @@ class FakeRepo:
     def merge_base(self) -> str:
         return "m" * 40
 
-    def diff(self, merge_base: str, head: str) -> str:
-        return self.text
+    def oversized(self, merge_base: str, head: str) -> list[FileChange]:
+        return []
+
+    def open_diff(self, merge_base: str, head: str, leave_out: list[str]):
+        return contextlib.nullcontext(io.BytesIO(self.text.encode()))
 
     def sizes_at(self, sha: str, paths: list[str]) -> dict[str, int]:
         return dict.fromkeys(paths, 7)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 NAME = "review"
 HELP = "review the change between two commits of a repository and print the result"
 FORMATS = ("text", "json", "markdown")
-DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # the same as pipeline.DEFAULT_MAX_DIFF_BYTES
+DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # the same as review/budgets.py's
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # model.SEVERITIES, not imported
 EXIT_FINDINGS = 8  # --fail-on: a finding at or above the severity; beside model's EXIT_*
 

@@ -73,6 +73,9 @@ class FileChange:
     added: dict[int, str] = dataclasses.field(default_factory=dict)  # new line -> text
     truncated: bool = False  # hunks cut by the byte cap
     no_newline_at_end: bool = False  # head's last line has no final newline
+    # > 0: too large to review (over a file cap, review/budgets.py), never diffed: the
+    # size in bytes of its larger side
+    too_large: int = 0
 
 
 @dataclasses.dataclass
@@ -115,6 +118,8 @@ class Review:
     files_reviewed: int
     truncated: bool = False
     skipped: list[str] = dataclasses.field(default_factory=list)
+    # (path, bytes) of the files too large to review: listed, not read
+    too_large: list[tuple[str, int]] = dataclasses.field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -135,4 +140,5 @@ class Review:
         parts = [f"{n} {s}" for s, n in reversed(counts.items()) if n]
         found = ", ".join(parts) if parts else "no findings"
         cap = " (diff capped)" if self.truncated else ""
-        return f"{self.verdict}: {found} in {self.files_reviewed} file(s){cap}"
+        big = f" ({len(self.too_large)} too large to review)" if self.too_large else ""
+        return f"{self.verdict}: {found} in {self.files_reviewed} file(s){cap}{big}"

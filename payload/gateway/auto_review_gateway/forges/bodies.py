@@ -63,6 +63,10 @@ def render_body(review: Review) -> str:
         shown = ", ".join(_code(path) for path in review.skipped[:20])
         more = f" and {len(review.skipped) - 20} more" if len(review.skipped) > 20 else ""
         lines += ["", f"Skipped (ignored paths): {shown}{more}"]
+    if review.too_large:
+        shown = ", ".join(f"{_code(path)} ({size} bytes)" for path, size in review.too_large[:20])
+        more = f" and {len(review.too_large) - 20} more" if len(review.too_large) > 20 else ""
+        lines += ["", f"Too large to review (listed, not read): {shown}{more}"]
     return "\n".join(lines)
 
 

@@ -1,21 +1,34 @@
-"""Build the ReviewContext: the merge-base diff, ignored paths pruned, a byte cap at file edges."""
+"""Build the ReviewContext: the merge-base diff within the review's budgets, ignored
+paths pruned, files over a file cap listed as too large to review.
+
+The diff is read from git as it comes (``diffstream``): what is kept is the budget,
+whatever the PR holds. Files the repository says are over a file cap (bytes or lines
+of a blob, ``budgets.py``) are left out of git's diff altogether, so neither git nor
+this process ever reads them.
+"""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from fnmatch import fnmatchcase
 from typing import Protocol
 
-from auto_review_gateway.core.model import FileChange, Hunk, RepoConfig, ReviewContext
-from auto_review_gateway.review import diffparse
+from auto_review_gateway.core.model import FileChange, RepoConfig, ReviewContext
+from auto_review_gateway.review import diffstream
+from auto_review_gateway.review.boundedread import Chunks
+from auto_review_gateway.review.budgets import DEFAULT_MAX_DIFF_BYTES
 
-DEFAULT_MAX_BYTES = 256 * 1024
+DEFAULT_MAX_BYTES = DEFAULT_MAX_DIFF_BYTES
 
 
 class Source(Protocol):
     """What build() needs of a repository (gitrepo.Repo provides it)."""
 
     def merge_base(self) -> str: ...
-    def diff(self, merge_base: str, head: str) -> str: ...
+    def oversized(self, merge_base: str, head: str) -> list[FileChange]: ...
+    def open_diff(
+        self, merge_base: str, head: str, leave_out: list[str]
+    ) -> AbstractContextManager[Chunks]: ...
     def sizes_at(self, sha: str, paths: list[str]) -> dict[str, int]: ...
 
 
@@ -29,48 +42,6 @@ def ignored(path: str, patterns: list[str]) -> bool:
     return False
 
 
-def _cost(lines: list[str]) -> int:
-    return sum(len(line.encode(errors="replace")) + 1 for line in lines)
-
-
-def _cut(change: FileChange, budget: int) -> None:
-    """Keep the hunk lines of ``change`` that fit in ``budget`` bytes; mark it truncated."""
-    kept: list[Hunk] = []
-    added: dict[int, str] = {}
-    no_newline = False
-    for hunk in change.hunks:
-        lines: list[str] = []
-        old_n = new_n = 0
-        line_no = hunk.new_start
-        prev = ""
-        for line in hunk.lines:
-            size = len(line.encode(errors="replace")) + 1
-            if size > budget:
-                break
-            budget -= size
-            lines.append(line)
-            kind = line[:1]
-            if kind == "\\":
-                no_newline = no_newline or prev == "+"
-                continue
-            prev = kind
-            if kind == "+":
-                added[line_no] = line[1:]
-            if kind != "-":
-                line_no += 1
-                new_n += 1
-            if kind != "+":
-                old_n += 1
-        if lines:
-            kept.append(Hunk(hunk.old_start, old_n, hunk.new_start, new_n, lines))
-        if len(lines) < len(hunk.lines):
-            break
-    change.hunks = kept
-    change.added = added
-    change.no_newline_at_end = no_newline
-    change.truncated = True
-
-
 def build(
     repo: Source,
     base_sha: str,
@@ -80,39 +51,34 @@ def build(
 ) -> ReviewContext:
     """The context of the change from the merge base of base and head to head.
 
-    Files matching ``config.ignored_paths`` are left out (listed in
-    ``skipped``). Files are kept whole, in diff order, while their hunk lines
-    fit in ``max_bytes``; the first that does not fit keeps what fits of its
-    hunks, every later file is listed without hunks (both marked truncated).
+    Files matching ``config.ignored_paths`` are left out (listed in ``skipped``).
+    Files are kept whole, in diff order, while their hunk lines fit in ``max_bytes``
+    (and the review's line cap); the first that does not fit keeps what fits of its
+    hunks, every later file is listed without hunks (both marked truncated). Files
+    over a file cap are listed without hunks, ``too_large`` set to their size.
     """
     merge_base = repo.merge_base()
-    files: list[FileChange] = []
-    skipped: list[str] = []
-    for change in diffparse.parse(repo.diff(merge_base, head_sha)):
-        if ignored(change.path, config.ignored_paths):
-            skipped.append(change.path)
-        else:
-            files.append(change)
-    present = [c.path for c in files if c.status != "deleted"]
+
+    def skip(path: str) -> bool:
+        return ignored(path, config.ignored_paths)
+
+    big = repo.oversized(merge_base, head_sha)
+    with repo.open_diff(merge_base, head_sha, [c.path for c in big]) as diff:
+        read = diffstream.read(diff, max_bytes, skip)
+    skipped = sorted(read.skipped + [c.path for c in big if skip(c.path)])
+    # git lists files in path order; a stable sort puts the left-out ones in their place
+    files = sorted(read.files + [c for c in big if not skip(c.path)], key=lambda c: c.path)
+    present = [c.path for c in files if c.status != "deleted" and not c.too_large]
     sizes = repo.sizes_at(head_sha, present) if present else {}
-    budget = max_bytes
-    capped = False
     for change in files:
-        change.size = sizes.get(change.path, 0) if change.status != "deleted" else 0
-        cost = sum(_cost(h.lines) for h in change.hunks)
-        if not capped and cost <= budget:
-            budget -= cost
-            continue
-        if change.hunks:
-            _cut(change, 0 if capped else budget)
-            capped = True
-            budget = 0
+        if not change.too_large:
+            change.size = sizes.get(change.path, 0) if change.status != "deleted" else 0
     return ReviewContext(
         base=base_sha,
         head=head_sha,
         merge_base=merge_base,
         files=files,
         config=config,
-        truncated=capped,
+        truncated=read.truncated,
         skipped=skipped,
     )

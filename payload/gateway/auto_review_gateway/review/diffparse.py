@@ -69,82 +69,131 @@ def _side_path(text: str) -> str | None:
     return None if path == "/dev/null" else _strip_prefix(path)
 
 
+def start(line: str) -> FileChange | None:
+    """The FileChange a ``diff --git`` line begins; None for any other line."""
+    if not line.startswith("diff --git "):
+        return None
+    old, new = _header_paths(line[len("diff --git ") :])
+    return FileChange(path=new, old_path=old, status="modified")
+
+
+def header(change: FileChange, line: str) -> None:
+    """Apply one extended header line (modes, renames, binary, ``---``, ``+++``)."""
+    if line.startswith("new file mode "):
+        change.status = "added"
+    elif line.startswith("deleted file mode "):
+        change.status = "deleted"
+    elif line.startswith("rename from "):
+        change.old_path, _ = unquote(line[len("rename from ") :])
+        change.status = "renamed"
+    elif line.startswith("rename to "):
+        change.path, _ = unquote(line[len("rename to ") :])
+        change.status = "renamed"
+    elif line.startswith("Binary files ") and line.endswith(" differ"):
+        change.binary = True
+    elif line.startswith("--- "):
+        side = _side_path(line[4:])
+        if side is not None:
+            change.old_path = side
+    elif line.startswith("+++ "):
+        side = _side_path(line[4:])
+        if side is not None:
+            change.path = side
+
+
+def finish(change: FileChange) -> None:
+    """Settle ``change`` once its last line is read (a deleted file keeps its old path)."""
+    if change.status == "deleted":
+        change.path = change.old_path
+
+
+class HunkReader:
+    """The lines of one hunk, taken one at a time; its header's counts say where it ends.
+
+    The counts, not the prefixes, end the hunk: a context line can be empty
+    (diff.suppressBlankEmpty) and any text can follow a hunk's last line.
+    """
+
+    def __init__(self, line: str, change: FileChange) -> None:
+        """Start the hunk whose header is ``line`` (ValueError if it is not one) in ``change``."""
+        match = _HUNK.match(line)
+        if match is None:
+            raise ValueError(f"not a hunk header: {line!r}")
+        old_start, old_count, new_start, new_count = (
+            int(g) if g is not None else 1 for g in match.groups()
+        )
+        self.hunk = Hunk(old_start, old_count, new_start, new_count, [])
+        change.hunks.append(self.hunk)
+        self.change = change
+        self.old_left, self.new_left, self.new_line = old_count, new_count, new_start
+        self.kept_old = self.kept_new = 0  # lines of each side taken so far
+        self._last = ""
+
+    def wants(self, line: str) -> bool:
+        """Whether ``line`` is the hunk's next line (else the hunk has ended before it)."""
+        if line[:1] == "\\":
+            return True
+        if self.old_left <= 0 and self.new_left <= 0:
+            return False
+        return line[:1] in ("+", "-", " ", "")
+
+    def take(self, line: str) -> None:
+        """Add ``line``, which :meth:`wants`, to the hunk and to the file's added lines."""
+        kind = line[:1]
+        if kind == "\\":
+            if self._last == "+":
+                self.change.no_newline_at_end = True
+        elif kind == "+":
+            self.change.added[self.new_line] = line[1:]
+            self.new_line += 1
+            self.new_left -= 1
+            self.kept_new += 1
+        elif kind == "-":
+            self.old_left -= 1
+            self.kept_old += 1
+        else:
+            self.new_line += 1
+            self.new_left -= 1
+            self.old_left -= 1
+            self.kept_new += 1
+            self.kept_old += 1
+        self.hunk.lines.append(line)
+        self._last = kind
+
+    def cut(self) -> None:
+        """End the hunk early: its counts become those of the lines taken (none: dropped)."""
+        self.hunk.old_count, self.hunk.new_count = self.kept_old, self.kept_new
+        if not self.hunk.lines:
+            self.change.hunks.remove(self.hunk)
+        self.change.truncated = True
+
+
 def parse(diff_text: str) -> list[FileChange]:
-    """The files changed in ``diff_text``, with hunks and added lines by new line number."""
+    """The files changed in ``diff_text``, with hunks and added lines by new line number.
+
+    For a diff already in memory (small ones, tests); git's own output is read as a
+    stream, within budgets, by ``diffstream``.
+    """
     lines = diff_text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     changes: list[FileChange] = []
     change: FileChange | None = None
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        i += 1
-        if line.startswith("diff --git "):
-            old, new = _header_paths(line[len("diff --git ") :])
-            change = FileChange(path=new, old_path=old, status="modified")
+    hunk: HunkReader | None = None
+    for line in lines:
+        if hunk is not None and hunk.wants(line):
+            hunk.take(line)
+            continue
+        hunk = None
+        if (new := start(line)) is not None:
+            change = new
             changes.append(change)
         elif change is None:
             continue
-        elif line.startswith("new file mode "):
-            change.status = "added"
-        elif line.startswith("deleted file mode "):
-            change.status = "deleted"
-        elif line.startswith("rename from "):
-            change.old_path, _ = unquote(line[len("rename from ") :])
-            change.status = "renamed"
-        elif line.startswith("rename to "):
-            change.path, _ = unquote(line[len("rename to ") :])
-            change.status = "renamed"
-        elif line.startswith("Binary files ") and line.endswith(" differ"):
-            change.binary = True
-        elif line.startswith("--- "):
-            side = _side_path(line[4:])
-            if side is not None:
-                change.old_path = side
-        elif line.startswith("+++ "):
-            side = _side_path(line[4:])
-            if side is not None:
-                change.path = side
-        elif match := _HUNK.match(line):
-            i = _read_hunk(match, lines, i, change)
-    for change in changes:
-        if change.status == "deleted":
-            change.path = change.old_path
-    return changes
-
-
-def _read_hunk(match: re.Match[str], lines: list[str], i: int, change: FileChange) -> int:
-    """Read the hunk whose header ``match`` matched, from ``lines[i]``; return the next index."""
-    old_start, old_count, new_start, new_count = (
-        int(g) if g is not None else 1 for g in match.groups()
-    )
-    hunk = Hunk(old_start, old_count, new_start, new_count, [])
-    change.hunks.append(hunk)
-    old_left, new_left, new_line = old_count, new_count, new_start
-    last = ""
-    # The counts, not the prefixes, end the hunk: a context line can be empty
-    # (diff.suppressBlankEmpty) and any text can follow a hunk's last line.
-    while i < len(lines) and (old_left > 0 or new_left > 0 or lines[i].startswith("\\")):
-        line = lines[i]
-        i += 1
-        kind = line[:1]
-        if kind == "\\":
-            if last == "+":
-                change.no_newline_at_end = True
-        elif kind == "+":
-            change.added[new_line] = line[1:]
-            new_line += 1
-            new_left -= 1
-        elif kind == "-":
-            old_left -= 1
-        elif kind in (" ", ""):
-            new_line += 1
-            new_left -= 1
-            old_left -= 1
+        elif _HUNK.match(line):
+            hunk = HunkReader(line, change)
         else:
-            i -= 1  # not a hunk line: a truncated hunk ends here
-            break
-        hunk.lines.append(line)
-        last = kind
-    return i
+            header(change, line)
+    for change in changes:
+        finish(change)
+    return changes

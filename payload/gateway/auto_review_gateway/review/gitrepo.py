@@ -1,42 +1,36 @@
-"""Hermetic git: fetch two commits over HTTPS, or read a local checkout in place.
+"""Hermetic, bounded git for a review: fetch two commits over HTTPS, or read a local
+checkout in place.
 
-Every git process gets a built-from-scratch environment (no system or global
-config, no prompts, no askpass) and ``-c`` options that switch off everything a
-repository could use to run a program: hooks, fsmonitor, credential helpers,
-every transport but HTTPS. A repository's own config still applies, so every
-command that parses git's output also pins the options it depends on.
+Every git process is started by ``gitproc`` (the hermetic environment and options,
+the rlimits, the caps on what it prints); the caps themselves are in ``budgets.py``.
+A fetch is bounded in pack size (RLIMIT_FSIZE), objects (a watch on the pack's
+header), memory (RLIMIT_DATA), the whole repository's size and time; before the diff,
+the files over a file cap are found from git's object sizes, so that git never
+diffs them.
 
-Over 300 lines: every git process of a review is built here, so the hermetic environment
-and options have one owner.
+Over 300 lines: every git command of a review is built here, so what the review asks
+of a repository, and the bounds on each answer, have one owner.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 
-from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, ReviewError
+from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, FileChange, ReviewError
+from auto_review_gateway.review import gitfetch, gitproc, gitsizes
+from auto_review_gateway.review.budgets import (
+    LOCAL_TIMEOUT,
+    MiB,
+)
+from auto_review_gateway.review.gitproc import GIT_OPTIONS, git_env
 
-GIT_OPTIONS = (
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "core.fsmonitor=false",
-    "-c", "protocol.allow=never",
-    "-c", "protocol.https.allow=always",
-    "-c", "credential.helper=",
-    "-c", "safe.directory=*",
-    "-c", "transfer.fsckObjects=true",
-    "-c", "init.templateDir=",
-    # A stalled server must not hang the review: abort below 1 byte/s for a minute.
-    "-c", "http.lowSpeedLimit=1",
-    "-c", "http.lowSpeedTime=60",
-)  # fmt: skip
-PASS_THROUGH_ENV = ("SSL_CERT_FILE", "GIT_SSL_CAINFO")
 FIRST_DEPTH = 50
 MAX_DEEPEN_ROUNDS = 6  # 50 + 50 + 100 + ... + 1600 commits, then --unshallow
-FETCH_TIMEOUT = 900  # seconds for one fetch
-LOCAL_TIMEOUT = 300  # seconds for one local command (a diff of a huge change)
+MAX_PATHSPEC_BYTES = 1 * MiB  # the files left out of a diff, on its command line
 _BASE_REF = "refs/auto-review/base"
 _HEAD_REF = "refs/auto-review/head"
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
@@ -47,6 +41,13 @@ _MISSING_REF = (
     "unadvertised object",
     "no such remote ref",
 )
+# Pinned so that no repository setting (noprefix, relative, submodule logs, external
+# drivers, textconv, another algorithm) can change the format we parse or its cost.
+_DIFF_OPTIONS = (
+    "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--unified=3",
+    "--src-prefix=a/", "--dst-prefix=b/", "--no-relative", "--submodule=short",
+    "--diff-algorithm=myers",
+)  # fmt: skip
 
 
 def redact(text: str, url: str = "") -> str:
@@ -69,28 +70,7 @@ def redact(text: str, url: str = "") -> str:
     return text
 
 
-def git_env(home: str) -> dict[str, str]:
-    """The whole environment of a git process: nothing of ours leaks in but the CA settings."""
-    env = {
-        "PATH": os.environ.get("PATH") or os.defpath,
-        "HOME": home,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_OPTIONAL_LOCKS": "0",  # reading must never write to the repository
-        "LANG": "C",
-        "LC_ALL": "C",
-    }
-    for name in PASS_THROUGH_ENV:
-        if os.environ.get(name):
-            env[name] = os.environ[name]
-    return env
-
-
-def _last_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1] if lines else "no message from git"
+_last_line = gitproc.last_line
 
 
 def _check_ref(ref: str) -> None:
@@ -108,26 +88,28 @@ class Repo:
         self.env = git_env(home)
         self.base = ""
         self.head = ""
+        self._raw_paths: dict[str, bytes] = {}  # shown path -> the repository's bytes
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["git", "--no-pager", *GIT_OPTIONS, "--git-dir", self.git_dir, *args]
 
     def git(
-        self, *args: str, input: bytes | None = None, timeout: float = LOCAL_TIMEOUT
-    ) -> subprocess.CompletedProcess[bytes]:
-        """Run ``git <args>`` on this repository; never raises for git's exit status."""
-        cmd = ["git", "--no-pager", *GIT_OPTIONS, "--git-dir", self.git_dir, *args]
-        try:
-            return subprocess.run(
-                cmd,
-                input=input,
-                capture_output=True,
-                env=self.env,
-                timeout=timeout,
-                stdin=None if input is not None else subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            message = f"git {args[0]} timed out after {timeout:.0f} s"
-            raise ReviewError(message, EXIT_CLONE) from None
-        except OSError as exc:
-            raise ReviewError(f"cannot run git: {exc.strerror or exc}", EXIT_CLONE) from None
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = LOCAL_TIMEOUT,
+        file_size: int | None = None,
+        watch: Callable[[], str | None] | None = None,
+    ) -> gitproc.Result:
+        """Run ``git <args>`` on this repository, bounded (see ``gitproc.run``); never
+        raises for git's exit status."""
+        first = 0
+        while args[first] == "-c":  # the command's name comes after any "-c name=value"
+            first += 2
+        return gitproc.run(
+            self._cmd(*args), self.env, args[first], input=input, timeout=timeout,
+            file_size=file_size, watch=watch,
+        )  # fmt: skip
 
     def _output(self, *args: str) -> str:
         proc = self.git(*args)
@@ -169,18 +151,33 @@ class Repo:
             )
         return found
 
-    def diff(self, merge_base: str, head: str) -> str:
-        """The unified diff (3 lines of context, renames found) from ``merge_base`` to ``head``."""
-        # Pinned so that no repository setting (noprefix, relative, submodule
-        # logs, external drivers, textconv) can change the format we parse.
-        proc = self.git(
-            "diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--unified=3",
-            "--src-prefix=a/", "--dst-prefix=b/", "--no-relative", "--submodule=short",
-            "--end-of-options", merge_base, head,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise ReviewError(f"git diff failed: {_last_line(proc.stderr)}", EXIT_CLONE)
-        return proc.stdout.decode(errors="replace")
+    def oversized(self, merge_base: str, head: str) -> list[FileChange]:
+        """The changed files over a file cap on either side, ``too_large`` set (see
+        ``gitsizes.oversized``): :meth:`open_diff` is to leave them out."""
+        found = []
+        for change, raw in gitsizes.oversized(self._cmd, self.env, merge_base, head):
+            self._raw_paths[change.path] = raw
+            found.append(change)
+        return found
+
+    @contextlib.contextmanager
+    def open_diff(
+        self, merge_base: str, head: str, leave_out: list[str]
+    ) -> Iterator[gitproc.Stream]:
+        """``git diff`` from ``merge_base`` to ``head`` (unified, 3 lines of context, renames
+        found) without the files ``leave_out``, as a stream read while git writes it."""
+        raw = [self._raw_paths.get(path, path.encode()) for path in leave_out]
+        specs = [":(exclude,literal)" + os.fsdecode(path) for path in raw]
+        if sum(len(spec) + 1 for spec in specs) > MAX_PATHSPEC_BYTES:
+            raise ReviewError(
+                f"{len(specs)} files are too large to review: too many to leave out of the diff",
+                EXIT_CLONE,
+            )
+        cmd = self._cmd("diff", *_DIFF_OPTIONS, "--end-of-options", merge_base, head)
+        if specs:
+            cmd += ["--", *specs]
+        with gitproc.stream(cmd, self.env, "diff") as running:
+            yield running
 
     def file_at(self, sha: str, path: str) -> bytes:
         """The content of ``path`` at commit ``sha``; FileNotFoundError if it has none."""
@@ -230,12 +227,7 @@ def open_path(path: str, base: str, head: str) -> Repo:
     # Look at `top` itself only, never at a repository that happens to enclose it.
     env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(top)
     cmd = ["git", "--no-pager", *GIT_OPTIONS, "-C", top, "rev-parse", "--absolute-git-dir"]
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=LOCAL_TIMEOUT
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ReviewError(f"cannot run git: {exc}", EXIT_CLONE) from None
+    proc = gitproc.run(cmd, env, "rev-parse")
     if proc.returncode != 0:
         raise ReviewError(f"{path}: not a git repository", EXIT_CLONE)
     repo = Repo(proc.stdout.decode(errors="surrogateescape").strip(), tempfile.gettempdir())
@@ -286,18 +278,17 @@ def clone(
         options += ("-c", "http.followRedirects=false")
 
     def fetch(*how: str) -> None:
-        proc = repo.git(
+        proc = gitfetch.fetch(
+            repo.git, git_dir, shown,
             *options,
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
             *how, "--end-of-options", url, *refspecs,
-            timeout=FETCH_TIMEOUT,
         )  # fmt: skip
         if proc.returncode != 0:
             last = redact(_last_line(proc.stderr), url)
             if last.startswith(("fatal: ", "error: ")):
                 last = last.split(": ", 1)[1]
-            missing = any(s in proc.stderr.decode(errors="replace") for s in _MISSING_REF)
-            if missing:
+            if any(s in proc.stderr.decode(errors="replace") for s in _MISSING_REF):
                 raise ReviewError(f"{shown}: no ref {base!r} or {head!r}: {last}", EXIT_BAD_REF)
             raise ReviewError(f"could not fetch {shown}: {last}", EXIT_CLONE)
 

@@ -22,12 +22,11 @@ from auto_review_gateway.core.model import (
     ReviewError,
     severity_rank,
 )
+from auto_review_gateway.review.budgets import DEFAULT_MAX_DIFF_BYTES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from auto_review_gateway.review.gitrepo import Repo
-
-DEFAULT_MAX_DIFF_BYTES = 256 * 1024
 
 
 class Reading:
@@ -150,6 +149,7 @@ def review_context(ctx: ReviewContext) -> Review:
         files_reviewed=len(ctx.files),
         truncated=ctx.truncated,
         skipped=ctx.skipped,
+        too_large=[(f.path, f.too_large) for f in ctx.files if f.too_large],
     )
 
 

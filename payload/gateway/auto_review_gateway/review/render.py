@@ -19,8 +19,9 @@ FORMATS = ("text", "json", "markdown")
 
 
 def as_dict(review: Review) -> dict[str, object]:
-    """The review as JSON-ready data, keys in a fixed order."""
-    return {
+    """The review as JSON-ready data, keys in a fixed order; ``too_large`` (after
+    ``skipped``) only when a file was too large to review."""
+    data: dict[str, object] = {
         "summary": review.summary,
         "verdict": review.verdict,
         "reviewer": review.reviewer,
@@ -29,17 +30,23 @@ def as_dict(review: Review) -> dict[str, object]:
         "files_reviewed": review.files_reviewed,
         "truncated": review.truncated,
         "skipped": list(review.skipped),
-        "findings": [
-            {
-                "path": f.path,
-                "line": f.line,
-                "severity": f.severity,
-                "rule": f.rule,
-                "message": f.message,
-            }
-            for f in review.findings
-        ],
     }
+    if review.too_large:
+        data["too_large"] = [{"path": path, "size": size} for path, size in review.too_large]
+    data["findings"] = [
+        {"path": f.path, "line": f.line, "severity": f.severity, "rule": f.rule,
+         "message": f.message}
+        for f in review.findings
+    ]  # fmt: skip
+    return data
+
+
+def size_text(size: int) -> str:
+    """``size`` bytes for a reader: "200.0 MiB", "12.5 KiB", "300 bytes"."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 def _path(path: str) -> str:
@@ -59,6 +66,9 @@ def _text(review: Review) -> str:
     ]
     if review.skipped:
         out.append(f"skipped (ignored_paths): {', '.join(_path(p) for p in review.skipped)}")
+    if review.too_large:
+        big = ", ".join(f"{_path(p)} ({size_text(n)})" for p, n in review.too_large)
+        out.append(f"too large to review: {big}")
     out += [
         f"{_path(f.path)}:{f.line}: {f.severity}: {visible(f.message)} [{visible(f.rule)}]"
         for f in review.findings
@@ -77,6 +87,9 @@ def _markdown(review: Review) -> str:
         out.append("The diff was larger than the review's byte cap: later files were not read.")
     if review.skipped:
         out.append(f"Skipped by `ignored_paths`: {', '.join(md_code(p) for p in review.skipped)}.")
+    if review.too_large:
+        big = ", ".join(f"{md_code(p)} ({size_text(n)})" for p, n in review.too_large)
+        out.append(f"Too large to review (listed, not read): {big}.")
     if review.findings:
         out += ["", "| Severity | File | Line | Rule | Message |", "|---|---|---:|---|---|"]
         out += [

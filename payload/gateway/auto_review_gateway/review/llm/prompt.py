@@ -96,6 +96,9 @@ def _render_file(change: FileChange) -> list[str]:
     if change.binary:
         out.append("# binary file, content not shown")
         return out
+    if change.too_large:
+        out.append(f"# too large to review ({change.too_large} bytes), content not shown")
+        return out
     for hunk in change.hunks:
         out.append(f"@@ -{hunk.old_start},{hunk.old_count} +{hunk.new_start},{hunk.new_count} @@")
         number = hunk.new_start
