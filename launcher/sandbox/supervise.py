@@ -114,12 +114,6 @@ class exiting_on_signals:
     def __enter__(self) -> None:
         self.previous = {sig: signal.signal(sig, _exit_on) for sig in FORWARDED}
 
-    def _handle(self, signo: int, _frame: object) -> None:
-        if self.via is not None:
-            self.via(signo)
-        else:
-            _forward(self.pid, signo)
-
     def __exit__(self, *_exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
