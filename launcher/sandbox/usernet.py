@@ -9,7 +9,6 @@ from launcher.errors import SandboxFailed
 from launcher.sandbox.network import INSTALL, host_loopback
 
 GUEST_ADDR = "10.0.2.100"  # slirp4netns --configure's address for the container
-HOST_ALIAS = "10.0.2.2"  # the host's loopback, when AUTO_REVIEW_HOST_LOOPBACK=1
 
 
 class UserNet:
