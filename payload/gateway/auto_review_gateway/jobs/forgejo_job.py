@@ -103,15 +103,20 @@ def prepare_auth(workdir: str, clone_url: str, config: ForgejoConfig) -> str | N
     scope = auth_scope(clone_url, forge_base_url(config))
     if scope is None or any(c in _CONFIG_UNSAFE or ord(c) < 32 for c in config.token):
         return None
+    return scoped_header(workdir, scope, f"Authorization: token {config.token}")
+
+
+def scoped_header(workdir: str, scope: str, header: str) -> str:
+    """Initialize the bare repository :func:`gitrepo.clone` fetches into (in ``workdir``)
+    with ``header`` as ``http.<scope>.extraHeader``, its config readable by us only; the
+    header. Both forges' jobs put their token there, never on a command line."""
     home = os.path.join(workdir, "home")
     git_dir = os.path.join(workdir, "repo.git")  # where gitrepo.clone puts it
     os.makedirs(home, exist_ok=True)
     proc = gitrepo.Repo(git_dir, home).git("init", "--quiet", "--bare")
     if proc.returncode != 0:
         raise ReviewError("git init failed", EXIT_CLONE)
-    path = os.path.join(git_dir, "config")
-    header = f"Authorization: token {config.token}"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    fd = os.open(os.path.join(git_dir, "config"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, f'[http "{scope}"]\n\textraHeader = {_config_quote(header)}\n'.encode())

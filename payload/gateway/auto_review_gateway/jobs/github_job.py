@@ -16,19 +16,17 @@ else is fetched as it is, without the token. A fetch with the token follows no r
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import sys
 import tempfile
 import threading
 
-from auto_review_gateway.core.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.core.model import Review
 from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.forges.github import client as github
 from auto_review_gateway.forges.publication import Publication
 from auto_review_gateway.jobs import forgejo_job
 from auto_review_gateway.jobs.spec import Job, JobRequest
-from auto_review_gateway.review import gitrepo
 
 _clients: dict[github.GitHubConfig, github.GitHub] = {}
 _lock = threading.Lock()
@@ -63,20 +61,8 @@ def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str
     scope = forgejo_job.auth_scope(url, config.web_url)
     if scope is None or not token or any(ord(c) < 33 or c in '"\\' for c in token):
         return None
-    home = os.path.join(workdir, "home")
-    git_dir = os.path.join(workdir, "repo.git")
-    os.makedirs(home, exist_ok=True)
-    if gitrepo.Repo(git_dir, home).git("init", "--quiet", "--bare").returncode != 0:
-        raise ReviewError("git init failed", EXIT_CLONE)
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
-    header = f"Authorization: Basic {basic}"
-    fd = os.open(os.path.join(git_dir, "config"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, f'[http "{scope}"]\n\textraHeader = "{header}"\n'.encode())
-    finally:
-        os.close(fd)
-    return header
+    return forgejo_job.scoped_header(workdir, scope, f"Authorization: Basic {basic}")
 
 
 def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> Review | None:
