@@ -536,6 +536,13 @@ PLANTED = {"src/app.py": "def main():\n<<<<<<< HEAD\n    return 1   \n"}
 CLEAN = {"src/util.py": "X = 1\n"}
 
 
+def server_tls(certs: CertFiles) -> ssl.SSLContext:
+    """A TLS server context with the test CA's server certificate."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    return tls
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     return make_ca(tmp_path_factory.mktemp("certs"))
@@ -660,8 +667,7 @@ def test_a_clone_failure_sets_error_and_propagates_through_the_workers(
 def test_the_forge_token_goes_only_to_the_forge(
     certs: CertFiles, forge_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    tls = server_tls(certs)
     with FakeForgejo(token=TOKEN, ssl_context=tls) as forge, FakeForgejo(ssl_context=tls) as other:
         use_forge(monkeypatch, forge)
         # A private repository on the forge (the stand-in answers git with 404).
@@ -722,8 +728,7 @@ def test_a_clone_url_on_another_host_name_is_fetched_from_the_forge_with_the_tok
     forge_repos: tuple[Path, str],
 ) -> None:
     root, head = forge_repos
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    tls = server_tls(certs)
     with FakeForgejo(token=TOKEN, ssl_context=tls, git_root=root) as forge:
         use_forge(monkeypatch, forge)  # https://127.0.0.1:<port>
         # Forgejo's ROOT_URL names another host: the webhook's clone URL is on it.
@@ -771,8 +776,7 @@ def test_a_redirect_to_another_origin_never_carries_the_forge_token(
     # git keeps sending an http.<forge>.extraHeader after following a redirect (libcurl
     # drops it from the redirected GET; git adds it back on the upload-pack POSTs).
     root, head = forge_repos
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    tls = server_tls(certs)
     with (
         FakeForgejo(token=TOKEN, ssl_context=tls, git_root=root) as forge,
         RecordingGitServer(root, tls) as other,
