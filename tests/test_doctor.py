@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import needs_root
+from conftest import HOST_PYTHON, needs_root
 from sandboxrun import Runner, root_runner, shared_dir  # noqa: F401 - fixtures
 
 pytestmark = needs_root
@@ -127,3 +127,20 @@ def test_a_runtime_dir_that_is_not_private_is_named(root_runner: Runner, tmp_pat
     _code, report = doctor_json(root_runner, XDG_RUNTIME_DIR=str(xdg))
     assert item(report, "runtime-dir")["ok"]
     shutil.rmtree(xdg / "auto-review", ignore_errors=True)
+
+
+def test_a_root_host_without_the_memory_controller_gets_rlimit_data(root_runner: Runner) -> None:
+    """No memory cgroup controller (a tmpfs over /sys/fs/cgroup in a private mount
+    namespace shows doctor exactly that): the bound in force is RLIMIT_DATA, per process,
+    and doctor says so with the fix."""
+    script = 'set -e; mount -t tmpfs tmpfs /sys/fs/cgroup; exec "$@"'
+    env = [f"{k}={v}" for k, v in root_runner.env().items()]
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", "env", "-i",
+         *env, HOST_PYTHON, str(root_runner.app), "doctor", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    limits = item(json.loads(result.stdout), "limits")
+    assert not limits["ok"], limits
+    assert "RLIMIT_DATA 2048 MiB per process only, no memory cgroup controller" in limits["detail"]
+    assert "cgroup_enable=memory" in limits["fix"]
