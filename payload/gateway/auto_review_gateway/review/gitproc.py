@@ -7,7 +7,7 @@ repository's own config still applies, so every command that parses git's output
 also pins the options it depends on.
 
 Bounded: each git runs in a session of its own (so that it and its helpers, such as
-``index-pack``, can be killed together) under rlimits set in the child before ``exec``:
+``index-pack``, can be killed together) under rlimits set before git's ``exec``:
 RLIMIT_DATA (its heap: the memory a diff or an index-pack grows), RLIMIT_CORE 0, and for
 a fetch RLIMIT_FSIZE (no file it writes outgrows the pack cap). What git prints is read
 with a cap, and stderr keeps only its tail. The caps are in ``budgets.py``; a cap
@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,35 +98,41 @@ def memory_cap() -> str:
     return f"the {GIT_MEMORY_LIMIT // MiB} MiB memory cap of a git process"
 
 
-def _limits(file_size: int | None) -> Callable[[], None]:
-    """What the child runs before exec: the rlimits (computed here, in the parent)."""
+# The rlimits are set by a small exec wrapper, not by a preexec_fn: `serve` runs git from
+# several worker threads, and Python code between fork and exec can deadlock on a lock
+# another thread held at the fork (the subprocess documentation's warning). The wrapper
+# is the rootfs's own interpreter; its exec keeps the pid, so the session still kills git.
+_LIMIT_AND_EXEC = (
+    "import os, resource, sys; n = int(sys.argv[1]); pairs = sys.argv[2:2 + 2 * n];"
+    " [resource.setrlimit(int(k), (int(v), int(v))) for k, v in zip(pairs[::2], pairs[1::2])];"
+    " os.execvp(sys.argv[2 + 2 * n], sys.argv[2 + 2 * n:])"
+)
+
+
+def _limited(cmd: list[str], file_size: int | None) -> list[str]:
+    """``cmd`` run under the rlimits (computed here, in the parent; never above our hard
+    limits): RLIMIT_DATA, RLIMIT_CORE 0, and RLIMIT_FSIZE for a fetch."""
     wanted = [(resource.RLIMIT_DATA, GIT_MEMORY_LIMIT), (resource.RLIMIT_CORE, 0)]
     if file_size is not None:
         wanted.append((resource.RLIMIT_FSIZE, max(file_size, 0)))
-    limits = []
+    pairs: list[str] = []
     for kind, value in wanted:
         _soft, hard = resource.getrlimit(kind)
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        limits.append((kind, (value, value)))
-
-    def apply() -> None:
-        # Runs between fork and exec: no imports, no locks, nothing but the syscalls.
-        for kind, pair in limits:
-            resource.setrlimit(kind, pair)
-
-    return apply
+        pairs += [str(int(kind)), str(value)]
+    wrapper = [sys.executable, "-I", "-S", "-c", _LIMIT_AND_EXEC, str(len(wanted))]
+    return [*wrapper, *pairs, *cmd]
 
 
 def _popen(cmd: list[str], env: dict[str, str], stdin: int, file_size: int | None = None):
     try:
         return subprocess.Popen(
-            cmd,
+            _limited(cmd, file_size),
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,
-            preexec_fn=_limits(file_size),
         )
     except OSError as exc:
         raise ReviewError(f"cannot run git: {exc.strerror or exc}", EXIT_CLONE) from None
