@@ -181,6 +181,7 @@ def serve(config: ServeConfig) -> int:
     from auto_review_gateway.core import names
     from auto_review_gateway.core.log import log
     from auto_review_gateway.core.metrics import Metrics
+    from auto_review_gateway.core.metrics import install as install_metrics
     from auto_review_gateway.intake.endpoint import Intake
     from auto_review_gateway.jobs.queue import JobQueue
     from auto_review_gateway.jobs.spec import JobRequest
@@ -215,6 +216,7 @@ def serve(config: ServeConfig) -> int:
         log(f"auto-review: {config.forge.warning()}")
     os.makedirs(config.state_dir, exist_ok=True)
     metrics = Metrics()
+    install_metrics(metrics)  # the review pipeline's counts (the verifier's) land here
     queue = JobQueue(os.path.join(config.state_dir, names.JOBS_DB), max_pending=config.queue_max)
     workers = None
     httpd = None

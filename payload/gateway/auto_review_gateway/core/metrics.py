@@ -28,6 +28,8 @@ METRICS = {
         "gauge",
         "When a job last failed (retried or not), by cause (details: GET /jobs)",
     ),
+    "verifier_dropped_total": ("counter", "Model findings the verifier pass dropped"),
+    "verifier_errors_total": ("counter", "Verifier calls that failed (all findings kept)"),
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -119,3 +121,21 @@ class Metrics:
                 for labels, value in series:
                     lines.append(f"{full}{_fmt_labels(labels)} {_num(value)}")
         return "\n".join(lines) + "\n"
+
+
+# The process's instance, for counts made far from the server (the review pipeline):
+# serve installs its Metrics; elsewhere (the ``review`` command) counts go nowhere.
+_installed: Metrics | None = None
+
+
+def install(metrics: Metrics | None) -> None:
+    """Make ``metrics`` the instance :func:`count` adds to (None: none)."""
+    global _installed
+    _installed = metrics
+
+
+def count(name: str, value: float = 1.0, labels: dict[str, str] | None = None) -> None:
+    """Add ``value`` to counter ``name`` of the installed instance, if there is one."""
+    installed = _installed
+    if installed is not None:
+        installed.inc(name, labels, value)

@@ -27,6 +27,7 @@ from auto_review_gateway.review.budgets import DEFAULT_MAX_DIFF_BYTES
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from auto_review_gateway.review.gitrepo import Repo
+    from auto_review_gateway.review.llm.reviewer import Outcome
 
 
 class Reading:
@@ -101,8 +102,9 @@ def ordered(findings: list[Finding]) -> list[Finding]:
     )
 
 
-def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
-    """The LLM reviewer's findings and model name; ReviewError(EXIT_REVIEWER) on failure."""
+def llm_review(ctx: ReviewContext) -> Outcome:
+    """The LLM reviewer's outcome (findings, model name, files it did not review, findings
+    its verifier dropped); ReviewError(EXIT_REVIEWER) on failure."""
     try:
         from auto_review_gateway.review.llm import reviewer as llm
     except ImportError as exc:
@@ -110,7 +112,7 @@ def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
             f"LLM_BASE_URL is set but the LLM reviewer is missing: {exc}", EXIT_REVIEWER
         ) from None
     try:
-        return llm.review(ctx)
+        return llm.run(ctx)
     except ReviewError:
         raise  # it names its own cause (EXIT_REVIEWER, or EXIT_CONFIG for a bad setting)
     except Exception as exc:
@@ -119,15 +121,21 @@ def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
         ) from None
 
 
-def context_of(repo: Repo, max_diff_bytes: int) -> ReviewContext | None:
-    """The repository's config and the diff as a context; None when reviews are disabled."""
+def context_of(
+    repo: Repo, max_diff_bytes: int, *, title: str = "", description: str = ""
+) -> ReviewContext | None:
+    """The repository's config and the diff as a context, with the PR's ``title`` and
+    ``description`` when the caller has them and ``repo`` to read the code around the
+    change from; None when reviews are disabled."""
     from auto_review_gateway.review import context, repoconfig
 
     with Reading():
         config = repoconfig.load(config_text(repo))
         if not config.enabled:
             return None
-        return context.build(repo, repo.base, repo.head, config, max_diff_bytes)
+        ctx = context.build(repo, repo.base, repo.head, config, max_diff_bytes)
+    ctx.title, ctx.description, ctx.source = title, description, repo
+    return ctx
 
 
 def review_context(ctx: ReviewContext) -> Review:
@@ -137,10 +145,11 @@ def review_context(ctx: ReviewContext) -> Review:
 
     findings = builtin_rules.review(ctx)
     reviewers = ["builtin"]
+    outcome = None
     if os.environ.get("LLM_BASE_URL"):
-        llm_findings, model = llm_review(ctx)
-        findings += llm_findings
-        reviewers.append(f"llm:{model}")
+        outcome = llm_review(ctx)
+        findings += outcome.findings
+        reviewers.append(f"llm:{outcome.model}")
     return Review(
         base=ctx.base,
         head=ctx.head,
@@ -150,10 +159,20 @@ def review_context(ctx: ReviewContext) -> Review:
         truncated=ctx.truncated,
         skipped=ctx.skipped,
         too_large=[(f.path, f.too_large) for f in ctx.files if f.too_large],
+        not_reviewed=outcome.not_reviewed if outcome else [],
+        dropped=outcome.dropped if outcome else [],
+        usage=outcome.usage if outcome else {},
     )
 
 
-def review_repo(repo: Repo, max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES) -> Review | None:
-    """The whole pipeline on ``repo``: its Review, or None when it disables reviews."""
-    ctx = context_of(repo, max_diff_bytes)
+def review_repo(
+    repo: Repo,
+    max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
+    *,
+    title: str = "",
+    description: str = "",
+) -> Review | None:
+    """The whole pipeline on ``repo`` (``title`` and ``description``: the PR's, when the
+    caller has them): its Review, or None when it disables reviews."""
+    ctx = context_of(repo, max_diff_bytes, title=title, description=description)
     return None if ctx is None else review_context(ctx)

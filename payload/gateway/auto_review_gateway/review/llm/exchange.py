@@ -1,20 +1,5 @@
-"""The LLM reviewer: one OpenAI-compatible ``/v1/chat/completions`` call, strict JSON out.
-
-The prompt is built in :mod:`prompt`, the answer checked in :mod:`answer`;
-this module holds the settings and the exchange with the server. Trust boundaries:
-
-* The system message is a constant (:data:`SYSTEM_PROMPT`): our instructions and the
-  answer's JSON schema. Nothing from the repository is ever put into it.
-* The repository's guidelines and the diff go into the user message, between markers
-  that carry a digest of the data itself (so the data cannot contain its own end
-  marker), labelled as untrusted data that cannot change instructions, schema or verdict.
-* The answer is validated against the schema (:mod:`answer`), whatever the server claims to
-  enforce: unknown or missing keys, wrong types, unknown severities make it invalid
-  (one repair round, then :data:`~auto_review_gateway.core.model.EXIT_REVIEWER`). Findings
-  outside the changed lines, or below ``AR_SEVERITY_FLOOR``, are dropped.
-* Only findings leave this module. The model's summary is validated and discarded: the
-  verdict and summary of a Review are computed from severities, and where the review is
-  posted is decided by the caller's configuration, never by model text.
+"""The exchange with an OpenAI-compatible ``/v1/chat/completions`` server: the request
+body, one completion (retried, adapted to what the server refuses), its text.
 
 Servers as they behave (OpenAI API reference, "Create chat completion"):
 
@@ -32,45 +17,33 @@ Servers as they behave (OpenAI API reference, "Create chat completion"):
   honours ``Retry-After`` (:class:`retry.Retry`), within a total deadline per review
   (``LLM_DEADLINE``) that also bounds every request's timeout.
 
-Environment: ``LLM_BASE_URL`` (required; ``https://host`` or ``https://host/v1``),
-``LLM_API_KEY`` (optional, sent as a Bearer token), ``LLM_REASONING_MODEL``,
-``LLM_TIMEOUT`` (seconds per request), ``LLM_DEADLINE`` (seconds per review, default
-600), ``LLM_TEMPERATURE``, ``LLM_MAX_TOKENS`` (default 16384), ``AR_SEVERITY_FLOOR``.
+At most ``AR_REVIEW_CONCURRENCY`` requests are in flight in the process at once, whatever
+the number of reviews and groups: each request holds a slot of one semaphore.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import threading
 from typing import Any
 
 from auto_review_gateway.core import httpjson
 from auto_review_gateway.core.model import (
     EXIT_REVIEWER,
-    Finding,
-    ReviewContext,
     ReviewError,
 )
 from auto_review_gateway.core.retry import Retry
-from auto_review_gateway.review.llm.answer import (
-    MAX_FINDINGS,
-    MAX_RULE_CHARS,
-    InvalidAnswer,
-    to_findings,
-    validate_answer,
-)
-from auto_review_gateway.review.llm.prompt import (
-    ANSWER_SCHEMA,
-    MAX_MESSAGE_CHARS,
-    REPAIR_PROMPT,
-    SYSTEM_PROMPT,
-    build_user_message,
-    render_diff,
-)
-from auto_review_gateway.review.llm.settings import LLMConfig, load_config
+from auto_review_gateway.review.llm.answer import InvalidAnswer
+from auto_review_gateway.review.llm.prompt import ANSWER_SCHEMA
+from auto_review_gateway.review.llm.settings import LLMConfig
 
-RETRY_ATTEMPTS = 4
-_MAX_ECHO_CHARS = 20_000  # of an invalid answer, sent back in the repair round
+_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def _slot(concurrency: int) -> threading.BoundedSemaphore:
+    """The process's semaphore of ``concurrency`` request slots."""
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(concurrency, threading.BoundedSemaphore(concurrency))
 
 
 def build_request(
@@ -79,9 +52,11 @@ def build_request(
     *,
     temperature: bool = True,
     token_field: str = "max_completion_tokens",
+    schema: tuple[str, dict[str, Any]] = ("code_review", ANSWER_SCHEMA),
 ) -> dict[str, Any]:
     """The chat-completions request body for ``messages``; ``temperature`` False leaves
-    it out whatever the config says, ``token_field`` names the answer's token bound."""
+    it out whatever the config says, ``token_field`` names the answer's token bound,
+    ``schema`` is the answer's (name, JSON schema)."""
     body: dict[str, Any] = {"model": config.model, "messages": messages}
     if temperature and config.temperature is not None:
         body["temperature"] = config.temperature
@@ -90,7 +65,7 @@ def build_request(
     # the system prompt for servers that ignore response_format.
     body["response_format"] = {
         "type": "json_schema",
-        "json_schema": {"name": "code_review", "strict": True, "schema": ANSWER_SCHEMA},
+        "json_schema": {"name": schema[0], "strict": True, "schema": schema[1]},
     }
     return body
 
@@ -130,43 +105,64 @@ def _content(response: Any) -> str:
     raise InvalidAnswer("the answer is empty")
 
 
-# --------------------------------------------------------------------------- the call
+class OutOfTime(ReviewError):
+    """The review's deadline came before the request could be sent."""
 
 
-def make_retry(deadline: float) -> Retry:
-    """The retry policy of one review's requests (tests replace it to never really sleep)."""
-    return Retry(RETRY_ATTEMPTS, deadline=deadline)
+class Session:
+    """The requests of one review to one model: what the server turned out to refuse,
+    the deadline, and the calls and tokens spent (:attr:`usage`). Thread-safe."""
 
-
-class _Session:
-    """The requests of one review: what the server turned out to refuse, and the deadline."""
-
-    def __init__(self, config: LLMConfig, retry: Retry) -> None:
+    def __init__(
+        self,
+        config: LLMConfig,
+        retry: Retry,
+        schema: tuple[str, dict[str, Any]] = ("code_review", ANSWER_SCHEMA),
+    ) -> None:
         self.config = config
         self.retry = retry
+        self.schema = schema
         self.temperature = config.temperature is not None
         self.token_field = "max_completion_tokens"
+        self.usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._lock = threading.Lock()
 
     def _send(self, messages: list[dict[str, str]]) -> Any:
         left = self.retry.remaining()
         if left is not None and left <= 0:
-            raise ReviewError(
+            raise OutOfTime(
                 f"the LLM review ran out of time (LLM_DEADLINE {self.config.deadline:g} s)",
                 EXIT_REVIEWER,
             )
         timeout = self.config.timeout if left is None else min(self.config.timeout, left)
         body = build_request(
-            self.config, messages, temperature=self.temperature, token_field=self.token_field
+            self.config,
+            messages,
+            temperature=self.temperature,
+            token_field=self.token_field,
+            schema=self.schema,
         )
-        return httpjson.request(
-            "POST",
-            self.config.endpoint,
-            token=self.config.api_key,
-            auth_scheme="Bearer",
-            body=body,
-            timeout=max(timeout, 0.001),
-            exit_code=EXIT_REVIEWER,
-        )[1]
+        with _slot(self.config.concurrency):
+            answer = httpjson.request(
+                "POST",
+                self.config.endpoint,
+                token=self.config.api_key,
+                auth_scheme="Bearer",
+                body=body,
+                timeout=max(timeout, 0.001),
+                exit_code=EXIT_REVIEWER,
+            )[1]
+        self._count(answer)
+        return answer
+
+    def _count(self, answer: Any) -> None:
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        with self._lock:
+            self.usage["calls"] += 1
+            for key in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(key) if isinstance(usage, dict) else None
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    self.usage[key] += value
 
     def _adapted(self, exc: httpjson.HttpError) -> bool:
         """Drop what a 400 says the model refuses; True if there is something to resend."""
@@ -193,65 +189,3 @@ class _Session:
             return self._send(messages)
 
         return _content(self.retry.call(once))
-
-
-def _complete(config: LLMConfig, messages: list[dict[str, str]]) -> str:
-    """One chat-completions round trip; the assistant's text (InvalidAnswer if none)."""
-    return _Session(config, make_retry(time.monotonic() + config.deadline)).complete(messages)
-
-
-def review(
-    context: ReviewContext,
-    *,
-    config: LLMConfig | None = None,
-    retry: Callable[[float], Retry] | None = None,
-) -> tuple[list[Finding], str]:
-    """Review ``context`` with the configured model: ``(findings, model name)``.
-
-    At most two requests: the review, and if its answer is invalid one repair round that
-    shows the model its answer and the validation error. Raises ReviewError with
-    EXIT_REVIEWER when the server fails (HTTP error, timeout) or the answer is still
-    invalid, and EXIT_CONFIG for bad settings. ``config`` defaults to :func:`load_config`.
-    """
-    config = load_config() if config is None else config
-    session = _Session(config, (retry or make_retry)(time.monotonic() + config.deadline))
-    messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": build_user_message(context)},
-    ]
-    answer = ""
-    try:
-        answer = session.complete(messages)
-        items, _summary = validate_answer(answer)
-    except InvalidAnswer as first:
-        messages += [
-            {"role": "assistant", "content": answer[:_MAX_ECHO_CHARS] or "(empty answer)"},
-            {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
-        ]
-        try:
-            items, _summary = validate_answer(session.complete(messages))
-        except InvalidAnswer as second:
-            reason = httpjson.clean_text(str(second), 300)
-            raise ReviewError(
-                f"LLM answer invalid after one repair attempt: {reason}", EXIT_REVIEWER
-            ) from None
-    # The summary is deliberately dropped: the verdict and summary of a Review are
-    # computed from the findings' severities, never taken from model text.
-    return to_findings(items, context, config.floor), config.model
-
-
-__all__ = [
-    "ANSWER_SCHEMA",
-    "MAX_FINDINGS",
-    "MAX_MESSAGE_CHARS",
-    "MAX_RULE_CHARS",
-    "SYSTEM_PROMPT",
-    "InvalidAnswer",
-    "LLMConfig",
-    "build_user_message",
-    "load_config",
-    "render_diff",
-    "review",
-    "to_findings",
-    "validate_answer",
-]
