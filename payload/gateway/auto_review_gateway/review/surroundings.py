@@ -73,7 +73,9 @@ class Source(Protocol):
     """What :func:`gather` needs of a repository (gitrepo.Repo provides it)."""
 
     def file_at(self, sha: str, path: str) -> bytes: ...
-    def grep(self, sha: str, patterns: list[str], max_bytes: int, per_file: int) -> bytes: ...
+    def grep(
+        self, sha: str, patterns: list[str], max_bytes: int, per_file: int, paths: list[str]
+    ) -> bytes: ...
 
 
 def _indent(line: str) -> int:
@@ -207,14 +209,28 @@ def grep_patterns(names: list[str]) -> list[str]:
     ]
 
 
-def _defines(text: str, name: str) -> bool:
-    """Whether a line ``git grep`` found is a definition of ``name``, not a use."""
+def is_code(path: str) -> bool:
+    """Whether ``path`` is in a language whose scopes and definitions we know."""
+    return posixpath.splitext(path)[1].lower() in _BRACES | _INDENTED
+
+
+def code_globs() -> list[str]:
+    """Pathspecs of the files :func:`is_code` accepts (for ``git grep``)."""
+    return [f"*{ext}" for ext in sorted(_BRACES | _INDENTED)]
+
+
+def _defines(path: str, text: str, name: str) -> bool:
+    """Whether a line ``git grep`` found in ``path`` is a definition of ``name``, not a
+    use: after a defining keyword anywhere; after a type (or Go's receiver) only in the
+    brace languages, where a definition has no keyword."""
     at = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text)
     if at is None:
         return False
     before, after = text[: at.start()], text[at.end() :].strip()
     if _KEYWORD_DEF.search(before) or re.search(r"\b(?:const|let|var)\s+$", before):
         return True
+    if posixpath.splitext(path)[1].lower() not in _BRACES:
+        return False
     if text.rstrip().endswith(";") or _CONTROL.match(text) or not after.startswith("("):
         return False
     return bool(_TYPED_DEF.match(before))
@@ -273,11 +289,11 @@ def _scopes(blobs: _Blobs, files: list[FileChange], budget: int) -> tuple[str, s
 
 def _definitions(source: Source, blobs: _Blobs, head: str, files: list[FileChange],
                  budget: int) -> str:  # fmt: skip
-    added = [text for change in files for text in change.added.values()]
+    added = [text for c in files if is_code(c.path) for text in c.added.values()]
     names = identifiers(added)
     if not names or budget <= 0:
         return ""
-    raw = source.grep(head, grep_patterns(names), MAX_GREP_BYTES, MAX_GREP_PER_FILE)
+    raw = source.grep(head, grep_patterns(names), MAX_GREP_BYTES, MAX_GREP_PER_FILE, code_globs())
     changed = {c.path: set(c.added) for c in files}
     parts: list[str] = []
     used, per_name = 0, dict.fromkeys(names, 0)
@@ -287,7 +303,7 @@ def _definitions(source: Source, blobs: _Blobs, head: str, files: list[FileChang
             continue
         path = fields[0].decode("utf-8", "replace").split(":", 1)[-1]
         number, text = int(fields[1]), fields[2].decode("utf-8", "replace")
-        name = next((n for n in names if per_name[n] < 2 and _defines(text, n)), None)
+        name = next((n for n in names if per_name[n] < 2 and _defines(path, text, n)), None)
         if name is None or number in changed.get(path, ()):
             continue  # a use, not a definition; or a line the diff already shows
         lines = blobs.lines(path)
