@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,31 @@ def test_a_call_cap_names_the_files_left(api: FakeOpenAI, tmp_path: Path, monkey
     assert f"`{review.not_reviewed[0]}`" in body
     shown = json.loads(render.render(review, "json"))
     assert shown["not_reviewed"] == review.not_reviewed
+
+
+def test_calls_run_in_parallel_within_the_concurrency(
+    api: FakeOpenAI, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("AR_VERIFIER", "off")
+    monkeypatch.setenv("AR_REVIEW_CONCURRENCY", "2")
+    both = threading.Barrier(2, timeout=30)  # the first two calls meet: they are in flight at once
+    lock, flight = threading.Lock(), {"now": 0, "most": 0, "calls": 0}
+
+    def meeting(body: dict[str, Any]) -> str:
+        with lock:
+            flight["now"] += 1
+            flight["most"] = max(flight["most"], flight["now"])
+            flight["calls"] += 1
+            first_two = flight["calls"] <= 2
+        if first_two:
+            both.wait()
+        with lock:
+            flight["now"] -= 1
+        return scripted(body)
+
+    api.model(meeting)
+    review = run_review(big_repo(tmp_path))
+    assert flight["most"] == 2 and flight["calls"] >= 4 and review.not_reviewed == []
 
 
 def test_the_deadline_names_the_files_left(api: FakeOpenAI, tmp_path: Path, monkeypatch) -> None:
