@@ -26,6 +26,9 @@ MAX_BLOB_BYTES = 1024 * 1024
 MAX_SCOPE_LINES = 80
 MAX_DEFINITION_LINES = 40
 MAX_IDENTIFIERS = 24
+MAX_IDENTIFIER_CHARS = 64  # a longer "name" is not looked up (it would be the pattern)
+MAX_SCAN_LINES = 2000  # a scope's header is looked for this far up, its end this far down
+MAX_SCOPES = 64  # per call
 MAX_DEFINITIONS = 16
 MAX_GREP_BYTES = 256 * 1024
 MAX_GREP_PER_FILE = 3
@@ -96,7 +99,7 @@ def _indented_scope(lines: list[str], target: int) -> tuple[int, int] | None:
         return None
     level = _indent(lines[t - 1])
     header = 0
-    for k in range(t - 1, 0, -1):
+    for k in range(t - 1, max(0, t - MAX_SCAN_LINES), -1):
         line = lines[k - 1]
         if line.strip() and _indent(line) < level:
             if _INDENT_HEADER.match(line):
@@ -107,7 +110,7 @@ def _indented_scope(lines: list[str], target: int) -> tuple[int, int] | None:
         return None
     top = _indent(lines[header - 1])
     end = header
-    for j in range(header + 1, len(lines) + 1):
+    for j in range(header + 1, min(len(lines), header + MAX_SCAN_LINES) + 1):
         line = lines[j - 1]
         if not line.strip():
             continue
@@ -124,7 +127,7 @@ def _brace_scope(lines: list[str], target: int) -> tuple[int, int] | None:
     the innermost enclosing block whose header is not a control statement."""
     depth = 0
     k = target - 1
-    while k >= 1:
+    while k >= max(1, target - MAX_SCAN_LINES):
         for c in reversed(_braces(lines[k - 1])):
             if c == "}":
                 depth += 1
@@ -147,12 +150,13 @@ def _brace_scope(lines: list[str], target: int) -> tuple[int, int] | None:
 def _block_end(lines: list[str], opening: int) -> int:
     """The line where the block opened on line ``opening`` closes (or the file's end)."""
     depth = 0
-    for j in range(opening, len(lines) + 1):
+    last = min(len(lines), opening + MAX_SCAN_LINES)
+    for j in range(opening, last + 1):
         for c in _braces(lines[j - 1]):
             depth += 1 if c == "{" else -1
             if depth == 0:
                 return j
-    return len(lines)
+    return last
 
 
 def scope_of(path: str, lines: list[str], target: int) -> tuple[int, int] | None:
@@ -192,7 +196,7 @@ def identifiers(added: list[str]) -> list[str]:
     for pattern in (_CALL, _TYPE, _DEFINE):
         for line in added:
             for name in pattern.findall(line):
-                if name not in _KEYWORDS:
+                if name not in _KEYWORDS and len(name) <= MAX_IDENTIFIER_CHARS:
                     found.setdefault(name, None)
     return list(found)[:MAX_IDENTIFIERS]
 
@@ -266,6 +270,8 @@ def _scopes(blobs: _Blobs, files: list[FileChange], budget: int) -> tuple[str, s
         if lines is None:
             continue
         for hunk in change.hunks:
+            if len(shown) >= MAX_SCOPES or budget - used < 200:
+                return "\n".join(parts), shown
             end = hunk.new_start + hunk.new_count
             target = min((n for n in change.added if hunk.new_start <= n < end), default=0)
             target = target or hunk.new_start

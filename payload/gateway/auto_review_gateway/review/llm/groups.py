@@ -91,16 +91,25 @@ def _hunk_pieces(hunk: Hunk, budget: int, overhead: int) -> list[Hunk]:
 
 def _part(change: FileChange, hunks: list[Hunk], last: bool) -> FileChange:
     """A copy of ``change`` with only ``hunks`` (and their added lines)."""
-    lines: set[int] = set()
+    added = {}
     for hunk in hunks:
-        lines.update(range(hunk.new_start, hunk.new_start + hunk.new_count))
+        for n in range(hunk.new_start, hunk.new_start + hunk.new_count):
+            if n in change.added:
+                added[n] = change.added[n]
     return dataclasses.replace(
         change,
         hunks=hunks,
-        added={n: text for n, text in change.added.items() if n in lines},
+        added=added,
         truncated=change.truncated and last,
         no_newline_at_end=change.no_newline_at_end and last,
     )
+
+
+def hunk_size(hunk: Hunk) -> int:
+    """Bytes of ``hunk`` as :func:`prompt.render_file` writes it (header, then each line
+    after a 6-digit number column), without building the text."""
+    header = len(f"@@ -{hunk.old_start},{hunk.old_count} +{hunk.new_start},{hunk.new_count} @@")
+    return header + 1 + sum(len(line.encode("utf-8", "surrogatepass")) + 8 for line in hunk.lines)
 
 
 def split_file(change: FileChange, budget: int) -> list[FileChange]:
@@ -111,14 +120,14 @@ def split_file(change: FileChange, budget: int) -> list[FileChange]:
     header = rendered_size(dataclasses.replace(change, hunks=[], truncated=True))
     hunks: list[Hunk] = []
     for hunk in change.hunks:
-        if header + rendered_size(_part(change, [hunk], False)) - header > budget:
+        if header + hunk_size(hunk) > budget:
             hunks.extend(_hunk_pieces(hunk, budget - header, 40))
         else:
             hunks.append(hunk)
     parts: list[list[Hunk]] = [[]]
     used = header
     for hunk in hunks:
-        cost = rendered_size(_part(change, [hunk], False)) - header
+        cost = hunk_size(hunk)
         if parts[-1] and used + cost > budget:
             parts.append([])
             used = header
