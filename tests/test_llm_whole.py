@@ -397,3 +397,37 @@ def test_verifier_off_makes_one_call(api: FakeOpenAI, tmp_path: Path, monkeypatc
     api.script(two_findings())
     review = run_review(make_repo(tmp_path / "v", SMALL, SMALL_HEAD))
     assert len(api.requests) == 1 and len(review.findings) == 2
+
+
+def test_serve_counts_the_verifier_drops_in_metrics_and_posts_them_collapsed(
+    tmp_path: Path,
+) -> None:
+    from fake_forgejo import FakeForgejo
+    from gitserver import commit
+    from gitserver import make_repo as make_bare
+
+    from tests.test_server import TOKEN, Served, deliver, pr_event, wait_for
+
+    root = tmp_path / "repos"
+    bare = root / "acme" / "demo.git"
+    make_bare(bare, SMALL, "base")
+    subprocess.run(["git", "--git-dir", str(bare), "branch", "topic", "main"], check=True)
+    head = commit(bare, SMALL_HEAD, "topic", branch="topic")
+    drop = {"verdicts": [{"id": 0, "keep": True, "reason": "real"},
+                         {"id": 1, "keep": False, "reason": "the +1 is intended"}]}  # fmt: skip
+    with FakeForgejo(token=TOKEN, git_root=root) as forge, FakeOpenAI() as api:
+        api.script(two_findings(), json.dumps(drop))
+        served = Served(tmp_path / "state", forge.url, LLM_BASE_URL=api.base_url)
+        try:
+            status, _h, body = deliver(served, "pull_request", pr_event(5, head))
+            assert status == 202, body
+            wait_for(lambda: served.jobs()[body["job_id"]]["state"] == "done", served, forge)
+            assert served.metric("verifier_dropped_total") == 1
+            assert served.metric("verifier_errors_total") == 0
+        finally:
+            assert served.stop() == 0, served.stderr
+        [review] = forge.reviews()
+        assert api.problems == [] and len(api.requests) == 2
+    assert "<details><summary>1 finding(s) dropped by the verifier</summary>" in review["body"]
+    assert "the +1 is intended" in review["body"]
+    assert [c["new_position"] for c in review["comments"]] == [2]  # the kept one only
