@@ -14,9 +14,10 @@ KINDS = ("full", "incremental", "skipped", "paused", "disabled")
 
 
 def normalised(line: str) -> str:
-    """A line's text with its whitespace collapsed: what a fingerprint keeps of it, so
-    that re-indenting or moving the line does not make a finding new."""
-    return " ".join(line.split())
+    """A line's text without its indentation: what a fingerprint keeps of it, so that
+    moving or re-indenting the line does not make a finding new. The rest is kept as it
+    is (a finding about trailing whitespace is fixed by removing it)."""
+    return line.lstrip(" \t")
 
 
 def fingerprint(path: str, rule: str, line_text: str) -> str:
