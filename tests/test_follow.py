@@ -344,3 +344,26 @@ def test_the_history_is_bounded_and_closed_prs_are_pruned(tmp_path: Path) -> Non
         assert history.load(key).findings == [] and history.load(other).reviews != []
     finally:
         history.close()
+
+
+def test_the_model_is_asked_about_the_new_commit_with_the_whole_pr_as_context(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pr = Pr(world)
+    first = pr.push({"src/one.py": "def one():\n    return 'first change'\n"})
+    second = pr.push({"src/two.py": "def two():\n    return 'second change'\n"})
+    with FakeOpenAI() as api:
+        monkeypatch.setenv("LLM_BASE_URL", api.base_url)
+        monkeypatch.setenv("LLM_API_KEY", "k")
+        monkeypatch.setenv("LLM_REASONING_MODEL", "gpt-4o-mini")
+        for _ in range(2):
+            api.script('{"findings": [], "summary": "ok"}')
+        pr.review(first)
+        pr.review(second)
+        asked = [r.json["messages"][-1]["content"] for r in api.requests]
+    assert "incremental" not in asked[0] and "first change" in asked[0]
+    diff = asked[1].split("BEGIN UNTRUSTED DIFF", 1)[1]
+    assert "second change" in diff and "first change" not in diff
+    whole = asked[1].split("BEGIN UNTRUSTED PULL REQUEST DIFF", 1)[1].split("END UNTRUSTED", 1)[0]
+    assert "first change" in whole and "second change" in whole
+    assert f"commit {first[:12]} of this pull request was reviewed before" in asked[1]

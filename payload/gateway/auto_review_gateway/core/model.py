@@ -101,6 +101,8 @@ class ReviewContext:
     truncated: bool = False  # the diff was capped
     skipped: list[str] = dataclasses.field(default_factory=list)  # ignored paths
     since: str | None = None  # an incremental review: the earlier head the diff starts at
+    # with ``since``: the whole PR's diff (capped), which a model sees as context only
+    whole: ReviewContext | None = None
 
     def changed_lines(self, path: str) -> set[int]:
         """New-file line numbers added or modified in `path`."""

@@ -25,6 +25,9 @@ from auto_review_gateway.core.model import (
 )
 from auto_review_gateway.review.budgets import DEFAULT_MAX_DIFF_BYTES
 
+# What a model sees of the whole PR, as context, in an incremental review.
+WHOLE_PR_CONTEXT_BYTES = 64 * 1024
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from auto_review_gateway.review.gitrepo import Repo
@@ -167,7 +170,11 @@ def context_of(
     if not config.enabled:
         return None
     with Reading():
-        return context.build(repo, repo.base, repo.head, config, max_diff_bytes, since=since)
+        ctx = context.build(repo, repo.base, repo.head, config, max_diff_bytes, since=since)
+        if since is not None and os.environ.get("LLM_BASE_URL"):
+            whole = min(max_diff_bytes, WHOLE_PR_CONTEXT_BYTES)
+            ctx.whole = context.build(repo, repo.base, repo.head, config, whole)
+    return ctx
 
 
 def review_context(ctx: ReviewContext) -> Review:
