@@ -91,14 +91,23 @@ CREATE TABLE IF NOT EXISTS pr_findings (
 
 
 def _create_private(path: str) -> None:
-    """Create ``path`` (and its directory) readable by us only; tighten an existing file."""
+    """Create ``path`` (and its directory) readable by us only; tighten an existing file.
+
+    An existing file is never opened here: POSIX locks belong to the process, and closing
+    any descriptor of the file drops them all, those of the SQLite connections this
+    process already has on it included (the queue's, when the PR history opens the same
+    file). Another process would then take the write-ahead log for unused, and commits
+    of ours would stop being seen (SQLite's "How To Corrupt" page, section 2.2).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return
+    os.close(fd)  # a file that did not exist: no connection of ours has it open
 
 
 class Transaction:
