@@ -367,3 +367,18 @@ def test_the_model_is_asked_about_the_new_commit_with_the_whole_pr_as_context(
     whole = asked[1].split("BEGIN UNTRUSTED PULL REQUEST DIFF", 1)[1].split("END UNTRUSTED", 1)[0]
     assert "first change" in whole and "second change" in whole
     assert f"commit {first[:12]} of this pull request was reviewed before" in asked[1]
+
+
+def test_a_closed_pr_is_noted_without_a_post_and_forgotten_later(world: dict) -> None:
+    forge, pr = world["forge"], Pr(world)
+    head = pr.push({"src/a.py": "x = 1   \n"})
+    pr.review(head)
+    posts = len(forge.requests)
+    pr.review(head, reason="pull_request:closed")
+    assert len(forge.requests) == posts  # nothing sent to the forge
+    history = PrHistory(world["db"], retention=0.0)
+    try:
+        key = PrKey(forge.url + "/api/v1", "acme", "demo", 5)
+        assert history.prune() == 1 and history.load(key).findings == []
+    finally:
+        history.close()

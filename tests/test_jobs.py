@@ -848,3 +848,25 @@ def test_a_schema_1_database_is_migrated_in_place(db_path: str) -> None:
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 3
     db.close()
+
+
+def test_a_second_connection_in_the_process_keeps_the_queues_commits_visible(
+    db_path: str,
+) -> None:
+    """The PR history opens the queue's file too. Opening must not close a descriptor of
+    the file (that drops the process's POSIX locks: another process would then reset the
+    write-ahead log under the queue's connection): every commit stays visible outside."""
+    from auto_review_gateway.jobs.history import PrHistory
+
+    queue = JobQueue(db_path)
+    history = PrHistory(db_path)
+    read = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from jobs').fetchone()[0])"  # noqa: E501
+    try:
+        for n in range(1, 4):
+            assert queue.submit(request(n)).status == "accepted"
+            seen = subprocess.run([sys.executable, "-c", read, db_path], capture_output=True,
+                                  text=True, check=True).stdout  # fmt: skip
+            assert int(seen) == n
+    finally:
+        history.close()
+        queue.close()

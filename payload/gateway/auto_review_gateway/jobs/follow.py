@@ -151,6 +151,9 @@ class Run:
     def run(self) -> None:
         """Review the PR's head and publish: review, history, summary, status."""
         req = self.req
+        if req.reason == "pull_request:closed":
+            self.history.closed(self.key)  # forgotten after the retention; nothing to post
+            return
         publication = Publication(req.pr, req.head_sha, self.forge.client, key=f"job-{self.job.id}")
         work = tempfile.mkdtemp(prefix="auto-review-job-")
         try:

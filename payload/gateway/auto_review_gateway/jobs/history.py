@@ -23,6 +23,7 @@ from auto_review_gateway.jobs import sqlite_db
 
 MAX_REVIEWS_PER_PR = 50
 CLOSED_RETENTION = 30 * 24 * 3600.0
+PRUNE_EVERY = 3600.0
 REFUSAL_INTERVAL = 600.0  # seconds between two refusals answered on one PR
 
 _WHERE = "forge = ? AND owner = ? AND repo = ? AND pr_number = ?"
@@ -30,6 +31,14 @@ _WHERE = "forge = ? AND owner = ? AND repo = ? AND pr_number = ?"
 
 def _k(key: PrKey) -> tuple[str, str, str, int]:
     return (key.forge, key.owner, key.repo, key.number)
+
+
+def _one(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> sqlite3.Row | None:
+    """The first row of ``sql``, its statement run to the end: a statement left part-read
+    keeps its read transaction open after COMMIT, and the connection's view of the file
+    frozen (a later change by the queue's connection would not be seen)."""
+    rows = db.execute(sql, args).fetchall()
+    return rows[0] if rows else None
 
 
 class PrHistory:
@@ -47,6 +56,7 @@ class PrHistory:
         self.max_reviews = max_reviews
         self.retention = retention
         self.clock = clock
+        self._last_prune = 0.0
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = sqlite_db.connect(path)
         try:
@@ -70,7 +80,7 @@ class PrHistory:
     def load(self, key: PrKey) -> PrState:
         """What is remembered of ``key`` (an empty state for a PR never seen)."""
         with self._lock, self._tx() as db:
-            row = db.execute(f"SELECT * FROM pr_state WHERE {_WHERE}", _k(key)).fetchone()
+            row = _one(db, f"SELECT * FROM pr_state WHERE {_WHERE}", _k(key))
             reviews = db.execute(
                 f"SELECT * FROM pr_reviews WHERE {_WHERE} ORDER BY id", _k(key)
             ).fetchall()
@@ -90,7 +100,7 @@ class PrHistory:
         """Pause or resume automatic reviews of ``key``; whether it was paused before."""
         with self._lock, self._tx() as db:
             self._touch(db, key)
-            was = db.execute(f"SELECT paused FROM pr_state WHERE {_WHERE}", _k(key)).fetchone()
+            was = _one(db, f"SELECT paused FROM pr_state WHERE {_WHERE}", _k(key))
             db.execute(f"UPDATE pr_state SET paused = ? WHERE {_WHERE}", (int(paused), *_k(key)))
         return bool(was[0])
 
@@ -109,7 +119,7 @@ class PrHistory:
         now = self.clock()
         with self._lock, self._tx() as db:
             self._touch(db, key)
-            row = db.execute(f"SELECT refused_at FROM pr_state WHERE {_WHERE}", _k(key)).fetchone()
+            row = _one(db, f"SELECT refused_at FROM pr_state WHERE {_WHERE}", _k(key))
             if now - float(row[0]) < REFUSAL_INTERVAL:
                 return False
             db.execute(f"UPDATE pr_state SET refused_at = ? WHERE {_WHERE}", (now, *_k(key)))
@@ -156,16 +166,20 @@ class PrHistory:
             )
 
     def closed(self, key: PrKey) -> None:
-        """Note that ``key`` was closed (forgotten ``retention`` seconds later)."""
+        """Note that ``key`` was closed (forgotten ``retention`` seconds later); at most
+        hourly, forget the PRs closed longer ago than that."""
         with self._lock, self._tx() as db:
             self._touch(db, key)
             db.execute(
                 f"UPDATE pr_state SET closed_at = ? WHERE {_WHERE}", (self.clock(), *_k(key))
             )
+        if self.clock() - self._last_prune > PRUNE_EVERY:
+            self.prune()
 
     def prune(self) -> int:
         """Forget the PRs closed more than ``retention`` seconds ago; how many."""
-        cutoff = self.clock() - self.retention
+        self._last_prune = self.clock()
+        cutoff = self._last_prune - self.retention
         with self._lock, self._tx() as db:
             old = db.execute(
                 "SELECT forge, owner, repo, pr_number FROM pr_state"
