@@ -93,10 +93,10 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     holder = gstack = None
     try:
         if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
-            from launcher.sandbox import gvisor
+            from launcher.sandbox import netfirst
 
-            holder = gvisor.NetnsHolder()
-            gstack = gvisor.prepare(holder, slirp, run, forward)
+            holder = netfirst.NetnsHolder()
+            gstack = netfirst.prepare(holder, slirp, run, forward)
         spec = config.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
@@ -118,7 +118,7 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
         link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
         try:
             if holder and gstack:
-                return gvisor.supervise_gvisor_network(runtime, dirs, run, link, holder, gstack)
+                return netfirst.supervise_gvisor_network(runtime, dirs, run, link, holder, gstack)
             if slirp:
                 return supervise_with_network(runtime, dirs, run, link, slirp, rootless, forward)
             return supervise(runtime, dirs, run, link)
