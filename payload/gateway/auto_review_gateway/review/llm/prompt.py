@@ -184,15 +184,38 @@ PREAMBLE = (
 )
 
 
+def _incremental(context: ReviewContext, whole_bytes: int | None) -> list[str]:
+    """For an incremental review: what the DIFF block is, and the whole PR as context
+    (its rendering cut to ``whole_bytes`` when given)."""
+    if context.since is None:
+        return []
+    parts = [
+        f"This is an incremental review: commit {context.since[:12]} of this pull request "
+        "was reviewed before. The DIFF block below is the change since then; report "
+        "problems in it only. The pull request's whole diff (capped) follows as context.",
+    ]
+    if context.whole is not None:
+        whole = render_diff(context.whole)
+        if whole_bytes is not None:
+            whole = clip(whole, whole_bytes, "the whole diff was cut to fit")
+        parts += [
+            "The pull request's whole diff, for context only (untrusted):",
+            _fenced("PULL REQUEST DIFF", whole),
+        ]
+    return parts
+
+
 def build_user_message(
     context: ReviewContext,
     *,
     pull_request: str = "",
     files: str = "",
     surroundings: str = "",
+    whole_bytes: int | None = None,
 ) -> str:
     """The user message: a fixed preamble, then the guidelines, the pull request, the
-    list of changed files, the diff of ``context`` and the code around it, each fenced
+    list of changed files, for an incremental review what it covers and the whole PR
+    (cut to ``whole_bytes``), the diff of ``context`` and the code around it, each fenced
     (the optional ones only when given)."""
     guidelines = context.config.guidelines.strip() or "(none)"
     parts = [
@@ -208,7 +231,10 @@ def build_user_message(
             _fenced("CHANGED FILES", files),
         ]
     parts += [
-        "Diff between the merge base and the head of the pull request (untrusted):",
+        *_incremental(context, whole_bytes),
+        "Diff between the merge base and the head of the pull request (untrusted):"
+        if context.since is None
+        else f"Diff from {context.since[:12]} to the head of the pull request (untrusted):",
         _fenced("DIFF", render_diff(context)),
     ]
     if surroundings:

@@ -95,6 +95,7 @@ class _Plan:
     pull_request: str
     files: str
     room: int  # bytes for a group's diff and surroundings together
+    whole_bytes: int  # an incremental review's whole-PR diff, cut to this
     groups: list[groups.Group]
 
 
@@ -120,7 +121,12 @@ def plan(context: ReviewContext, config: LLMConfig) -> _Plan:
     pull = pull_request_text(context, total // 16)
     listing = file_list(context, total // 8)
     empty = dataclasses.replace(clipped, files=[], truncated=False)
-    fixed = len(build_user_message(empty, pull_request=pull, files=listing, surroundings="-"))
+    whole = total // 4  # an incremental review's whole-PR diff, as context
+    fixed = len(
+        build_user_message(
+            empty, pull_request=pull, files=listing, surroundings="-", whole_bytes=whole
+        ).encode()
+    )
     room = total - fixed - 256  # the surroundings' fence and a capped-diff note
     diff_budget = room * 3 // 4 if context.source is not None else room
     if diff_budget < _MIN_DIFF_BYTES:
@@ -129,7 +135,7 @@ def plan(context: ReviewContext, config: LLMConfig) -> _Plan:
             f" (LLM_MAX_TOKENS {config.max_tokens} is kept for the answer): raise it",
             EXIT_CONFIG,
         )
-    return _Plan(clipped, pull, listing, room, groups.plan(context.files, diff_budget))
+    return _Plan(clipped, pull, listing, room, whole, groups.plan(context.files, diff_budget))
 
 
 def _surroundings(context: ReviewContext, group: groups.Group, budget: int) -> str:
@@ -214,7 +220,11 @@ def run(
         sub = dataclasses.replace(work.context, files=group.files)
         around = _surroundings(context, group, work.room - group.size)
         message = build_user_message(
-            sub, pull_request=work.pull_request, files=work.files, surroundings=around
+            sub,
+            pull_request=work.pull_request,
+            files=work.files,
+            surroundings=around,
+            whole_bytes=work.whole_bytes,
         )
         try:
             found = _ask(session, sub, message, config.floor)
