@@ -852,7 +852,7 @@ def test_bind_addresses() -> None:
 
 
 def test_signature_token_and_mention_checks() -> None:
-    from auto_review_gateway.forges.re_review import mentions_re_review
+    from auto_review_gateway.forges.commands import mentions_re_review
     from auto_review_gateway.intake.auth import bearer_ok, signature_ok
 
     body = b'{"a": 1}'

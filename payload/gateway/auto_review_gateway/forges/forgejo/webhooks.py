@@ -43,7 +43,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from auto_review_gateway.forges.re_review import re_review_comment
+from auto_review_gateway.forges.commands import re_review_comment
 from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     first_header,

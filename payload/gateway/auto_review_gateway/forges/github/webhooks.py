@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from auto_review_gateway.forges.github.client import ASSOCIATIONS
-from auto_review_gateway.forges.re_review import re_review_comment
+from auto_review_gateway.forges.commands import re_review_comment
 from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     handle_delivery,
