@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from auto_review_gateway.forges.github.client import ASSOCIATIONS
 from auto_review_gateway.forges.commands import re_review_comment
+from auto_review_gateway.forges.github.client import ASSOCIATIONS
 from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     handle_delivery,
