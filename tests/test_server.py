@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from changes import wait_until
-from fake_forgejo import FakeForgejo
+from fake_forgejo import BOT_LOGIN, FakeForgejo
 
 GATEWAY = Path(__file__).resolve().parent.parent / "payload" / "gateway"
 sys.path.insert(0, str(GATEWAY))
@@ -489,6 +489,8 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
 ) -> None:
     head = sha("comment-head")
     forge.set_pull("acme", "demo", 7, head, base_ref="develop")
+    forge.set_permission("acme", "demo", BOT_LOGIN, "admin")
+    forge.set_permission("acme", "demo", "alice", "write")
     assert deliver(gw, "pull_request", pr_event(7, head))[0] == 202
     status, _h, body = deliver(gw, "issue_comment", comment_event(7, "@auto-review re-review"))
     assert status == 202, body
@@ -496,7 +498,7 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     job = gw.jobs()[job_id]
     # Queued before any forge call: the worker reads the current head when it runs.
     assert (job["head_sha"], job["base_ref"], job["force"]) == ("", "", 1)
-    assert job["reason"] == "issue_comment:re-review"
+    assert job["reason"] == "command:re-review:alice"
     # the worker reads the head from the forge (a job already "running" may not have yet)
     wait_for(
         lambda: any(
@@ -510,7 +512,8 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     ignored = [
         comment_event(7, "looks good to me"),
         comment_event(7, "@auto-review-bot re-review"),  # another user
-        comment_event(7, "@auto-review thanks"),
+        comment_event(7, "thanks @auto-review"),
+        comment_event(7, "> @auto-review re-review"),
         comment_event(7, "@auto-review re-review", on_pull=False),
         {**comment_event(7, "@auto-review re-review"), "action": "edited"},
     ]
@@ -852,7 +855,7 @@ def test_bind_addresses() -> None:
 
 
 def test_signature_token_and_mention_checks() -> None:
-    from auto_review_gateway.forges.commands import mentions_re_review
+    from auto_review_gateway.forges.commands import parse_command
     from auto_review_gateway.intake.auth import bearer_ok, signature_ok
 
     body = b'{"a": 1}'
@@ -867,20 +870,16 @@ def test_signature_token_and_mention_checks() -> None:
     assert not bearer_ok(CI_TOKEN, f"token {CI_TOKEN}")
     assert not bearer_ok(CI_TOKEN, f"Bearer {CI_TOKEN}x")
     assert not bearer_ok(CI_TOKEN, None)
-    for text in (
-        "@auto-review re-review",
-        "@Auto-Review please RE-REVIEW.",
-        "re-review @auto-review",
-    ):
-        assert mentions_re_review(text, "auto-review"), text
+    for text in ("@auto-review re-review", "@Auto-Review RE-REVIEW.", "hi\n@auto-review re-review"):
+        assert parse_command(text, "auto-review") == "re-review", text
+    for text in ("@auto-review rereview", "@auto-review pre-review"):
+        assert parse_command(text, "auto-review") == "help", text  # tests/test_commands.py
     for text in (
         "@auto-review-bot re-review",
         "mail@auto-review re-review",
-        "@auto-review rereview",
         "auto-review re-review",
-        "@auto-review pre-review",
     ):
-        assert not mentions_re_review(text, "auto-review"), text
+        assert parse_command(text, "auto-review") is None, text
 
 
 def test_jobs_lists_attempts_and_last_errors_and_metrics_count_retries(
