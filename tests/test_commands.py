@@ -6,6 +6,8 @@ refusal, pause and resume, the permission cache on an injected clock)."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +267,23 @@ def test_github_commands_follow_the_author_association(history: PrHistory) -> No
         replies = [c["body"] for c in hub.comments.on("acme", "demo", 7)]
         assert replies[0].startswith("@bob: only people who") and "Paused" in replies[1]
         assert history.load(key).paused
+
+
+def test_the_history_beside_the_queue_keeps_the_queues_locks(tmp_path: Path) -> None:
+    # Both open the same file in one process; a process that reads the queue (e.g.
+    # `auto-review jobs`) and closes must not delete the write-ahead log still in use.
+    from auto_review_gateway.jobs.queue import JobQueue
+
+    path = str(tmp_path / "jobs.sqlite3")
+    queue = JobQueue(path, max_pending=10)
+    store = PrHistory(path)
+    try:
+        reader = "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); print(db.execute(sys.argv[2]).fetchone()[0]); db.close()"  # noqa: E501
+        count = [sys.executable, "-c", reader, path, "SELECT COUNT(*) FROM jobs"]
+        assert subprocess.run(count, capture_output=True, text=True).stdout == "0\n"
+        queue.submit(command_job("help", "alice").request)
+        assert subprocess.run(count, capture_output=True, text=True).stdout == "1\n"
+        assert os.path.exists(path + "-wal")
+    finally:
+        store.close()
+        queue.close()
