@@ -213,7 +213,7 @@ def pr_event(number: int, head: str, action: str = "opened", draft: bool = False
     }
 
 
-def comment_event(number: int, body: str, on_pull: bool = True) -> dict:
+def comment_event(number: int, body: str, on_pull: bool = True, author: str = "alice") -> dict:
     """An issue_comment payload shaped like Forgejo's."""
     return {
         "action": "created",
@@ -224,7 +224,7 @@ def comment_event(number: int, body: str, on_pull: bool = True) -> dict:
             "state": "open",
             "pull_request": {"merged": False, "merged_at": None} if on_pull else None,
         },
-        "comment": {"id": 77, "body": body, "user": {"login": "alice", "username": "alice"}},
+        "comment": {"id": 77, "body": body, "user": {"login": author, "username": author}},
         "repository": repository(),
         "sender": {"id": 4, "login": "alice", "username": "alice"},
         "is_pull": on_pull,
@@ -528,6 +528,47 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     assert "HTTP 404" in gw.jobs()[job_id]["error"] and gw.jobs()[job_id]["attempts"] == 1
 
 
+def test_commands_are_answered_and_pause_holds_automatic_reviews(
+    gw: Served, forge: FakeForgejo
+) -> None:
+    forge.set_permission("acme", "demo", BOT_LOGIN, "admin")
+    forge.set_permission("acme", "demo", "alice", "write")
+    forge.set_permission("acme", "demo", "mallory", "read")
+    heads = [sha("cmd-head-1"), sha("cmd-head-2")]
+    forge.set_pull("acme", "demo", 40, heads[0], clone_url=NOWHERE)
+
+    def command(body: str, author: str = "alice") -> int:
+        status, _h, answer = deliver(gw, "issue_comment", comment_event(40, body, author=author))
+        assert status == 202, answer
+        job_id = answer["job_id"]
+        wait_for(lambda: gw.jobs()[job_id]["state"] in ("done", "failed"), gw, forge)
+        assert gw.jobs()[job_id]["state"] == "done", gw.jobs()[job_id]
+        return len(replies())
+
+    def replies() -> list[str]:  # the replies to commands (the summary is not one)
+        bodies = [c["body"] for c in forge.comments.on("acme", "demo", 40)]
+        return [b for b in bodies if b.startswith("@")]
+
+    def last() -> str:
+        return replies()[-1]
+
+    assert command("@auto-review help") == 1 and "`@auto-review pause`" in last()
+    assert command("@auto-review pause", author="mallory") == 2
+    assert last().startswith("@mallory: only people who may write") and "\n" not in last()
+    assert command("@auto-review pause", author="mallory") == 2  # rate-limited: no reply
+    assert command("@auto-review dance") == 3 and "`@auto-review help`" in last()
+    assert command("@auto-review pause") == 4 and "Paused" in last()
+    push = deliver(gw, "pull_request", pr_event(40, heads[0]))[2]["job_id"]
+    wait_for(lambda: gw.jobs()[push]["state"] == "done", gw, forge)
+    paused = [r.json for r in forge.of_kind("status") if heads[0] in r.path]
+    assert [s["state"] for s in paused] == ["pending", "success"], paused  # not reviewed
+    assert "paused" in paused[-1]["description"] and not forge.posted("/pulls/40/reviews")
+    assert command("@auto-review resume") == 5 and "Resumed" in last()
+    forge.set_pull("acme", "demo", 40, heads[1], clone_url=NOWHERE)
+    deliver(gw, "pull_request", pr_event(40, heads[1], action="synchronized"))
+    wait_for(lambda: any(heads[1] in r.path for r in forge.of_kind("status")), gw, forge)
+
+
 def test_a_slow_forge_does_not_slow_the_webhook_answer(gw: Served, forge: FakeForgejo) -> None:
     forge.set_pull("acme", "demo", 31, sha("slow-head"))
     forge.hold("pull")  # the forge answers no PR lookup until released
@@ -712,6 +753,29 @@ def test_ci_review_requests(gw: Served, forge: FakeForgejo) -> None:
     assert gw.jobs()[body["job_id"]]["clone_url"] == f"{forge.url}/acme/demo.git"
 
 
+def test_with_ar_trigger_ci_webhooks_record_and_ci_or_commands_review(
+    tmp_path: Path, forge: FakeForgejo
+) -> None:
+    head = sha("gated-head")
+    forge.set_pull("acme", "demo", 41, head, clone_url=NOWHERE)
+    served = Served(tmp_path, forge.url, AR_TRIGGER="ci", AR_CI_REVIEW_TOKEN=CI_TOKEN)
+    try:
+        status, _h, body = deliver(served, "pull_request", pr_event(41, head))
+        assert status == 200 and body["recorded"].startswith(f"acme/demo#41 at {head}"), body
+        assert served.jobs() == {}
+        bad = pr_event(41, "not-a-sha")  # still checked: a bad event is still a 400
+        assert deliver(served, "pull_request", bad)[0] == 400
+        doc = {"owner": "acme", "repo": "demo", "pr_number": 41, "head_sha": head}
+        status, _h, body = ci(served, doc)
+        assert status == 202 and served.jobs()[body["job_id"]]["reason"] == "ci"
+        comment = comment_event(41, "@auto-review full-review")
+        status, _h, body = deliver(served, "issue_comment", comment)
+        assert status == 202 and served.jobs()[body["job_id"]]["reason"].startswith("command:")
+    finally:
+        assert served.stop() == 0, served.stderr
+    assert f"recorded acme/demo#41 at {head}" in served.stderr
+
+
 # --------------------------------------------------------------------------- logs
 
 
@@ -764,6 +828,8 @@ def test_missing_configuration_exits_6_naming_only_the_names(tmp_path: Path) -> 
         ({"AR_SHUTDOWN_GRACE": "-1"}, "AR_SHUTDOWN_GRACE"),
         ({"FORGEJO_BASE_URL": f"ftp://{SECRET}@forge"}, "FORGEJO_BASE_URL"),
         ({"GITHUB_TOKEN": "ghp_" + "y" * 36}, "both GitHub"),  # two forges: which one?
+        ({"AR_TRIGGER": "push"}, "AR_TRIGGER must be webhook or ci"),
+        ({"AR_TRIGGER": "ci", "AR_CI_REVIEW_TOKEN": ""}, "AR_TRIGGER=ci needs AR_CI_REVIEW_TOKEN"),
     ):
         result = run("serve", **{**configured, **extra})
         assert result.returncode == 6, (name, result.stderr)
