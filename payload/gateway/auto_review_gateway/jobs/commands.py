@@ -173,8 +173,8 @@ def run_command(
 
 
 def pr_key(client: Any, req: JobRequest) -> PrKey:
-    """The history's key of ``req``'s PR: the forge is its API URL."""
-    return PrKey(client.config.api_url, req.owner.lower(), req.repo.lower(), req.pr_number)
+    """The history's key of ``req``'s PR: the forge is its API URL (as ``follow.Run``'s)."""
+    return PrKey(client.config.api_url, req.owner, req.repo, req.pr_number)
 
 
 def before_review(job: Job, client: Any, history: PrHistory) -> JobRequest | None:
