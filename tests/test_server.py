@@ -776,6 +776,90 @@ def test_with_ar_trigger_ci_webhooks_record_and_ci_or_commands_review(
     assert f"recorded acme/demo#41 at {head}" in served.stderr
 
 
+ROOT = GATEWAY.parent.parent
+SPECS = ROOT.parent / "shared" / "specs"
+WORKFLOWS = {
+    # the workflow, and the recorded pull_request webhook its forge hands it as github.event
+    "forgejo": (
+        ROOT / "deploy" / "forgejo-actions" / "auto-review.yaml",
+        lambda: json.loads((SPECS / "gitea-fixtures/go-scm/pull_request_opened.json").read_text()),
+    ),
+    "github": (
+        ROOT / "deploy" / "github-actions" / "auto-review.yml",
+        lambda: next(
+            e["examples"][0]
+            for e in json.loads(
+                (SPECS / "github/webhooks-examples.api.github.com.index.json").read_text()
+            )
+            if e["name"] == "pull_request"
+        ),
+    ),
+}
+
+
+def _expand(value: str, context: dict[str, Any]) -> str:
+    """A workflow value with its ``${{ a.b.c }}`` expressions looked up in ``context``
+    (KeyError for a path the context does not have: a typo in the workflow)."""
+
+    def look(match: re.Match[str]) -> str:
+        node: Any = context
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{\{\s*([\w.]+)\s*\}\}", look, value)
+
+
+@pytest.mark.parametrize("forge_name", sorted(WORKFLOWS))
+def test_the_shipped_ci_workflows_ask_for_a_review_after_the_build(
+    forge_name: str, gw: Served, forge: FakeForgejo, tmp_path: Path
+) -> None:
+    import yaml  # PyYAML, the dev dependency pinned in pyproject.toml
+
+    path, recorded = WORKFLOWS[forge_name]
+    doc = yaml.safe_load(path.read_text())
+    on = doc.get("on", doc.get(True))  # YAML 1.1 reads the key `on` as true
+    assert "synchronize" in on["pull_request"]["types"]
+    [job] = [j for j in doc["jobs"].values() if "/reviews/ci" in json.dumps(j)]
+    assert job["needs"] == "build" and "build" in doc["jobs"]  # after the build passed
+    [step] = [s for s in job["steps"] if "/reviews/ci" in s.get("run", "")]
+    event = recorded()
+    owner = event["repository"]["owner"]["login"]
+    head = event["pull_request"]["head"]["sha"]
+    context = {
+        "github": {"event": event, "repository_owner": owner},
+        "secrets": {"AUTO_REVIEW_CI_TOKEN": CI_TOKEN},
+        "vars": {"AUTO_REVIEW_URL": f"http://{gw.host}:{gw.port}"},
+    }
+    env = {k: _expand(str(v), context) for k, v in step["env"].items()}
+    assert "secrets.AUTO_REVIEW_CI_TOKEN" in step["env"]["AUTO_REVIEW_CI_TOKEN"]
+
+    def run_step(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-e", "-c", step["run"]],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env, **extra},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    forge.set_pull(owner, event["repository"]["name"], event["number"], head, clone_url=NOWHERE)
+    before = set(gw.jobs())
+    result = run_step()
+    assert result.returncode == 0 and "answered 202" in result.stdout, result.stderr
+    [job_id] = set(gw.jobs()) - before
+    row = gw.jobs()[job_id]
+    assert (row["owner"], row["pr_number"], row["head_sha"], row["reason"]) == (
+        owner, event["number"], head, "ci"
+    )  # fmt: skip
+    assert "answered 200" in run_step().stdout  # the same head again: a duplicate
+    forge.set_pull(owner, event["repository"]["name"], event["number"], sha("moved"))
+    assert "answered 409" in run_step().stdout  # the PR moved on: the newer run asks
+    refused = run_step(AUTO_REVIEW_CI_TOKEN="wrong-" + CI_TOKEN[6:])
+    assert refused.returncode == 1 and "answered 401" in refused.stdout
+
+
 # --------------------------------------------------------------------------- logs
 
 
