@@ -514,6 +514,8 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
         comment_event(7, "@auto-review-bot re-review"),  # another user
         comment_event(7, "thanks @auto-review"),
         comment_event(7, "> @auto-review re-review"),
+        comment_event(7, "@auto-review re-review", author="auto-review"),  # the bot itself
+        comment_event(7, "@auto-review re-review", author="../etc"),  # no user name
         comment_event(7, "@auto-review re-review", on_pull=False),
         {**comment_event(7, "@auto-review re-review"), "action": "edited"},
     ]
