@@ -195,7 +195,11 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-        poll("Prometheus to be ready", lambda: self._ready(), timeout=60)
+        try:
+            poll("Prometheus to be ready", lambda: self._ready(), timeout=60)
+        except BaseException:
+            self.stop()
+            raise
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, "prometheus exited (see prometheus.log)"
@@ -314,8 +318,8 @@ def test_a_real_prometheus_evaluates_every_rule_and_panel_on_a_live_gateway(
                 "AutoReviewLLMErrorsHigh",  # 1 of 2 LLM requests failed
                 "AutoReviewWebhookSignatureFailures",
             }, firing
-            tokens = prom.query("sum by (kind) (auto_review_llm_tokens_total)")
-            tokens = {s["metric"]["kind"]: float(s["value"][1]) for s in tokens}
+            by_kind = prom.query("sum by (kind) (auto_review_llm_tokens_total)")
+            tokens = {s["metric"]["kind"]: float(s["value"][1]) for s in by_kind}
             assert tokens["prompt"] == 100 and tokens["completion"] > 0  # the one answer
             [info] = prom.query("auto_review_build_info")
             assert info["metric"]["isolation"] == "runc"
