@@ -114,3 +114,28 @@ def test_known_causes_are_exported_at_zero_before_the_first_event() -> None:
     assert 'auto_review_llm_errors_total{cause="cut_off"} 0' in text
     assert 'auto_review_forge_errors_total{cause="timeout"} 0' in text
     assert 'auto_review_llm_tokens_total{kind="prompt"} 0' in text
+
+
+def test_every_call_out_of_the_forges_and_the_reviewer_names_its_target() -> None:
+    """A new forge or LLM call without ``target=`` would go unmeasured: the alerts on
+    forge and LLM errors would not see it."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "payload/gateway/auto_review_gateway"
+    calls = []
+    for path in [*(package / "forges").rglob("*.py"), *(package / "review").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "request"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "httpjson"
+            ):
+                target = [k.value for k in node.keywords if k.arg == "target"]
+                calls.append(
+                    (path.name, node.lineno, ast.literal_eval(target[0]) if target else None)
+                )
+    assert len(calls) >= 5
+    assert [c for c in calls if c[2] not in ("forge", "llm")] == []
+    assert {c[2] for c in calls if c[0] == "reviewer.py"} == {"llm"}
