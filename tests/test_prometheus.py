@@ -251,7 +251,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         subprocess.run(
             ["git", "--git-dir", str(repos / "demo.git"), "branch", branch, "main"], check=True
         )
-        heads.append(commit(repos / "demo.git", {"app.py": f"x = {i}\n"}, branch, branch=branch))
+        change = {"app.py": f"x = {i + 2}\n"}  # a diff for the LLM to review
+        heads.append(commit(repos / "demo.git", change, branch, branch=branch))
     subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     home = tmp_path_factory.mktemp("prometheus-home")
     with GitHttpsServer(repos, certs) as git, FakeForgejo(token=TOKEN) as forge:
@@ -294,6 +295,7 @@ def test_a_real_prometheus_evaluates_every_rule_and_panel_on_a_live_gateway(
             failed = 'auto_review_reviews_failed_total{cause="reviewer"} 1'
             poll("the failed job", lambda: failed in scrape(gw).splitlines())
             assert deliver(gw, pr_event(world, 3, bad), secret="forged")[0] == 401
+            assert len(llm.requests) == 2
 
             # the scrapes and rule evaluations that saw all of it (waited for, not slept)
             poll("the failure in a recorded ratio", lambda: total(
@@ -327,6 +329,9 @@ def test_a_real_prometheus_evaluates_every_rule_and_panel_on_a_live_gateway(
             assert total(prom, "auto_review_ready") == 1
             causes = {s["metric"].get("cause") for s in prom.query("auto_review_llm_errors_total")}
             assert "client_error" in causes
+        except AssertionError as exc:
+            said = "".join(line for line in gw.errors if "GET /metrics" not in line)
+            raise AssertionError(f"{exc}\ngateway stderr (less scrapes):\n{said[-3000:]}") from None
         finally:
             if prom is not None:
                 prom.stop()
