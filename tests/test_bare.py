@@ -32,7 +32,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     make_repo(repos / "demo.git", {"README.md": "hello\n", "a.txt": "x   \n"}, "base")
     subprocess.run(["git", "--git-dir", str(repos / "demo.git"), "branch", "topic", "main"],
                    check=True)  # fmt: skip
-    # a change for the model to review: an empty diff makes no model call
+    # a change for the model to look at (an empty diff is reviewed without a model call)
     commit(repos / "demo.git", {"b.txt": "y\n"}, "topic", branch="topic")
     env = {
         "PATH": os.environ["PATH"],

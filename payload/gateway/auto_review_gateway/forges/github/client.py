@@ -124,6 +124,7 @@ class GitHub(IssueComments):
         return httpjson.request(
             method,
             url,
+            target="forge",
             token=token,
             body=body,
             timeout=self.timeout,
@@ -169,7 +170,13 @@ class GitHub(IssueComments):
         else:
             url, token = f"{self.config.api_url}/rate_limit", self.config.static_token
         httpjson.request(
-            "GET", url, token=token, timeout=timeout, exit_code=EXIT_POST, headers=HEADERS
+            "GET",
+            url,
+            target="forge",
+            token=token,
+            timeout=timeout,
+            exit_code=EXIT_POST,
+            headers=HEADERS,
         )
 
     def get_pull_doc(self, owner: str, repo: str, number: int) -> Any:

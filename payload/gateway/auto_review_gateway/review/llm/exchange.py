@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from auto_review_gateway.core import httpjson
+from auto_review_gateway.core import httpjson, metrics
 from auto_review_gateway.core.model import (
     EXIT_REVIEWER,
     ReviewError,
@@ -82,18 +82,21 @@ def _content(response: Any) -> str:
         if not isinstance(message, dict):
             raise TypeError
     except (KeyError, IndexError, TypeError):
+        count_error("bad_answer")
         raise ReviewError(
             "LLM server answered without choices[0].message (not a chat completion)",
             EXIT_REVIEWER,
         ) from None
     finish = choice.get("finish_reason") if isinstance(choice, dict) else None
     if finish == "length":
+        count_error("cut_off")
         raise ReviewError(
             "the LLM answer was cut off at the token limit (finish_reason length):"
             " raise LLM_MAX_TOKENS or use a model with a larger output",
             EXIT_REVIEWER,
         )
     if finish == "content_filter":
+        count_error("content_filter")
         raise ReviewError(
             "the LLM server withheld the answer (finish_reason content_filter)", EXIT_REVIEWER
         )
@@ -103,6 +106,27 @@ def _content(response: Any) -> str:
     if isinstance(message.get("refusal"), str):
         raise InvalidAnswer("the model refused instead of answering with the JSON object")
     raise InvalidAnswer("the answer is empty")
+
+
+def count_error(cause: str) -> None:
+    """Count a failed answer in ``llm_errors_total`` (HTTP failures are counted by
+    :func:`httpjson.request`)."""
+    sink = metrics.installed()
+    if sink is not None:
+        sink.inc("llm_errors_total", {"cause": cause})
+
+
+def _count_usage(response: Any) -> None:
+    """Count the tokens an answer's ``usage`` reports; anything but a plausible
+    non-negative integer (a hostile or broken server) is ignored."""
+    sink = metrics.installed()
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if sink is None or not isinstance(usage, dict):
+        return
+    for kind in ("prompt", "completion"):
+        n = usage.get(f"{kind}_tokens")
+        if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**9:
+            sink.inc("llm_tokens_total", {"kind": kind}, n)
 
 
 class OutOfTime(ReviewError):
@@ -146,6 +170,7 @@ class Session:
             answer = httpjson.request(
                 "POST",
                 self.config.endpoint,
+                target="llm",
                 token=self.config.api_key,
                 auth_scheme="Bearer",
                 body=body,
@@ -161,7 +186,7 @@ class Session:
             self.usage["calls"] += 1
             for key in ("prompt_tokens", "completion_tokens"):
                 value = usage.get(key) if isinstance(usage, dict) else None
-                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9:
                     self.usage[key] += value
 
     def _adapted(self, exc: httpjson.HttpError) -> bool:
@@ -188,4 +213,6 @@ class Session:
                         raise
             return self._send(messages)
 
-        return _content(self.retry.call(once))
+        response = self.retry.call(once)
+        _count_usage(response)
+        return _content(response)

@@ -57,7 +57,12 @@ from auto_review_gateway.review.llm.answer import (
     to_findings,
     validate_answer,
 )
-from auto_review_gateway.review.llm.exchange import OutOfTime, Session, build_request
+from auto_review_gateway.review.llm.exchange import (
+    OutOfTime,
+    Session,
+    build_request,
+    count_error,
+)
 from auto_review_gateway.review.llm.prompt import (
     ANSWER_SCHEMA,
     MAX_MESSAGE_CHARS,
@@ -159,6 +164,7 @@ def _ask(session: Session, sub: ReviewContext, message: str, floor: str) -> list
         answer = session.complete(messages)
         items, _summary = validate_answer(answer)
     except InvalidAnswer as first:
+        count_error("invalid_answer")
         messages += [
             {"role": "assistant", "content": answer[:_MAX_ECHO_CHARS] or "(empty answer)"},
             {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
@@ -166,6 +172,7 @@ def _ask(session: Session, sub: ReviewContext, message: str, floor: str) -> list
         try:
             items, _summary = validate_answer(session.complete(messages))
         except InvalidAnswer as second:
+            count_error("invalid_answer")
             reason = httpjson.clean_text(str(second), 300)
             raise ReviewError(
                 f"LLM answer invalid after one repair attempt: {reason}", EXIT_REVIEWER
