@@ -285,21 +285,8 @@ def review(
     return outcome.findings, outcome.model
 
 
-__all__ = [
-    "ANSWER_SCHEMA",
-    "MAX_FINDINGS",
-    "MAX_MESSAGE_CHARS",
-    "MAX_RULE_CHARS",
-    "SYSTEM_PROMPT",
-    "InvalidAnswer",
-    "LLMConfig",
-    "Outcome",
-    "build_request",
-    "build_user_message",
-    "load_config",
-    "render_diff",
-    "review",
-    "run",
-    "to_findings",
-    "validate_answer",
-]
+__all__ = [  # what callers and tests use of the reviewer, in one place
+    "ANSWER_SCHEMA", "MAX_FINDINGS", "MAX_MESSAGE_CHARS", "MAX_RULE_CHARS", "SYSTEM_PROMPT",
+    "InvalidAnswer", "LLMConfig", "Outcome", "build_request", "build_user_message", "load_config",
+    "render_diff", "review", "run", "to_findings", "validate_answer",
+]  # fmt: skip
