@@ -36,6 +36,13 @@ in that repository, unless :meth:`FakeGitHub.set_pull` is given ``files``.
 :meth:`FakeGitHub.fail` makes a kind of request answer an error (with headers, e.g. a
 secondary rate limit's ``retry-after``) ``times`` times; :meth:`FakeGitHub.lose_answers`
 makes it take effect and then answer 502.
+
+Rate limits as GitHub's "Rate limits for the REST API" describes them: every API answer
+carries ``x-ratelimit-limit``, ``-remaining``, ``-used``, ``-reset`` (epoch seconds) and
+``-resource``; :meth:`FakeGitHub.secondary_limit` answers 403 or 429 with the message
+"You have exceeded a secondary rate limit" (GitHub's ``basic-error`` body, the
+``forbidden`` response of the OpenAPI document), ``retry-after`` only when given, and
+``x-ratelimit-remaining`` not 0.
 """
 
 from __future__ import annotations
@@ -61,6 +68,12 @@ from hostile import redirect
 from loopback import LoopbackServer, serve_git
 
 PREFIX = "/api/v3"
+SECONDARY_LIMIT = {
+    "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
+    "before you try again.",
+    "documentation_url": "https://docs.github.com/rest/using-the-rest-api/"
+    "rate-limits-for-the-rest-api#about-secondary-rate-limits",
+}
 BAD_CREDENTIALS = {
     "message": "Bad credentials",
     "documentation_url": "https://docs.github.com/rest",
@@ -148,7 +161,7 @@ class FakeGitHub(LoopbackServer):
         self.statuses: list[dict[str, Any]] = []
         self.requests: list[Received] = []
         self.minted: list[str] = []
-        self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._failures: dict[str, list[tuple[int, dict[str, str], Any]]] = {}
         self._lost: dict[str, int] = {}
         self._lock = threading.Lock()
         self._status_posted = threading.Condition(self._lock)
@@ -170,9 +183,27 @@ class FakeGitHub(LoopbackServer):
         self.pulls[(owner, repo, number)] = pull
         return pull
 
-    def fail(self, kind: str, status: int, times: int = 1, headers: dict | None = None) -> None:
+    def fail(
+        self,
+        kind: str,
+        status: int,
+        times: int = 1,
+        headers: dict | None = None,
+        body: Any = None,
+    ) -> None:
+        """The next ``times`` requests of ``kind`` answer ``status`` with ``headers`` and
+        ``body`` (default ``{"message": "fake failure"}``)."""
+        answer = (status, headers or {}, body or {"message": "fake failure"})
         with self._lock:
-            self._failures.setdefault(kind, []).extend([(status, headers or {})] * times)
+            self._failures.setdefault(kind, []).extend([answer] * times)
+
+    def secondary_limit(
+        self, kind: str, status: int = 403, times: int = 1, retry_after: str | None = None
+    ) -> None:
+        """The next ``times`` requests of ``kind`` hit a secondary rate limit (see the
+        module doc): no ``retry-after`` unless given, ``x-ratelimit-remaining`` not 0."""
+        headers = {"retry-after": retry_after} if retry_after is not None else {}
+        self.fail(kind, status, times, headers, body=SECONDARY_LIMIT)
 
     def lose_answers(self, kind: str, times: int = 1) -> None:
         """The next ``times`` requests of ``kind`` take effect, then answer 502 (a proxy
@@ -183,6 +214,18 @@ class FakeGitHub(LoopbackServer):
     def of_kind(self, kind: str) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if r.kind == kind]
+
+    def limit_headers(self) -> dict[str, str]:
+        """The primary rate limit's headers, as GitHub sends them on every answer."""
+        with self._lock:
+            used = len(self.requests)
+        return {
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": str(max(5000 - used, 1)),
+            "x-ratelimit-used": str(used),
+            "x-ratelimit-reset": str(int(self.now()) + 3600),
+            "x-ratelimit-resource": "core",
+        }
 
     def reviews(self, owner: str, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.pulls[(owner, repo, number)].reviews)
@@ -391,6 +434,8 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     fake._lost[kind] -= 1
                     status, body, headers = 502, {"message": "Bad Gateway"}, {}
             rec.status = status
+            if kind != "unknown":  # every API answer says where the primary limit stands
+                headers = {**fake.limit_headers(), **headers}
             self._send(status, body, headers)
 
         def _answer(self, kind: str, match: Any, doc: Any, query: str) -> tuple[int, Any, dict]:
@@ -407,7 +452,7 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 queued = fake._failures.get(kind)
                 failure = queued.pop(0) if queued else None
             if failure is not None:
-                return failure[0], {"message": "fake failure"}, failure[1]
+                return failure[0], failure[2], failure[1]
             if kind == "app":
                 return 200, {"id": fake.app_id, "slug": "auto-review"}, {}
             if kind == "rate_limit":

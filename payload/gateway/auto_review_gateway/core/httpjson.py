@@ -275,6 +275,7 @@ def request(
                 code=code,
                 param=param,
                 detail=detail,
+                headers=exc.headers,
             ) from None
     except TimeoutError:
         raise HttpError(

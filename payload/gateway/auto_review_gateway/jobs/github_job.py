@@ -2,7 +2,7 @@
 :func:`forgejo_job.run_review_job` (same order: status pending, fetch, pipeline, review,
 final status; error status on failure; the run's marker keeps a retried job from
 posting twice). Its statuses and review go through :class:`publication.Publication`,
-as the Forgejo job's do.
+as the Forgejo job's do. Its GitHub calls wait out rate limits within ``REVIEW_DEADLINE``.
 
 Fetching: a clone URL under the GitHub web root (``github.com``, or the GHES host) gets
 the token (the installation token for an App) as ``Authorization: Basic`` of
@@ -27,6 +27,10 @@ from auto_review_gateway.forges.github import client as github
 from auto_review_gateway.forges.publication import Publication
 from auto_review_gateway.jobs import forgejo_job
 from auto_review_gateway.jobs.spec import Job, JobRequest
+
+# Seconds a job may wait on GitHub (rate limits, retries) before it gives up and goes
+# back to the queue, due when the limit has passed (workers, retry_policy.server_wait).
+REVIEW_DEADLINE = 900.0
 
 _clients: dict[github.GitHubConfig, github.GitHub] = {}
 _lock = threading.Lock()
@@ -83,7 +87,7 @@ def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> 
 
 def run_github_job(job: Job) -> None:
     """Review ``job``'s pull request on GitHub and publish it (see the module doc)."""
-    gh = client()
+    gh = client().within(REVIEW_DEADLINE)
     req = forgejo_job.resolve(job.request, gh)
     if req is None:
         print(
