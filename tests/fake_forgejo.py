@@ -11,6 +11,12 @@ It speaks the API paths and JSON the gateway uses, with the real status codes:
   set with :meth:`FakeForgejo.set_pull` (``number``, ``state``, ``head.sha``/``ref``,
   ``base.ref``, and ``base.repo.clone_url`` when given), 404 otherwise.
 
+Token scopes (``scopes``, default ``("all",)``) are checked as Forgejo checks them
+(:meth:`FakeForgejo.scope_refused`): 403 "token does not have at least one of required
+scope(s): [write:repository]" before the route's own work; ``repoEdit``
+``PATCH /repos/{owner}/{repo}`` past that check answers 404 (the stand-in edits no
+repository).
+
 Like the real API it wants ``Authorization: token <token>`` (401 ``{"message", "url"}``
 otherwise; with ``token=None`` any non-empty token is accepted), validates the fields'
 types and the status state / review event (422), and answers unknown paths with 404.
@@ -79,6 +85,7 @@ _STATUS_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]+)
 _REVIEW_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews\Z")
 _PULL_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)\Z")
 _REVIEW_ONE = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews/([0-9]+)\Z")
+_REPO_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)\Z")
 _GIT_PATH = re.compile(r"\A/([^/]+)/([^/]+\.git)/")
 BOT_ID = 7
 BOT_LOGIN = "auto-review-bot"
@@ -111,8 +118,10 @@ class FakeForgejo(LoopbackServer):
         ssl_context: ssl.SSLContext | None = None,
         *,
         git_root: str | os.PathLike[str] | None = None,
+        scopes: tuple[str, ...] = ("all",),
     ):
         self.token = token
+        self.scopes = scopes  # the token's scopes (see scope_refused)
         self.git_root = None if git_root is None else os.fspath(git_root)
         self.git_redirect: str | None = None  # an origin git requests are sent to (302)
         self.requests: list[Received] = []
@@ -285,6 +294,21 @@ class FakeForgejo(LoopbackServer):
             return False
         return self.token is None or value == self.token
 
+    def scope_refused(self, method: str, path: str) -> str | None:
+        """The scope a request needs and the token lacks (None: none lacking), as
+        ``routers/api/v1/api.go`` checks them: ``tokenRequiresScopes(category)`` on each
+        route group (``/user``, ``/repos``, ``/orgs``; ``/version`` none), ``read:`` for
+        GET, ``write:`` for the rest; ``write:`` grants ``read:``; ``all`` grants all."""
+        parts = path.split("/")
+        category = {"user": "user", "repos": "repository", "orgs": "organization"}.get(
+            parts[3] if len(parts) > 3 else ""
+        )
+        if category is None or "all" in self.scopes:
+            return None
+        level = "read" if method == "GET" else "write"
+        held = {f"write:{category}"} | ({f"read:{category}"} if level == "read" else set())
+        return None if held & set(self.scopes) else f"{level}:{category}"
+
     def _record(self, received: Received) -> None:
         with self._lock:
             self.requests.append(received)
@@ -426,6 +450,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 return "user"
             if method == "GET" and _PULL_PATH.match(path):
                 return "pull"
+            if method == "PATCH" and _REPO_PATH.match(path):
+                return "repo_edit"
             if fake.git_root and method in ("GET", "POST") and _GIT_PATH.match(path):
                 return "git"
             return "unknown"
@@ -469,6 +495,14 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
             # A token, when sent, is checked on every route; /version alone needs none.
             if (header or kind != "version") and not fake._authorized(header):
                 self._send(401, _api_error("user does not exist or token is invalid"))
+                return
+            lacking = fake.scope_refused(method, path)
+            if lacking is not None:
+                message = f"token does not have at least one of required scope(s): [{lacking}]"
+                self._send(403, _api_error(message))
+                return
+            if kind == "repo_edit":  # past the scope check, as repoAssignment comes after it
+                self._send(404, _api_error("repository does not exist"))
                 return
             failure = fake._failure(kind)
             if failure is not None:
@@ -582,5 +616,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             self._handle("DELETE")
+
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
 
     return Handler

@@ -10,7 +10,14 @@ these operations (by operation id):
   (App JWT; ``repositories`` must be repositories of the installation, else 422) -> 201
   ``{"token", "expires_at"}``, the token valid for one hour of the stand-in's clock;
 * ``pulls/get``, ``pulls/list-files`` (``per_page``/``page``), ``pulls/list-reviews``,
-  ``pulls/create-review``, ``repos/create-commit-status``, ``rate-limit/get``.
+  ``pulls/create-review``, ``repos/create-commit-status``, ``rate-limit/get``;
+* ``meta/get`` ``GET /meta`` (no authentication); ``users/get-authenticated``
+  ``GET /user``: :attr:`FakeGitHub.user_login`, with ``x-oauth-scopes`` for a token in
+  :attr:`FakeGitHub.token_scopes` (a classic token; the others are fine-grained, which
+  GitHub sends no scopes for); ``apps/list-installations`` ``GET /app/installations``
+  (App JWT): each account installed, with :attr:`FakeGitHub.permissions`.
+
+Every answer carries ``x-github-enterprise-version`` (the stand-in is GHES-shaped).
 
 It refuses what GitHub refuses:
 
@@ -89,7 +96,11 @@ ROUTES = [
     ("POST", re.compile(_REPO + r"/pulls/(?P<n>\d+)/reviews"), "review"),
     ("POST", re.compile(_REPO + r"/statuses/(?P<sha>[0-9a-fA-F]{40})"), "status"),
     ("GET", re.compile(r"/rate_limit"), "rate_limit"),
+    ("GET", re.compile(r"/meta"), "meta"),
+    ("GET", re.compile(r"/user"), "user"),
+    ("GET", re.compile(r"/app/installations"), "installations"),
 ]
+GHES_VERSION = "3.15.0"  # x-github-enterprise-version, as GHES sends on every answer
 _GIT = re.compile(r"/(?P<owner>[^/]+)/(?P<repo>[^/]+)\.git/(info/refs|git-upload-pack)")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 
@@ -150,6 +161,12 @@ class FakeGitHub(LoopbackServer):
     ) -> None:
         super().__init__(ssl_context)
         self.tokens: dict[str, float | None] = dict.fromkeys(tokens)
+        # token -> its x-oauth-scopes (a classic token); absent: a fine-grained one
+        self.token_scopes: dict[str, str] = {}
+        self.user_login = "octo-bot"  # the owner of every static token
+        # what each installation grants (apps/list-installations' ``permissions``)
+        self.permissions = {"pull_requests": "write", "statuses": "write",
+                            "contents": "read", "metadata": "read"}  # fmt: skip
         self.app_id = app_id
         self.public_key = app_key.public_key() if app_key is not None else None
         self.git_root = None if git_root is None else os.fspath(git_root)
@@ -436,15 +453,18 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             rec.status = status
             if kind != "unknown":  # every API answer says where the primary limit stands
                 headers = {**fake.limit_headers(), **headers}
+                headers["x-github-enterprise-version"] = GHES_VERSION
             self._send(status, body, headers)
 
         def _answer(self, kind: str, match: Any, doc: Any, query: str) -> tuple[int, Any, dict]:
             if kind == "unknown":
                 return 404, {"message": "Not Found"}, {}
+            if kind == "meta":  # meta/get needs no authentication
+                return 200, {"verifiable_password_authentication": False}, {}
             scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
             if scheme.lower() not in ("bearer", "token") or not credential:
                 return 401, {"message": "Requires authentication"}, {}
-            app_route = kind in ("app", "mint", "installation")
+            app_route = kind in ("app", "mint", "installation", "installations")
             authed = fake.jwt_ok(credential) if app_route else fake.token_ok(credential)
             if not authed:
                 return 401, BAD_CREDENTIALS, {}
@@ -455,6 +475,21 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 return failure[0], failure[2], failure[1]
             if kind == "app":
                 return 200, {"id": fake.app_id, "slug": "auto-review"}, {}
+            if kind == "user":
+                scopes = fake.token_scopes.get(credential)
+                extra = {} if scopes is None else {"x-oauth-scopes": scopes}
+                return 200, {"login": fake.user_login, "id": 1, "type": "User"}, extra
+            if kind == "installations":
+                ids = {owner: inst for (owner, _), inst in fake.installations.items()}
+                return (
+                    200,
+                    [
+                        {"id": inst, "account": {"login": owner}, "app_id": fake.app_id,
+                         "permissions": dict(fake.permissions)}
+                        for owner, inst in sorted(ids.items())
+                    ],
+                    {},
+                )  # fmt: skip
             if kind == "rate_limit":
                 return 200, {"rate": {"limit": 5000, "remaining": 4999, "reset": 0}}, {}
             if kind == "mint":

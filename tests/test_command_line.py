@@ -22,7 +22,7 @@ from launcher.cli import commands, grammar
 sys.path.insert(0, str(ROOT / "payload" / "gateway"))
 from auto_review_gateway import cli as gateway_cli
 
-VERBS = "check, review, serve, cache, bundle, doctor"
+VERBS = "check, review, serve, preflight, cache, bundle, doctor"
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -205,6 +205,7 @@ def request(
     accept_status: Collection[int] = (),
     max_bytes: int = MAX_RESPONSE_BYTES,
     headers: Mapping[str, str] | None = None,
+    answer_headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """Send one JSON request and return ``(status, parsed JSON or None for an empty body)``.
 
@@ -214,7 +215,8 @@ def request(
     returned; anything else (another status, a network error, a timeout, a body over
     ``max_bytes`` or one that is not JSON) raises :class:`HttpError` with ``exit_code``.
     ``timeout`` bounds each network operation and the reading of the body. ``headers``
-    are sent too (over the defaults: GitHub wants its own ``Accept``).
+    are sent too (over the defaults: GitHub wants its own ``Accept``); ``answer_headers``,
+    when given, receives the answer's headers (lower-case names).
     A rate-limited answer (:func:`rate_limit_wait`) is transient, to be retried after
     the reset.
     """
@@ -238,6 +240,8 @@ def request(
     try:
         with _opener().open(req, timeout=timeout) as response:
             status = response.status
+            if answer_headers is not None:
+                answer_headers.update((k.lower(), v) for k, v in response.headers.items())
             raw = _read_bounded(response, max_bytes, deadline)
     except urllib.error.HTTPError as exc:
         status = exc.code
