@@ -19,6 +19,14 @@ these operations (by operation id):
 
 Every answer carries ``x-github-enterprise-version`` (the stand-in is GHES-shaped).
 
+Repository webhooks: ``repos/list-webhooks``, ``repos/create-webhook`` (a second hook
+with the same ``config.url`` is 422 "Hook already exists on this repository"),
+``repos/update-webhook``, ``repos/ping-webhook`` (a signed ``ping`` is delivered to
+the hook's URL at once, ``X-Hub-Signature-256`` with its secret) and
+``repos/list-webhook-deliveries`` (newest first, with each ``status_code``). Their
+request bodies are checked against the OpenAPI document's schemas (422 otherwise), and
+their answers too (tests/apidoc.py); a secret is never returned.
+
 It refuses what GitHub refuses:
 
 * no token, an unknown one or an installation token past its ``expires_at`` -> 401
@@ -96,6 +104,11 @@ ROUTES = [
     ("POST", re.compile(_REPO + r"/pulls/(?P<n>\d+)/reviews"), "review"),
     ("POST", re.compile(_REPO + r"/statuses/(?P<sha>[0-9a-fA-F]{40})"), "status"),
     ("GET", re.compile(r"/rate_limit"), "rate_limit"),
+    ("GET", re.compile(_REPO + r"/hooks"), "hooks"),
+    ("POST", re.compile(_REPO + r"/hooks"), "hook_create"),
+    ("PATCH", re.compile(_REPO + r"/hooks/(?P<id>\d+)"), "hook_edit"),
+    ("POST", re.compile(_REPO + r"/hooks/(?P<id>\d+)/pings"), "hook_ping"),
+    ("GET", re.compile(_REPO + r"/hooks/(?P<id>\d+)/deliveries"), "hook_deliveries"),
     ("GET", re.compile(r"/meta"), "meta"),
     ("GET", re.compile(r"/user"), "user"),
     ("GET", re.compile(r"/app/installations"), "installations"),
@@ -164,6 +177,7 @@ class FakeGitHub(LoopbackServer):
         # token -> its x-oauth-scopes (a classic token); absent: a fine-grained one
         self.token_scopes: dict[str, str] = {}
         self.user_login = "octo-bot"  # the owner of every static token
+        self.hooks: dict[tuple[str, str], list[dict[str, Any]]] = {}  # with "_secret"
         # what each installation grants (apps/list-installations' ``permissions``)
         self.permissions = {"pull_requests": "write", "statuses": "write",
                             "contents": "read", "metadata": "read"}  # fmt: skip
@@ -390,6 +404,121 @@ class FakeGitHub(LoopbackServer):
             self._status_posted.notify_all()
         return 201, dict(doc, id=next(self._ids))
 
+    def hook_call(self, kind: str, match: Any, doc: Any) -> tuple[int, Any]:
+        """The repository webhook operations (see the module doc): bodies checked against
+        the OpenAPI request schemas, answers against the response schemas."""
+        from apidoc import github_answer_schema, github_request_schema, problem
+
+        key = (match["owner"], match["repo"])
+        template = {
+            "hooks": ("GET", "/repos/{owner}/{repo}/hooks"),
+            "hook_create": ("POST", "/repos/{owner}/{repo}/hooks"),
+            "hook_edit": ("PATCH", "/repos/{owner}/{repo}/hooks/{hook_id}"),
+            "hook_ping": ("POST", "/repos/{owner}/{repo}/hooks/{hook_id}/pings"),
+            "hook_deliveries": ("GET", "/repos/{owner}/{repo}/hooks/{hook_id}/deliveries"),
+        }[kind]
+        if template[0] in ("POST", "PATCH") and kind != "hook_ping":
+            why = problem("github", github_request_schema(*template), doc)
+            if why is not None:
+                return 422, {"message": "Invalid request.", "errors": [why]}
+        with self._lock:
+            hooks = self.hooks.setdefault(key, [])
+            found = [h for h in hooks if "id" in match.groupdict() and h["id"] == int(match["id"])]
+        status, body = 200, None
+        if kind == "hooks":
+            body = [self._hook_json(key, h) for h in hooks]
+        elif kind == "hook_create":
+            config = doc.get("config") or {}
+            if not config.get("url"):
+                return 422, {"message": "Validation Failed", "errors": ["url is missing"]}
+            # "Each webhook should have a unique config" (repos/create-webhook)
+            if any(h["config"]["url"] == config["url"] for h in hooks):
+                return 422, {"message": "Validation Failed",
+                             "errors": ["Hook already exists on this repository"]}  # fmt: skip
+            unused = {"code": None, "status": "unused", "message": None}
+            hook = {"id": next(self._ids), "name": "web", "active": doc.get("active", True),
+                    "events": doc.get("events", ["push"]), "config": {}, "deliveries": [],
+                    "last_response": unused}  # fmt: skip
+            self._hook_config(hook, config)
+            with self._lock:
+                hooks.append(hook)
+            status, body = 201, self._hook_json(key, hook)
+        elif not found:
+            return 404, {"message": "Not Found"}
+        elif kind == "hook_edit":
+            hook = found[0]
+            self._hook_config(hook, doc.get("config") or {})
+            if "events" in doc:
+                hook["events"] = doc["events"]
+            if "active" in doc:
+                hook["active"] = doc["active"]
+            body = self._hook_json(key, hook)
+        elif kind == "hook_ping":
+            self._ping(key, found[0])
+            return 204, None
+        else:
+            body = list(reversed(found[0]["deliveries"]))
+        schema = github_answer_schema(*template, status)
+        why = problem("github", schema, body) if schema else None
+        assert why is None, f"the stand-in's answer breaks the OpenAPI document: {why}"
+        return status, body
+
+    @staticmethod
+    def _hook_config(hook: dict[str, Any], config: dict[str, Any]) -> None:
+        for name in ("url", "content_type", "insecure_ssl"):
+            if name in config:
+                hook["config"][name] = config[name]
+        if "secret" in config:
+            hook["_secret"] = config["secret"]
+            hook["config"]["secret"] = "********"  # GitHub never returns a secret
+
+    def _hook_json(self, key: tuple[str, str], hook: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.api_url}/repos/{key[0]}/{key[1]}/hooks/{hook['id']}"
+        when = "2026-01-01T00:00:00Z"
+        return {"type": "Repository", "id": hook["id"], "name": "web", "active": hook["active"],
+                "events": hook["events"], "config": dict(hook["config"]), "updated_at": when,
+                "created_at": when, "url": url, "test_url": f"{url}/test",
+                "ping_url": f"{url}/pings", "deliveries_url": f"{url}/deliveries",
+                "last_response": dict(hook["last_response"])}  # fmt: skip
+
+    def _ping(self, key: tuple[str, str], hook: dict[str, Any]) -> None:
+        """Deliver a signed ``ping`` ("Webhook events and payloads", ping) to the hook's
+        URL, as GitHub does, and record it among the hook's deliveries."""
+        import hashlib
+        import hmac
+        import uuid
+
+        from loopback import deliver
+
+        raw = json.dumps({"zen": "Design for failure.", "hook_id": hook["id"],
+                          "hook": {"type": "Repository", "id": hook["id"],
+                                   "events": hook["events"], "active": hook["active"]},
+                          "repository": {"full_name": f"{key[0]}/{key[1]}"}}).encode()  # fmt: skip
+        secret = hook.get("_secret", "").encode()
+        guid = str(uuid.uuid4())
+        headers = {"Content-Type": "application/json", "X-GitHub-Event": "ping",
+                   "X-GitHub-Delivery": guid, "X-GitHub-Hook-ID": str(hook["id"]),
+                   "X-Hub-Signature-256": "sha256="
+                   + hmac.new(secret, raw, hashlib.sha256).hexdigest()}  # fmt: skip
+        status, _ = deliver(hook["config"].get("url", ""), headers, raw)
+        text = "OK" if 200 <= status < 300 else f"Invalid HTTP Response: {status}"
+        hook["last_response"] = {"code": status, "status": "active", "message": text}
+        hook["deliveries"].append(
+            {
+                "id": next(self._ids),
+                "guid": guid,
+                "delivered_at": "2026-01-01T00:00:00Z",
+                "redelivery": False,
+                "duration": 0.01,
+                "status": text,
+                "status_code": status,
+                "event": "ping",
+                "action": None,
+                "installation_id": None,
+                "repository_id": 1,
+            }
+        )
+
     def wait_for_statuses(
         self, sha: str, done: Callable[[list[str]], bool], timeout: float
     ) -> list[str]:
@@ -490,6 +619,8 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     ],
                     {},
                 )  # fmt: skip
+            if kind.startswith("hook"):
+                return (*fake.hook_call(kind, match, doc), {})
             if kind == "rate_limit":
                 return 200, {"rate": {"limit": 5000, "remaining": 4999, "reset": 0}}, {}
             if kind == "mint":
@@ -559,5 +690,8 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             self._handle("POST")
+
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
 
     return Handler

@@ -18,6 +18,7 @@ DESCRIPTIONS = {
     "review": "review a pull request or a local checkout",
     "serve": "run the webhook gateway",
     "preflight": "check forge, token, scopes, webhook secret, model",
+    "webhook": "register, list or test the forge's webhook",
 }
 
 # The launcher's own settings (read on the host), in README's order.

@@ -37,7 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help='print {"ok": ..., "items": [...]}')
 
 
-def _redact(text: str) -> str:
+def redact_secrets(text: str) -> str:
+    """``text`` with every secret value the gateway holds replaced by ``***``."""
     from auto_review_gateway.core import hostlink
 
     for name in hostlink.SECRET_NAMES:
@@ -109,14 +110,14 @@ def run(args: argparse.Namespace) -> int:
     failed = [item for item in items if item.failed]
     if args.json:
         doc = {"ok": not failed, "items": [item.as_dict() for item in items]}
-        print(_redact(json.dumps(doc, indent=2)))
+        print(redact_secrets(json.dumps(doc, indent=2)))
     else:
         width = max(len(item.name) for item in items)
         for item in items:
             line = f"{item.state:<4} {item.name:<{width}} {item.detail}"
             if item.state != "PASS" and item.fix:
                 line += f" -- fix: {item.fix}"
-            print(visible(_redact(line)))
+            print(visible(redact_secrets(line)))
         if failed:
             print(f"{len(failed)} problem(s): {', '.join(item.name for item in failed)}")
         else:
