@@ -82,6 +82,7 @@ def preflight(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict
     lines = {line[5 : 5 + width].rstrip(): line for line in text.splitlines()[:-1]}
     assert set(lines) == set(items)
     for name, item in items.items():
+        assert item["ok"] is (item["state"] != "FAIL")  # as doctor's items have it
         line = lines[name]
         assert line.startswith(item["state"])
         if item["state"] != "PASS":

@@ -40,9 +40,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def redact_secrets(text: str) -> str:
     """``text`` with every secret value the gateway holds replaced by ``***``."""
     from auto_review_gateway.core import hostlink
+    from auto_review_gateway.forges.github import config as github_config
 
-    for name in hostlink.SECRET_NAMES:
-        value = os.environ.get(name, "").strip()
+    values = [os.environ.get(name, "").strip() for name in hostlink.SECRET_NAMES]
+    try:  # a GitHub token may come from the state dir's github.env
+        values.append(github_config.settings(os.environ).get("GITHUB_TOKEN", ""))
+    except Exception:
+        pass  # redacting must not fail: what it can read, it redacts
+    for value in values:
         for secret in (value, *value.splitlines()):
             if len(secret.strip()) >= 4:
                 text = text.replace(secret.strip(), "***")

@@ -25,9 +25,10 @@ class Check:
         """True for FAIL (a WARN or SKIP does not stop the deployment)."""
         return self.state == FAIL
 
-    def as_dict(self) -> dict[str, str]:
-        """The check as a JSON-ready mapping."""
-        return asdict(self)
+    def as_dict(self) -> dict[str, str | bool]:
+        """The check as a JSON-ready mapping, with ``ok`` (not FAIL) as ``doctor``'s
+        items have it."""
+        return {**asdict(self), "ok": not self.failed}
 
 
 def from_error(name: str, exc: Exception, fix: str) -> Check:

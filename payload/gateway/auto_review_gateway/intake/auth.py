@@ -45,7 +45,8 @@ def weak_secret(secret: bytes) -> str | None:
     from collections import Counter
 
     if len(secret) < MIN_SECRET_BYTES:
-        return f"{len(secret)} bytes long, fewer than {MIN_SECRET_BYTES}"
+        unit = "byte" if len(secret) == 1 else "bytes"
+        return f"{len(secret)} {unit} long, fewer than {MIN_SECRET_BYTES}"
     counts = Counter(secret).values()
     bits = -sum(c / len(secret) * math.log2(c / len(secret)) for c in counts)
     if bits < MIN_BITS_PER_BYTE:
