@@ -106,6 +106,11 @@ def test_forgejo_register_is_idempotent_and_a_new_url_updates_the_hook(
     )
     code, doc, _ = webhook(capsys, "list", "--repo", "acme/demo")
     assert [(h["url"], h["gateway"]) for h in doc["hooks"]] == [(moved, True)]
+    hook["content_type"] = "form"  # someone changed it by hand in the forge's settings
+    code, doc, _ = webhook(capsys, "register", "--repo", "acme/demo", "--url", moved)
+    assert (
+        doc["action"] == "updated" and forge.hooks["repos/acme/demo"][0]["content_type"] == "json"
+    )
 
 
 def test_forgejo_organisations_have_hooks_too(
@@ -218,7 +223,7 @@ def test_github_register_is_idempotent_updates_and_pings_a_real_gateway(
         assert webhook(capsys, "register", "--repo", "acme/demo", "--url", old)[1] == {
             "action": "unchanged",
             "hook": {"id": hook["id"], "url": old, "events": ["issue_comment", "pull_request"],
-                     "active": True},
+                     "active": True, "content_type": "json"},
         }  # fmt: skip
         assert writes(hub) == before
         url = f"http://127.0.0.1:{gw.port}/webhooks/github"

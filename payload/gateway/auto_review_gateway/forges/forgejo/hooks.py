@@ -76,7 +76,8 @@ class Hooks:
 
     @staticmethod
     def summary(hook: dict[str, Any]) -> dict[str, Any]:
-        """``{"id", "url", "events", "active"}`` of a ``Hook`` (its secret is never sent)."""
+        """``{"id", "url", "events", "active", "content_type"}`` of a ``Hook`` (Forgejo
+        never sends the secret back)."""
         config = hook.get("config") if isinstance(hook.get("config"), dict) else {}
         events = hook.get("events") if isinstance(hook.get("events"), list) else []
         return {
@@ -84,13 +85,15 @@ class Hooks:
             "url": str(config.get("url", "")),
             "events": sorted(str(e) for e in events),
             "active": hook.get("active") is True,
+            "content_type": str(config.get("content_type", "")),
         }
 
     @staticmethod
     def matches(summary: dict[str, Any], url: str) -> bool:
         """Whether a hook already is what ``register`` would make it."""
         wanted = set(EVENTS)
-        return summary["url"] == url and summary["active"] and wanted <= set(summary["events"])
+        same = summary["url"] == url and summary["content_type"] == "json"
+        return same and summary["active"] and wanted <= set(summary["events"])
 
     def _body(self, url: str, secret: str) -> dict[str, Any]:
         config = {"url": url, "content_type": "json", "secret": secret, "http_method": "post"}

@@ -53,7 +53,7 @@ class Hooks:
 
     @staticmethod
     def summary(hook: dict[str, Any]) -> dict[str, Any]:
-        """``{"id", "url", "events", "active"}`` of a ``hook``."""
+        """``{"id", "url", "events", "active", "content_type"}`` of a ``hook``."""
         config = hook.get("config") if isinstance(hook.get("config"), dict) else {}
         events = hook.get("events") if isinstance(hook.get("events"), list) else []
         return {
@@ -61,12 +61,14 @@ class Hooks:
             "url": str(config.get("url", "")),
             "events": sorted(str(e) for e in events),
             "active": hook.get("active") is True,
+            "content_type": str(config.get("content_type", "")),
         }
 
     @staticmethod
     def matches(summary: dict[str, Any], url: str) -> bool:
         """Whether a hook already is what ``register`` would make it."""
-        return summary["url"] == url and summary["active"] and summary["events"] == list(EVENTS)
+        same = summary["url"] == url and summary["content_type"] == "json"
+        return same and summary["active"] and summary["events"] == list(EVENTS)
 
     def _body(self, url: str, secret: str) -> dict[str, Any]:
         config = {"url": url, "content_type": "json", "insecure_ssl": "0", "secret": secret}
