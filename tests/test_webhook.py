@@ -122,6 +122,20 @@ def test_forgejo_organisations_have_hooks_too(
     assert webhook(capsys, "register", "--org", "acme", "--url", url)[1]["action"] == "unchanged"
 
 
+def test_a_hostile_hook_listing_cannot_forge_lines_or_drive_the_terminal(
+    forge: FakeForgejo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "https://evil.example/\x1b[2J\nok 1 https://gw.example/webhooks/forgejo"
+    forge.hooks["repos/acme/demo"] = [
+        {"id": 9, "type": "gitea", "active": True, "branch_filter": "", "created_at": "x",
+         "updated_at": "x", "url": url, "content_type": "json", "events": ["push"]}
+    ]  # fmt: skip
+    assert cli.main(["webhook", "list", "--repo", "acme/demo"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "\x1b" not in out  # one hook, one line, escaped
+    assert "\\x1b[2J\\nok 1" in out and not out.endswith("(the gateway)\n")
+
+
 @pytest.mark.parametrize(
     ("args", "secret", "code", "says"),
     [

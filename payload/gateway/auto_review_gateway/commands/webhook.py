@@ -51,11 +51,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _say(args: argparse.Namespace, text: str, doc: dict[str, Any]) -> None:
+def _say(args: argparse.Namespace, lines: list[str], doc: dict[str, Any]) -> None:
+    """``doc`` as JSON, or each of ``lines`` on a line of its own, escaped (a forge's
+    text can hold no newline or terminal control that reaches the terminal)."""
     from auto_review_gateway.commands.preflight import redact_secrets
     from auto_review_gateway.core.escape import visible
 
-    print(redact_secrets(json.dumps(doc, indent=2)) if args.json else visible(redact_secrets(text)))
+    if args.json:
+        print(redact_secrets(json.dumps(doc, indent=2)))
+    for line in [] if args.json else lines:
+        print(visible(redact_secrets(line)))
 
 
 def _hooks(args: argparse.Namespace) -> Any:
@@ -82,16 +87,24 @@ def _hooks(args: argparse.Namespace) -> Any:
     return ForgejoHooks(load_config(os.environ), repo=args.repo, org=args.org)
 
 
-def _ours(hooks: Any) -> list[dict[str, Any]]:
-    """The summaries of the hooks that point at the gateway (by their URL's path)."""
+def gateway_url(url: str, path: str) -> bool:
+    """Whether a hook's ``url`` points at a gateway: an http(s) URL, nothing in it a
+    URL may not hold (space, control characters), its path ending in ``path``."""
     import urllib.parse
 
-    found = []
-    for hook in hooks.list():
-        summary = hooks.summary(hook)
-        if urllib.parse.urlsplit(summary["url"]).path.endswith(hooks.path):
-            found.append(summary)
-    return found
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        return False
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and parts.path.endswith(path)
+
+
+def _ours(hooks: Any) -> list[dict[str, Any]]:
+    """The summaries of the hooks that point at the gateway (:func:`gateway_url`)."""
+    return [
+        summary
+        for summary in map(hooks.summary, hooks.list())
+        if gateway_url(summary["url"], hooks.path)
+    ]
 
 
 def register(args: argparse.Namespace, hooks: Any) -> int:
@@ -121,23 +134,21 @@ def register(args: argparse.Namespace, hooks: Any) -> int:
         action, hook = "updated", hooks.summary(hooks.edit(ours[0]["id"], args.url, value))
     where = args.repo or args.org
     text = f"{action} hook {hook['id']} on {where}: {hook['url']} ({', '.join(hook['events'])})"
-    _say(args, text, {"action": action, "hook": hook})
+    _say(args, [text], {"action": action, "hook": hook})
     return 0
 
 
 def list_hooks(args: argparse.Namespace, hooks: Any) -> int:
     """Every hook, the gateway's marked."""
-    import urllib.parse
-
     summaries = [hooks.summary(h) for h in hooks.list()]
     for s in summaries:
-        s["gateway"] = urllib.parse.urlsplit(s["url"]).path.endswith(hooks.path)
+        s["gateway"] = gateway_url(s["url"], hooks.path)
     lines = [
         f"{s['id']} {'active' if s['active'] else 'inactive'} {s['url']}"
         f" {','.join(s['events'])}{' (the gateway)' if s['gateway'] else ''}"
         for s in summaries
     ]
-    _say(args, "\n".join(lines) or f"no webhooks on {args.repo or args.org}", {"hooks": summaries})
+    _say(args, lines or [f"no webhooks on {args.repo or args.org}"], {"hooks": summaries})
     return 0
 
 
@@ -165,7 +176,7 @@ def test(args: argparse.Namespace, hooks: Any) -> int:
     text = f"hook {hook['id']} {hook['url']}: {how}: the gateway answered {shown}"
     if answer:
         text += f" {json.dumps(answer)[:200]}"
-    _say(args, text, {"hook": hook, "status": status, "answer": answer, "ok": ok})
+    _say(args, [text], {"hook": hook, "status": status, "answer": answer, "ok": ok})
     return 0 if ok else 1
 
 
