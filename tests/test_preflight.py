@@ -238,7 +238,7 @@ def test_a_classic_github_token_without_repo_is_found(
     hub.token_scopes[GH_TOKEN] = "read:org, public_repo"
     code, items = preflight(capsys)
     assert code == 6 and "3.15.0" in items["forge"]["detail"]  # GHES names its version
-    assert "'octo-bot'" in items["token"]["detail"]
+    assert "'auto-review-bot'" in items["token"]["detail"]
     assert items["scopes"]["state"] == "FAIL" and "lacks repo" in items["scopes"]["detail"]
     hub.token_scopes[GH_TOKEN] = "repo, read:org"
     assert states(preflight(capsys)[1])["scopes"] == "PASS"

@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(config: ServeConfig) -> int:
     """Start the queue, the workers and the server; stop them on SIGTERM/SIGINT."""
+    import functools
     import signal
     import threading
 
@@ -182,6 +183,7 @@ def serve(config: ServeConfig) -> int:
     from auto_review_gateway.core.log import log
     from auto_review_gateway.core.metrics import Metrics
     from auto_review_gateway.intake.endpoint import Intake
+    from auto_review_gateway.jobs.history import PrHistory
     from auto_review_gateway.jobs.queue import JobQueue
     from auto_review_gateway.jobs.spec import JobRequest
     from auto_review_gateway.jobs.workers import Workers
@@ -215,13 +217,15 @@ def serve(config: ServeConfig) -> int:
         log(f"auto-review: {config.forge.warning()}")
     os.makedirs(config.state_dir, exist_ok=True)
     metrics = Metrics()
-    queue = JobQueue(os.path.join(config.state_dir, names.JOBS_DB), max_pending=config.queue_max)
+    db_path = os.path.join(config.state_dir, names.JOBS_DB)
+    queue = JobQueue(db_path, max_pending=config.queue_max)
+    history = PrHistory(db_path)
     workers = None
     httpd = None
     try:
         workers = Workers(
             queue,
-            run_review_job,
+            functools.partial(run_review_job, history=history),
             concurrency=config.concurrency,
             metrics=metrics,
             on_abandoned=abandon_review_job,
@@ -268,6 +272,7 @@ def serve(config: ServeConfig) -> int:
         if workers is not None:
             workers.stop(grace=0)
         queue.close()
+        history.close()
     log("auto-review: stopped")
     if leftover:
         # Jobs still running past the grace period stay "running" in the database and
