@@ -32,15 +32,17 @@ def bearer_ok(token: str, authorization: str | None) -> bool:
 
 
 MIN_SECRET_BYTES = 32
-MIN_BITS_PER_BYTE = 3.0  # random hex is ~3.5-4, base64 ~5; words and repeats far less
+# 32 random hex digits measure 3.5 on average and never under 2.8 in 300 000 draws;
+# base64 measures ~5; one letter repeated 0, three letters 1.6
+MIN_BITS_PER_BYTE = 2.5
 
 
 def weak_secret(secret: bytes) -> str | None:
     """Why ``secret`` is too weak to sign webhooks with (None: it is not): fewer than
-    32 bytes; text whose bytes carry under 3 bits each (the empirical Shannon entropy of
-    its byte frequencies: ``aaaa...``, ``passwordpassword...``); or a pattern that
-    repeats. A secret made by ``openssl rand -hex 32`` passes with room to spare. Only
-    lengths and measures are named, never the secret."""
+    32 bytes; text whose bytes carry under 2.5 bits each (the empirical Shannon entropy
+    of its byte frequencies: ``aaaa...``, ``abcabc...``); or a pattern that repeats
+    (``passwordpassword...``). A secret made by ``openssl rand -hex 32`` passes with room
+    to spare. Only lengths and measures are named, never the secret."""
     import math
     from collections import Counter
 
