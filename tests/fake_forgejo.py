@@ -9,7 +9,14 @@ It speaks the API paths and JSON the gateway uses, with the real status codes:
 * ``GET /api/v1/version`` -> 200 ``{"version": ...}`` (a cheap reachability probe);
 * ``GET /api/v1/repos/{owner}/{repo}/pulls/{index}`` -> 200 with the pull request the test
   set with :meth:`FakeForgejo.set_pull` (``number``, ``state``, ``head.sha``/``ref``,
-  ``base.ref``, and ``base.repo.clone_url`` when given), 404 otherwise.
+  ``base.ref``, and ``base.repo.clone_url`` when given), 404 otherwise;
+* ``repoGetRepoPermissions`` ``GET .../collaborators/{collaborator}/permission`` -> 200
+  ``RepoCollaboratorPermission`` with the permission the test set
+  (:meth:`FakeForgejo.set_permission`; a user it named for no repository has ``read``),
+  404 for a user never named, and 403 unless the token's user (``BOT_LOGIN``) is admin
+  or owner of the repository or asks about itself (``routers/api/v1/repo/collaborators.go``
+  ``GetRepoPermissions``: "Only admins can query all permissions, repo admins can query
+  all repo permissions, collaborators can query only their own").
 
 Token scopes (``scopes``, default ``("all",)``) are checked as Forgejo checks them
 (:meth:`FakeForgejo.scope_refused`): 403 "token does not have at least one of required
@@ -96,6 +103,7 @@ PULL_FAMILY = ("pull_request", "pull_request_assign", "pull_request_label",
                "pull_request_sync", "pull_request_review_request")  # fmt: skip
 _REPO_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)\Z")
 _GIT_PATH = re.compile(r"\A/([^/]+)/([^/]+\.git)/")
+_PERMISSION_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission\Z")
 _COMMENTS = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments\Z")
 _COMMENT = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)\Z")
 BOT_ID = 7
@@ -150,6 +158,8 @@ class FakeForgejo(LoopbackServer):
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.comments = CommentStore()
+        self._permissions: dict[tuple[str, str], dict[str, str]] = {}
+        self._users: set[str] = {BOT_LOGIN}
         super().__init__(ssl_context)
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,6 +216,28 @@ class FakeForgejo(LoopbackServer):
         with self._lock:
             self._pulls[(owner, repo, number)] = pull
             self._commits.setdefault((owner, repo), set()).add(head_sha)
+
+    def set_permission(self, owner: str, repo: str, login: str, permission: str) -> None:
+        """What ``repoGetRepoPermissions`` answers for ``login`` on ``owner/repo``
+        (none, read, write, admin, owner); makes ``login`` a known user."""
+        with self._lock:
+            self._users.add(login.lower())
+            self._permissions.setdefault((owner, repo), {})[login.lower()] = permission
+
+    def _permission(self, owner: str, repo: str, login: str) -> tuple[int, Any]:
+        with self._lock:
+            table = self._permissions.get((owner, repo), {})
+            mine = table.get(BOT_LOGIN, "read")
+            if login.lower() != BOT_LOGIN and mine not in ("admin", "owner"):
+                return 403, _api_error(
+                    "Only admins can query all permissions, repo admins can query all"
+                    " repo permissions, collaborators can query only their own"
+                )
+            if login.lower() not in self._users:
+                return 404, _api_error("user does not exist")
+            permission = table.get(login.lower(), "read")
+        return 200, {"permission": permission, "role_name": permission,
+                     "user": {"id": 1, "login": login}}  # fmt: skip
 
     def add_commit(self, owner: str, repo: str, sha: str) -> None:
         """Make ``sha`` a commit of ``owner/repo`` (for ``repoCreateStatus``)."""
@@ -585,6 +617,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 return "hook_edit"
             if method == "POST" and _HOOK_TEST.match(path):
                 return "hook_test"
+            if method == "GET" and _PERMISSION_PATH.match(path):
+                return "permission"
             if method in ("GET", "POST") and _COMMENTS.match(path):
                 return "comments" if method == "GET" else "comment"
             if method in ("GET", "PATCH") and _COMMENT.match(path):
@@ -665,6 +699,9 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                     self._send(200, pull)
             elif kind in ("comment", "comments", "comment_get", "comment_edit"):
                 self._comments(kind, path, doc)
+            elif kind == "permission":
+                owner, repo, login = _PERMISSION_PATH.match(path).groups()  # type: ignore[union-attr]
+                self._send(*fake._permission(owner, repo, login))
             elif kind == "reviews":
                 m = _REVIEW_PATH.match(path)
                 assert m is not None

@@ -20,7 +20,7 @@ import threading
 
 from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.forges.github import client as github
-from auto_review_gateway.jobs import follow, forgejo_job
+from auto_review_gateway.jobs import commands, follow, forgejo_job
 from auto_review_gateway.jobs.history import PrHistory
 from auto_review_gateway.jobs.spec import Job, JobRequest
 from auto_review_gateway.review.gitrepo import Repo
@@ -79,7 +79,11 @@ def open_repo(req: JobRequest, gh: github.GitHub, work: str) -> Repo:
 def run_github_job(job: Job, history: PrHistory | None = None) -> None:
     """Review ``job``'s pull request on GitHub and publish it (see the module doc)."""
     gh = client().within(REVIEW_DEADLINE)
-    req = forgejo_job.resolve(job.request, gh)
+    history = history or follow.default_history()
+    asked = commands.before_review(job, gh, history)  # a command's job: run it
+    if asked is None:
+        return
+    req = forgejo_job.resolve(asked, gh)
     if req is None:
         print(
             f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
@@ -93,7 +97,7 @@ def run_github_job(job: Job, history: PrHistory | None = None) -> None:
         open_repo=lambda r, work: open_repo(r, gh, work),
         error_text=forgejo_job._error_description,
     )
-    follow.Run(job, req, forge, history or follow.default_history()).run()
+    follow.Run(job, req, forge, history).run()
 
 
 def abandon_github_job(job: Job) -> None:
