@@ -186,7 +186,9 @@ def serve(config: ServeConfig) -> int:
     import functools
     import signal
     import threading
+    import time
 
+    from auto_review_gateway.core import metrics as metrics_module
     from auto_review_gateway.core import names
     from auto_review_gateway.core.log import log
     from auto_review_gateway.core.metrics import Metrics
@@ -225,6 +227,8 @@ def serve(config: ServeConfig) -> int:
         log(f"auto-review: {config.forge.warning()}")
     os.makedirs(config.state_dir, exist_ok=True)
     metrics = Metrics()
+    metrics.set("start_time_seconds", time.time())
+    metrics_module.install(metrics)  # the HTTP-out path and the LLM reviewer record into it
     db_path = os.path.join(config.state_dir, names.JOBS_DB)
     queue = JobQueue(db_path, max_pending=config.queue_max)
     history = PrHistory(db_path)

@@ -91,6 +91,7 @@ def _send(
         return httpjson.request(
             method,
             url,
+            target="forge",
             token=config.token,
             auth_scheme="token",
             body=body,

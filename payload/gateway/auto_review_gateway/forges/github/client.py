@@ -20,15 +20,10 @@ Each call names the operation id of GitHub's OpenAPI description
 * ``rate-limit/get`` (token) / ``apps/get-authenticated`` (App): the readiness probe.
 
 Every request carries ``Accept: application/vnd.github+json``, ``X-GitHub-Api-Version``
-and a ``User-Agent``. Rate limits go through the shared :class:`retry.Retry`, as GitHub's
-"Rate limits for the REST API" says: a secondary limit's ``retry-after`` and a primary
-limit's ``x-ratelimit-reset`` (403/429 with ``x-ratelimit-remaining: 0``) are waited for
-(:func:`httperror.rate_limit_wait`); a secondary limit that names no time
-(:func:`httperror.secondary_limit`) at least a minute, doubled at each retry. A client
-:meth:`GitHub.within` a deadline waits only inside it: a wait that would end past it
-raises the (transient) error at once, for the job queue to retry later.
-
-Settings are :mod:`config`'s.
+and a ``User-Agent``. Rate limits (GitHub's "Rate limits for the REST API") go through
+:class:`retry.Retry`: ``retry-after``, a primary limit's reset, or a secondary limit's
+minute (:mod:`httperror`); :meth:`GitHub.within` a deadline, a longer wait raises the
+(transient) error for the queue to retry later. Settings are :mod:`config`'s.
 """
 
 from __future__ import annotations
@@ -95,8 +90,7 @@ __all__ = [
 
 
 def make_retry(deadline: float | None = None, *, clock: Any = None, sleep: Any = None) -> Retry:
-    """The retry policy of every GitHub call: ``deadline`` on ``clock`` (default
-    :func:`time.monotonic`); ``clock`` and ``sleep`` injectable so tests never wait."""
+    """Every GitHub call's retries: ``deadline`` on ``clock``; tests inject both."""
     return Retry(RETRY_ATTEMPTS, deadline=deadline, clock=clock, sleep=sleep)
 
 
@@ -132,8 +126,7 @@ class GitHub(IssueComments):
         self.auth = auth
 
     def within(self, seconds: float) -> GitHub:
-        """This client (its settings, auth and cached tokens) with every retry bounded by
-        a deadline ``seconds`` from now on its clock."""
+        """This client (settings, auth, cached tokens), its retries ``seconds`` long."""
         deadline = self.clock() + seconds
         clock, sleep = self.clock, self.sleep
         return GitHub(
@@ -150,6 +143,7 @@ class GitHub(IssueComments):
             return httpjson.request(
                 method,
                 url,
+                target="forge",
                 token=token,
                 body=body,
                 timeout=self.timeout,
@@ -199,7 +193,13 @@ class GitHub(IssueComments):
         else:
             url, token = f"{self.config.api_url}/rate_limit", self.config.static_token
         httpjson.request(
-            "GET", url, token=token, timeout=timeout, exit_code=EXIT_POST, headers=HEADERS
+            "GET",
+            url,
+            target="forge",
+            token=token,
+            timeout=timeout,
+            exit_code=EXIT_POST,
+            headers=HEADERS,
         )
 
     def get_pull_doc(self, owner: str, repo: str, number: int) -> Any:
