@@ -222,6 +222,12 @@ class _Session:
         return _content(response)
 
 
+def complete(config: LLMConfig, messages: list[dict[str, str]], retry: Retry) -> str:
+    """One chat completion as a review sends it (strict schema, adapted to what the
+    server refuses, retried by ``retry``); the assistant's text."""
+    return _Session(config, retry).complete(messages)
+
+
 def _complete(config: LLMConfig, messages: list[dict[str, str]]) -> str:
     """One chat-completions round trip; the assistant's text (InvalidAnswer if none)."""
     return _Session(config, make_retry(time.monotonic() + config.deadline)).complete(messages)
