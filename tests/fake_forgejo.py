@@ -350,12 +350,15 @@ class FakeForgejo(LoopbackServer):
     def scope_refused(self, method: str, path: str) -> str | None:
         """The scope a request needs and the token lacks (None: none lacking), as
         ``routers/api/v1/api.go`` checks them: ``tokenRequiresScopes(category)`` on each
-        route group (``/user``, ``/repos``, ``/orgs``; ``/version`` none), ``read:`` for
+        route group (``/user``, ``/repos``, ``/orgs``, ``/repos/{o}/{r}/issues`` under
+        ``issue``; ``/version`` none), ``read:`` for
         GET, ``write:`` for the rest; ``write:`` grants ``read:``; ``all`` grants all."""
         parts = path.split("/")
         category = {"user": "user", "repos": "repository", "orgs": "organization"}.get(
             parts[3] if len(parts) > 3 else ""
         )
+        if category == "repository" and len(parts) > 6 and parts[6] == "issues":
+            category = "issue"  # the issues routes are a group of their own
         if category is None or "all" in self.scopes:
             return None
         level = "read" if method == "GET" else "write"

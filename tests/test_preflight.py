@@ -108,8 +108,8 @@ def test_a_sound_forgejo_deployment_passes_every_check(
     [models, *_] = [r for r in llm.requests if r.path.endswith("/chat/completions")]
     schema = models.json["response_format"]["json_schema"]
     assert schema["strict"] is True and models.json["model"] == "qwen-coder"
-    # nothing was changed on the forge: the only write was the scope probe, refused 404
-    assert {r.kind for r in forge.requests} == {"version", "user", "repo_edit"}
+    # nothing was changed on the forge: the only writes were the scope probes, refused 404
+    assert {r.kind for r in forge.requests} == {"version", "user", "repo_edit", "comment_edit"}
 
 
 def test_a_wrong_forgejo_token_is_its_line_and_fix(
@@ -125,7 +125,11 @@ def test_a_wrong_forgejo_token_is_its_line_and_fix(
 
 @pytest.mark.parametrize(
     ("scopes", "failed", "lacking"),
-    [(("read:user",), "scopes", "write:repository"), (("write:repository",), "token", "read:user")],
+    [
+        (("read:user", "write:issue"), "scopes", "write:repository"),
+        (("write:repository", "read:user"), "scopes", "write:issue"),
+        (("write:repository", "write:issue"), "token", "read:user"),
+    ],
 )
 def test_a_forgejo_token_without_a_scope_is_found_without_changing_anything(
     env: pytest.MonkeyPatch,
@@ -138,10 +142,11 @@ def test_a_forgejo_token_without_a_scope_is_found_without_changing_anything(
         env.setenv("FORGEJO_BASE_URL", fake.base_url)
         env.setenv("AR_FORGEJO_TOKEN", TOKEN)
         code, items = preflight(capsys)
-        assert [r.method for r in fake.requests if r.method != "GET"] in ([], ["PATCH"] * 2)
+        writes = [r.method for r in fake.requests if r.method != "GET"]
+        assert set(writes) <= {"PATCH"} and not fake.comments.comments  # probes only
     assert code == 6 and items[failed]["state"] == "FAIL"
     assert lacking in items[failed]["detail"]
-    assert "write:repository and read:user" in items[failed]["fix"]
+    assert "write:repository, write:issue, read:user" in items[failed]["fix"]
 
 
 def test_a_model_the_server_does_not_serve_is_its_line_and_fix(

@@ -12,7 +12,10 @@ each group, before the repository is even looked up), answering 403 "token does 
 at least one of required scope(s): [...]". So ``write:repository`` (statuses, reviews,
 hooks) is probed with ``repoEdit`` ``PATCH /repos/{me}/{probe}`` and an empty
 ``EditRepoOption``: with the scope the answer is 404 (no such repository) or, were it
-to exist, a 200 that changes nothing; without it, the 403.
+to exist, a 200 that changes nothing; without it, the 403. ``write:issue`` (the PR's
+summary comment and the replies to commands: the issues routes are a group of their own
+under that scope, checked before ``repoAssignment``) the same way, with
+``issueEditComment`` ``PATCH /repos/{me}/{probe}/issues/comments/1``.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from auto_review_gateway.core.checks import FAIL, PASS, Check, from_error
 from auto_review_gateway.core.model import EXIT_POST
 from auto_review_gateway.forges.forgejo.config import ForgejoConfig
 
-SCOPES = ("write:repository", "read:user")  # README's list, and what the gateway uses
+SCOPES = ("write:repository", "write:issue", "read:user")  # README's list: what it uses
 SCOPE_REFUSED = "does not have at least one of required scope"
 PROBE_REPO = "auto-review-scope-probe"
 TOKEN_FIX = (
     "create a token for the bot user (Settings, Applications, Generate new token) with"
-    f" scopes {' and '.join(SCOPES)}, and set it as AR_FORGEJO_TOKEN"
+    f" scopes {', '.join(SCOPES)}, and set it as AR_FORGEJO_TOKEN"
 )
 
 
@@ -37,6 +40,7 @@ def _get(config: ForgejoConfig, path: str, *, token: bool = True) -> Any:
     return httpjson.request(
         "GET",
         f"{config.api_url}{path}",
+        target="forge",
         token=config.token if token else None,
         auth_scheme="token",
         timeout=config.timeout,
@@ -70,25 +74,33 @@ def checks(config: ForgejoConfig) -> list[Check]:
     return [*out, scope_check(config, login)]
 
 
+PROBES = (  # the scope, the route that needs it (on a repository that does not exist)
+    ("write:repository", "", {}, "it cannot set statuses or post reviews"),
+    ("write:issue", "/issues/comments/1", {"body": "scope probe"},
+     "it cannot write the PR's summary comment or answer commands"),
+)  # fmt: skip
+
+
 def scope_check(config: ForgejoConfig, login: str) -> Check:
-    """``write:repository`` probed as the module doc says (``read:user`` was shown by
-    ``GET /user``)."""
-    url = f"{config.api_url}/repos/{login}/{PROBE_REPO}"
-    try:
-        status, doc = httpjson.request(
-            "PATCH",
-            url,
-            token=config.token,
-            auth_scheme="token",
-            body={},
-            timeout=config.timeout,
-            exit_code=EXIT_POST,
-            accept_status=(403, 404),
-        )
-    except httpjson.HttpError as exc:
-        return from_error("scopes", exc, TOKEN_FIX)
-    message = doc.get("message") if isinstance(doc, dict) else ""
-    if status == 403 and SCOPE_REFUSED in str(message):
-        detail = "the token lacks write:repository (it cannot set statuses or post reviews)"
-        return Check("scopes", FAIL, detail, TOKEN_FIX)
-    return Check("scopes", PASS, f"{' and '.join(SCOPES)}: both granted")
+    """``write:repository`` and ``write:issue`` probed as the module doc says
+    (``read:user`` was shown by ``GET /user``)."""
+    for scope, path, body, why in PROBES:
+        url = f"{config.api_url}/repos/{login}/{PROBE_REPO}{path}"
+        try:
+            status, doc = httpjson.request(
+                "PATCH",
+                url,
+                target="forge",
+                token=config.token,
+                auth_scheme="token",
+                body=body,
+                timeout=config.timeout,
+                exit_code=EXIT_POST,
+                accept_status=(403, 404),
+            )
+        except httpjson.HttpError as exc:
+            return from_error("scopes", exc, TOKEN_FIX)
+        message = doc.get("message") if isinstance(doc, dict) else ""
+        if status == 403 and SCOPE_REFUSED in str(message):
+            return Check("scopes", FAIL, f"the token lacks {scope} ({why})", TOKEN_FIX)
+    return Check("scopes", PASS, f"{', '.join(SCOPES)}: all granted")

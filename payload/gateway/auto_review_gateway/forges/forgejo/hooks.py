@@ -56,6 +56,7 @@ class Hooks:
         return httpjson.request(
             method,
             url,
+            target="forge",
             token=self.config.token,
             auth_scheme="token",
             body=body,

@@ -42,6 +42,7 @@ def _get(gh: GitHub, path: str, token: str, headers: dict[str, str] | None = Non
     return httpjson.request(
         "GET",
         f"{gh.config.api_url}{path}",
+        target="forge",
         token=token,
         timeout=gh.timeout,
         exit_code=EXIT_POST,

@@ -42,6 +42,7 @@ def checks(env: Mapping[str, str]) -> list[Check]:
         doc = httpjson.request(
             "GET",
             f"{base}/models",
+            target="llm",
             token=config.api_key,
             timeout=min(config.timeout, PROBE_TIMEOUT),
             exit_code=EXIT_REVIEWER,
