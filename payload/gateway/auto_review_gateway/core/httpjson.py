@@ -207,6 +207,7 @@ def request(
     accept_status: Collection[int] = (),
     max_bytes: int = MAX_RESPONSE_BYTES,
     headers: Mapping[str, str] | None = None,
+    answer_headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """:func:`exchange`, timed: with ``target`` (``llm`` or ``forge``) the request's wall
     time goes into ``<target>_request_duration_seconds`` and a failure into
@@ -224,6 +225,7 @@ def request(
             accept_status=accept_status,
             max_bytes=max_bytes,
             headers=headers,
+            answer_headers=answer_headers,
         )
     except HttpError as exc:
         _record(target, time.monotonic() - started, error_cause(exc))
@@ -270,6 +272,7 @@ def exchange(
     accept_status: Collection[int] = (),
     max_bytes: int = MAX_RESPONSE_BYTES,
     headers: Mapping[str, str] | None = None,
+    answer_headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """Send one JSON request and return ``(status, parsed JSON or None for an empty body)``.
 
@@ -279,7 +282,8 @@ def exchange(
     returned; anything else (another status, a network error, a timeout, a body over
     ``max_bytes`` or one that is not JSON) raises :class:`HttpError` with ``exit_code``.
     ``timeout`` bounds each network operation and the reading of the body. ``headers``
-    are sent too (over the defaults: GitHub wants its own ``Accept``).
+    are sent too (over the defaults: GitHub wants its own ``Accept``); ``answer_headers``,
+    when given, receives the answer's headers (lower-case names).
     A rate-limited answer (:func:`rate_limit_wait`) is transient, to be retried after
     the reset.
     """
@@ -303,6 +307,8 @@ def exchange(
     try:
         with _opener().open(req, timeout=timeout) as response:
             status = response.status
+            if answer_headers is not None:
+                answer_headers.update((k.lower(), v) for k, v in response.headers.items())
             raw = _read_bounded(response, max_bytes, deadline)
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -340,6 +346,7 @@ def exchange(
                 code=code,
                 param=param,
                 detail=detail,
+                headers=exc.headers,
             ) from None
     except TimeoutError:
         raise HttpError(

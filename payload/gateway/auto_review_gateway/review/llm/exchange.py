@@ -216,3 +216,9 @@ class Session:
         response = self.retry.call(once)
         _count_usage(response)
         return _content(response)
+
+
+def complete(config: LLMConfig, messages: list[dict[str, str]], retry: Retry) -> str:
+    """One chat completion as a review sends it (strict schema, adapted to what the
+    server refuses, retried by ``retry``); the assistant's text."""
+    return Session(config, retry).complete(messages)
