@@ -13,6 +13,8 @@ Scripted items:
 * :class:`Stall`: wait that many seconds before answering (for client timeouts).
 
 * :class:`Truncated`: a completion cut off at the token limit (``finish_reason: "length"``);
+* a callable: a scripted model, called with the request body, returning the content;
+  :meth:`FakeOpenAI.model` answers every request with one;
 * :func:`rate_limited`: a 429 ``rate_limit_exceeded`` with ``retry-after``.
 
 With nothing queued the server answers 500, so a test that makes one request too many
@@ -23,6 +25,12 @@ every request without ``Authorization: Bearer <api_key>`` is 401 ``invalid_api_k
 
 It refuses what the real API refuses (OpenAI API reference, "Create chat completion",
 and the errors it documents), before consuming a scripted answer:
+
+* every request body is validated against ``CreateChatCompletionRequest`` of the
+  published OpenAPI document (``../shared/specs/openai/openapi.yaml``, beside the
+  checkout), and every completion it sends back against ``CreateChatCompletionResponse``
+  (a stand-in that answered what the API cannot would prove nothing): a body the
+  document does not allow is 400 ``invalid_request_error`` naming what is wrong;
 
 * ``messages`` must be a list of ``{"role", "content"}`` with a known role;
 * reasoning models (o1, o3, o4-mini, gpt-5 ...; "Reasoning models" guide: only the
@@ -47,6 +55,7 @@ Typical use::
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import re
 import ssl
@@ -54,11 +63,53 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
+import jsonschema
+import referencing
+import referencing.jsonschema
+import yaml
 from loopback import LoopbackServer
 
 MAX_BODY = 16 * 1024 * 1024
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openai" / "openapi.yaml"
+
+
+_SPEC_LOCK = threading.Lock()
+
+
+@functools.cache
+def _registry() -> referencing.Registry:
+    """The OpenAPI document (3.1: its schemas are JSON Schema 2020-12) as a registry."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with SPEC.open(encoding="utf-8") as f:
+        doc = yaml.load(f, Loader=loader)
+    resource = referencing.Resource.from_contents(
+        doc, default_specification=referencing.jsonschema.DRAFT202012
+    )
+    return referencing.Registry().with_resource("urn:openai", resource)
+
+
+@functools.cache
+def _validator(schema: str) -> jsonschema.protocols.Validator:
+    """A validator of ``components/schemas/<schema>`` of the OpenAPI document."""
+    ref = {"$ref": f"urn:openai#/components/schemas/{schema}"}
+    return jsonschema.Draft202012Validator(ref, registry=_registry())
+
+
+def spec_problem(schema: str, doc: Any) -> str | None:
+    """Why ``doc`` is not a valid ``schema`` of the OpenAPI document (None if it is)."""
+    with _SPEC_LOCK:  # loaded once (a second), whichever handler thread comes first
+        validator = _validator(schema)
+    errors = list(validator.iter_errors(doc))
+    if not errors:
+        return None
+    best = jsonschema.exceptions.best_match(errors)
+    where = "/".join(str(p) for p in best.absolute_path) or "(the body)"
+    return f"{where}: {best.message[:300]}"
+
+
 ROLES = ("system", "developer", "user", "assistant", "tool")
 REASONING = re.compile(r"(?:\A|/)(?:o[1-9][0-9]*|gpt-5)(?:\Z|[-._:])", re.IGNORECASE)
 
@@ -220,8 +271,10 @@ class FakeOpenAI(LoopbackServer):
         self.api_key = api_key  # when set, every request must carry it as a Bearer token
         self.requests: list[Received] = []
         self.answers: list[Any] = []
+        self.problems: list[str] = []  # why requests broke the OpenAPI document
         self._refuse_temperature: set[str] = set()
         self._answers: collections.deque[Any] = collections.deque()
+        self._model: Any = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         super().__init__(ssl_context)
@@ -268,13 +321,22 @@ class FakeOpenAI(LoopbackServer):
         with self._lock:
             return len(self._answers)
 
+    def model(self, answer: Any) -> None:
+        """Answer every request that nothing is scripted for with ``answer(body)``."""
+        with self._lock:
+            self._model = answer
+
     def _next(self) -> Any:
         with self._lock:
-            return self._answers.popleft() if self._answers else None
+            return self._answers.popleft() if self._answers else self._model
 
     def _record(self, received: Received) -> None:
         with self._lock:
             self.requests.append(received)
+
+    def _record_problem(self, problem: str) -> None:
+        with self._lock:
+            self.problems.append(problem)
 
 
 def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
@@ -363,6 +425,11 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     ),
                 )
                 return
+            problem = spec_problem("CreateChatCompletionRequest", doc)
+            if problem is not None:
+                fake._record_problem(problem)
+                self._send(400, error_body(f"Invalid request: {problem}", "invalid_request_error"))
+                return
             model = str(doc.get("model", ""))
             refused = refusal(model, doc, fake._refuses_temperature(model))
             if refused is not None:
@@ -376,9 +443,14 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(500, error_body("fake: no scripted answer left"))
             elif isinstance(answer, Reply):
                 self._send(answer.status, answer.body, answer.headers)
-            elif isinstance(answer, Truncated):
-                self._send(200, completion(answer.content, model, finish_reason="length"))
             else:
-                self._send(200, completion(str(answer), str(doc.get("model", ""))))
+                content = answer.content if isinstance(answer, Truncated) else str(answer)
+                finish = "length" if isinstance(answer, Truncated) else "stop"
+                body = completion(content, model, finish_reason=finish)
+                if callable(answer):  # a scripted model: the answer computed from the request
+                    body = completion(answer(doc), model)
+                problem = spec_problem("CreateChatCompletionResponse", body)
+                assert problem is None, f"the stand-in's own answer breaks the document: {problem}"
+                self._send(200, body)
 
     return Handler

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payload" / "gateway"))
 from auto_review_gateway.core import httpjson, metrics
 from auto_review_gateway.core.httperror import HttpError
+from auto_review_gateway.review.llm import exchange
 from auto_review_gateway.review.llm import reviewer as llm
 from test_llm import answer, api, item, make_context, sleeps  # noqa: F401 (fixtures)
 
@@ -61,8 +62,8 @@ def test_a_hostile_usage_object_is_not_counted(
     installed: metrics.Metrics,
 ) -> None:
     for usage in ({"prompt_tokens": -5, "completion_tokens": True}, "lots", [1]):
-        llm._count_usage({"usage": usage})
-    llm._count_usage({"usage": {"prompt_tokens": 10**12, "completion_tokens": "7"}})
+        exchange._count_usage({"usage": usage})
+    exchange._count_usage({"usage": {"prompt_tokens": 10**12, "completion_tokens": "7"}})
     assert installed.value("llm_tokens_total", {"kind": "prompt"}) == 0
     assert installed.value("llm_tokens_total", {"kind": "completion"}) == 0
 
@@ -75,14 +76,14 @@ def cause_of(url: str, timeout: float = 5) -> str:
 
 def test_failures_are_counted_by_cause(installed: metrics.Metrics) -> None:
     with FakeOpenAI() as server:
-        # the stand-in answers its script to a body with a model and messages
+        # the stand-in answers its script to a body the OpenAPI document allows
         url = f"{server.url}/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
         def failing(reply: object, timeout: float = 5) -> str:
             server.script(reply)
             with pytest.raises(HttpError) as caught:
-                httpjson.request("POST", url, target="forge", body={"model": "m", "messages": []},
-                                 timeout=timeout)  # fmt: skip
+                httpjson.request("POST", url, target="forge", body=body, timeout=timeout)
             return httpjson.error_cause(caught.value)
 
         assert failing(rate_limited("1")) == "rate_limited"
@@ -138,4 +139,4 @@ def test_every_call_out_of_the_forges_and_the_reviewer_names_its_target() -> Non
                 )
     assert len(calls) >= 5
     assert [c for c in calls if c[2] not in ("forge", "llm")] == []
-    assert {c[2] for c in calls if c[0] == "reviewer.py"} == {"llm"}
+    assert {c[2] for c in calls if c[0] == "exchange.py"} == {"llm"}  # the model's calls

@@ -121,6 +121,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
         monkeypatch.setenv("LLM_REASONING_MODEL", MODEL)
         monkeypatch.setenv("LLM_TIMEOUT", "5")
         monkeypatch.delenv("AR_SEVERITY_FLOOR", raising=False)
+        # one request per review here; tests/test_llm_whole.py has the verifier's
+        monkeypatch.setenv("AR_VERIFIER", "off")
         yield server
 
 

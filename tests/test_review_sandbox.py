@@ -130,14 +130,18 @@ def test_unknown_ref_and_unreachable_repo(app: Path, world: dict) -> None:
 def test_llm_reviewer_through_the_sandbox(app: Path, world: dict) -> None:
     answer = {"findings": [{"path": "app.py", "line": 3, "severity": "medium", "rule": "logic",
                             "message": "two returns"}], "summary": "one issue"}  # fmt: skip
+    keep = {"verdicts": [{"id": 0, "keep": True, "reason": "both return paths are live"}]}
     with FakeOpenAI() as llm:
-        llm.script(json.dumps(answer))
-        env = dict(world["env"], LLM_BASE_URL=llm.url, LLM_API_KEY="sk-test-key-0123456789")
+        llm.script(json.dumps(answer), json.dumps(keep))
+        env = dict(world["env"], LLM_BASE_URL=llm.url, LLM_API_KEY="sk-test-key-0123456789",
+                   LLM_VERIFIER_MODEL="checker-1")  # fmt: skip
         result = review(app, env, "--path", str(world["checkout"]), "--base", "main",
                         "--head", "topic")  # fmt: skip
     assert found(result) == PLANTED | {("app.py", 3, "logic")}
     assert "sk-test-key" not in result.stdout + result.stderr
-    assert len(llm.requests) == 1
+    # the review, then the verifier pass on the model named by the setting passed in
+    assert [r.json["model"] for r in llm.requests] == ["gpt-4o-mini", "checker-1"]
+    assert llm.problems == []
 
 
 def test_posting_to_forgejo_through_the_sandbox(app: Path, world: dict) -> None:

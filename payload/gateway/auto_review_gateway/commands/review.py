@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 NAME = "review"
 HELP = "review the change between two commits of a repository and print the result"
 FORMATS = ("text", "json", "markdown")
-DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # the same as review/budgets.py's
+DEFAULT_MAX_DIFF_BYTES = 4 * 1024 * 1024  # the same as review/budgets.py's
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # model.SEVERITIES, not imported
 EXIT_FINDINGS = 8  # --fail-on: a finding at or above the severity; beside model's EXIT_*
 
@@ -61,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         default=DEFAULT_MAX_DIFF_BYTES,
         metavar="N",
-        help="cap on the diff read, applied at file boundaries (default: 256 KiB)",
+        help="cap on the diff read, applied at file boundaries (default: 4 MiB)",
     )
     parser.add_argument(
         "--post",

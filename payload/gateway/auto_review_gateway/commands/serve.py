@@ -10,7 +10,7 @@ names into the sandbox):
 ``GITHUB_TOKEN``           GitHub instead of Forgejo (or ``GITHUB_APP_ID``, see ``forges/github``)
 ``AR_GATEWAY_BIND``        ``HOST:PORT`` or ``[IPV6]:PORT`` (127.0.0.1:8080); ``--listen`` wins
 ``AR_CI_REVIEW_TOKEN``     enables ``POST /reviews/ci``; at least 32 characters
-``AR_REVIEW_CONCURRENCY``  reviews run at once (default 2)
+``AR_REVIEW_CONCURRENCY``  reviews run at once, and model requests in flight (default 2)
 ``AR_QUEUE_MAX``           pending jobs before webhooks get 503 (default 100)
 ``AR_BOT_NAME``            the user name PR comment commands mention (default auto-review)
 ``AR_TRIGGER``             ``webhook`` (default): PR webhooks start reviews; ``ci``: they

@@ -68,6 +68,8 @@ METRICS = {
         "Always 1; the labels name the gateway's version, bundle digest and sandbox isolation",
     ),
     "start_time_seconds": ("gauge", "When the gateway process started (Unix time)"),
+    "verifier_dropped_total": ("counter", "Model findings the verifier pass dropped"),
+    "verifier_errors_total": ("counter", "Verifier calls that failed (all findings kept)"),
 }
 # Label values known in advance are exported at 0 from the start: Prometheus' rate() and
 # increase() see an increase only from a sample before it, so a series born at 1 would
@@ -204,3 +206,10 @@ def install(metrics: Metrics | None) -> None:
 def installed() -> Metrics | None:
     """The instance ``serve`` installed, or None (then callers record nothing)."""
     return _installed
+
+
+def count(name: str, value: float = 1.0, labels: dict[str, str] | None = None) -> None:
+    """Add ``value`` to counter ``name`` of the installed instance, if there is one."""
+    sink = _installed
+    if sink is not None:
+        sink.inc(name, labels, value)

@@ -103,6 +103,11 @@ class ReviewContext:
     since: str | None = None  # an incremental review: the earlier head the diff starts at
     # with ``since``: the whole PR's diff (capped), which a model sees as context only
     whole: ReviewContext | None = None
+    # The pull request's title and description when the caller has them (untrusted text)
+    title: str = ""
+    description: str = ""
+    # Where the head's files can be read for context (a review/gitrepo.Repo), or None
+    source: object = None
 
     def changed_lines(self, path: str) -> set[int]:
         """New-file line numbers added or modified in `path`."""
@@ -125,6 +130,12 @@ class Review:
     skipped: list[str] = dataclasses.field(default_factory=list)
     # (path, bytes) of the files too large to review: listed, not read
     too_large: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    # files the model did not review: its call cap or deadline came first
+    not_reviewed: list[str] = dataclasses.field(default_factory=list)
+    # findings the verifier dropped, each with its reason: shown collapsed, never posted
+    dropped: list[tuple[Finding, str]] = dataclasses.field(default_factory=list)
+    # the model's calls and tokens (``calls``, ``prompt_tokens``, ``completion_tokens``)
+    usage: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -146,4 +157,5 @@ class Review:
         found = ", ".join(parts) if parts else "no findings"
         cap = " (diff capped)" if self.truncated else ""
         big = f" ({len(self.too_large)} too large to review)" if self.too_large else ""
-        return f"{self.verdict}: {found} in {self.files_reviewed} file(s){cap}{big}"
+        left = f" ({len(self.not_reviewed)} not reviewed by the model)" if self.not_reviewed else ""
+        return f"{self.verdict}: {found} in {self.files_reviewed} file(s){cap}{big}{left}"

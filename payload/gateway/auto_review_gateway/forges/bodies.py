@@ -67,6 +67,18 @@ def render_body(review: Review) -> str:
         shown = ", ".join(f"{_code(path)} ({size} bytes)" for path, size in review.too_large[:20])
         more = f" and {len(review.too_large) - 20} more" if len(review.too_large) > 20 else ""
         lines += ["", f"Too large to review (listed, not read): {shown}{more}"]
+    if review.not_reviewed:
+        shown = ", ".join(_code(path) for path in review.not_reviewed[:50])
+        more = f" and {len(review.not_reviewed) - 50} more" if len(review.not_reviewed) > 50 else ""
+        lines += ["", f"Not reviewed by the model (call cap or deadline reached): {shown}{more}"]
+    if review.dropped:
+        lines += ["", f"<details><summary>{len(review.dropped)} finding(s) dropped by the "
+                  "verifier</summary>", ""]  # fmt: skip
+        lines += [
+            f"- {_code(f.path)}:{f.line} {comment_text(f)} — dropped: {md_text(reason)}"
+            for f, reason in review.dropped[:50]
+        ]
+        lines += ["", "</details>"]
     return "\n".join(lines)
 
 

@@ -13,7 +13,8 @@ MiB = 1024 * 1024
 
 # -- the diff (review/diffstream.py, review/context.py)
 
-DEFAULT_MAX_DIFF_BYTES = 256 * 1024  # hunk bytes kept per review (--max-diff-bytes)
+DEFAULT_MAX_DIFF_BYTES = 4 * MiB  # hunk bytes kept per review (--max-diff-bytes): the
+# LLM reviewer cuts them into calls (AR_LLM_CONTEXT_TOKENS, AR_LLM_MAX_CALLS)
 MAX_REVIEW_LINES = 500_000  # hunk lines kept per review, whatever their bytes
 MAX_FILES = 5_000  # files listed per review; later ones make the diff "capped"
 # A file with a blob over either cap, on either side, is "too large to review": listed

@@ -208,6 +208,27 @@ class Repo:
             raise FileNotFoundError(f"{path} does not exist at {sha[:12]}")
         return int(proc.stdout)
 
+    def grep(
+        self, sha: str, patterns: list[str], max_bytes: int, per_file: int, paths: list[str]
+    ) -> bytes:
+        """``git grep -E`` of the tree at ``sha`` (no checkout) for any of ``patterns``, in
+        the files matching the ``paths`` globs: ``<sha>:<path>\\0<line>\\0<text>``
+        records, at most ``per_file`` a file, cut after ``max_bytes`` of output (git is
+        then stopped). b"" when nothing matches."""
+        args = ["grep", "-I", "-n", "-z", "-E", "--no-color", f"--max-count={per_file}"]
+        for pattern in patterns:
+            args += ["-e", pattern]
+        out = bytearray()
+        # context is a help: a grep that takes long is given up (ReviewError), not awaited
+        cmd = self._cmd(*args, sha, "--", *[":(glob)**/" + glob for glob in paths])
+        running = gitproc.Stream(cmd, self.env, "grep", timeout=30)
+        try:
+            while len(out) < max_bytes and (data := running.read1(64 * 1024)):
+                out += data
+        finally:
+            running.close(check=False)  # killed if cut; status 1 is "no match"
+        return bytes(out[:max_bytes])
+
     def sizes_at(self, sha: str, paths: list[str]) -> dict[str, int]:
         """Sizes of many files at ``sha`` with one git process (missing files are left out)."""
         batch = [p for p in paths if "\n" not in p]

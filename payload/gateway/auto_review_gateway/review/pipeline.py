@@ -31,6 +31,7 @@ WHOLE_PR_CONTEXT_BYTES = 64 * 1024
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from auto_review_gateway.review.gitrepo import Repo
+    from auto_review_gateway.review.llm.reviewer import Outcome
 
 
 class Reading:
@@ -107,8 +108,9 @@ def ordered(findings: list[Finding]) -> list[Finding]:
     )
 
 
-def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
-    """The LLM reviewer's findings and model name; ReviewError(EXIT_REVIEWER) on failure."""
+def llm_review(ctx: ReviewContext) -> Outcome:
+    """The LLM reviewer's outcome (findings, model name, files it did not review, findings
+    its verifier dropped); ReviewError(EXIT_REVIEWER) on failure."""
     try:
         from auto_review_gateway.review.llm import reviewer as llm
     except ImportError as exc:
@@ -116,7 +118,7 @@ def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
             f"LLM_BASE_URL is set but the LLM reviewer is missing: {exc}", EXIT_REVIEWER
         ) from None
     try:
-        return llm.review(ctx)
+        return llm.run(ctx)
     except ReviewError:
         raise  # it names its own cause (EXIT_REVIEWER, or EXIT_CONFIG for a bad setting)
     except Exception as exc:
@@ -160,10 +162,18 @@ def only_skippable(repo: Repo, config: RepoConfig) -> list[str] | None:
 
 
 def context_of(
-    repo: Repo, max_diff_bytes: int, *, since: str | None = None, config: RepoConfig | None = None
+    repo: Repo,
+    max_diff_bytes: int,
+    *,
+    since: str | None = None,
+    config: RepoConfig | None = None,
+    title: str = "",
+    description: str = "",
 ) -> ReviewContext | None:
     """The base's config and the diff (from ``since`` when given, else the merge base) as
-    a context; None when the base's config disables reviews."""
+    a context, with the PR's ``title`` and ``description`` when the caller has them and
+    ``repo`` to read the code around the change from; None when the base's config
+    disables reviews."""
     from auto_review_gateway.review import context
 
     config = base_config(repo) if config is None else config
@@ -174,6 +184,7 @@ def context_of(
         if since is not None and os.environ.get("LLM_BASE_URL"):
             whole = min(max_diff_bytes, WHOLE_PR_CONTEXT_BYTES)
             ctx.whole = context.build(repo, repo.base, repo.head, config, whole)
+    ctx.title, ctx.description, ctx.source = title, description, repo
     return ctx
 
 
@@ -184,10 +195,11 @@ def review_context(ctx: ReviewContext) -> Review:
 
     findings = builtin_rules.review(ctx)
     reviewers = ["builtin"]
+    outcome = None
     if os.environ.get("LLM_BASE_URL") and ctx.files:
-        llm_findings, model = llm_review(ctx)
-        findings += llm_findings
-        reviewers.append(f"llm:{model}")
+        outcome = llm_review(ctx)
+        findings += outcome.findings
+        reviewers.append(f"llm:{outcome.model}")
     return Review(
         base=ctx.base,
         head=ctx.head,
@@ -197,10 +209,20 @@ def review_context(ctx: ReviewContext) -> Review:
         truncated=ctx.truncated,
         skipped=ctx.skipped,
         too_large=[(f.path, f.too_large) for f in ctx.files if f.too_large],
+        not_reviewed=outcome.not_reviewed if outcome else [],
+        dropped=outcome.dropped if outcome else [],
+        usage=outcome.usage if outcome else {},
     )
 
 
-def review_repo(repo: Repo, max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES) -> Review | None:
-    """The whole pipeline on ``repo``: its Review, or None when it disables reviews."""
-    ctx = context_of(repo, max_diff_bytes)
+def review_repo(
+    repo: Repo,
+    max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
+    *,
+    title: str = "",
+    description: str = "",
+) -> Review | None:
+    """The whole pipeline on ``repo`` (``title`` and ``description``: the PR's, when the
+    caller has them): its Review, or None when it disables reviews."""
+    ctx = context_of(repo, max_diff_bytes, title=title, description=description)
     return None if ctx is None else review_context(ctx)

@@ -33,6 +33,16 @@ def as_dict(review: Review) -> dict[str, object]:
     }
     if review.too_large:
         data["too_large"] = [{"path": path, "size": size} for path, size in review.too_large]
+    if review.not_reviewed:
+        data["not_reviewed"] = list(review.not_reviewed)
+    if review.dropped:
+        data["dropped"] = [
+            {"path": f.path, "line": f.line, "severity": f.severity, "rule": f.rule,
+             "message": f.message, "reason": reason}
+            for f, reason in review.dropped
+        ]  # fmt: skip
+    if review.usage:
+        data["usage"] = dict(review.usage)
     data["findings"] = [
         {"path": f.path, "line": f.line, "severity": f.severity, "rule": f.rule,
          "message": f.message}
@@ -69,6 +79,11 @@ def _text(review: Review) -> str:
     if review.too_large:
         big = ", ".join(f"{_path(p)} ({size_text(n)})" for p, n in review.too_large)
         out.append(f"too large to review: {big}")
+    if review.not_reviewed:
+        shown = ", ".join(_path(p) for p in review.not_reviewed)
+        out.append(f"not reviewed by the model (call cap or deadline): {shown}")
+    if review.dropped:
+        out.append(f"dropped by the verifier: {len(review.dropped)} finding(s)")
     out += [
         f"{_path(f.path)}:{f.line}: {f.severity}: {visible(f.message)} [{visible(f.rule)}]"
         for f in review.findings
@@ -90,6 +105,7 @@ def _markdown(review: Review) -> str:
     if review.too_large:
         big = ", ".join(f"{md_code(p)} ({size_text(n)})" for p, n in review.too_large)
         out.append(f"Too large to review (listed, not read): {big}.")
+    out += _markdown_left(review)
     if review.findings:
         out += ["", "| Severity | File | Line | Rule | Message |", "|---|---|---:|---|---|"]
         out += [
@@ -98,6 +114,24 @@ def _markdown(review: Review) -> str:
             for f in review.findings
         ]
     return "\n".join(out)
+
+
+def _markdown_left(review: Review) -> list[str]:
+    """What the model left out (not reviewed) or its verifier dropped, Markdown."""
+    out = []
+    if review.not_reviewed:
+        shown = ", ".join(md_code(p) for p in review.not_reviewed)
+        out.append(f"Not reviewed by the model (call cap or deadline reached): {shown}.")
+    if review.dropped:
+        out += ["", f"<details><summary>{len(review.dropped)} finding(s) dropped by the "
+                "verifier</summary>", ""]  # fmt: skip
+        out += [
+            f"- {md_code(f.path)}:{f.line} {f.severity} {md_text(f.rule)}: "
+            f"{md_text(f.message)} — dropped: {md_text(reason)}"
+            for f, reason in review.dropped
+        ]
+        out += ["", "</details>"]
+    return out
 
 
 def render(review: Review, fmt: str) -> str:

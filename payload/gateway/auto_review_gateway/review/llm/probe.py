@@ -1,7 +1,7 @@
 """What ``preflight`` asks the model server: does it answer ``GET /v1/models`` (OpenAI
 API reference, "List models": ``{"object": "list", "data": [{"id": ...}]}``), does it
 list the configured model, and does one tiny chat completion come back as the strict
-schema's JSON (the same request a review sends: :func:`reviewer.build_request`, with
+schema's JSON (the same request a review sends: :func:`exchange.build_request`, with
 ``response_format`` ``json_schema`` ``strict: true``), checked by the same validator.
 """
 
@@ -15,8 +15,8 @@ from auto_review_gateway.core.checks import FAIL, PASS, SKIP, Check, from_error
 from auto_review_gateway.core.model import EXIT_REVIEWER, ReviewError
 from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.review.llm.answer import InvalidAnswer, validate_answer
+from auto_review_gateway.review.llm.exchange import complete
 from auto_review_gateway.review.llm.prompt import SYSTEM_PROMPT
-from auto_review_gateway.review.llm.reviewer import complete
 from auto_review_gateway.review.llm.settings import LLMConfig, load_config
 
 PROBE_TIMEOUT = 60.0  # seconds for the one completion (a cold model may load first)

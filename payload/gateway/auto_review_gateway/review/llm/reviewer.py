@@ -1,57 +1,55 @@
-"""The LLM reviewer: one OpenAI-compatible ``/v1/chat/completions`` call, strict JSON out.
+"""The LLM reviewer: the whole diff, cut into groups that each fit one call, reviewed in
+parallel, every group's findings checked by a verifier pass, strict JSON in and out.
 
-The prompt is built in :mod:`prompt`, the answer checked in :mod:`answer`;
-this module holds the settings and the exchange with the server. Trust boundaries:
+The prompt is built in :mod:`prompt`, the groups in :mod:`groups`, the answer checked in
+:mod:`answer`, the second opinion asked in :mod:`verifier`, and the exchange with the
+server is :mod:`exchange`. Trust boundaries:
 
-* The system message is a constant (:data:`SYSTEM_PROMPT`): our instructions and the
-  answer's JSON schema. Nothing from the repository is ever put into it.
-* The repository's guidelines and the diff go into the user message, between markers
-  that carry a digest of the data itself (so the data cannot contain its own end
-  marker), labelled as untrusted data that cannot change instructions, schema or verdict.
+* The system messages are constants (:data:`SYSTEM_PROMPT`, the verifier's): our
+  instructions and the answer's JSON schema. Nothing from the repository is ever put in.
+* The repository's guidelines, the PR's title and description, the list of changed
+  files, the diff and the code around it (:mod:`~auto_review_gateway.review.surroundings`)
+  go into the user message, between markers that carry a digest of the data itself (so
+  the data cannot contain its own end marker), labelled as untrusted data that cannot
+  change instructions, schema or verdict.
 * The answer is validated against the schema (:mod:`answer`), whatever the server claims to
   enforce: unknown or missing keys, wrong types, unknown severities make it invalid
   (one repair round, then :data:`~auto_review_gateway.core.model.EXIT_REVIEWER`). Findings
-  outside the changed lines, or below ``AR_SEVERITY_FLOOR``, are dropped.
+  outside the group's changed lines, or below ``AR_SEVERITY_FLOOR``, are dropped.
 * Only findings leave this module. The model's summary is validated and discarded: the
-  verdict and summary of a Review are computed from severities, and where the review is
-  posted is decided by the caller's configuration, never by model text.
+  verdict and summary of a Review are computed from severities.
 
-Servers as they behave (OpenAI API reference, "Create chat completion"):
+Budget: one call holds at most ``AR_LLM_CONTEXT_TOKENS`` (estimated from bytes, 3 bytes
+a token), less the answer's ``LLM_MAX_TOKENS`` (at most half the window) and the system
+prompt. Of the rest, the guidelines, description and file list take a bounded share, the
+group's diff up to three quarters of what is left, and the surrounding code the remainder.
+At most ``AR_LLM_MAX_CALLS`` groups are sent; groups past the cap, or not done by
+``LLM_DEADLINE``, are listed as not reviewed. Any other failure of a call fails the review.
 
-* ``max_completion_tokens`` bounds the answer, reasoning tokens included (``max_tokens``
-  is deprecated and refused by reasoning models); a server that refuses the parameter
-  (400 with ``param: max_completion_tokens``) is asked again with ``max_tokens``.
-* Reasoning models (o1, o3, o4-mini, gpt-5 ...) support only the default temperature and
-  answer 400 ``unsupported_value`` (``param: temperature``) to ``temperature: 0``: no
-  temperature is sent for them (``LLM_TEMPERATURE``: a number, ``default`` for none, or
-  empty for that automatic choice), and any model that refuses it is asked again
-  without it.
-* ``choices[0].finish_reason`` ``length`` (cut off at the token limit) or
-  ``content_filter`` is an error, not an answer to repair.
-* 408, 409, 429 and 5xx and network errors are retried with jittered backoff that
-  honours ``Retry-After`` (:class:`retry.Retry`), within a total deadline per review
-  (``LLM_DEADLINE``) that also bounds every request's timeout.
-
-Environment: ``LLM_BASE_URL`` (required; ``https://host`` or ``https://host/v1``),
-``LLM_API_KEY`` (optional, sent as a Bearer token), ``LLM_REASONING_MODEL``,
-``LLM_TIMEOUT`` (seconds per request), ``LLM_DEADLINE`` (seconds per review, default
-600), ``LLM_TEMPERATURE``, ``LLM_MAX_TOKENS`` (default 16384), ``AR_SEVERITY_FLOOR``.
+Environment: see :mod:`settings`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+
+# the module itself: the package reaches it through a lazy __getattr__ the rootfs
+# builder cannot see
+from concurrent.futures.thread import ThreadPoolExecutor
 
 from auto_review_gateway.core import httpjson, metrics
 from auto_review_gateway.core.model import (
+    EXIT_CONFIG,
     EXIT_REVIEWER,
     Finding,
     ReviewContext,
     ReviewError,
+    severity_rank,
 )
 from auto_review_gateway.core.retry import Retry
+from auto_review_gateway.review.llm import groups, verifier
 from auto_review_gateway.review.llm.answer import (
     MAX_FINDINGS,
     MAX_RULE_CHARS,
@@ -59,102 +57,51 @@ from auto_review_gateway.review.llm.answer import (
     to_findings,
     validate_answer,
 )
+from auto_review_gateway.review.llm.exchange import (
+    OutOfTime,
+    Session,
+    build_request,
+    count_error,
+)
 from auto_review_gateway.review.llm.prompt import (
     ANSWER_SCHEMA,
     MAX_MESSAGE_CHARS,
     REPAIR_PROMPT,
     SYSTEM_PROMPT,
     build_user_message,
+    clip,
+    file_list,
+    pull_request_text,
     render_diff,
 )
 from auto_review_gateway.review.llm.settings import LLMConfig, load_config
 
 RETRY_ATTEMPTS = 4
 _MAX_ECHO_CHARS = 20_000  # of an invalid answer, sent back in the repair round
+_MIN_DIFF_BYTES = 2048  # a call with less room than this for the diff is a bad setting
 
 
-def build_request(
-    config: LLMConfig,
-    messages: list[dict[str, str]],
-    *,
-    temperature: bool = True,
-    token_field: str = "max_completion_tokens",
-) -> dict[str, Any]:
-    """The chat-completions request body for ``messages``; ``temperature`` False leaves
-    it out whatever the config says, ``token_field`` names the answer's token bound."""
-    body: dict[str, Any] = {"model": config.model, "messages": messages}
-    if temperature and config.temperature is not None:
-        body["temperature"] = config.temperature
-    body[token_field] = config.max_tokens
-    # Servers that honour it constrain decoding to the schema; the schema is also in
-    # the system prompt for servers that ignore response_format.
-    body["response_format"] = {
-        "type": "json_schema",
-        "json_schema": {"name": "code_review", "strict": True, "schema": ANSWER_SCHEMA},
-    }
-    return body
+@dataclasses.dataclass
+class Outcome:
+    """What the LLM reviewer made of a review: findings, and what a reader must know."""
+
+    findings: list[Finding]
+    model: str
+    not_reviewed: list[str] = dataclasses.field(default_factory=list)
+    dropped: list[tuple[Finding, str]] = dataclasses.field(default_factory=list)
+    usage: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def _content(response: Any) -> str:
-    """``choices[0].message.content``; InvalidAnswer if the model gave no text.
+@dataclasses.dataclass
+class _Plan:
+    """The shared parts of every call's user message, and the groups."""
 
-    A response without choices at all is a protocol error (ReviewError), not something a
-    repair round can fix.
-    """
-    try:
-        choice = response["choices"][0]
-        message = choice["message"]
-        if not isinstance(message, dict):
-            raise TypeError
-    except (KeyError, IndexError, TypeError):
-        _count_error("bad_answer")
-        raise ReviewError(
-            "LLM server answered without choices[0].message (not a chat completion)",
-            EXIT_REVIEWER,
-        ) from None
-    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
-    if finish == "length":
-        _count_error("cut_off")
-        raise ReviewError(
-            "the LLM answer was cut off at the token limit (finish_reason length):"
-            " raise LLM_MAX_TOKENS or use a model with a larger output",
-            EXIT_REVIEWER,
-        )
-    if finish == "content_filter":
-        _count_error("content_filter")
-        raise ReviewError(
-            "the LLM server withheld the answer (finish_reason content_filter)", EXIT_REVIEWER
-        )
-    content = message.get("content")
-    if isinstance(content, str) and content.strip():
-        return content
-    if isinstance(message.get("refusal"), str):
-        raise InvalidAnswer("the model refused instead of answering with the JSON object")
-    raise InvalidAnswer("the answer is empty")
-
-
-def _count_error(cause: str) -> None:
-    """Count a failed answer in ``llm_errors_total`` (HTTP failures are counted by
-    :func:`httpjson.request`)."""
-    sink = metrics.installed()
-    if sink is not None:
-        sink.inc("llm_errors_total", {"cause": cause})
-
-
-def _count_usage(response: Any) -> None:
-    """Count the tokens an answer's ``usage`` reports; anything but a plausible
-    non-negative integer (a hostile or broken server) is ignored."""
-    sink = metrics.installed()
-    usage = response.get("usage") if isinstance(response, dict) else None
-    if sink is None or not isinstance(usage, dict):
-        return
-    for kind in ("prompt", "completion"):
-        n = usage.get(f"{kind}_tokens")
-        if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**9:
-            sink.inc("llm_tokens_total", {"kind": kind}, n)
-
-
-# --------------------------------------------------------------------------- the call
+    context: ReviewContext  # with the guidelines clipped to their share
+    pull_request: str
+    files: str
+    room: int  # bytes for a group's diff and surroundings together
+    whole_bytes: int  # an incremental review's whole-PR diff, cut to this
+    groups: list[groups.Group]
 
 
 def make_retry(deadline: float) -> Retry:
@@ -162,75 +109,169 @@ def make_retry(deadline: float) -> Retry:
     return Retry(RETRY_ATTEMPTS, deadline=deadline)
 
 
-class _Session:
-    """The requests of one review: what the server turned out to refuse, and the deadline."""
+def input_bytes(config: LLMConfig) -> int:
+    """Bytes of user message one call may carry (module doc, "Budget")."""
+    answer = min(config.max_tokens, config.context_tokens // 2)
+    system = groups.bytes_to_tokens(len(SYSTEM_PROMPT.encode())) + 64  # + message framing
+    return groups.tokens_to_bytes(config.context_tokens - answer - system)
 
-    def __init__(self, config: LLMConfig, retry: Retry) -> None:
-        self.config = config
-        self.retry = retry
-        self.temperature = config.temperature is not None
-        self.token_field = "max_completion_tokens"
 
-    def _send(self, messages: list[dict[str, str]]) -> Any:
-        left = self.retry.remaining()
-        if left is not None and left <= 0:
-            raise ReviewError(
-                f"the LLM review ran out of time (LLM_DEADLINE {self.config.deadline:g} s)",
-                EXIT_REVIEWER,
-            )
-        timeout = self.config.timeout if left is None else min(self.config.timeout, left)
-        body = build_request(
-            self.config, messages, temperature=self.temperature, token_field=self.token_field
+def plan(context: ReviewContext, config: LLMConfig) -> _Plan:
+    """Cut ``context`` into the groups of its calls, within the budget of one call."""
+    total = input_bytes(config)
+    guidelines = clip(context.config.guidelines, total // 8, "the guidelines were cut to fit")
+    clipped = dataclasses.replace(
+        context, config=dataclasses.replace(context.config, guidelines=guidelines)
+    )
+    pull = pull_request_text(context, total // 16)
+    listing = file_list(context, total // 8)
+    empty = dataclasses.replace(clipped, files=[], truncated=False)
+    whole = total // 4  # an incremental review's whole-PR diff, as context
+    fixed = len(
+        build_user_message(
+            empty, pull_request=pull, files=listing, surroundings="-", whole_bytes=whole
+        ).encode()
+    )
+    room = total - fixed - 256  # the surroundings' fence and a capped-diff note
+    diff_budget = room * 3 // 4 if context.source is not None else room
+    if diff_budget < _MIN_DIFF_BYTES:
+        raise ReviewError(
+            f"AR_LLM_CONTEXT_TOKENS {config.context_tokens} leaves no room for the diff"
+            f" (LLM_MAX_TOKENS {config.max_tokens} is kept for the answer): raise it",
+            EXIT_CONFIG,
         )
-        return httpjson.request(
-            "POST",
-            self.config.endpoint,
-            target="llm",
-            token=self.config.api_key,
-            auth_scheme="Bearer",
-            body=body,
-            timeout=max(timeout, 0.001),
-            exit_code=EXIT_REVIEWER,
-        )[1]
-
-    def _adapted(self, exc: httpjson.HttpError) -> bool:
-        """Drop what a 400 says the model refuses; True if there is something to resend."""
-        if exc.status != 400 or exc.code not in ("unsupported_value", "unsupported_parameter"):
-            return False
-        if exc.param == "temperature" and self.temperature:
-            self.temperature = False
-            return True
-        if exc.param == "max_completion_tokens" and self.token_field != "max_tokens":
-            self.token_field = "max_tokens"
-            return True
-        return False
-
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        """One chat completion (retried, adapted); the assistant's text."""
-
-        def once() -> Any:
-            for _ in range(3):  # at most temperature and the token bound to give up
-                try:
-                    return self._send(messages)
-                except httpjson.HttpError as exc:
-                    if not self._adapted(exc):
-                        raise
-            return self._send(messages)
-
-        response = self.retry.call(once)
-        _count_usage(response)
-        return _content(response)
+    return _Plan(clipped, pull, listing, room, whole, groups.plan(context.files, diff_budget))
 
 
-def complete(config: LLMConfig, messages: list[dict[str, str]], retry: Retry) -> str:
-    """One chat completion as a review sends it (strict schema, adapted to what the
-    server refuses, retried by ``retry``); the assistant's text."""
-    return _Session(config, retry).complete(messages)
+def _surroundings(context: ReviewContext, group: groups.Group, budget: int) -> str:
+    """The code around ``group``'s hunks, "" when there is no repository to read or git
+    fails (context is a help, not a condition of the review)."""
+    if context.source is None or budget <= 0:
+        return ""
+    from auto_review_gateway.review import surroundings
+
+    try:
+        return surroundings.gather(context.source, context.head, group.files, budget)  # type: ignore[arg-type]
+    except (ReviewError, OSError, ValueError):
+        return ""
 
 
-def _complete(config: LLMConfig, messages: list[dict[str, str]]) -> str:
-    """One chat-completions round trip; the assistant's text (InvalidAnswer if none)."""
-    return _Session(config, make_retry(time.monotonic() + config.deadline)).complete(messages)
+def _ask(session: Session, sub: ReviewContext, message: str, floor: str) -> list[Finding]:
+    """One group's review: the request, one repair round if the answer is invalid."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": message}]
+    answer = ""
+    try:
+        answer = session.complete(messages)
+        items, _summary = validate_answer(answer)
+    except InvalidAnswer as first:
+        count_error("invalid_answer")
+        messages += [
+            {"role": "assistant", "content": answer[:_MAX_ECHO_CHARS] or "(empty answer)"},
+            {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
+        ]
+        try:
+            items, _summary = validate_answer(session.complete(messages))
+        except InvalidAnswer as second:
+            count_error("invalid_answer")
+            reason = httpjson.clean_text(str(second), 300)
+            raise ReviewError(
+                f"LLM answer invalid after one repair attempt: {reason}", EXIT_REVIEWER
+            ) from None
+    # The summary is deliberately dropped: the verdict and summary of a Review are
+    # computed from the findings' severities, never taken from model text.
+    return to_findings(items, sub, floor)
+
+
+def _check(
+    session: Session | None, sub: ReviewContext, found: list[Finding]
+) -> tuple[list[Finding], list[tuple[Finding, str]]]:
+    """The verifier's pass over ``found``: fails open, counted in /metrics."""
+    if session is None or not found:
+        return found, []
+    try:
+        kept, dropped = verifier.verify(session.complete, sub, found)
+    except Exception:  # any failure keeps every finding: module doc of verifier
+        metrics.count("verifier_errors_total")
+        return found, []
+    if dropped:
+        metrics.count("verifier_dropped_total", len(dropped))
+    return kept, dropped
+
+
+def run(
+    context: ReviewContext,
+    *,
+    config: LLMConfig | None = None,
+    retry: Callable[[float], Retry] | None = None,
+) -> Outcome:
+    """Review all of ``context`` with the configured model (module doc): the Outcome.
+
+    Raises ReviewError with EXIT_REVIEWER when a call fails (HTTP error, timeout, an answer
+    still invalid after its repair round) other than by the deadline, and EXIT_CONFIG for
+    bad settings. ``config`` defaults to :func:`load_config`.
+    """
+    config = load_config() if config is None else config
+    policy = (retry or make_retry)(time.monotonic() + config.deadline)
+    session = Session(config, policy)
+    check = None
+    if config.verifier_model is not None:
+        checker = dataclasses.replace(config, model=config.verifier_model)
+        check = Session(checker, policy, ("finding_verdicts", verifier.VERDICT_SCHEMA))
+    work = plan(context, config)
+    sent, left = work.groups[: config.max_calls], work.groups[config.max_calls :]
+
+    def one(group: groups.Group) -> tuple[list[Finding], list[tuple[Finding, str]]] | None:
+        left_time = policy.remaining()
+        if left_time is not None and left_time <= 0:
+            return None
+        sub = dataclasses.replace(work.context, files=group.files)
+        around = _surroundings(context, group, work.room - group.size)
+        message = build_user_message(
+            sub,
+            pull_request=work.pull_request,
+            files=work.files,
+            surroundings=around,
+            whole_bytes=work.whole_bytes,
+        )
+        try:
+            found = _ask(session, sub, message, config.floor)
+        except OutOfTime:
+            return None
+        except ReviewError:
+            left_time = policy.remaining()
+            if left_time is not None and left_time <= 0:
+                return None  # the deadline cut it short: listed as not reviewed
+            raise
+        return _check(check, sub, found)
+
+    findings: list[Finding] = []
+    dropped: list[tuple[Finding, str]] = []
+    not_reviewed: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(config.concurrency, len(sent)))) as pool:
+        futures = [pool.submit(one, group) for group in sent]
+        try:
+            results = [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    for group, result in zip(sent, results, strict=True):
+        if result is None:
+            not_reviewed += group.paths
+        else:
+            findings += result[0]
+            dropped += result[1]
+    for group in left:
+        not_reviewed += group.paths
+    findings = sorted(dict.fromkeys(findings), key=lambda f: -severity_rank(f.severity))
+    usage = {k: session.usage[k] + (check.usage[k] if check else 0) for k in session.usage}
+    return Outcome(
+        findings=findings[:MAX_FINDINGS],
+        model=config.model,
+        not_reviewed=list(dict.fromkeys(not_reviewed)),
+        dropped=dropped,
+        usage=usage,
+    )
 
 
 def review(
@@ -239,54 +280,13 @@ def review(
     config: LLMConfig | None = None,
     retry: Callable[[float], Retry] | None = None,
 ) -> tuple[list[Finding], str]:
-    """Review ``context`` with the configured model: ``(findings, model name)``.
-
-    At most two requests: the review, and if its answer is invalid one repair round that
-    shows the model its answer and the validation error. Raises ReviewError with
-    EXIT_REVIEWER when the server fails (HTTP error, timeout) or the answer is still
-    invalid, and EXIT_CONFIG for bad settings. ``config`` defaults to :func:`load_config`.
-    """
-    config = load_config() if config is None else config
-    session = _Session(config, (retry or make_retry)(time.monotonic() + config.deadline))
-    messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": build_user_message(context)},
-    ]
-    answer = ""
-    try:
-        answer = session.complete(messages)
-        items, _summary = validate_answer(answer)
-    except InvalidAnswer as first:
-        _count_error("invalid_answer")
-        messages += [
-            {"role": "assistant", "content": answer[:_MAX_ECHO_CHARS] or "(empty answer)"},
-            {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
-        ]
-        try:
-            items, _summary = validate_answer(session.complete(messages))
-        except InvalidAnswer as second:
-            _count_error("invalid_answer")
-            reason = httpjson.clean_text(str(second), 300)
-            raise ReviewError(
-                f"LLM answer invalid after one repair attempt: {reason}", EXIT_REVIEWER
-            ) from None
-    # The summary is deliberately dropped: the verdict and summary of a Review are
-    # computed from the findings' severities, never taken from model text.
-    return to_findings(items, context, config.floor), config.model
+    """:func:`run`'s findings and model name."""
+    outcome = run(context, config=config, retry=retry)
+    return outcome.findings, outcome.model
 
 
-__all__ = [
-    "ANSWER_SCHEMA",
-    "MAX_FINDINGS",
-    "MAX_MESSAGE_CHARS",
-    "MAX_RULE_CHARS",
-    "SYSTEM_PROMPT",
-    "InvalidAnswer",
-    "LLMConfig",
-    "build_user_message",
-    "load_config",
-    "render_diff",
-    "review",
-    "to_findings",
-    "validate_answer",
-]
+__all__ = [  # what callers and tests use of the reviewer, in one place
+    "ANSWER_SCHEMA", "MAX_FINDINGS", "MAX_MESSAGE_CHARS", "MAX_RULE_CHARS", "SYSTEM_PROMPT",
+    "InvalidAnswer", "LLMConfig", "Outcome", "build_request", "build_user_message", "load_config",
+    "render_diff", "review", "run", "to_findings", "validate_answer",
+]  # fmt: skip

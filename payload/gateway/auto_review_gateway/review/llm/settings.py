@@ -1,8 +1,9 @@
 """The LLM reviewer's settings (:class:`LLMConfig`), read from the environment by
 :func:`load_config`: ``LLM_BASE_URL``, ``LLM_API_KEY``, ``LLM_REASONING_MODEL``,
-``LLM_TIMEOUT``, ``LLM_DEADLINE``, ``LLM_TEMPERATURE``, ``LLM_MAX_TOKENS`` and
-``AR_SEVERITY_FLOOR``. A bad value is ReviewError(EXIT_CONFIG) naming the variable,
-never repeating its value.
+``LLM_TIMEOUT``, ``LLM_DEADLINE``, ``LLM_TEMPERATURE``, ``LLM_MAX_TOKENS``,
+``AR_SEVERITY_FLOOR``, and for large PRs and the second opinion ``AR_LLM_CONTEXT_TOKENS``,
+``AR_LLM_MAX_CALLS``, ``AR_REVIEW_CONCURRENCY``, ``LLM_VERIFIER_MODEL`` and ``AR_VERIFIER``.
+A bad value is ReviewError(EXIT_CONFIG) naming the variable, never repeating its value.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ DEFAULT_MAX_TOKENS = 16384  # reasoning tokens count too
 # Model families that accept only the default temperature (OpenAI's reasoning models).
 _REASONING = re.compile(r"(?:\A|/)(?:o[1-9][0-9]*|gpt-5)(?:\Z|[-._:])", re.IGNORECASE)
 DEFAULT_FLOOR = "low"
+DEFAULT_CONTEXT_TOKENS = 128_000  # the window of today's common models (gpt-4o, ...)
+DEFAULT_MAX_CALLS = 16  # groups sent per review: 16 x ~300 KB covers the 4 MiB diff cap
+DEFAULT_CONCURRENCY = 2  # the serve default of AR_REVIEW_CONCURRENCY
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -38,6 +42,10 @@ class LLMConfig:
     temperature: float | None = 0.0  # None: not sent (the server's default)
     max_tokens: int = DEFAULT_MAX_TOKENS
     deadline: float = DEFAULT_DEADLINE
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS  # the model's window: prompt + answer
+    max_calls: int = DEFAULT_MAX_CALLS  # review calls (groups of files) per review
+    concurrency: int = DEFAULT_CONCURRENCY  # model calls at once, in this process
+    verifier_model: str | None = None  # None: no verifier pass (AR_VERIFIER=off)
 
     def __repr__(self) -> str:
         # The key is never shown, even when the config object is printed or logged.
@@ -46,7 +54,9 @@ class LLMConfig:
             f"LLMConfig(endpoint={self.endpoint!r}, api_key={key!r}, model={self.model!r}, "
             f"timeout={self.timeout!r}, floor={self.floor!r}, "
             f"temperature={self.temperature!r}, max_tokens={self.max_tokens!r}, "
-            f"deadline={self.deadline!r})"
+            f"deadline={self.deadline!r}, context_tokens={self.context_tokens!r}, "
+            f"max_calls={self.max_calls!r}, concurrency={self.concurrency!r}, "
+            f"verifier_model={self.verifier_model!r})"
         )
 
 
@@ -64,6 +74,21 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value <= 3600:
         raise ReviewError(f"{name} must be a number of seconds in (0, 3600]", EXIT_CONFIG)
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = env.get(name, "").strip()
+    value = default if not text else int(text) if text.isdigit() else -1
+    if not low <= value <= high:
+        raise ReviewError(f"{name} must be a whole number from {low} to {high}", EXIT_CONFIG)
+    return value
+
+
+def _model_name(env: Mapping[str, str], name: str, default: str) -> str:
+    model = env.get(name, "").strip() or default
+    if _CONTROL.search(model):
+        raise ReviewError(f"{name} contains control characters", EXIT_CONFIG)
+    return model
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -99,9 +124,7 @@ def load_config(env: Mapping[str, str] | None = None) -> LLMConfig:
     api_key = env.get("LLM_API_KEY", "").strip() or None
     if api_key is not None and not httpjson.header_safe(api_key):
         raise ReviewError("LLM_API_KEY contains characters not allowed in a header", EXIT_CONFIG)
-    model = env.get("LLM_REASONING_MODEL", "").strip() or DEFAULT_MODEL
-    if _CONTROL.search(model):
-        raise ReviewError("LLM_REASONING_MODEL contains control characters", EXIT_CONFIG)
+    model = _model_name(env, "LLM_REASONING_MODEL", DEFAULT_MODEL)
     raw = env.get("LLM_TEMPERATURE", "").strip().lower()
     temperature: float | None
     if not raw:
@@ -121,6 +144,10 @@ def load_config(env: Mapping[str, str] | None = None) -> LLMConfig:
     max_tokens = int(raw) if raw.isdigit() else (DEFAULT_MAX_TOKENS if not raw else 0)
     if not 1 <= max_tokens <= 1_000_000:
         raise ReviewError("LLM_MAX_TOKENS must be a whole number from 1 to 1000000", EXIT_CONFIG)
+    context_tokens = _whole(env, "AR_LLM_CONTEXT_TOKENS", DEFAULT_CONTEXT_TOKENS, 4096, 10**7)
+    verifier = env.get("AR_VERIFIER", "").strip().lower() or "on"
+    if verifier not in ("on", "off"):
+        raise ReviewError("AR_VERIFIER must be on or off", EXIT_CONFIG)
     return LLMConfig(
         endpoint=chat_completions_url(base),
         api_key=api_key,
@@ -130,4 +157,10 @@ def load_config(env: Mapping[str, str] | None = None) -> LLMConfig:
         temperature=temperature,
         max_tokens=max_tokens,
         deadline=deadline,
+        context_tokens=context_tokens,
+        max_calls=_whole(env, "AR_LLM_MAX_CALLS", DEFAULT_MAX_CALLS, 1, 1000),
+        concurrency=_whole(env, "AR_REVIEW_CONCURRENCY", DEFAULT_CONCURRENCY, 1, 64),
+        verifier_model=(
+            _model_name(env, "LLM_VERIFIER_MODEL", model) if verifier == "on" else None
+        ),
     )
