@@ -199,6 +199,8 @@ class FakeForgejo(LoopbackServer):
         clone_url: str | None = None,
         author: str = "alice",
         draft: bool = False,
+        title: str = "A pull request",
+        body: str = "",
     ) -> None:
         """Make ``GET .../pulls/{number}`` answer this pull request (replacing any before).
         ``author`` is the PR's poster (the bot is ``BOT_LOGIN``)."""
@@ -207,6 +209,8 @@ class FakeForgejo(LoopbackServer):
             base["repo"] = {"name": repo, "full_name": f"{owner}/{repo}", "clone_url": clone_url}
         pull = {
             "number": number,
+            "title": title,
+            "body": body,
             "state": state,
             "draft": draft,
             "user": {"id": BOT_ID if author == BOT_LOGIN else 1, "login": author},

@@ -382,3 +382,20 @@ def test_a_closed_pr_is_noted_without_a_post_and_forgotten_later(world: dict) ->
         assert history.prune() == 1 and history.load(key).findings == []
     finally:
         history.close()
+
+
+def test_the_model_reads_the_prs_title_and_description(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forge, pr = world["forge"], Pr(world)
+    head = pr.push({"src/one.py": "def one():\n    return 1\n"})
+    forge.set_pull("acme", "demo", 5, head, title="Make one return one",
+                   body="The parser needs a constant; see the design notes.")  # fmt: skip
+    with FakeOpenAI() as api:
+        monkeypatch.setenv("LLM_BASE_URL", api.base_url)
+        monkeypatch.setenv("LLM_API_KEY", "k")
+        monkeypatch.setenv("AR_VERIFIER", "off")
+        api.script('{"findings": [], "summary": "ok"}')
+        pr.review(head)
+        [asked] = [r.json["messages"][-1]["content"] for r in api.requests]
+    assert "Make one return one" in asked and "see the design notes" in asked

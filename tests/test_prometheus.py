@@ -287,6 +287,8 @@ def test_a_real_prometheus_evaluates_every_rule_and_panel_on_a_live_gateway(
             # a review that succeeds, then one whose LLM request the server refuses (400:
             # not retried, the job fails for good), then a forged delivery
             good, bad = world["heads"]
+            for number, head in ((1, good), (2, bad)):  # the PRs the forge serves
+                forge.set_pull("acme", "demo", number, head)
             llm.script(json.dumps(answer))
             assert deliver(gw, pr_event(world, 1, good))[0] == 202
             poll("the first review", lambda: final_states(forge).get(good, [])[-1:] == ["success"])

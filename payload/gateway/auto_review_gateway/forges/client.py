@@ -35,6 +35,8 @@ class PullInfo:
     state: str  # "open" | "closed"
     draft: bool
     clone_url: str | None  # base.repo.clone_url, if given
+    title: str = ""
+    body: str = ""  # the description
 
     @classmethod
     def from_doc(cls, doc: Any, forge: str) -> PullInfo:
@@ -55,6 +57,8 @@ class PullInfo:
             state="closed" if closed else "open",
             draft=doc.get("draft") is True,
             clone_url=clone if isinstance(clone, str) and clone else None,
+            title=doc["title"] if isinstance(doc.get("title"), str) else "",
+            body=doc["body"] if isinstance(doc.get("body"), str) else "",
         )
 
 

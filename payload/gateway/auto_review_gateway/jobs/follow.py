@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway.core.model import Finding, ReviewContext
+from auto_review_gateway.core.model import Finding, ReviewContext, ReviewError
 from auto_review_gateway.core.prstate import PrKey, ReviewEntry, TrackedFinding, fingerprint
 from auto_review_gateway.forges.publication import Publication
 from auto_review_gateway.forges.summary import render_summary, upsert_summary
@@ -142,6 +142,18 @@ class Run:
         if written != state.summary_comment_id:
             self.history.set_summary_comment(self.key, written)
 
+    def _about(self) -> tuple[str, str]:
+        """The PR's title and description, for a model to read (none without one; best
+        effort: a forge that will not say costs the review nothing)."""
+        if not os.environ.get("LLM_BASE_URL"):
+            return "", ""
+        req = self.req
+        try:
+            pull = self.forge.client.get_pull(req.owner, req.repo, req.pr_number)
+        except ReviewError:
+            return "", ""
+        return pull.title, pull.body
+
     def _unreviewed(self, publication: Publication, kind: str, note: str, status: str) -> None:
         entry = ReviewEntry(self.job.id, kind, "", self.req.head_sha, note=note)
         self.history.record(self.key, entry)
@@ -188,7 +200,9 @@ class Run:
         since = None
         if previous and previous != repo.head and repo.is_ancestor(previous, repo.head):
             since = previous
-        ctx = pipeline.context_of(repo, pipeline.DEFAULT_MAX_DIFF_BYTES, since=since, config=config)
+        title, description = self._about()
+        ctx = pipeline.context_of(repo, pipeline.DEFAULT_MAX_DIFF_BYTES, since=since,
+                                  config=config, title=title, description=description)  # fmt: skip
         assert ctx is not None  # enabled: checked above
         review = pipeline.review_context(ctx)
         self.walk = walkthrough(ctx)
