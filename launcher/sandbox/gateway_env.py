@@ -27,6 +27,9 @@ ALLOWED = (
     "AR_QUEUE_MAX",
     "AR_SHUTDOWN_GRACE",
     "AR_REQUEST_TIMEOUT",
+    "AR_QUEUE_URL",  # a secret (its password): sent through the pipe, see hostlink
+    "AR_QUEUE_LEASE",
+    "AR_QUEUE_POLL_INTERVAL",
     "LLM_BASE_URL",
     "LLM_API_KEY",
     "LLM_REASONING_MODEL",
