@@ -248,7 +248,9 @@ def serve(config: ServeConfig) -> int:
             config.queue_url,
             state_dir=config.state_dir,
             db_name=names.JOBS_DB,
-            forge=config.forge.api_url,
+            # the forge's kind, not its URL: replicas may reach one forge by different
+            # addresses (10.0.2.2 from a sandbox, a proxy); two forges use two databases
+            forge="github" if config.github else "forgejo",
             max_pending=config.queue_max,
             lease=config.queue_lease,
             poll_interval=config.queue_poll,

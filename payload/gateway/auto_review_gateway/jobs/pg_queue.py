@@ -103,9 +103,9 @@ class PgJobQueue:
     ) -> None:
         """Connect, migrate the schema (under the advisory lock), start listening.
 
-        ``forge`` names the forge whose jobs these are (its base URL): gateways of other
-        forges may share the database. DatabaseError (one line, with the fix) if the
-        database cannot be used.
+        ``forge`` names the kind of forge whose jobs these are (``forgejo``, ``github``):
+        a Forgejo and a GitHub gateway may share the database. DatabaseError (one line,
+        with the fix) if the database cannot be used.
         """
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
