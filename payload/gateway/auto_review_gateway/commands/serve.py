@@ -18,6 +18,8 @@ names into the sandbox):
 ``AR_QUEUE_URL``           ``postgresql://...``: a job store shared by N replicas
 ``AR_QUEUE_LEASE``         seconds a replica's claim holds without a heartbeat (60)
 ``AR_QUEUE_POLL_INTERVAL`` seconds an idle worker waits between looks (default 1)
+``AR_RECONCILE_INTERVAL``  seconds between the reconciler's rounds (600; 0: off)
+``AR_RECONCILE_REPOS``     ``owner/repo,...`` it lists (default: those seen)
 =========================  ========================================================
 
 The job queue is ``jobs.sqlite3`` in the state dir (:func:`names.state_dir`), or the
@@ -130,6 +132,13 @@ class ServeConfig:
             )
         self.queue_lease = _number(env, "AR_QUEUE_LEASE", 60.0, 0.5, 3600.0, float)
         self.queue_poll = _number(env, "AR_QUEUE_POLL_INTERVAL", 1.0, 0.05, 60.0, float)
+        self.reconcile_interval = _number(env, "AR_RECONCILE_INTERVAL", 600.0, 0.0, 86400.0, float)
+        from auto_review_gateway.jobs.reconciler import parse_repos
+
+        try:
+            self.reconcile_repos = parse_repos(env.get("AR_RECONCILE_REPOS", ""))
+        except ValueError as exc:
+            raise ConfigError(f"AR_RECONCILE_REPOS: {exc}") from None
         self.bot_name = env.get("AR_BOT_NAME", "").strip().lstrip("@") or "auto-review"
         if not all(c.isascii() and (c.isalnum() or c in "._-") for c in self.bot_name):
             raise ConfigError("AR_BOT_NAME must be a user name ([A-Za-z0-9_.-])")
@@ -196,6 +205,27 @@ def run(args: argparse.Namespace) -> int:
             text = httpjson.redact(text, secret)
         print(f"auto-review: error: {httpjson.clean_text(text, 300)}", file=sys.stderr, flush=True)
         return 1
+
+
+def _reconciler(config: ServeConfig, queue: Any, log: Any) -> Any:
+    """The reconciler, started, for a Forgejo gateway on the PostgreSQL store (see
+    :mod:`auto_review_gateway.jobs.reconciler`); None otherwise."""
+    if not config.queue_url or config.github or config.reconcile_interval <= 0:
+        return None
+    from auto_review_gateway.forges.forgejo.client import Forgejo
+    from auto_review_gateway.jobs.reconciler import Reconciler
+
+    forge: Any = config.forge
+    reconciler = Reconciler(
+        queue,
+        Forgejo(forge),
+        forge.repo_clone_url,
+        interval=config.reconcile_interval,
+        repos=config.reconcile_repos,
+        log=log,
+    )
+    reconciler.start()
+    return reconciler
 
 
 def serve(config: ServeConfig) -> int:
@@ -271,6 +301,7 @@ def serve(config: ServeConfig) -> int:
             poll_interval=config.queue_poll,
         )
         workers.start()
+        reconciler = _reconciler(config, queue, log)
         intake = Intake(
             webhook_secret=config.webhook_secret,
             forge=config.forge,
@@ -308,6 +339,8 @@ def serve(config: ServeConfig) -> int:
         httpd.server_close()  # ... and the listening socket is closed
         # Requests already accepted get to finish (a 202 is written after the commit).
         httpd.wait_idle(min(5.0, config.request_timeout + 1))
+        if reconciler is not None:
+            reconciler.stop()
         workers.stop(grace=config.shutdown_grace)
         leftover = workers.running()
         workers = None

@@ -19,8 +19,9 @@ import os
 import urllib.parse
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATION_LOCK = 0x6172_7265_7669_6577  # "arreview": pg_advisory_xact_lock's key
+RECONCILE_LOCK = MIGRATION_LOCK + 1
 CONNECT_TIMEOUT = 5  # seconds, unless the URL says otherwise
 STATEMENT_TIMEOUT_MS = 60_000
 NOTIFY_CHANNEL = "auto_review_jobs"
@@ -59,6 +60,12 @@ CREATE UNIQUE INDEX jobs_dedup ON jobs (forge, lower(owner), lower(repo), pr_num
     head_sha, kind) WHERE state <> 'failed' AND NOT force;
 CREATE INDEX jobs_by_state ON jobs (state, id);
 CREATE INDEX jobs_by_head ON jobs (forge, lower(owner), lower(repo), pr_number, head_sha);
+""",
+    2: """
+CREATE TABLE reconcile_turns (
+    forge    TEXT PRIMARY KEY,
+    last_run DOUBLE PRECISION NOT NULL
+);
 """,
 }
 

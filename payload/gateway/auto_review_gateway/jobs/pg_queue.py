@@ -424,6 +424,49 @@ class PgJobQueue:
         found = {state: int(n) for state, n in rows}
         return {state: found.get(state, 0) for state in STATES}
 
+    def reconcile_turn(self, interval: float) -> bool:
+        """Whether this replica runs the reconciler's round now: no other replica is
+        taking the turn (an advisory lock) and none took it in the last ``interval``
+        seconds. Taking it records the time."""
+
+        def work(conn: Any) -> bool:
+            with conn.transaction():
+                got = conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s)", (pg_db.RECONCILE_LOCK,)
+                ).fetchone()[0]
+                if not got:
+                    return False
+                row = conn.execute(
+                    f"INSERT INTO reconcile_turns (forge, last_run) VALUES (%s, {NOW})"
+                    f" ON CONFLICT (forge) DO UPDATE SET last_run = {NOW}"
+                    f" WHERE reconcile_turns.last_run <= {NOW} - %s RETURNING forge",
+                    (self.forge, interval),
+                ).fetchone()
+                return row is not None
+
+        return bool(self._run(work))
+
+    def repositories(self) -> list[tuple[str, str]]:
+        """(owner, repo) of every repository this forge's jobs named, oldest first."""
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT owner, repo FROM jobs WHERE forge = %s GROUP BY owner, repo"
+                " ORDER BY MIN(id)",
+                (self.forge,),
+            ).fetchall()
+        )
+        return [(str(owner), str(repo)) for owner, repo in rows]
+
+    def known_head(self, owner: str, repo: str, pr_number: int, head_sha: str) -> bool:
+        """Whether any job (whatever its state) was ever queued for this head."""
+        return bool(
+            self._scalar(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE forge = %s AND lower(owner) ="
+                " lower(%s) AND lower(repo) = lower(%s) AND pr_number = %s AND head_sha = %s)",
+                (self.forge, owner, repo, pr_number, head_sha.lower()),
+            )
+        )
+
     def ping(self) -> None:
         """Raise unless the database answers now (``/readyz``)."""
         self._scalar("SELECT 1")
