@@ -91,6 +91,20 @@ class Cluster:
         self.sql(f"CREATE DATABASE {name} OWNER {ROLE}")
         return name
 
+    def enable_tls(self, cert: Path, key: Path) -> None:
+        """Serve TLS with ``cert`` and ``key`` (copied in, the key 0600 as the server
+        wants it); plain connections stay allowed. Reloaded, not restarted."""
+        user = pwd.getpwnam(OWNER)
+        for src, name in ((cert, "server.crt"), (key, "server.key")):
+            dest = self.base / name
+            shutil.copyfile(src, dest)
+            os.chown(dest, user.pw_uid, user.pw_gid)
+            os.chmod(dest, 0o600)
+        self.sql(f"ALTER SYSTEM SET ssl_cert_file = '{self.base / 'server.crt'}'")
+        self.sql(f"ALTER SYSTEM SET ssl_key_file = '{self.base / 'server.key'}'")
+        self.sql("ALTER SYSTEM SET ssl = on")
+        self.sql("SELECT pg_reload_conf()")
+
     def close(self) -> None:
         try:
             self.stop("immediate")

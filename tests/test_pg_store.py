@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import HOST_PYTHON, needs_root
 from fake_forgejo import FakeForgejo
-from gitserver import commit, make_repo
+from gitserver import commit, make_ca, make_repo
 from pgcluster import Cluster, free_port
 from sandboxrun import Serving
 
@@ -67,7 +67,9 @@ def world() -> Iterator[dict]:
 class Replica(Serving):
     """One `serve` replica: sandboxed with the host's loopback opted in, or `--bare`."""
 
-    def __init__(self, app: Path, world: dict, url: str, *, bare: bool = False) -> None:
+    def __init__(
+        self, app: Path, world: dict, url: str, *, bare: bool = False, **extra: str
+    ) -> None:
         self.port = free_port()
         host = "127.0.0.1" if bare else "10.0.2.2"  # this host, as each one reaches it
         home = world["base"] / f"replica-{self.port}"
@@ -86,6 +88,7 @@ class Replica(Serving):
             "AR_REVIEW_CONCURRENCY": "2",
             "AR_QUEUE_MAX": "1000",
             **({"AUTO_REVIEW_BARE": "force"} if bare else {"AUTO_REVIEW_HOST_LOOPBACK": "1"}),
+            **extra,
         }
         super().__init__(app, env)
 
@@ -273,6 +276,45 @@ def test_readyz_follows_the_database_and_a_restart_loses_no_accepted_job(
         assert replica.stop() in (0, 143)
 
 
+def test_a_webhook_lost_while_every_replica_was_down_is_reconciled(
+    app: Path, pg: Cluster, world: dict
+) -> None:
+    forge: FakeForgejo = world["forge"]
+    url = pg.url(database=pg.database("reconcile"))
+    heads = world["heads"]
+    for number, head in ((6000, heads[0]), (6001, heads[1])):
+        forge.set_pull("acme", "demo", number, head)
+    forge.set_pull("acme", "demo", 6002, heads[2], draft=True)  # never reviewed: a draft
+    first = Replica(app, world, url)  # the repository becomes known by a webhook
+    try:
+        assert deliver(first, pr_event(6000, heads[0]))[0] == 202
+        wait_for(lambda: reviews_per_pr(forge).get(6000) == 1)
+    finally:
+        assert first.stop() in (0, 143)
+    # every replica down: 6001 was opened (and a push moved 6000) with no one to listen
+    forge.set_pull("acme", "demo", 6000, heads[3])
+    with pytest.raises(urllib.error.URLError):
+        deliver(first, pr_event(6001, heads[1]))
+    replicas = [Replica(app, world, url, AR_RECONCILE_INTERVAL="1") for _ in range(2)]
+    try:
+        wait_for(lambda: reviews_per_pr(forge).get(6001) == 1)
+        wait_for(lambda: reviews_per_pr(forge).get(6000) == 2)  # the new head
+        jobs = rows(pg, "reconcile", "SELECT pr_number, reason FROM jobs ORDER BY id")
+        assert jobs == ["6000|pull_request:opened", "6000|reconcile", "6001|reconcile"] or jobs == [
+            "6000|pull_request:opened",
+            "6001|reconcile",
+            "6000|reconcile",
+        ], jobs
+        assert 6002 not in reviews_per_pr(forge)
+        lists = [r for r in forge.requests if r.kind == "pulls"]
+        assert all("state=open" in r.path and "limit=50" in r.path for r in lists)
+    finally:
+        for replica in replicas:
+            assert replica.stop() in (0, 143)
+    counts = reviews_per_pr(forge)
+    assert (counts[6000], counts[6001]) == (2, 1)  # queued once, by one of the two
+
+
 def serve_once(app: Path, world: dict, **env: str) -> subprocess.CompletedProcess[str]:
     home = world["base"] / "once"
     full = {
@@ -313,6 +355,29 @@ def test_a_database_that_cannot_be_used_is_one_line_with_the_fix(
 
     other = serve_once(app, world, AR_QUEUE_URL="mysql://u:p@10.0.2.2/x")
     assert other.returncode == 6 and "AR_QUEUE_URL must be a postgresql://" in other.stderr
+
+
+def test_tls_to_the_database_checks_its_certificate_against_the_ca_file(
+    app: Path, pg: Cluster, world: dict
+) -> None:
+    certs = make_ca(world["base"] / "pg-certs", hosts=("10.0.2.2", "127.0.0.1"))
+    pg.enable_tls(certs.server_cert, certs.server_key)
+    url = pg.url(database=pg.database("tls")) + "?sslmode=verify-full"
+    untrusted = serve_once(app, world, AR_QUEUE_URL=url.replace("127.0.0.1", "10.0.2.2"))
+    assert untrusted.returncode == EXIT_DATABASE, untrusted.stderr
+    [line] = [x for x in untrusted.stderr.splitlines() if "error" in x]
+    assert "TLS to the database" in line and "AUTO_REVIEW_CA_FILE" in line
+    encrypted = (
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)"
+        " WHERE ssl AND datname = 'tls' AND application_name = 'auto-review'"
+    )
+    for bare in (False, True):  # the CA reaches libpq in the sandbox and on the host
+        replica = Replica(app, world, url, bare=bare, AUTO_REVIEW_CA_FILE=str(certs.ca_cert))
+        try:
+            wait_for(lambda: int(pg.sql(encrypted)) >= 2)  # the store's and the listener's
+            assert get(replica, "/info")[1]["queue"]["pending"] == 0
+        finally:
+            assert replica.stop() in (0, 143)
 
 
 def test_the_queue_url_travels_as_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
