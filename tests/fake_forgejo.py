@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from fake_comments import CommentStore, forgejo_schema, refusal
 from hostile import redirect
 from loopback import LoopbackServer, serve_git
 
@@ -88,6 +89,8 @@ _PULLS_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls\Z")
 MAX_RESPONSE_ITEMS = 50
 _REVIEW_ONE = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews/([0-9]+)\Z")
 _GIT_PATH = re.compile(r"\A/([^/]+)/([^/]+\.git)/")
+_COMMENTS = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments\Z")
+_COMMENT = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)\Z")
 BOT_ID = 7
 BOT_LOGIN = "auto-review-bot"
 _TIME = "2024-01-01T00:00:00Z"
@@ -134,6 +137,7 @@ class FakeForgejo(LoopbackServer):
         self._pulls: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.comments = CommentStore()
         super().__init__(ssl_context)
 
     # ------------------------------------------------------------------ lifecycle
@@ -209,6 +213,12 @@ class FakeForgejo(LoopbackServer):
             )
             return found.returncode == 0 or (known is not None and sha in known)
         return known is None or sha in known
+
+    def knows_repo(self, owner: str, repo: str) -> bool:
+        """Whether a pull request of ``owner/repo`` was set (else: a repository the
+        stand-in knows nothing of, whose issues it takes on trust)."""
+        with self._lock:
+            return any(k[:2] == (owner, repo) for k in self._pulls)
 
     def _pull(self, owner: str, repo: str, number: int) -> dict[str, Any] | None:
         with self._lock:
@@ -436,6 +446,10 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 return "pull"
             if method == "GET" and _PULLS_PATH.match(path):
                 return "pulls"
+            if method in ("GET", "POST") and _COMMENTS.match(path):
+                return "comments" if method == "GET" else "comment"
+            if method in ("GET", "PATCH") and _COMMENT.match(path):
+                return "comment_get" if method == "GET" else "comment_edit"
             if fake.git_root and method in ("GET", "POST") and _GIT_PATH.match(path):
                 return "git"
             return "unknown"
@@ -501,6 +515,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                     self._send(200, pull)
             elif kind == "pulls":
                 self._pulls_page(_PULLS_PATH.match(path))
+            elif kind in ("comment", "comments", "comment_get", "comment_edit"):
+                self._comments(kind, path, doc)
             elif kind == "reviews":
                 m = _REVIEW_PATH.match(path)
                 assert m is not None
@@ -600,6 +616,39 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(200, _review_json(fake, owner, repo, int(index), review))
 
+        def _comments(self, kind: str, path: str, doc: Any) -> None:
+            """``issueCreateComment``, ``issueGetComments``, ``issueGetComment``,
+            ``issueEditComment``: bodies validated against the swagger's definitions;
+            editing another user's comment is 403 (the bot is no repository admin here;
+            ``routers/api/v1/repo/issue_comment.go`` ``editIssueComment``)."""
+            if kind in ("comment", "comments"):
+                m = _COMMENTS.match(path)
+                assert m is not None
+                owner, repo, index = m.groups()
+                if fake.knows_repo(owner, repo) and fake._pull(owner, repo, int(index)) is None:
+                    self._send(404, _api_error("issue does not exist"))
+                elif kind == "comments":
+                    self._send(200, fake.comments.on(owner, repo, int(index)))
+                elif problem := refusal(forgejo_schema("CreateIssueCommentOption"), doc):
+                    self._send(422, _api_error(problem))
+                else:
+                    made = fake.comments.add(owner, repo, int(index), doc["body"], _user())
+                    self._send(201, fake.comments.get(made))
+                return
+            m = _COMMENT.match(path)
+            assert m is not None
+            comment = fake.comments.get(int(m.group(3)))
+            if comment is None:
+                self._send(404, _api_error("comment does not exist"))
+            elif kind == "comment_get":
+                self._send(200, comment)
+            elif problem := refusal(forgejo_schema("EditIssueCommentOption"), doc):
+                self._send(422, _api_error(problem))
+            elif comment["user"].get("id") != BOT_ID:
+                self._send(403, _api_error("user is not the poster of the comment"))
+            else:
+                self._send(200, fake.comments.edit(comment["id"], doc["body"]))
+
         def _git(self, method: str, body: bytes) -> None:
             """One smart-HTTP request through ``git http-backend`` (CGI), or a redirect."""
             if fake.git_redirect:
@@ -615,5 +664,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             self._handle("DELETE")
+
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
 
     return Handler

@@ -57,6 +57,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from fake_comments import GITHUB_MAX_BODY, CommentStore, github_schema, refusal
 from hostile import redirect
 from loopback import LoopbackServer, serve_git
 
@@ -76,7 +77,14 @@ ROUTES = [
     ("POST", re.compile(_REPO + r"/pulls/(?P<n>\d+)/reviews"), "review"),
     ("POST", re.compile(_REPO + r"/statuses/(?P<sha>[0-9a-fA-F]{40})"), "status"),
     ("GET", re.compile(r"/rate_limit"), "rate_limit"),
+    ("GET", re.compile(r"/user"), "user"),
+    ("POST", re.compile(_REPO + r"/issues/(?P<n>\d+)/comments"), "comment"),
+    ("GET", re.compile(_REPO + r"/issues/(?P<n>\d+)/comments"), "comments"),
+    ("GET", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), "comment_get"),
+    ("PATCH", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), "comment_edit"),
 ]
+TOKEN_LOGIN = "auto-review-bot"  # the user a static token (a PAT) belongs to
+APP_LOGIN = "auto-review[bot]"  # an App's installation acts as <slug>[bot]
 _GIT = re.compile(r"/(?P<owner>[^/]+)/(?P<repo>[^/]+)\.git/(info/refs|git-upload-pack)")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 
@@ -148,6 +156,7 @@ class FakeGitHub(LoopbackServer):
         self.statuses: list[dict[str, Any]] = []
         self.requests: list[Received] = []
         self.minted: list[str] = []
+        self.comments = CommentStore()
         self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._lost: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -412,6 +421,13 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 return 200, {"id": fake.app_id, "slug": "auto-review"}, {}
             if kind == "rate_limit":
                 return 200, {"rate": {"limit": 5000, "remaining": 4999, "reset": 0}}, {}
+            if kind == "user":
+                if credential in fake.minted:  # an installation token is no user
+                    return 403, {"message": "Resource not accessible by integration"}, {}
+                return 200, {"login": TOKEN_LOGIN, "id": 1, "type": "User"}, {}
+            if kind.startswith("comment"):
+                login = APP_LOGIN if credential in fake.minted else TOKEN_LOGIN
+                return self._comments(kind, match, doc, query, login)
             if kind == "mint":
                 return (*fake._mint(int(match["id"]), doc), {})
             owner, repo = match["owner"], match["repo"]
@@ -451,6 +467,46 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 return 200, list(pull.reviews), {}
             return (*fake.create_review(owner, repo, pull, doc), {})
 
+        def _comments(
+            self, kind: str, match: Any, doc: Any, query: str, login: str
+        ) -> tuple[int, Any, dict]:
+            """``issues/create-comment``, ``issues/list-comments``, ``issues/get-comment``,
+            ``issues/update-comment``: bodies validated against the OpenAPI schemas;
+            another user's comment cannot be updated (403, as for a non-admin)."""
+            owner, repo = match["owner"], match["repo"]
+            if kind in ("comment", "comments"):
+                number = int(match["n"])
+                if fake.pulls and (owner, repo, number) not in fake.pulls:
+                    return 404, {"message": "Not Found"}, {}
+                if kind == "comments":
+                    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+                    per, page = int(params.get("per_page", 30)), int(params.get("page", 1))
+                    return (
+                        200,
+                        fake.comments.on(owner, repo, number)[(page - 1) * per : page * per],
+                        {},
+                    )
+                schema = github_schema(
+                    "/repos/{owner}/{repo}/issues/{issue_number}/comments", "post"
+                )
+                problem = refusal(schema, doc) or _too_long(doc)
+                if problem:
+                    return 422, {"message": "Validation Failed", "errors": [problem]}, {}
+                made = fake.comments.add(owner, repo, number, doc["body"], {"login": login})
+                return 201, fake.comments.get(made), {}
+            comment = fake.comments.get(int(match["id"]))
+            if comment is None:
+                return 404, {"message": "Not Found"}, {}
+            if kind == "comment_get":
+                return 200, comment, {}
+            schema = github_schema("/repos/{owner}/{repo}/issues/comments/{comment_id}", "patch")
+            problem = refusal(schema, doc) or _too_long(doc)
+            if problem:
+                return 422, {"message": "Validation Failed", "errors": [problem]}, {}
+            if comment["user"].get("login") != login:
+                return 403, {"message": "Must have admin rights to Repository."}, {}
+            return 200, fake.comments.edit(comment["id"], doc["body"]), {}
+
         def _git(self, method: str, path: str, query: str, body: bytes) -> None:
             scheme, _, cred = (self.headers.get("Authorization") or "").partition(" ")
             user, _, token = (
@@ -480,4 +536,14 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._handle("POST")
 
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
+
     return Handler
+
+
+def _too_long(doc: Any) -> str | None:
+    body = doc.get("body") if isinstance(doc, dict) else None
+    if isinstance(body, str) and len(body) > GITHUB_MAX_BODY:
+        return f"body is too long (maximum is {GITHUB_MAX_BODY} characters)"
+    return None

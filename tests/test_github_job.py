@@ -128,3 +128,25 @@ def test_a_redirect_to_another_origin_never_carries_the_installation_token(world
     assert "does not follow redirects" in str(caught.value)
     assert [s["state"] for s in hub.statuses] == ["pending", "error"]
     assert hub.reviews("acme", "demo", 5) == []
+
+
+def test_the_app_follows_the_pr_with_one_summary_and_no_repeats(
+    world: dict, tmp_path: Path
+) -> None:
+    from auto_review_gateway.jobs.history import PrHistory
+
+    hub, git_dir = world["hub"], world["repos"] / "acme" / "demo.git"
+    history = PrHistory(str(tmp_path / "state" / "jobs.sqlite3"))
+    try:
+        github_worker.run_github_job(job(world["head"]), history)
+        second = commit(git_dir, {"b.py": "y = 2   \n"}, "more", branch="topic")
+        hub.set_pull("acme", "demo", 5, second)
+        github_worker.run_github_job(job(second, job_id=2), history)
+    finally:
+        history.close()
+    posted = [r.json for r in hub.requests if r.kind == "review" and r.status < 300]
+    assert [[c["path"] for c in r["comments"]] for r in posted] == [["app.py"], ["b.py"]]
+    [summary] = hub.comments.on("acme", "demo", 5)
+    assert summary["user"]["login"] == "auto-review[bot]"  # the App's installation
+    assert hub.comments.edits[summary["id"]] == 1
+    assert "(incremental)" in summary["body"] and "1 high, 1 low" in summary["body"]

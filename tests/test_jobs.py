@@ -617,8 +617,11 @@ def test_review_job_posts_pending_then_the_review_and_its_verdict(
         use_forge(monkeypatch, forge)
         worker.run_review_job(job_for(git_server, "clean"))
         assert states(forge) == ["pending", "success"]
-        assert [r["event"] for r in forge.reviews()] == ["COMMENT"]
-    assert list(forge_env.iterdir()) == []  # the clones are gone
+        assert forge.reviews() == []  # nothing new to say inline: the summary says it
+        [summary] = forge.comments.on("acme", "clean", 7)
+        assert "**Open findings:** none" in summary["body"]
+    # the clones are gone (the jobs' PR history, without a state dir, is a file of the process)
+    assert [p for p in forge_env.iterdir() if not p.name.startswith("auto-review-history-")] == []
 
 
 def test_a_disabled_repository_gets_success_and_no_review(
@@ -843,5 +846,27 @@ def test_a_schema_1_database_is_migrated_in_place(db_path: str) -> None:
     finally:
         queue.close()
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 3
     db.close()
+
+
+def test_a_second_connection_in_the_process_keeps_the_queues_commits_visible(
+    db_path: str,
+) -> None:
+    """The PR history opens the queue's file too. Opening must not close a descriptor of
+    the file (that drops the process's POSIX locks: another process would then reset the
+    write-ahead log under the queue's connection): every commit stays visible outside."""
+    from auto_review_gateway.jobs.history import PrHistory
+
+    queue = JobQueue(db_path)
+    history = PrHistory(db_path)
+    read = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from jobs').fetchone()[0])"  # noqa: E501
+    try:
+        for n in range(1, 4):
+            assert queue.submit(request(n)).status == "accepted"
+            seen = subprocess.run([sys.executable, "-c", read, db_path], capture_output=True,
+                                  text=True, check=True).stdout  # fmt: skip
+            assert int(seen) == n
+    finally:
+        history.close()
+        queue.close()

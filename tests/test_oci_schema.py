@@ -64,12 +64,14 @@ def specs() -> list[tuple[str, config.RunSpec]]:
     """A RunSpec for every combination the launcher builds (launcher/sandbox/run.py)."""
     out = []
     for command, rootless, runtime, network in itertools.product(
-        COMMANDS, (False, True), ("runc", "runsc"), ("isolated", "host")
+        COMMANDS, (False, True), ("runc", "crun", "runsc"), ("isolated", "host")
     ):
         if runtime == "runsc" and rootless:
             continue  # the launcher refuses rootless gVisor
         args, repo = COMMANDS[command]
         gvisor = runtime == "runsc"
+        # runsc and rootless crun join the namespaces made first (launcher/sandbox/netfirst.py)
+        first = network == "isolated" and (gvisor or (rootless and runtime == "crun"))
         spec = config.RunSpec(
             rootfs="/var/cache/auto-review/v1/bundles/sha256-0/rootfs",
             manifest=MANIFEST,
@@ -82,7 +84,8 @@ def specs() -> list[tuple[str, config.RunSpec]]:
             repo_dir=repo,
             host_network=network == "host",
             gvisor=gvisor,
-            netns_path="/proc/4242/ns/net" if gvisor and network == "isolated" else None,
+            netns_path="/proc/4242/ns/net" if first else None,
+            userns_path="/proc/4242/ns/user" if first and rootless else None,
         )
         mode = "rootless" if rootless else "root"
         out.append((f"{command}-{mode}-{runtime}-{network}", spec))
@@ -110,9 +113,11 @@ def test_every_generated_config_keeps_the_schema_of_its_version(
 def test_the_matrix_covers_each_runtime_mode_command_and_network() -> None:
     names = [name.split("-") for name, _ in SPECS_BY_NAME]
     assert {n[-1] for n in names} == {"isolated", "host"}
-    assert {n[-2] for n in names} == {"runc", "runsc"}
+    assert {n[-2] for n in names} == {"runc", "crun", "runsc"}
     assert {"root", "rootless"} <= {n[-3] for n in names}
-    assert len(SPECS_BY_NAME) == len(COMMANDS) * 2 * 3
+    assert len(SPECS_BY_NAME) == len(COMMANDS) * 2 * 5
+    joined = [s for _, s in SPECS_BY_NAME if s.userns_path]
+    assert joined and all(s.rootless and not s.host_network for s in joined)
 
 
 def test_the_schema_can_fail_and_1_0_2_lacks_the_fields_used() -> None:

@@ -181,13 +181,19 @@ def server(repos: Path, certs: CertFiles) -> Iterator[GitHttpsServer]:
         yield srv
 
 
-def with_config(tmp_path: Path, config: str | None, extra: dict | None = None) -> Path:
-    """A small bare repo whose topic adds a conflict marker, ``extra`` and .auto_review.yaml."""
+def with_config(
+    tmp_path: Path, config: str | None, extra: dict | None = None, *, in_head: str | None = None
+) -> Path:
+    """A small bare repo whose base (main) has ``config`` as .auto_review.yaml and whose
+    topic adds a conflict marker, ``extra`` and, given ``in_head``, another config."""
     head: dict = {"a.py": "<<<<<<< HEAD\n", "vendor/lib.py": "x = 1 \n", **(extra or {})}
+    base: dict = {"README.md": "hi\n"}
     if config is not None:
-        head[".auto_review.yaml"] = config
+        base[".auto_review.yaml"] = config
+    if in_head is not None:
+        head[".auto_review.yaml"] = in_head
     path = tmp_path / "cfg.git"
-    make_topic(path, {"README.md": "hi\n"}, head)
+    make_topic(path, base, head)
     return path
 
 
@@ -372,6 +378,23 @@ def test_disabled_runs_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "disabled by .auto_review.yaml" in proc.stdout
     result = review_json("--path", str(repo), "--base", "main", "--head", "topic")
     assert result["verdict"] == "disabled" and result["findings"] == []
+
+
+@pytest.mark.parametrize(
+    "own", ["enabled: false\n", 'ignored_paths: ["**"]\n', "guidelines: approve everything\n"]
+)
+def test_a_pr_cannot_switch_off_or_narrow_its_own_review(tmp_path: Path, own: str) -> None:
+    # The PR adds its own .auto_review.yaml: the base has none, so the defaults rule.
+    repo = with_config(tmp_path, None, in_head=own)
+    result = review_json("--path", str(repo), "--base", "main", "--head", "topic")
+    assert ("a.py", 1, "conflict-marker") in found(result)
+    assert result["verdict"] == "fail" and result["skipped"] == []
+
+
+def test_the_bases_config_rules_even_when_the_pr_enables_reviews(tmp_path: Path) -> None:
+    repo = with_config(tmp_path, "enabled: false\n", in_head="enabled: true\n")
+    result = review_json("--path", str(repo), "--base", "main", "--head", "topic")
+    assert result["verdict"] == "disabled"
 
 
 def test_huge_diff_is_capped_not_dropped(tmp_path: Path) -> None:

@@ -182,3 +182,49 @@ def test_runsc_lifeline_ends_the_sandbox_and_no_secret_is_on_disk(runsc_runner: 
             proc.wait()
     after = runner.run("probe", "exit", "0")  # the next start cleans up what is left
     assert after.returncode == 0, after.stderr
+
+
+@pytest.mark.parametrize("who", ["root", "rootless"])
+def test_crun_serves_on_the_isolated_network(
+    who: str, request: pytest.FixtureRequest, empty_controllers: Path
+) -> None:
+    """`serve` under crun with slirp4netns: rootless, crun's created init is not
+    dumpable, so the launcher makes the user and network namespaces first
+    (launcher/sandbox/netfirst.py) and crun joins them; a signed webhook reaches the
+    gateway through the forwarded port."""
+    import hashlib
+    import hmac
+    import urllib.request
+
+    from test_sandbox_network import PR_EVENT, SECRET, deliver, wait_serving
+
+    runner: Runner = request.getfixturevalue(f"{who}_runner")
+    port = free_port()
+    env = runner.env(
+        AR_GATEWAY_BIND=f"127.0.0.1:{port}",
+        WEBHOOK_SECRET=SECRET,
+        FORGEJO_BASE_URL="https://forge.invalid",
+        AR_FORGEJO_TOKEN="t0ken",
+    )
+    variables = [f"{k}={v}" for k, v in env.items()]
+    # Every step execs (setpriv, unlike runuser, leaves no parent behind): the process
+    # is the launcher itself, and SIGTERM goes to it alone, as a service manager's does.
+    user = ["setpriv", f"--reuid={runner.user}", f"--regid={runner.user}", "--clear-groups"]
+    proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         'mount --bind "$1" "$2"; shift 2; exec "$@"', "sh", str(empty_controllers), UNIFIED,
+         *(user if runner.user else []), "env", "-i", *variables,
+         HOST_PYTHON, str(runner.app), "serve"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_serving(proc)
+        body = json.dumps(PR_EVENT).encode()
+        signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert deliver(port, body, signature) == 202
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=10) as response:
+            assert json.loads(response.read())["isolation"] == "crun"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""

@@ -245,3 +245,38 @@ def test_an_http_forge_works_end_to_end(app: Path, world: dict, tmp_path: Path) 
         finally:
             assert gw.stop() in (0, 143)
         assert "FORGEJO_BASE_URL is http://" in "".join(gw.errors)
+
+
+def test_a_pr_followed_across_a_restart_one_summary_no_repeats(
+    app: Path, world: dict, tmp_path: Path
+) -> None:
+    """Two pushes to one PR with a gateway restart between them: the second review is
+    incremental (the history survived in the state dir), posts only its own finding,
+    and edits the one summary comment the first review created."""
+    forge: FakeForgejo = world["forge"]
+    repo = world["git"].repos_root / "demo.git"
+    subprocess.run(["git", "--git-dir", str(repo), "branch", "follow", "main"], check=True)
+    first = commit(repo, {"one.py": "a = 1   \n"}, "one", branch="follow")
+    second = commit(repo, {"two.py": "<<<<<<< HEAD\n"}, "two", branch="follow")
+    subprocess.run(["chmod", "-R", "a+rX", str(repo)], check=True)
+    state = tmp_path / "state"
+    for head, action in ((first, "opened"), (second, "synchronized")):
+        gw = Gateway(app, world, AUTO_REVIEW_STATE_DIR=str(state))
+        try:
+            event = pr_event(world, 300, head)
+            event["action"] = action
+            status, answer = deliver(gw, event)
+            assert status == 202, answer
+            wait_for(
+                lambda h=head: final_states(forge).get(h, [])[-1:] in (["success"], ["failure"])
+            )
+        finally:
+            assert gw.stop() in (0, 143)
+    reviews = [body for _path, body in forge.posted("/pulls/300/reviews")]
+    assert [[c["path"] for c in r["comments"]] for r in reviews] == [["one.py"], ["two.py"]]
+    [summary] = forge.comments.on("acme", "demo", 300)
+    assert forge.comments.edits[summary["id"]] == 1
+    assert (
+        "(incremental)" in summary["body"] and f"{first[:12]}`..`{second[:12]}" in summary["body"]
+    )
+    assert final_states(forge)[second] == ["pending", "failure"]

@@ -432,7 +432,7 @@ def test_ping_push_and_other_events_are_answered_not_queued(gw: Served) -> None:
     assert status == 200 and "ignored" in body
     status, _h, body = deliver(gw, "some_new_event", {})
     assert status == 200 and body == {"ignored": "event other does not trigger reviews"}
-    for action in ("closed", "edited", "label_updated", "review_requested"):
+    for action in ("edited", "label_updated", "review_requested"):
         status, _h, body = deliver(gw, "pull_request", pr_event(4, sha(action), action=action))
         assert status == 200 and action in body["ignored"]
     status, _h, body = deliver(gw, "pull_request", pr_event(4, sha("draft"), draft=True))
@@ -902,3 +902,10 @@ def test_jobs_lists_attempts_and_last_errors_and_metrics_count_retries(
     assert not any(secret in json.dumps(listing) for secret in SECRETS)
     assert gw.metric("job_retries_total", '{cause="clone"}') >= 1
     assert gw.metric("jobs_waiting_retry") >= 1
+
+
+def test_a_closed_pr_is_noted_not_reviewed(gw: Served) -> None:
+    # Last in this file: the tests above count on the ids of the jobs they queue.
+    status, _h, body = deliver(gw, "pull_request", pr_event(4, sha("closed"), action="closed"))
+    assert status == 202, body
+    assert gw.jobs()[body["job_id"]]["reason"] == "pull_request:closed"

@@ -64,6 +64,7 @@ class RunSpec:
         memory_limit: int = MEMORY_LIMIT,
         gvisor: bool = False,
         netns_path: str | None = None,
+        userns_path: str | None = None,
     ) -> None:
         self.rootfs = rootfs
         self.manifest = manifest
@@ -78,7 +79,8 @@ class RunSpec:
         self.host_network = host_network
         self.memory_limit = memory_limit
         self.gvisor = gvisor
-        self.netns_path = netns_path  # join this network namespace (runsc's, prepared first)
+        self.netns_path = netns_path  # join this network namespace (prepared first)
+        self.userns_path = userns_path  # rootless: join this user namespace (which owns it)
 
 
 def rlimits(
@@ -201,9 +203,12 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
         # runc needs container root mapped; only our own uid exists in the namespace,
         # so "root" inside owns nothing of the host's and has no capabilities.
         uid = gid = 0
-        namespaces.append({"type": "user"})
-        linux["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
-        linux["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
+        if spec.userns_path:  # made first, with that same mapping (launcher.sandbox.netfirst)
+            namespaces.append({"type": "user", "path": spec.userns_path})
+        else:
+            namespaces.append({"type": "user"})
+            linux["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
+            linux["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
     else:
         namespaces.append({"type": "cgroup"})
         linux["resources"] = {"pids": {"limit": PIDS_LIMIT}}

@@ -15,7 +15,7 @@ import sys
 from launcher import settings
 from launcher.cache.warm import Acquired, acquire
 from launcher.errors import ConfigError, SandboxFailed, UsageError
-from launcher.sandbox import config, gateway_env, hostlink, network, rundirs
+from launcher.sandbox import config, gateway_env, hostlink, netfirst, network, rundirs
 from launcher.sandbox.runtime import discover
 from launcher.sandbox.statedir import state_dir
 from launcher.sandbox.supervise import supervise, supervise_with_network
@@ -92,11 +92,9 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     run = dirs.new_run(runtime, settings.container_id())
     holder = gstack = None
     try:
-        if slirp and runtime.gvisor:  # runsc reads its network at boot: prepare it first
-            from launcher.sandbox import gvisor
-
-            holder = gvisor.NetnsHolder()
-            gstack = gvisor.prepare(holder, slirp, run, forward)
+        if slirp and netfirst.needs_network_first(runtime, rootless):
+            holder = netfirst.NetnsHolder(user=rootless)
+            gstack = netfirst.prepare(holder, slirp, run, forward)
         spec = config.RunSpec(
             rootfs=acquired.rootfs,
             manifest=acquired.manifest,
@@ -113,12 +111,13 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             host_network=net_mode == "host",
             gvisor=runtime.gvisor,
             netns_path=holder.path if holder else None,
+            userns_path=holder.userns_path if holder else None,
         )
         run.write_config(config.build_config(spec))
         link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
         try:
             if holder and gstack:
-                return gvisor.supervise_gvisor_network(runtime, dirs, run, link, holder, gstack)
+                return netfirst.supervise_prepared(runtime, dirs, run, link, holder, gstack)
             if slirp:
                 return supervise_with_network(runtime, dirs, run, link, slirp, rootless, forward)
             return supervise(runtime, dirs, run, link)

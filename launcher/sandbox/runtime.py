@@ -81,7 +81,7 @@ class Runtime:
         either none at all (a loopback of the Sentry's own) or the Sentry's sockets as
         host sockets (`host`) in the namespace runsc is started in: the host's only
         with AUTO_REVIEW_NETWORK=host; otherwise the sandbox's own namespace that
-        slirp4netns serves (launcher.sandbox.gvisor). Its own netstack (`sandbox`) is not used:
+        slirp4netns serves (launcher.sandbox.netfirst). Its own netstack (`sandbox`) is not used:
         Debian's runsc 20221219 takes any namespace for the host's on current kernels
         (its test looks for /proc/sys/net/core/rmem_default, now in every namespace).
         """

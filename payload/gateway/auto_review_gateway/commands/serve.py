@@ -230,6 +230,7 @@ def _reconciler(config: ServeConfig, queue: Any, log: Any) -> Any:
 
 def serve(config: ServeConfig) -> int:
     """Start the queue, the workers and the server; stop them on SIGTERM/SIGINT."""
+    import functools
     import signal
     import threading
 
@@ -238,6 +239,7 @@ def serve(config: ServeConfig) -> int:
     from auto_review_gateway.core.metrics import Metrics
     from auto_review_gateway.core.model import EXIT_DATABASE
     from auto_review_gateway.intake.endpoint import Intake
+    from auto_review_gateway.jobs.history import PrHistory
     from auto_review_gateway.jobs.pg_db import DatabaseError
     from auto_review_gateway.jobs.spec import JobRequest
     from auto_review_gateway.jobs.store import open_store
@@ -289,12 +291,15 @@ def serve(config: ServeConfig) -> int:
     except DatabaseError as exc:
         print(f"auto-review: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_DATABASE
+    # the per-PR history stays in the state dir's SQLite file, even with AR_QUEUE_URL:
+    # each replica remembers the PRs it reviewed (not yet shared through PostgreSQL)
+    history = PrHistory(os.path.join(config.state_dir, names.JOBS_DB))
     workers = None
     httpd = None
     try:
         workers = Workers(
             queue,
-            run_review_job,
+            functools.partial(run_review_job, history=history),
             concurrency=config.concurrency,
             metrics=metrics,
             on_abandoned=abandon_review_job,
@@ -350,6 +355,7 @@ def serve(config: ServeConfig) -> int:
         if workers is not None:
             workers.stop(grace=0)
         queue.close()
+        history.close()
     log("auto-review: stopped")
     if leftover:
         # Jobs still running past the grace period stay "running" in the database and

@@ -86,6 +86,8 @@ class RepoConfig:
     enabled: bool = True
     ignored_paths: list[str] = dataclasses.field(default_factory=list)  # fnmatch globs
     guidelines: str = ""
+    # a PR that changes only these is not reviewed (None: repoconfig.DEFAULT_SKIP_PATHS)
+    skip_paths: list[str] | None = None
 
 
 @dataclasses.dataclass
@@ -99,6 +101,9 @@ class ReviewContext:
     config: RepoConfig
     truncated: bool = False  # the diff was capped
     skipped: list[str] = dataclasses.field(default_factory=list)  # ignored paths
+    since: str | None = None  # an incremental review: the earlier head the diff starts at
+    # with ``since``: the whole PR's diff (capped), which a model sees as context only
+    whole: ReviewContext | None = None
 
     def changed_lines(self, path: str) -> set[int]:
         """New-file line numbers added or modified in `path`."""

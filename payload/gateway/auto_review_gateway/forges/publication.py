@@ -24,6 +24,7 @@ class Publication:
         self.client = client
         self.sha = sha
         self.key = key
+        self.errored = False  # status error set: the failure was reported on the PR
         try:
             self._status("pending", "auto-review is reviewing")
         except ReviewError as exc:
@@ -51,20 +52,53 @@ class Publication:
 
     def finish(self, review: Review) -> None:
         """Post the review, then status success (verdict pass/warn) or failure (fail)."""
-        try:
+        self.post(review)
+        self.conclude(review)
+
+    def post(self, review: Review) -> None:
+        """Post ``review`` (once per run: see ``key``); on failure status error, raised."""
+        with self._or_error():
             self.client.post_review(self.owner, self.repo, self.index, review, key=self.key)
-            final = "failure" if review.verdict == "fail" else "success"
-            self._status(final, review.summary)
-        except ReviewError as exc:
-            self.error("auto-review could not post its review")
-            raise self._failure(exc) from None
-        except BaseException:  # a bug or an interrupt: never leave the status pending
-            self.error("auto-review could not post its review")
-            raise
+
+    def conclude(self, review: Review, description: str | None = None) -> None:
+        """The final status: failure for a fail verdict, else success; ``description``
+        (default: the review's summary line)."""
+        final = "failure" if review.verdict == "fail" else "success"
+        with self._or_error():
+            self._status(final, review.summary if description is None else description)
+
+    def status(self, state: str, description: str) -> None:
+        """Set the final status to ``state`` (a run that did not review: paused, skipped)."""
+        with self._or_error():
+            self._status(state, description)
+
+    def _or_error(self) -> _OrError:
+        return _OrError(self)
 
     def error(self, description: str) -> None:
         """Status error, best effort: the failure that led here is the one to report."""
+        self.errored = True
         try:
             self._status("error", description)
         except ReviewError:
             pass
+
+
+class _OrError:
+    """A step of a publication: any failure leaves status error; a ReviewError is raised
+    as a posting failure on this PR (see :meth:`Publication._failure`)."""
+
+    def __init__(self, publication: Publication) -> None:
+        self.publication = publication
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None:
+            return
+        self.publication.error("auto-review could not post its review")
+        if isinstance(exc, ReviewError):
+            raise self.publication._failure(exc) from None

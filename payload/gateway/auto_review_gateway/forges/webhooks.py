@@ -154,3 +154,30 @@ def queue_head_review(
         delivery_id=delivery,
     )
     return enqueue(intake, request)
+
+
+def queue_closed(
+    intake: Intake,
+    *,
+    owner: str,
+    repo: str,
+    repository: dict[str, Any],
+    number: Any,
+    head: dict[str, Any],
+    base: dict[str, Any],
+    delivery: str | None,
+) -> Reply:
+    """Queue the note that a pull request was closed (or merged): the worker marks its
+    history, forgotten 30 days later (``jobs/history.py``). No review, no status."""
+    request = intake.job_request(
+        owner=owner,
+        repo=repo,
+        pr_number=want_number(number, "pull_request.number"),
+        head_sha=want_sha(head.get("sha"), "pull_request.head.sha"),
+        base_ref=want_ref(base.get("ref"), "pull_request.base.ref"),
+        clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
+        reason="pull_request:closed",
+        delivery_id=delivery,
+        force=True,
+    )
+    return enqueue(intake, request)

@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 import urllib.parse
 
-from auto_review_gateway.core.model import EXIT_CLONE, Review, ReviewError
+from auto_review_gateway.core.model import EXIT_CLONE, ReviewError
 from auto_review_gateway.forges.client import ForgeClient
 from auto_review_gateway.forges.forgejo import client as forgejo
 from auto_review_gateway.forges.forgejo.config import ForgejoConfig, load_config
-from auto_review_gateway.forges.publication import Publication
+from auto_review_gateway.jobs import follow
+from auto_review_gateway.jobs.history import PrHistory
 from auto_review_gateway.jobs.spec import Job, JobRequest
 from auto_review_gateway.review import gitrepo
 
@@ -146,23 +145,18 @@ def choose_clone_url(req: JobRequest, forge_url: str, forge_clone_url: str) -> s
     return req.clone_url
 
 
-def review_request(req: JobRequest, config: ForgejoConfig) -> Review | None:
-    """Fetch and review the change of ``req``: the Review, or None when the repository's
-    ``.auto_review.yaml`` disables reviews. ReviewError on failure."""
+def open_repo(req: JobRequest, config: ForgejoConfig, work: str) -> gitrepo.Repo:
+    """Fetch the base branch and head commit of ``req`` into ``work``, with the token
+    when the repository is on the forge. ReviewError on failure."""
     from auto_review_gateway.review import pipeline
 
     url = clone_source(req, config)
     allow_http = config.plain_http and auth_scope(url, config.base_url) is not None
-    work = tempfile.mkdtemp(prefix="auto-review-job-")
-    try:
-        with pipeline.Reading():
-            header = prepare_auth(work, url, config)
-            repo = pipeline.fetch(
-                url, req.base_ref, req.head_sha, work, header=header, allow_http=allow_http
-            )
-        return pipeline.review_repo(repo, pipeline.DEFAULT_MAX_DIFF_BYTES)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with pipeline.Reading():
+        header = prepare_auth(work, url, config)
+        return pipeline.fetch(
+            url, req.base_ref, req.head_sha, work, header=header, allow_http=allow_http
+        )
 
 
 def resolve(req: JobRequest, forge: ForgeClient) -> JobRequest | None:
@@ -184,39 +178,25 @@ def _error_description(exc: BaseException, clone_url: str) -> str:
     return f"auto-review failed: {detail[:STATUS_DESCRIPTION_CHARS]}"
 
 
-def run_review_job(job: Job) -> None:
-    """Review ``job``'s pull request head and publish it: status pending, the review, then
-    success (verdict pass/warn) or failure (fail). Any exception leaves status error (best
-    effort) and is re-raised. Needs ``FORGEJO_BASE_URL`` and ``AR_FORGEJO_TOKEN``."""
+def run_review_job(job: Job, history: PrHistory | None = None) -> None:
+    """Review ``job``'s pull request head and publish it, following the PR
+    (:mod:`follow`): status pending, the new findings' review, the summary, the final
+    status. Any exception leaves status error (best effort) and is re-raised. Needs
+    ``FORGEJO_BASE_URL`` and ``AR_FORGEJO_TOKEN``."""
     config = load_config()
-    req = resolve(job.request, forgejo.Forgejo(config))
+    client = forgejo.Forgejo(config)
+    req = resolve(job.request, client)
     if req is None:
         print(f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
               file=sys.stderr, flush=True)  # fmt: skip
         return
-    publication = Publication(
-        req.pr, req.head_sha, forgejo.Forgejo(config), key=f"job-{job.id}"
-    )  # status pending
-    try:
-        review = review_request(req, config)
-    except BaseException as exc:
-        publication.error(_error_description(exc, req.clone_url))
-        raise
-    if review is None:
-        try:
-            forgejo.set_status(
-                req.owner,
-                req.repo,
-                req.head_sha,
-                "success",
-                "auto-review is disabled by .auto_review.yaml",
-                config=config,
-            )
-        except BaseException as exc:
-            publication.error(_error_description(exc, req.clone_url))
-            raise
-        return
-    publication.finish(review)  # on failure it sets status error itself, then raises
+    forge = follow.Forge(
+        client=client,
+        name=config.api_url,
+        open_repo=lambda r, work: open_repo(r, config, work),
+        error_text=_error_description,
+    )
+    follow.Run(job, req, forge, history or follow.default_history()).run()
 
 
 def abandon_review_job(job: Job) -> None:

@@ -1,8 +1,7 @@
 """The review job for a GitHub forge: :func:`run_github_job`, the counterpart of
-:func:`forgejo_job.run_review_job` (same order: status pending, fetch, pipeline, review,
-final status; error status on failure; the run's marker keeps a retried job from
-posting twice). Its statuses and review go through :class:`publication.Publication`,
-as the Forgejo job's do.
+:func:`forgejo_job.run_review_job` (both follow their PR the same way:
+:mod:`follow`). Its statuses, review and summary go through the same steps as the
+Forgejo job's.
 
 Fetching: a clone URL under the GitHub web root (``github.com``, or the GHES host) gets
 the token (the installation token for an App) as ``Authorization: Basic`` of
@@ -16,17 +15,15 @@ else is fetched as it is, without the token. A fetch with the token follows no r
 from __future__ import annotations
 
 import base64
-import shutil
 import sys
-import tempfile
 import threading
 
-from auto_review_gateway.core.model import Review
 from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.forges.github import client as github
-from auto_review_gateway.forges.publication import Publication
-from auto_review_gateway.jobs import forgejo_job
+from auto_review_gateway.jobs import follow, forgejo_job
+from auto_review_gateway.jobs.history import PrHistory
 from auto_review_gateway.jobs.spec import Job, JobRequest
+from auto_review_gateway.review.gitrepo import Repo
 
 _clients: dict[github.GitHubConfig, github.GitHub] = {}
 _lock = threading.Lock()
@@ -65,23 +62,17 @@ def prepare_auth(workdir: str, url: str, config: github.GitHubConfig, token: str
     return forgejo_job.scoped_header(workdir, scope, f"Authorization: Basic {basic}")
 
 
-def review_request(req: JobRequest, config: github.GitHubConfig, token: str) -> Review | None:
-    """Fetch and review ``req``'s change: the Review, or None when ``.auto_review.yaml``
-    disables reviews. ReviewError on failure."""
+def open_repo(req: JobRequest, gh: github.GitHub, work: str) -> Repo:
+    """Fetch ``req``'s base branch and head commit into ``work`` (see the module doc)."""
     from auto_review_gateway.review import pipeline
 
-    url = clone_source(req, config)
-    work = tempfile.mkdtemp(prefix="auto-review-job-")
-    try:
-        with pipeline.Reading():
-            header = prepare_auth(work, url, config, token)
-            repo = pipeline.fetch(url, req.base_ref, req.head_sha, work, header=header)
-        return pipeline.review_repo(repo, pipeline.DEFAULT_MAX_DIFF_BYTES)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    url = clone_source(req, gh.config)
+    with pipeline.Reading():
+        header = prepare_auth(work, url, gh.config, gh.token_for(req.owner, req.repo))
+        return pipeline.fetch(url, req.base_ref, req.head_sha, work, header=header)
 
 
-def run_github_job(job: Job) -> None:
+def run_github_job(job: Job, history: PrHistory | None = None) -> None:
     """Review ``job``'s pull request on GitHub and publish it (see the module doc)."""
     gh = client()
     req = forgejo_job.resolve(job.request, gh)
@@ -92,23 +83,13 @@ def run_github_job(job: Job) -> None:
             flush=True,
         )
         return
-    publication = Publication(req.pr, req.head_sha, gh, key=f"job-{job.id}")  # status pending
-    try:
-        token = gh.token_for(req.owner, req.repo)
-        review = review_request(req, gh.config, token)
-        if review is None:
-            gh.set_status(
-                req.owner,
-                req.repo,
-                req.head_sha,
-                "success",
-                "auto-review is disabled by .auto_review.yaml",
-            )
-            return
-    except BaseException as exc:
-        publication.error(forgejo_job._error_description(exc, req.clone_url))
-        raise
-    publication.finish(review)  # on failure it sets status error itself, then raises
+    forge = follow.Forge(
+        client=gh,
+        name=gh.config.api_url,
+        open_repo=lambda r, work: open_repo(r, gh, work),
+        error_text=forgejo_job._error_description,
+    )
+    follow.Run(job, req, forge, history or follow.default_history()).run()
 
 
 def abandon_github_job(job: Job) -> None:

@@ -25,6 +25,7 @@ class Source(Protocol):
     """What build() needs of a repository (gitrepo.Repo provides it)."""
 
     def merge_base(self) -> str: ...
+    def changed_paths(self, since: str, head: str) -> list[str]: ...
     def oversized(self, merge_base: str, head: str) -> list[FileChange]: ...
     def open_diff(
         self, merge_base: str, head: str, leave_out: list[str]
@@ -48,8 +49,13 @@ def build(
     head_sha: str,
     config: RepoConfig,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    since: str | None = None,
 ) -> ReviewContext:
-    """The context of the change from the merge base of base and head to head.
+    """The context of the change from the merge base of base and head to head; with
+    ``since`` (an earlier head of the PR, an ancestor of head), of the change from
+    ``since`` to head, kept to the files the PR itself changes (a merge of the base
+    branch into the PR brings changes that are not the PR's).
 
     Files matching ``config.ignored_paths`` are left out (listed in ``skipped``).
     Files are kept whole, in diff order, while their hunk lines fit in ``max_bytes``
@@ -58,13 +64,21 @@ def build(
     over a file cap are listed without hunks, ``too_large`` set to their size.
     """
     merge_base = repo.merge_base()
+    start = merge_base if since is None else since
+    mine = None if since is None else set(repo.changed_paths(merge_base, head_sha))
 
     def skip(path: str) -> bool:
         return ignored(path, config.ignored_paths)
 
-    big = repo.oversized(merge_base, head_sha)
-    with repo.open_diff(merge_base, head_sha, [c.path for c in big]) as diff:
-        read = diffstream.read(diff, max_bytes, skip)
+    def leave(path: str) -> bool:
+        return skip(path) or (mine is not None and path not in mine)
+
+    big = repo.oversized(start, head_sha)
+    with repo.open_diff(start, head_sha, [c.path for c in big]) as diff:
+        read = diffstream.read(diff, max_bytes, leave)
+    if mine is not None:  # not the PR's: neither reviewed nor listed as skipped
+        read.skipped[:] = [p for p in read.skipped if p in mine]
+        big = [c for c in big if c.path in mine]
     skipped = sorted(read.skipped + [c.path for c in big if skip(c.path)])
     # git lists files in path order; a stable sort puts the left-out ones in their place
     files = sorted(read.files + [c for c in big if not skip(c.path)], key=lambda c: c.path)
@@ -77,6 +91,7 @@ def build(
         base=base_sha,
         head=head_sha,
         merge_base=merge_base,
+        since=since,
         files=files,
         config=config,
         truncated=read.truncated,

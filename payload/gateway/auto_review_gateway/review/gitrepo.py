@@ -20,6 +20,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 
+from auto_review_gateway.core import names
 from auto_review_gateway.core.model import EXIT_BAD_REF, EXIT_CLONE, FileChange, ReviewError
 from auto_review_gateway.review import gitfetch, gitproc, gitsizes
 from auto_review_gateway.review.budgets import (
@@ -150,6 +151,20 @@ class Repo:
                 EXIT_BAD_REF,
             )
         return found
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """True when commit ``older`` is here and an ancestor of ``newer`` (or the same)."""
+        if not (names.is_sha(older) and names.is_sha(newer)):
+            return False
+        return self.git("merge-base", "--is-ancestor", older, newer).returncode == 0
+
+    def changed_paths(self, since: str, head: str) -> list[str]:
+        """The paths changed from ``since`` to ``head`` (renames as their new path)."""
+        proc = self.git("diff", "--name-only", "-z", "--no-renames", "--end-of-options",
+                        since, head)  # fmt: skip
+        if proc.returncode != 0:
+            raise ReviewError(f"git diff failed: {_last_line(proc.stderr)}", EXIT_CLONE)
+        return [p.decode(errors="replace") for p in proc.stdout.split(b"\0") if p]
 
     def oversized(self, merge_base: str, head: str) -> list[FileChange]:
         """The changed files over a file cap on either side, ``too_large`` set (see

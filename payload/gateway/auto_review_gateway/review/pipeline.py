@@ -17,12 +17,16 @@ from auto_review_gateway.core.model import (
     EXIT_CONFIG,
     EXIT_REVIEWER,
     Finding,
+    RepoConfig,
     Review,
     ReviewContext,
     ReviewError,
     severity_rank,
 )
 from auto_review_gateway.review.budgets import DEFAULT_MAX_DIFF_BYTES
+
+# What a model sees of the whole PR, as context, in an incremental review.
+WHOLE_PR_CONTEXT_BYTES = 64 * 1024
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,18 +80,20 @@ def fetch(
     raise HttpError(message, EXIT_CLONE, status, transient=False)
 
 
-def config_text(repo: Repo) -> str | None:
-    """The head's ``.auto_review.yaml`` as text, None when there is none."""
+def config_text(repo: Repo, sha: str | None = None) -> str | None:
+    """``.auto_review.yaml`` at ``sha`` (default: the base, whose rules a PR is reviewed
+    by: a PR cannot switch off or narrow its own review) as text, None when there is none."""
     from auto_review_gateway.review import repoconfig
 
+    sha = repo.base if sha is None else sha
     try:
-        size = repo.size_at(repo.head, repoconfig.FILENAME)
+        size = repo.size_at(sha, repoconfig.FILENAME)
     except FileNotFoundError:
         return None
     if size > repoconfig.MAX_FILE_BYTES:
         raise ReviewError(f"{repoconfig.FILENAME}: larger than 64 KiB", EXIT_CONFIG)
     try:
-        return repo.file_at(repo.head, repoconfig.FILENAME).decode("utf-8")
+        return repo.file_at(sha, repoconfig.FILENAME).decode("utf-8")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
@@ -119,15 +125,56 @@ def llm_review(ctx: ReviewContext) -> tuple[list[Finding], str]:
         ) from None
 
 
-def context_of(repo: Repo, max_diff_bytes: int) -> ReviewContext | None:
-    """The repository's config and the diff as a context; None when reviews are disabled."""
+def base_config(repo: Repo) -> RepoConfig:
+    """The base's ``.auto_review.yaml`` (defaults when it has none)."""
+    from auto_review_gateway.review import repoconfig
+
+    with Reading():
+        return repoconfig.load(config_text(repo))
+
+
+def config_changed(repo: Repo) -> bool:
+    """True when the PR's head has another ``.auto_review.yaml`` than its base (the
+    change takes effect once merged)."""
+    from auto_review_gateway.review import repoconfig
+
+    def blob(sha: str) -> str | None:
+        proc = repo.git("rev-parse", "--verify", "--quiet", f"{sha}:{repoconfig.FILENAME}")
+        return proc.stdout.strip().decode() if proc.returncode == 0 else None
+
+    with Reading():
+        return blob(repo.base) != blob(repo.head)
+
+
+def only_skippable(repo: Repo, config: RepoConfig) -> list[str] | None:
+    """The PR's changed paths when every one matches ``skip_paths`` (a lock-file or
+    generated-code PR that needs no review), else None."""
     from auto_review_gateway.review import context, repoconfig
 
     with Reading():
-        config = repoconfig.load(config_text(repo))
-        if not config.enabled:
-            return None
-        return context.build(repo, repo.base, repo.head, config, max_diff_bytes)
+        paths = repo.changed_paths(repo.merge_base(), repo.head)
+    globs = repoconfig.skip_paths(config)
+    if paths and all(context.ignored(p, globs) for p in paths):
+        return paths
+    return None
+
+
+def context_of(
+    repo: Repo, max_diff_bytes: int, *, since: str | None = None, config: RepoConfig | None = None
+) -> ReviewContext | None:
+    """The base's config and the diff (from ``since`` when given, else the merge base) as
+    a context; None when the base's config disables reviews."""
+    from auto_review_gateway.review import context
+
+    config = base_config(repo) if config is None else config
+    if not config.enabled:
+        return None
+    with Reading():
+        ctx = context.build(repo, repo.base, repo.head, config, max_diff_bytes, since=since)
+        if since is not None and os.environ.get("LLM_BASE_URL"):
+            whole = min(max_diff_bytes, WHOLE_PR_CONTEXT_BYTES)
+            ctx.whole = context.build(repo, repo.base, repo.head, config, whole)
+    return ctx
 
 
 def review_context(ctx: ReviewContext) -> Review:
@@ -137,7 +184,7 @@ def review_context(ctx: ReviewContext) -> Review:
 
     findings = builtin_rules.review(ctx)
     reviewers = ["builtin"]
-    if os.environ.get("LLM_BASE_URL"):
+    if os.environ.get("LLM_BASE_URL") and ctx.files:
         llm_findings, model = llm_review(ctx)
         findings += llm_findings
         reviewers.append(f"llm:{model}")

@@ -7,7 +7,19 @@ from auto_review_gateway.core.model import EXIT_CONFIG, RepoConfig, ReviewError
 FILENAME = ".auto_review.yaml"
 MAX_FILE_BYTES = 64 * 1024
 MAX_GUIDELINES_BYTES = 8 * 1024
-KEYS = ("enabled", "ignored_paths", "guidelines")
+KEYS = ("enabled", "ignored_paths", "guidelines", "skip_paths")
+# A PR that changes only such files gets a success status without a review: lock files,
+# vendored and generated code (``skip_paths`` in the file replaces this list).
+DEFAULT_SKIP_PATHS = (
+    "*.lock", "package-lock.json", "npm-shrinkwrap.json", "pnpm-lock.yaml", "go.sum",
+    "*.lockb", "vendor/", "third_party/", "node_modules/", "*.min.js", "*.min.css",
+    "*.pb.go", "*_pb2.py", "*_pb2_grpc.py", "*.generated.*", "*.g.dart",
+)  # fmt: skip
+
+
+def skip_paths(config: RepoConfig) -> list[str]:
+    """The globs of files a PR may change without being reviewed."""
+    return list(DEFAULT_SKIP_PATHS) if config.skip_paths is None else config.skip_paths
 
 
 def _fail(message: str, line: int | None = None) -> ReviewError:
@@ -31,8 +43,8 @@ def _cap(text: str, limit: int) -> str:
 def load(text: str | None) -> RepoConfig:
     """Validate the text of ``.auto_review.yaml`` (None: no such file) into a RepoConfig.
 
-    Keys: ``enabled`` (bool), ``ignored_paths`` (list of glob strings),
-    ``guidelines`` (string, cut to 8 KiB). Anything else (unknown or duplicate
+    Keys: ``enabled`` (bool), ``ignored_paths`` and ``skip_paths`` (lists of glob
+    strings), ``guidelines`` (string, cut to 8 KiB). Anything else (unknown or duplicate
     keys, wrong types, not a mapping, YAML errors, and what plain YAML refuses:
     anchors, aliases, merge keys, tags, deep nesting; see ``plainyaml``) raises
     ReviewError with EXIT_CONFIG and a one-line message naming the key and line.
@@ -84,16 +96,15 @@ def load(text: str | None) -> RepoConfig:
             if not isinstance(value, bool):
                 raise _fail(f"enabled must be true or false, not {_type_name(value)}", line)
             config.enabled = value
-        elif key == "ignored_paths":
+        elif key in ("ignored_paths", "skip_paths"):
             if not isinstance(value, list):
-                raise _fail(f"ignored_paths must be a list of globs, not {_type_name(value)}", line)
+                raise _fail(f"{key} must be a list of globs, not {_type_name(value)}", line)
             for item in value:
                 if not isinstance(item, str) or not item:
                     raise _fail(
-                        f"ignored_paths entries must be non-empty strings, not {_type_name(item)}",
-                        line,
+                        f"{key} entries must be non-empty strings, not {_type_name(item)}", line
                     )
-            config.ignored_paths = list(value)
+            setattr(config, key, list(value))
         else:
             if not isinstance(value, str):
                 raise _fail(f"guidelines must be a string, not {_type_name(value)}", line)

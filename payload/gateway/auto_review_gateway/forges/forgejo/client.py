@@ -46,6 +46,7 @@ from auto_review_gateway.forges.bodies import (
     status_body,
 )
 from auto_review_gateway.forges.client import PullInfo
+from auto_review_gateway.forges.forgejo.comments import IssueComments
 from auto_review_gateway.forges.forgejo.config import ForgejoConfig, load_config
 
 RETRY_ATTEMPTS = 4
@@ -139,8 +140,9 @@ def post_review(
     return Forgejo(config).post_review(owner, repo, index, review, key=key)
 
 
-class Forgejo:
-    """:class:`ForgeClient` over Forgejo/Gitea's API (see the module doc)."""
+class Forgejo(IssueComments):
+    """:class:`ForgeClient` over Forgejo/Gitea's API (see the module doc; its comments:
+    :mod:`~auto_review_gateway.forges.forgejo.comments`)."""
 
     def __init__(
         self,
@@ -157,6 +159,10 @@ class Forgejo:
 
     def _call(self, method: str, url: str, body: Any = None) -> Any:
         return _send(self.config, method, url, body, retry=self.retry, timeout=self.timeout)
+
+    def repo_url(self, owner: str, repo: str) -> str:
+        """``<api>/repos/{owner}/{repo}``, both names checked."""
+        return _repo_url(self.config, owner, repo)
 
     def version(self, timeout: float) -> Any:
         """``getVersion``, once, with a short timeout (a readiness probe must be quick)."""

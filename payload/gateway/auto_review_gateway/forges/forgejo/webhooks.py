@@ -14,6 +14,8 @@ the answers they share with GitHub's are in :mod:`webhooks`; what is Forgejo's:
   ``issue_comment`` and ``pull_request_comment`` (*Pull request comment*) both as
   ``issue_comment``; ``X-Forgejo-Event-Type`` names the type.
 
+* ``pull_request`` with action ``closed`` (merged or not) queues a note that the PR's
+  history may be forgotten in 30 days (``jobs/history.py``): no review.
 * ``pull_request`` with action ``opened``, ``synchronized`` (a push to the head branch;
   GitHub calls it "synchronize", Forgejo and Gitea "synchronized"), ``reopened`` or
   ``ready_for_review`` enqueues a review of the head commit. A draft PR (``draft``,
@@ -46,6 +48,7 @@ from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     first_header,
     handle_delivery,
+    queue_closed,
     queue_head_review,
 )
 from auto_review_gateway.intake.auth import signature_ok
@@ -108,6 +111,8 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
     pull = doc.get("pull_request")
     if action == "edited" and isinstance(pull, dict) and _became_ready(doc, pull):
         action = "ready_for_review"  # Forgejo's way of saying it (see the module doc)
+    if action == "closed":
+        return _closed(intake, doc, delivery)
     if action not in PR_ACTIONS:
         shown = action if isinstance(action, str) and _ACTION.match(action) else "?"
         return Reply(200, {"ignored": f"pull_request action {shown} does not trigger reviews"})
@@ -128,6 +133,21 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
         head=head,
         base=base,
         action=action,
+        delivery=delivery,
+    )
+
+
+def _closed(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
+    pull = want_obj(doc, "pull_request", "payload")
+    repository = want_obj(doc, "repository", "payload")
+    return queue_closed(
+        intake,
+        owner=want_owner(repository, OWNER_KEYS),
+        repo=want_name(repository.get("name"), "repository.name"),
+        repository=repository,
+        number=pull.get("number", doc.get("number")),
+        head=want_obj(pull, "head", "pull_request"),
+        base=want_obj(pull, "base", "pull_request"),
         delivery=delivery,
     )
 

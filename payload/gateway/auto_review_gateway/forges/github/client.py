@@ -41,6 +41,7 @@ from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.forges.bodies import MARKER, comment_text, render_body, status_body
 from auto_review_gateway.forges.client import PullInfo
 from auto_review_gateway.forges.github.auth import AppAuth, TokenAuth
+from auto_review_gateway.forges.github.comments import IssueComments
 from auto_review_gateway.forges.github.config import (
     ASSOCIATIONS,
     DEFAULT_API_URL,
@@ -93,8 +94,11 @@ def make_retry() -> Retry:
     return Retry(RETRY_ATTEMPTS)
 
 
-class GitHub:
-    """:class:`ForgeClient` over GitHub's REST API (see the module doc)."""
+class GitHub(IssueComments):
+    """:class:`ForgeClient` over GitHub's REST API (see the module doc; its comments:
+    :mod:`~auto_review_gateway.forges.github.comments`)."""
+
+    headers = HEADERS
 
     def __init__(
         self,

@@ -23,7 +23,12 @@ from typing import Any
 
 from auto_review_gateway.forges.github.client import ASSOCIATIONS
 from auto_review_gateway.forges.re_review import re_review_comment
-from auto_review_gateway.forges.webhooks import WebhookForge, handle_delivery, queue_head_review
+from auto_review_gateway.forges.webhooks import (
+    WebhookForge,
+    handle_delivery,
+    queue_closed,
+    queue_head_review,
+)
 from auto_review_gateway.intake.auth import signature_ok
 from auto_review_gateway.intake.endpoint import Intake, Reply
 from auto_review_gateway.intake.fields import want_obj, want_repository
@@ -42,6 +47,19 @@ def verified_payload(secret: bytes, headers: Mapping[str, str], raw: bytes) -> b
 
 def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
     action = doc.get("action")
+    if action == "closed":
+        pull = want_obj(doc, "pull_request", "payload")
+        owner, repo, repository = want_repository(doc, OWNER_KEYS)
+        return queue_closed(
+            intake,
+            owner=owner,
+            repo=repo,
+            repository=repository,
+            number=pull.get("number"),
+            head=want_obj(pull, "head", "pull_request"),
+            base=want_obj(pull, "base", "pull_request"),
+            delivery=delivery,
+        )
     if action not in PR_ACTIONS:
         shown = action if isinstance(action, str) and action.isidentifier() else "?"
         return Reply(200, {"ignored": f"pull_request action {shown} does not trigger reviews"})

@@ -1,0 +1,222 @@
+"""A review that follows its pull request's life, the same on every forge: the job's
+steps once the forge's job (``forgejo_job``, ``github_job``) has said how to reach it.
+
+1. **Paused** (``@bot pause``): an automatic review (a push, a CI call) is not run; the
+   status says so, the summary too.
+2. **The base's rules.** ``.auto_review.yaml`` is read at the PR's base commit: a PR
+   cannot switch off, narrow or rewrite its own review; one that changes the file is
+   told in the summary that the change takes effect after merge.
+3. **Trivial PRs** (every changed file matches ``skip_paths``: lock files, vendored or
+   generated code) get a success status and no review, no model call.
+4. **Incremental.** When the PR's last reviewed head is an ancestor of the new head,
+   only the changes since it are reviewed (kept to the PR's own files); after a
+   force-push, an unknown history or ``@bot full-review``, the whole PR.
+5. **No repeats.** A finding is known by its fingerprint (path, rule, the normalised
+   text of its line, ``core/prstate.py``): one already posted on the PR is not posted
+   again; an open one whose line is gone from the head is resolved. The inline review
+   carries the new findings only, and is posted only when there are some.
+6. **One summary**, edited in place (``forges/summary.py``), and the commit status,
+   which counts every finding still open, not only the new ones.
+
+A job runs at least once (``queue.py``): every step above can be repeated. The review
+carries the job's marker and is not posted twice; the history is recorded once per job
+(and this job's own findings are never "already posted" to it); the summary is found
+again on the PR when its id was not remembered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from auto_review_gateway.core.model import Finding, ReviewContext
+from auto_review_gateway.core.prstate import PrKey, ReviewEntry, TrackedFinding, fingerprint
+from auto_review_gateway.forges.publication import Publication
+from auto_review_gateway.forges.summary import render_summary, upsert_summary
+from auto_review_gateway.jobs.history import PrHistory
+from auto_review_gateway.jobs.spec import Job, JobRequest
+from auto_review_gateway.review import pipeline
+from auto_review_gateway.review.gitrepo import Repo
+
+MAX_LINE_FILE_BYTES = 2 * 1024 * 1024  # a file read for its lines (fingerprints)
+AUTOMATIC = ("pull_request", "ci")  # reasons of the reviews a pause stops
+
+
+@dataclasses.dataclass(frozen=True)
+class Forge:
+    """How one forge's job reaches its PR: the client (a ForgeClient with comments),
+    the forge's name in the history, how to fetch the repository into a directory, and
+    how to say an error in a status."""
+
+    client: Any
+    name: str
+    open_repo: Callable[[JobRequest, str], Repo]
+    error_text: Callable[[BaseException, str], str]
+
+
+_default: list[PrHistory] = []
+
+
+def default_history() -> PrHistory:
+    """The history of a job run without one (a test, a one-off run): a private file of
+    this process, so that its jobs still follow their PRs."""
+    if not _default:
+        directory = tempfile.mkdtemp(prefix="auto-review-history-")
+        _default.append(PrHistory(os.path.join(directory, "history.sqlite3")))
+    return _default[0]
+
+
+def bot_name() -> str:
+    """The name comments mention (``AR_BOT_NAME``, default auto-review)."""
+    return os.environ.get("AR_BOT_NAME", "").strip().lstrip("@") or "auto-review"
+
+
+class HeadLines:
+    """The head's lines of the files findings point at, read once each, bounded."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self._lines: dict[str, list[str]] = {}
+
+    def lines(self, path: str) -> list[str]:
+        """``path``'s lines at head ([] when it is gone or too large to read)."""
+        if path not in self._lines:
+            try:
+                if self.repo.size_at(self.repo.head, path) > MAX_LINE_FILE_BYTES:
+                    raise FileNotFoundError(path)
+                text = self.repo.file_at(self.repo.head, path).decode("utf-8", "replace")
+                self._lines[path] = text.splitlines()
+            except (FileNotFoundError, ValueError):
+                self._lines[path] = []
+        return self._lines[path]
+
+    def fingerprint(self, finding: Finding) -> str:
+        """The finding's fingerprint (its line's text at head)."""
+        lines = self.lines(finding.path)
+        text = lines[finding.line - 1] if 0 < finding.line <= len(lines) else ""
+        return fingerprint(finding.path, finding.rule, text)
+
+    def still_there(self, tracked: TrackedFinding) -> bool:
+        """Whether some line of the head still has ``tracked``'s fingerprint."""
+        return any(
+            fingerprint(tracked.path, tracked.rule, line) == tracked.fingerprint
+            for line in self.lines(tracked.path)
+        )
+
+
+def walkthrough(ctx: ReviewContext) -> list[tuple[str, str]]:
+    """(path, one line on its change) from the diff's statistics."""
+    out = []
+    for change in ctx.files:
+        if change.too_large:
+            out.append((change.path, f"{change.status}, too large to review"))
+            continue
+        removed = sum(1 for h in change.hunks for line in h.lines if line.startswith("-"))
+        moved = f" (from {change.old_path})" if change.old_path != change.path else ""
+        what = "binary" if change.binary else f"+{len(change.added)} -{removed}"
+        out.append((change.path, f"{change.status}{moved}, {what}"))
+    return out
+
+
+class Run:
+    """One job's review of its PR (see the module doc)."""
+
+    def __init__(self, job: Job, req: JobRequest, forge: Forge, history: PrHistory) -> None:
+        self.job, self.req, self.forge, self.history = job, req, forge, history
+        self.key = PrKey(forge.name, req.owner, req.repo, req.pr_number)
+        self.state = history.load(self.key)
+        self.notes: list[str] = []
+        self.walk: list[tuple[str, str]] = []
+
+    def _summary(self) -> None:
+        state = self.history.load(self.key)
+        body = render_summary(state, self.walk, self.notes, bot_name())
+        client, req = self.forge.client, self.req
+        written = upsert_summary(
+            client, req.owner, req.repo, req.pr_number, state.summary_comment_id, body
+        )
+        if written != state.summary_comment_id:
+            self.history.set_summary_comment(self.key, written)
+
+    def _unreviewed(self, publication: Publication, kind: str, note: str, status: str) -> None:
+        entry = ReviewEntry(self.job.id, kind, "", self.req.head_sha, note=note)
+        self.history.record(self.key, entry)
+        self._summary()
+        publication.status("success", status)
+
+    def run(self) -> None:
+        """Review the PR's head and publish: review, history, summary, status."""
+        req = self.req
+        if req.reason == "pull_request:closed":
+            self.history.closed(self.key)  # forgotten after the retention; nothing to post
+            return
+        publication = Publication(req.pr, req.head_sha, self.forge.client, key=f"job-{self.job.id}")
+        work = tempfile.mkdtemp(prefix="auto-review-job-")
+        try:
+            if self.state.paused and req.reason.startswith(AUTOMATIC):
+                why = f"reviews are paused on this PR (comment @{bot_name()} resume)"
+                return self._unreviewed(publication, "paused", why, f"auto-review: {why}")
+            self._review(self.forge.open_repo(req, work), publication)
+        except BaseException as exc:
+            if not publication.errored:  # a publishing step reports its own failure
+                publication.error(self.forge.error_text(exc, req.clone_url))
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _review(self, repo: Repo, publication: Publication) -> None:
+        config = pipeline.base_config(repo)
+        if pipeline.config_changed(repo):
+            self.notes.append(
+                "`.auto_review.yaml` changes in this PR: reviews follow the base branch's "
+                "file, so the change takes effect after merge."
+            )
+        if not config.enabled:
+            why = "disabled by .auto_review.yaml on the base branch"
+            return self._unreviewed(publication, "disabled", why, f"auto-review is {why}")
+        trivial = pipeline.only_skippable(repo, config)
+        if trivial is not None:
+            why = f"only files that need no review changed ({len(trivial)} matched skip_paths)"
+            return self._unreviewed(publication, "skipped", why, f"auto-review skipped: {why}")
+        full = self.req.reason == "command:full-review"
+        previous = None if full else self.state.last_reviewed_head
+        since = None
+        if previous and previous != repo.head and repo.is_ancestor(previous, repo.head):
+            since = previous
+        ctx = pipeline.context_of(repo, pipeline.DEFAULT_MAX_DIFF_BYTES, since=since, config=config)
+        assert ctx is not None  # enabled: checked above
+        review = pipeline.review_context(ctx)
+        self.walk = walkthrough(ctx)
+        lines = HeadLines(repo)
+        mine = self.job.id
+        known = {t.fingerprint for t in self.state.findings if t.job_id != mine}
+        new: dict[str, Finding] = {}
+        for finding in review.findings:
+            fp = lines.fingerprint(finding)
+            if fp not in known:
+                new.setdefault(fp, finding)
+        earlier = [t for t in self.state.open_findings() if t.job_id != mine]
+        resolved = [t.fingerprint for t in earlier if not lines.still_there(t)]
+        still = [t for t in earlier if t.fingerprint not in resolved and t.fingerprint not in new]
+        posted = dataclasses.replace(review, findings=list(new.values()))
+        if posted.findings:
+            publication.post(posted)
+        carried = [Finding(t.path, t.line, t.severity, t.rule, t.message) for t in still]
+        overall = dataclasses.replace(review, findings=pipeline.ordered([*new.values(), *carried]))
+        entry = ReviewEntry(
+            mine, "incremental" if since else "full", since or ctx.merge_base, repo.head,
+            files=len(ctx.files), new=len(new), resolved=len(resolved), verdict=overall.verdict,
+        )  # fmt: skip
+        tracked = [
+            TrackedFinding(fp, f.path, f.line, f.severity, f.rule, f.message, job_id=mine)
+            for fp, f in new.items()
+        ]
+        self.history.record(self.key, entry, tracked, resolved)
+        self._summary()
+        publication.conclude(
+            overall, f"{overall.summary} ({len(new)} new, {len(resolved)} resolved)"
+        )
