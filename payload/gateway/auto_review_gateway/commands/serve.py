@@ -291,9 +291,13 @@ def serve(config: ServeConfig) -> int:
     except DatabaseError as exc:
         print(f"auto-review: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_DATABASE
-    # the per-PR history stays in the state dir's SQLite file, even with AR_QUEUE_URL:
-    # each replica remembers the PRs it reviewed (not yet shared through PostgreSQL)
-    history = PrHistory(os.path.join(config.state_dir, names.JOBS_DB))
+    history: Any  # the per-PR history lives beside the jobs: every replica shares it
+    if config.queue_url:
+        from auto_review_gateway.jobs.pg_history import PgPrHistory
+
+        history = PgPrHistory(queue)
+    else:
+        history = PrHistory(os.path.join(config.state_dir, names.JOBS_DB))
     workers = None
     httpd = None
     try:

@@ -19,7 +19,7 @@ import os
 import urllib.parse
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATION_LOCK = 0x6172_7265_7669_6577  # "arreview": pg_advisory_xact_lock's key
 RECONCILE_LOCK = MIGRATION_LOCK + 1
 CONNECT_TIMEOUT = 5  # seconds, unless the URL says otherwise
@@ -65,6 +65,55 @@ CREATE INDEX jobs_by_head ON jobs (forge, lower(owner), lower(repo), pr_number, 
 CREATE TABLE reconcile_turns (
     forge    TEXT PRIMARY KEY,
     last_run DOUBLE PRECISION NOT NULL
+);
+""",
+    # the per-PR history (jobs/pg_history.py), as sqlite_db's schema 3; owner and repo
+    # are stored lower-cased (SQLite compares them NOCASE)
+    3: """
+CREATE TABLE pr_state (
+    forge       TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    repo        TEXT    NOT NULL,
+    pr_number   INTEGER NOT NULL,
+    summary_comment_id BIGINT,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    refused_at  DOUBLE PRECISION NOT NULL DEFAULT 0,
+    closed_at   DOUBLE PRECISION,
+    updated_at  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (forge, owner, repo, pr_number)
+);
+CREATE TABLE pr_reviews (
+    id          BIGSERIAL PRIMARY KEY,
+    forge       TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    repo        TEXT    NOT NULL,
+    pr_number   INTEGER NOT NULL,
+    job_id      BIGINT  NOT NULL,
+    kind        TEXT    NOT NULL,
+    from_sha    TEXT    NOT NULL,
+    head_sha    TEXT    NOT NULL,
+    files       INTEGER NOT NULL DEFAULT 0,
+    new         INTEGER NOT NULL DEFAULT 0,
+    resolved    INTEGER NOT NULL DEFAULT 0,
+    verdict     TEXT    NOT NULL DEFAULT '',
+    note        TEXT    NOT NULL DEFAULT '',
+    at          DOUBLE PRECISION NOT NULL,
+    UNIQUE (forge, owner, repo, pr_number, job_id)
+);
+CREATE TABLE pr_findings (
+    forge       TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    repo        TEXT    NOT NULL,
+    pr_number   INTEGER NOT NULL,
+    fingerprint TEXT    NOT NULL,
+    path        TEXT    NOT NULL,
+    line        INTEGER NOT NULL,
+    severity    TEXT    NOT NULL,
+    rule        TEXT    NOT NULL,
+    message     TEXT    NOT NULL,
+    state       TEXT    NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'resolved')),
+    job_id      BIGINT  NOT NULL,
+    PRIMARY KEY (forge, owner, repo, pr_number, fingerprint)
 );
 """,
 }
