@@ -185,9 +185,10 @@ def test_three_replicas_starting_at_once_migrate_once_and_review_each_head_once(
             pool.map(lambda bare: Replica(app, world, url, bare=bare), (False, False, True))
         )
     try:
-        assert rows(pg, db, "SELECT version FROM schema_migrations") == ["1"]
-        applied = ["".join(r.errors).count("schema 1 applied") for r in replicas]
-        assert sorted(applied) == [0, 0, 1], applied
+        versions = rows(pg, db, "SELECT version FROM schema_migrations ORDER BY version")
+        assert versions == [str(v) for v in range(1, len(versions) + 1)], versions
+        applied = ["".join(r.errors).count(f"schema {versions[-1]} applied") for r in replicas]
+        assert sorted(applied) == [0, 0, 1], applied  # one replica migrated, the others waited
 
         # 300 deliveries in random order: 200 pull requests, and 100 duplicates of them
         # sent to another replica, half the same delivery again, half a new delivery id
@@ -313,6 +314,50 @@ def test_a_webhook_lost_while_every_replica_was_down_is_reconciled(
             assert replica.stop() in (0, 143)
     counts = reviews_per_pr(forge)
     assert (counts[6000], counts[6001]) == (2, 1)  # queued once, by one of the two
+
+
+def test_a_pr_followed_by_two_replicas_shares_its_history(
+    app: Path, pg: Cluster, world: dict
+) -> None:
+    """Replica A reviews a PR; replica B reviews the next push: incrementally, without
+    the finding A posted, and editing A's summary comment, from the shared history."""
+    forge: FakeForgejo = world["forge"]
+    url = pg.url(database=pg.database("follow"))
+    repo = world["base"] / "repos" / "acme" / "demo.git"
+    subprocess.run(["git", "--git-dir", str(repo), "branch", "follow", "main"], check=True)
+    first = commit(repo, {"app.py": "x = 1   \n"}, "first", branch="follow")
+    second = commit(repo, {"app.py": "x = 1   \ny = 2   \n"}, "second", branch="follow")
+    subprocess.run(["chmod", "-R", "a+rX", str(repo)], check=True)
+    for head in (first, second):
+        forge.add_commit("acme", "demo", head)
+
+    def review(replica: Replica, head: str, action: str) -> dict:
+        event = pr_event(7000, head)
+        event["action"] = action
+        assert deliver(replica, event)[0] == 202
+        done = f"SELECT count(*) FROM jobs WHERE state = 'done' AND head_sha = '{head}'"
+        wait_for(lambda: rows(pg, "follow", done) == ["1"])
+        return forge.posted("/pulls/7000/reviews")[-1][1]
+
+    a = Replica(app, world, url)
+    try:
+        [x] = review(a, first, "opened")["comments"]  # x's trailing space
+        assert (x["path"], x["new_position"]) == ("app.py", 1)
+    finally:
+        assert a.stop() in (0, 143)
+    b = Replica(app, world, url, bare=True)
+    try:
+        later = review(b, second, "synchronized")
+    finally:
+        assert b.stop() in (0, 143)
+    [y] = later["comments"]  # y's only: x's finding was posted by A, B knows it
+    assert (y["path"], y["new_position"]) == ("app.py", 2)
+    kinds = rows(pg, "follow", "SELECT kind, from_sha FROM pr_reviews ORDER BY id")
+    assert [k.split("|")[0] for k in kinds] == ["full", "incremental"], kinds
+    assert kinds[1].split("|")[1] == first  # B started from what A reviewed
+    summaries = [p for p, _ in forge.posted("/issues/7000/comments")]
+    assert len(summaries) == 1, summaries  # A's summary, edited by B, never a second one
+    assert rows(pg, "follow", "SELECT count(*) FROM pr_findings WHERE state = 'open'") == ["2"]
 
 
 def serve_once(app: Path, world: dict, **env: str) -> subprocess.CompletedProcess[str]:
