@@ -15,6 +15,19 @@ It speaks the API paths and JSON the gateway uses, with the real status codes:
   swagger's enum, anything else 422) and paged by ``page`` (from 1) and ``limit`` (at most
   50: ``routers/api/v1/utils/page.go`` ``GetListOptions`` caps it at
   ``setting.API.MaxResponseItems``, 50 by default), newest first as Forgejo's default sort.
+* ``repoGetRepoPermissions`` ``GET .../collaborators/{collaborator}/permission`` -> 200
+  ``RepoCollaboratorPermission`` with the permission the test set
+  (:meth:`FakeForgejo.set_permission`; a user it named for no repository has ``read``),
+  404 for a user never named, and 403 unless the token's user (``BOT_LOGIN``) is admin
+  or owner of the repository or asks about itself (``routers/api/v1/repo/collaborators.go``
+  ``GetRepoPermissions``: "Only admins can query all permissions, repo admins can query
+  all repo permissions, collaborators can query only their own").
+
+Token scopes (``scopes``, default ``("all",)``) are checked as Forgejo checks them
+(:meth:`FakeForgejo.scope_refused`): 403 "token does not have at least one of required
+scope(s): [write:repository]" before the route's own work; ``repoEdit``
+``PATCH /repos/{owner}/{repo}`` past that check answers 404 (the stand-in edits no
+repository).
 
 Like the real API it wants ``Authorization: token <token>`` (401 ``{"message", "url"}``
 otherwise; with ``token=None`` any non-empty token is accepted), validates the fields'
@@ -88,7 +101,17 @@ _PULL_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)\Z")
 _PULLS_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls\Z")
 MAX_RESPONSE_ITEMS = 50
 _REVIEW_ONE = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews/([0-9]+)\Z")
+_HOOKS_PATH = re.compile(r"\A/api/v1/(repos/[^/]+/[^/]+|orgs/[^/]+)/hooks\Z")
+_HOOK_PATH = re.compile(r"\A/api/v1/(repos/[^/]+/[^/]+|orgs/[^/]+)/hooks/([0-9]+)\Z")
+_HOOK_TEST = re.compile(r"\A/api/v1/(repos/[^/]+/[^/]+)/hooks/([0-9]+)/tests\Z")
+# pullHook (routers/api/v1/utils/hook.go): "pull_request" turns on the whole family
+PULL_FAMILY = ("pull_request", "pull_request_assign", "pull_request_label",
+               "pull_request_milestone", "pull_request_comment", "pull_request_review_approved",
+               "pull_request_review_rejected", "pull_request_review_comment",
+               "pull_request_sync", "pull_request_review_request")  # fmt: skip
+_REPO_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)\Z")
 _GIT_PATH = re.compile(r"\A/([^/]+)/([^/]+\.git)/")
+_PERMISSION_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission\Z")
 _COMMENTS = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments\Z")
 _COMMENT = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)\Z")
 BOT_ID = 7
@@ -122,8 +145,13 @@ class FakeForgejo(LoopbackServer):
         ssl_context: ssl.SSLContext | None = None,
         *,
         git_root: str | os.PathLike[str] | None = None,
+        scopes: tuple[str, ...] = ("all",),
     ):
         self.token = token
+        self.scopes = scopes  # the token's scopes (see scope_refused)
+        # "repos/OWNER/NAME" or "orgs/ORG" -> its hooks (each with its "_secret")
+        self.hooks: dict[str, list[dict[str, Any]]] = {}
+        self.deliveries: list[tuple[int, Any]] = []  # (status, answer) of test deliveries
         self.git_root = None if git_root is None else os.fspath(git_root)
         self.git_redirect: str | None = None  # an origin git requests are sent to (302)
         self.requests: list[Received] = []
@@ -138,6 +166,8 @@ class FakeForgejo(LoopbackServer):
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.comments = CommentStore()
+        self._permissions: dict[tuple[str, str], dict[str, str]] = {}
+        self._users: set[str] = {BOT_LOGIN}
         super().__init__(ssl_context)
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,6 +224,28 @@ class FakeForgejo(LoopbackServer):
         with self._lock:
             self._pulls[(owner, repo, number)] = pull
             self._commits.setdefault((owner, repo), set()).add(head_sha)
+
+    def set_permission(self, owner: str, repo: str, login: str, permission: str) -> None:
+        """What ``repoGetRepoPermissions`` answers for ``login`` on ``owner/repo``
+        (none, read, write, admin, owner); makes ``login`` a known user."""
+        with self._lock:
+            self._users.add(login.lower())
+            self._permissions.setdefault((owner, repo), {})[login.lower()] = permission
+
+    def _permission(self, owner: str, repo: str, login: str) -> tuple[int, Any]:
+        with self._lock:
+            table = self._permissions.get((owner, repo), {})
+            mine = table.get(BOT_LOGIN, "read")
+            if login.lower() != BOT_LOGIN and mine not in ("admin", "owner"):
+                return 403, _api_error(
+                    "Only admins can query all permissions, repo admins can query all"
+                    " repo permissions, collaborators can query only their own"
+                )
+            if login.lower() not in self._users:
+                return 404, _api_error("user does not exist")
+            permission = table.get(login.lower(), "read")
+        return 200, {"permission": permission, "role_name": permission,
+                     "user": {"id": 1, "login": login}}  # fmt: skip
 
     def add_commit(self, owner: str, repo: str, sha: str) -> None:
         """Make ``sha`` a commit of ``owner/repo`` (for ``repoCreateStatus``)."""
@@ -302,6 +354,127 @@ class FakeForgejo(LoopbackServer):
         if scheme != "token" or not value:
             return False
         return self.token is None or value == self.token
+
+    def scope_refused(self, method: str, path: str) -> str | None:
+        """The scope a request needs and the token lacks (None: none lacking), as
+        ``routers/api/v1/api.go`` checks them: ``tokenRequiresScopes(category)`` on each
+        route group (``/user``, ``/repos``, ``/orgs``; ``/version`` none), ``read:`` for
+        GET, ``write:`` for the rest; ``write:`` grants ``read:``; ``all`` grants all."""
+        parts = path.split("/")
+        category = {"user": "user", "repos": "repository", "orgs": "organization"}.get(
+            parts[3] if len(parts) > 3 else ""
+        )
+        if category is None or "all" in self.scopes:
+            return None
+        level = "read" if method == "GET" else "write"
+        held = {f"write:{category}"} | ({f"read:{category}"} if level == "read" else set())
+        return None if held & set(self.scopes) else f"{level}:{category}"
+
+    def hook_call(self, kind: str, path: str, doc: Any) -> tuple[int, Any]:
+        """The hook operations (see the module doc); every body checked against the
+        swagger's ``CreateHookOption`` / ``EditHookOption``, every answer against ``Hook``."""
+        from apidoc import forgejo_definition, problem
+
+        match = (_HOOK_TEST if kind == "hook_test" else _HOOK_PATH).match(path)
+        owner = (match or _HOOKS_PATH.match(path)).group(1)  # type: ignore[union-attr]
+        with self._lock:
+            hooks = self.hooks.setdefault(owner, [])
+            found = [h for h in hooks if match and h["id"] == int(match.group(2))]
+        if kind == "hooks":
+            return 200, [self._hook_json(h) for h in hooks]
+        if kind == "hook_create":
+            why = problem("forgejo", forgejo_definition("CreateHookOption"), doc)
+            config = (doc or {}).get("config") or {}
+            # checkCreateHookOption (routers/api/v1/utils/hook.go)
+            if why is None and config.get("content_type") not in ("json", "form"):
+                why = "Invalid content type"
+            if why is None and not config.get("url"):
+                why = "Missing config option: url"
+            if why is not None:
+                return 422, _api_error(why)
+            hook = {"id": self._next_id(), "type": doc["type"], "active": bool(doc.get("active")),
+                    "branch_filter": doc.get("branch_filter", ""), "created_at": _TIME}  # fmt: skip
+            self._edit_hook(hook, doc)
+            with self._lock:
+                hooks.append(hook)
+            return 201, self._hook_json(hook)
+        if not found:
+            return 404, _api_error("webhook does not exist")
+        if kind == "hook_edit":
+            why = problem("forgejo", forgejo_definition("EditHookOption"), doc)
+            if why is not None:
+                return 422, _api_error(why)
+            self._edit_hook(found[0], doc)
+            return 200, self._hook_json(found[0])
+        self._test_delivery(found[0], owner)
+        return 204, None
+
+    def _edit_hook(self, hook: dict[str, Any], doc: dict[str, Any]) -> None:
+        """editHook: config keys given replace theirs; ``events`` and ``branch_filter``
+        left out are reset (``push``, none), ``active`` left out is kept."""
+        config = doc.get("config") or {}
+        hook["url"] = config.get("url", hook.get("url", ""))
+        hook["content_type"] = config.get("content_type", hook.get("content_type", "json"))
+        if "secret" in config:
+            hook["_secret"] = config["secret"]
+        events = doc.get("events") or ["push"]
+        hook["events"] = sorted(
+            {e for e in events if not e.startswith("pull_request")}
+            | ({"pull_request", *PULL_FAMILY} if "pull_request" in events else set())
+            | {e for e in events if e in PULL_FAMILY}
+        )
+        hook["branch_filter"] = doc.get("branch_filter", "")
+        if "active" in doc:
+            hook["active"] = bool(doc["active"])
+        hook["updated_at"] = _TIME
+
+    def _hook_json(self, hook: dict[str, Any]) -> dict[str, Any]:
+        """A ``Hook`` as ToHook renders it (the secret is never in it)."""
+        from apidoc import forgejo_definition, problem
+
+        doc = {"id": hook["id"], "type": hook["type"], "events": hook["events"],
+               "active": hook["active"], "branch_filter": hook["branch_filter"],
+               "authorization_header": "", "content_type": hook["content_type"],
+               "config": {"url": hook["url"], "content_type": hook["content_type"],
+                          "http_method": "post"},
+               "created_at": hook["created_at"], "updated_at": hook["updated_at"]}  # fmt: skip
+        why = problem("forgejo", forgejo_definition("Hook"), doc)
+        assert why is None, f"the stand-in's Hook breaks the swagger: {why}"
+        return doc
+
+    def _test_delivery(self, hook: dict[str, Any], owner: str) -> None:
+        """What ``repoTestHook`` makes Forgejo send: a signed ``push`` of a dummy commit,
+        with the headers ``AddDefaultHeaders`` sets; its answer is kept in
+        :attr:`deliveries`."""
+        import hashlib
+        import hmac
+        import uuid
+
+        from loopback import deliver
+
+        raw = json.dumps(
+            {
+                "ref": "refs/heads/main",
+                "before": "0" * 40,
+                "after": "0" * 40,
+                "commits": [],
+                "repository": {"full_name": owner.split("/", 1)[1]},
+            }
+        )
+        raw_bytes = raw.encode()  # fmt: skip
+        sig = hmac.new(hook.get("_secret", "").encode(), raw_bytes, hashlib.sha256).hexdigest()
+        guid = str(uuid.uuid4())
+        headers = {"Content-Type": "application/json", "X-Forgejo-Event": "push",
+                   "X-Forgejo-Event-Type": "push", "X-Forgejo-Delivery": guid,
+                   "X-Forgejo-Signature": sig, "X-Gitea-Event": "push",
+                   "X-Gitea-Delivery": guid, "X-Gitea-Signature": sig}  # fmt: skip
+        status, body = deliver(hook["url"], headers, raw_bytes)
+        try:
+            answer = json.loads(body) if body else None
+        except ValueError:
+            answer = body.decode(errors="replace")
+        with self._lock:
+            self.deliveries.append((status, answer))
 
     def _record(self, received: Received) -> None:
         with self._lock:
@@ -446,6 +619,16 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 return "pull"
             if method == "GET" and _PULLS_PATH.match(path):
                 return "pulls"
+            if method == "PATCH" and _REPO_PATH.match(path):
+                return "repo_edit"
+            if method in ("GET", "POST") and _HOOKS_PATH.match(path):
+                return "hooks" if method == "GET" else "hook_create"
+            if method == "PATCH" and _HOOK_PATH.match(path):
+                return "hook_edit"
+            if method == "POST" and _HOOK_TEST.match(path):
+                return "hook_test"
+            if method == "GET" and _PERMISSION_PATH.match(path):
+                return "permission"
             if method in ("GET", "POST") and _COMMENTS.match(path):
                 return "comments" if method == "GET" else "comment"
             if method in ("GET", "PATCH") and _COMMENT.match(path):
@@ -494,6 +677,17 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
             if (header or kind != "version") and not fake._authorized(header):
                 self._send(401, _api_error("user does not exist or token is invalid"))
                 return
+            lacking = fake.scope_refused(method, path)
+            if lacking is not None:
+                message = f"token does not have at least one of required scope(s): [{lacking}]"
+                self._send(403, _api_error(message))
+                return
+            if kind == "repo_edit":  # past the scope check, as repoAssignment comes after it
+                self._send(404, _api_error("repository does not exist"))
+                return
+            if kind in ("hooks", "hook_create", "hook_edit", "hook_test"):
+                self._send(*fake.hook_call(kind, path, doc))
+                return
             failure = fake._failure(kind)
             if failure is not None:
                 self._send(*failure)
@@ -517,6 +711,9 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 self._pulls_page(_PULLS_PATH.match(path))
             elif kind in ("comment", "comments", "comment_get", "comment_edit"):
                 self._comments(kind, path, doc)
+            elif kind == "permission":
+                owner, repo, login = _PERMISSION_PATH.match(path).groups()  # type: ignore[union-attr]
+                self._send(*fake._permission(owner, repo, login))
             elif kind == "reviews":
                 m = _REVIEW_PATH.match(path)
                 assert m is not None

@@ -10,7 +10,22 @@ these operations (by operation id):
   (App JWT; ``repositories`` must be repositories of the installation, else 422) -> 201
   ``{"token", "expires_at"}``, the token valid for one hour of the stand-in's clock;
 * ``pulls/get``, ``pulls/list-files`` (``per_page``/``page``), ``pulls/list-reviews``,
-  ``pulls/create-review``, ``repos/create-commit-status``, ``rate-limit/get``.
+  ``pulls/create-review``, ``repos/create-commit-status``, ``rate-limit/get``;
+* ``meta/get`` ``GET /meta`` (no authentication); ``users/get-authenticated``
+  ``GET /user``: ``TOKEN_LOGIN``, with ``x-oauth-scopes`` for a token in
+  :attr:`FakeGitHub.token_scopes` (a classic token; the others are fine-grained, which
+  GitHub sends no scopes for); ``apps/list-installations`` ``GET /app/installations``
+  (App JWT): each account installed, with :attr:`FakeGitHub.permissions`.
+
+Every answer carries ``x-github-enterprise-version`` (the stand-in is GHES-shaped).
+
+Repository webhooks: ``repos/list-webhooks``, ``repos/create-webhook`` (a second hook
+with the same ``config.url`` is 422 "Hook already exists on this repository"),
+``repos/update-webhook``, ``repos/ping-webhook`` (a signed ``ping`` is delivered to
+the hook's URL at once, ``X-Hub-Signature-256`` with its secret) and
+``repos/list-webhook-deliveries`` (newest first, with each ``status_code``). Their
+request bodies are checked against the OpenAPI document's schemas (422 otherwise), and
+their answers too (tests/apidoc.py); a secret is never returned.
 
 It refuses what GitHub refuses:
 
@@ -36,6 +51,13 @@ in that repository, unless :meth:`FakeGitHub.set_pull` is given ``files``.
 :meth:`FakeGitHub.fail` makes a kind of request answer an error (with headers, e.g. a
 secondary rate limit's ``retry-after``) ``times`` times; :meth:`FakeGitHub.lose_answers`
 makes it take effect and then answer 502.
+
+Rate limits as GitHub's "Rate limits for the REST API" describes them: every API answer
+carries ``x-ratelimit-limit``, ``-remaining``, ``-used``, ``-reset`` (epoch seconds) and
+``-resource``; :meth:`FakeGitHub.secondary_limit` answers 403 or 429 with the message
+"You have exceeded a secondary rate limit" (GitHub's ``basic-error`` body, the
+``forbidden`` response of the OpenAPI document), ``retry-after`` only when given, and
+``x-ratelimit-remaining`` not 0.
 """
 
 from __future__ import annotations
@@ -62,6 +84,12 @@ from hostile import redirect
 from loopback import LoopbackServer, serve_git
 
 PREFIX = "/api/v3"
+SECONDARY_LIMIT = {
+    "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
+    "before you try again.",
+    "documentation_url": "https://docs.github.com/rest/using-the-rest-api/"
+    "rate-limits-for-the-rest-api#about-secondary-rate-limits",
+}
 BAD_CREDENTIALS = {
     "message": "Bad credentials",
     "documentation_url": "https://docs.github.com/rest",
@@ -77,6 +105,13 @@ ROUTES = [
     ("POST", re.compile(_REPO + r"/pulls/(?P<n>\d+)/reviews"), "review"),
     ("POST", re.compile(_REPO + r"/statuses/(?P<sha>[0-9a-fA-F]{40})"), "status"),
     ("GET", re.compile(r"/rate_limit"), "rate_limit"),
+    ("GET", re.compile(_REPO + r"/hooks"), "hooks"),
+    ("POST", re.compile(_REPO + r"/hooks"), "hook_create"),
+    ("PATCH", re.compile(_REPO + r"/hooks/(?P<id>\d+)"), "hook_edit"),
+    ("POST", re.compile(_REPO + r"/hooks/(?P<id>\d+)/pings"), "hook_ping"),
+    ("GET", re.compile(_REPO + r"/hooks/(?P<id>\d+)/deliveries"), "hook_deliveries"),
+    ("GET", re.compile(r"/meta"), "meta"),
+    ("GET", re.compile(r"/app/installations"), "installations"),
     ("GET", re.compile(r"/user"), "user"),
     ("POST", re.compile(_REPO + r"/issues/(?P<n>\d+)/comments"), "comment"),
     ("GET", re.compile(_REPO + r"/issues/(?P<n>\d+)/comments"), "comments"),
@@ -85,6 +120,7 @@ ROUTES = [
 ]
 TOKEN_LOGIN = "auto-review-bot"  # the user a static token (a PAT) belongs to
 APP_LOGIN = "auto-review[bot]"  # an App's installation acts as <slug>[bot]
+GHES_VERSION = "3.15.0"  # x-github-enterprise-version, as GHES sends on every answer
 _GIT = re.compile(r"/(?P<owner>[^/]+)/(?P<repo>[^/]+)\.git/(info/refs|git-upload-pack)")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 
@@ -145,6 +181,12 @@ class FakeGitHub(LoopbackServer):
     ) -> None:
         super().__init__(ssl_context)
         self.tokens: dict[str, float | None] = dict.fromkeys(tokens)
+        # token -> its x-oauth-scopes (a classic token); absent: a fine-grained one
+        self.token_scopes: dict[str, str] = {}
+        self.hooks: dict[tuple[str, str], list[dict[str, Any]]] = {}  # with "_secret"
+        # what each installation grants (apps/list-installations' ``permissions``)
+        self.permissions = {"pull_requests": "write", "statuses": "write",
+                            "contents": "read", "metadata": "read"}  # fmt: skip
         self.app_id = app_id
         self.public_key = app_key.public_key() if app_key is not None else None
         self.git_root = None if git_root is None else os.fspath(git_root)
@@ -157,7 +199,7 @@ class FakeGitHub(LoopbackServer):
         self.requests: list[Received] = []
         self.minted: list[str] = []
         self.comments = CommentStore()
-        self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._failures: dict[str, list[tuple[int, dict[str, str], Any]]] = {}
         self._lost: dict[str, int] = {}
         self._lock = threading.Lock()
         self._status_posted = threading.Condition(self._lock)
@@ -179,9 +221,27 @@ class FakeGitHub(LoopbackServer):
         self.pulls[(owner, repo, number)] = pull
         return pull
 
-    def fail(self, kind: str, status: int, times: int = 1, headers: dict | None = None) -> None:
+    def fail(
+        self,
+        kind: str,
+        status: int,
+        times: int = 1,
+        headers: dict | None = None,
+        body: Any = None,
+    ) -> None:
+        """The next ``times`` requests of ``kind`` answer ``status`` with ``headers`` and
+        ``body`` (default ``{"message": "fake failure"}``)."""
+        answer = (status, headers or {}, body or {"message": "fake failure"})
         with self._lock:
-            self._failures.setdefault(kind, []).extend([(status, headers or {})] * times)
+            self._failures.setdefault(kind, []).extend([answer] * times)
+
+    def secondary_limit(
+        self, kind: str, status: int = 403, times: int = 1, retry_after: str | None = None
+    ) -> None:
+        """The next ``times`` requests of ``kind`` hit a secondary rate limit (see the
+        module doc): no ``retry-after`` unless given, ``x-ratelimit-remaining`` not 0."""
+        headers = {"retry-after": retry_after} if retry_after is not None else {}
+        self.fail(kind, status, times, headers, body=SECONDARY_LIMIT)
 
     def lose_answers(self, kind: str, times: int = 1) -> None:
         """The next ``times`` requests of ``kind`` take effect, then answer 502 (a proxy
@@ -192,6 +252,18 @@ class FakeGitHub(LoopbackServer):
     def of_kind(self, kind: str) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if r.kind == kind]
+
+    def limit_headers(self) -> dict[str, str]:
+        """The primary rate limit's headers, as GitHub sends them on every answer."""
+        with self._lock:
+            used = len(self.requests)
+        return {
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": str(max(5000 - used, 1)),
+            "x-ratelimit-used": str(used),
+            "x-ratelimit-reset": str(int(self.now()) + 3600),
+            "x-ratelimit-resource": "core",
+        }
 
     def reviews(self, owner: str, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.pulls[(owner, repo, number)].reviews)
@@ -339,6 +411,121 @@ class FakeGitHub(LoopbackServer):
             self._status_posted.notify_all()
         return 201, dict(doc, id=next(self._ids))
 
+    def hook_call(self, kind: str, match: Any, doc: Any) -> tuple[int, Any]:
+        """The repository webhook operations (see the module doc): bodies checked against
+        the OpenAPI request schemas, answers against the response schemas."""
+        from apidoc import github_answer_schema, github_request_schema, problem
+
+        key = (match["owner"], match["repo"])
+        template = {
+            "hooks": ("GET", "/repos/{owner}/{repo}/hooks"),
+            "hook_create": ("POST", "/repos/{owner}/{repo}/hooks"),
+            "hook_edit": ("PATCH", "/repos/{owner}/{repo}/hooks/{hook_id}"),
+            "hook_ping": ("POST", "/repos/{owner}/{repo}/hooks/{hook_id}/pings"),
+            "hook_deliveries": ("GET", "/repos/{owner}/{repo}/hooks/{hook_id}/deliveries"),
+        }[kind]
+        if template[0] in ("POST", "PATCH") and kind != "hook_ping":
+            why = problem("github", github_request_schema(*template), doc)
+            if why is not None:
+                return 422, {"message": "Invalid request.", "errors": [why]}
+        with self._lock:
+            hooks = self.hooks.setdefault(key, [])
+            found = [h for h in hooks if "id" in match.groupdict() and h["id"] == int(match["id"])]
+        status, body = 200, None
+        if kind == "hooks":
+            body = [self._hook_json(key, h) for h in hooks]
+        elif kind == "hook_create":
+            config = doc.get("config") or {}
+            if not config.get("url"):
+                return 422, {"message": "Validation Failed", "errors": ["url is missing"]}
+            # "Each webhook should have a unique config" (repos/create-webhook)
+            if any(h["config"]["url"] == config["url"] for h in hooks):
+                return 422, {"message": "Validation Failed",
+                             "errors": ["Hook already exists on this repository"]}  # fmt: skip
+            unused = {"code": None, "status": "unused", "message": None}
+            hook = {"id": next(self._ids), "name": "web", "active": doc.get("active", True),
+                    "events": doc.get("events", ["push"]), "config": {}, "deliveries": [],
+                    "last_response": unused}  # fmt: skip
+            self._hook_config(hook, config)
+            with self._lock:
+                hooks.append(hook)
+            status, body = 201, self._hook_json(key, hook)
+        elif not found:
+            return 404, {"message": "Not Found"}
+        elif kind == "hook_edit":
+            hook = found[0]
+            self._hook_config(hook, doc.get("config") or {})
+            if "events" in doc:
+                hook["events"] = doc["events"]
+            if "active" in doc:
+                hook["active"] = doc["active"]
+            body = self._hook_json(key, hook)
+        elif kind == "hook_ping":
+            self._ping(key, found[0])
+            return 204, None
+        else:
+            body = list(reversed(found[0]["deliveries"]))
+        schema = github_answer_schema(*template, status)
+        why = problem("github", schema, body) if schema else None
+        assert why is None, f"the stand-in's answer breaks the OpenAPI document: {why}"
+        return status, body
+
+    @staticmethod
+    def _hook_config(hook: dict[str, Any], config: dict[str, Any]) -> None:
+        for name in ("url", "content_type", "insecure_ssl"):
+            if name in config:
+                hook["config"][name] = config[name]
+        if "secret" in config:
+            hook["_secret"] = config["secret"]
+            hook["config"]["secret"] = "********"  # GitHub never returns a secret
+
+    def _hook_json(self, key: tuple[str, str], hook: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.api_url}/repos/{key[0]}/{key[1]}/hooks/{hook['id']}"
+        when = "2026-01-01T00:00:00Z"
+        return {"type": "Repository", "id": hook["id"], "name": "web", "active": hook["active"],
+                "events": hook["events"], "config": dict(hook["config"]), "updated_at": when,
+                "created_at": when, "url": url, "test_url": f"{url}/test",
+                "ping_url": f"{url}/pings", "deliveries_url": f"{url}/deliveries",
+                "last_response": dict(hook["last_response"])}  # fmt: skip
+
+    def _ping(self, key: tuple[str, str], hook: dict[str, Any]) -> None:
+        """Deliver a signed ``ping`` ("Webhook events and payloads", ping) to the hook's
+        URL, as GitHub does, and record it among the hook's deliveries."""
+        import hashlib
+        import hmac
+        import uuid
+
+        from loopback import deliver
+
+        raw = json.dumps({"zen": "Design for failure.", "hook_id": hook["id"],
+                          "hook": {"type": "Repository", "id": hook["id"],
+                                   "events": hook["events"], "active": hook["active"]},
+                          "repository": {"full_name": f"{key[0]}/{key[1]}"}}).encode()  # fmt: skip
+        secret = hook.get("_secret", "").encode()
+        guid = str(uuid.uuid4())
+        headers = {"Content-Type": "application/json", "X-GitHub-Event": "ping",
+                   "X-GitHub-Delivery": guid, "X-GitHub-Hook-ID": str(hook["id"]),
+                   "X-Hub-Signature-256": "sha256="
+                   + hmac.new(secret, raw, hashlib.sha256).hexdigest()}  # fmt: skip
+        status, _ = deliver(hook["config"].get("url", ""), headers, raw)
+        text = "OK" if 200 <= status < 300 else f"Invalid HTTP Response: {status}"
+        hook["last_response"] = {"code": status, "status": "active", "message": text}
+        hook["deliveries"].append(
+            {
+                "id": next(self._ids),
+                "guid": guid,
+                "delivered_at": "2026-01-01T00:00:00Z",
+                "redelivery": False,
+                "duration": 0.01,
+                "status": text,
+                "status_code": status,
+                "event": "ping",
+                "action": None,
+                "installation_id": None,
+                "repository_id": 1,
+            }
+        )
+
     def wait_for_statuses(
         self, sha: str, done: Callable[[list[str]], bool], timeout: float
     ) -> list[str]:
@@ -400,15 +587,20 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     fake._lost[kind] -= 1
                     status, body, headers = 502, {"message": "Bad Gateway"}, {}
             rec.status = status
+            if kind != "unknown":  # every API answer says where the primary limit stands
+                headers = {**fake.limit_headers(), **headers}
+                headers["x-github-enterprise-version"] = GHES_VERSION
             self._send(status, body, headers)
 
         def _answer(self, kind: str, match: Any, doc: Any, query: str) -> tuple[int, Any, dict]:
             if kind == "unknown":
                 return 404, {"message": "Not Found"}, {}
+            if kind == "meta":  # meta/get needs no authentication
+                return 200, {"verifiable_password_authentication": False}, {}
             scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
             if scheme.lower() not in ("bearer", "token") or not credential:
                 return 401, {"message": "Requires authentication"}, {}
-            app_route = kind in ("app", "mint", "installation")
+            app_route = kind in ("app", "mint", "installation", "installations")
             authed = fake.jwt_ok(credential) if app_route else fake.token_ok(credential)
             if not authed:
                 return 401, BAD_CREDENTIALS, {}
@@ -416,15 +608,30 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 queued = fake._failures.get(kind)
                 failure = queued.pop(0) if queued else None
             if failure is not None:
-                return failure[0], {"message": "fake failure"}, failure[1]
+                return failure[0], failure[2], failure[1]
             if kind == "app":
                 return 200, {"id": fake.app_id, "slug": "auto-review"}, {}
+            if kind == "installations":
+                ids = {owner: inst for (owner, _), inst in fake.installations.items()}
+                return (
+                    200,
+                    [
+                        {"id": inst, "account": {"login": owner}, "app_id": fake.app_id,
+                         "permissions": dict(fake.permissions)}
+                        for owner, inst in sorted(ids.items())
+                    ],
+                    {},
+                )  # fmt: skip
+            if kind.startswith("hook"):
+                return (*fake.hook_call(kind, match, doc), {})
             if kind == "rate_limit":
                 return 200, {"rate": {"limit": 5000, "remaining": 4999, "reset": 0}}, {}
             if kind == "user":
                 if credential in fake.minted:  # an installation token is no user
                     return 403, {"message": "Resource not accessible by integration"}, {}
-                return 200, {"login": TOKEN_LOGIN, "id": 1, "type": "User"}, {}
+                scopes = fake.token_scopes.get(credential)  # a classic token's scopes
+                extra = {} if scopes is None else {"x-oauth-scopes": scopes}
+                return 200, {"login": TOKEN_LOGIN, "id": 1, "type": "User"}, extra
             if kind.startswith("comment"):
                 login = APP_LOGIN if credential in fake.minted else TOKEN_LOGIN
                 return self._comments(kind, match, doc, query, login)

@@ -18,6 +18,9 @@ Scripted items:
 With nothing queued the server answers 500, so a test that makes one request too many
 fails loudly. ``ssl_context`` serves HTTPS instead of HTTP.
 
+``GET /v1/models`` ("List models") lists :attr:`FakeOpenAI.models`; with ``api_key``
+every request without ``Authorization: Bearer <api_key>`` is 401 ``invalid_api_key``.
+
 It refuses what the real API refuses (OpenAI API reference, "Create chat completion",
 and the errors it documents), before consuming a scripted answer:
 
@@ -206,7 +209,15 @@ def refusal(model: str, doc: dict[str, Any], refuse_temperature: bool) -> dict[s
 class FakeOpenAI(LoopbackServer):
     """The server; use as a context manager (or call :meth:`start` / :meth:`stop`)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        models: tuple[str, ...] = ("fake-model",),
+        api_key: str | None = None,
+    ) -> None:
+        self.models = models  # what GET /v1/models lists
+        self.api_key = api_key  # when set, every request must carry it as a Bearer token
         self.requests: list[Received] = []
         self.answers: list[Any] = []
         self._refuse_temperature: set[str] = set()
@@ -291,10 +302,30 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 pass  # the client gave up (e.g. its timeout fired during a Stall)
 
+        def _key_refused(self) -> bool:
+            """401 ``invalid_api_key`` (the API's answer to a wrong key) unless the request
+            carries :attr:`FakeOpenAI.api_key`; True when refused."""
+            if fake.api_key is None or self.headers.get("Authorization") == (
+                f"Bearer {fake.api_key}"
+            ):
+                return False
+            self._send(
+                401,
+                error_body(
+                    "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+                ),
+            )
+            return True
+
         def do_GET(self) -> None:
+            if self._key_refused():
+                return
             if self.path.rstrip("/") == "/v1/models":
-                model = {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}
-                self._send(200, {"object": "list", "data": [model]})
+                data = [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+                    for m in fake.models
+                ]
+                self._send(200, {"object": "list", "data": data})
             else:
                 self._send(404, error_body(f"Unknown path {self.path}", "invalid_request_error"))
 
@@ -317,6 +348,8 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     raw=raw,
                 )
             )
+            if self._key_refused():
+                return
             if self.path != "/v1/chat/completions":
                 self._send(404, error_body(f"Unknown path {self.path}", "invalid_request_error"))
                 return

@@ -132,3 +132,19 @@ def serve_git(handler: BaseHTTPRequestHandler, git_root: str | None, method: str
     handler.end_headers()
     handler.wfile.write(payload)
     return status
+
+
+def deliver(url: str, headers: dict[str, str], raw: bytes) -> tuple[int, bytes]:
+    """POST a webhook delivery as a forge does (plain HTTP or TLS with the process's CA
+    file, no redirects followed); ``(status, body)``, status 0 when nothing answered."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=raw, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""

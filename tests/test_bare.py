@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import HOST_PYTHON, needs_root
 from fake_openai import FakeOpenAI
-from gitserver import GitHttpsServer, make_ca, make_repo
+from gitserver import GitHttpsServer, commit, make_ca, make_repo
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     make_repo(repos / "demo.git", {"README.md": "hello\n", "a.txt": "x   \n"}, "base")
     subprocess.run(["git", "--git-dir", str(repos / "demo.git"), "branch", "topic", "main"],
                    check=True)  # fmt: skip
+    # a change for the model to look at (an empty diff is reviewed without a model call)
+    commit(repos / "demo.git", {"b.txt": "y\n"}, "topic", branch="topic")
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(base / "home"),

@@ -22,7 +22,7 @@ from launcher.cli import commands, grammar
 sys.path.insert(0, str(ROOT / "payload" / "gateway"))
 from auto_review_gateway import cli as gateway_cli
 
-VERBS = "check, review, serve, cache, bundle, doctor"
+VERBS = "check, review, serve, preflight, webhook, cache, bundle, doctor"
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -61,8 +61,13 @@ def grammar_of(parser: argparse.ArgumentParser) -> dict:
         name: sum(1 for a in sub._actions if not a.option_strings)
         for name, sub in subparsers(parser).items()
     }
+    verbs = [
+        tuple(a.choices)
+        for a in parser._actions
+        if not a.option_strings and not isinstance(a, argparse._SubParsersAction)
+    ]
     return {"options": options, "required": tuple(required), "one_of": tuple(one_of),
-            "actions": actions}  # fmt: skip
+            "actions": actions, "verbs": verbs[0] if verbs else None}  # fmt: skip
 
 
 def test_the_hosts_table_says_what_the_gateways_parsers_say() -> None:
@@ -76,6 +81,7 @@ def test_the_hosts_table_says_what_the_gateways_parsers_say() -> None:
         assert seen["required"] == grammar.REQUIRED.get(name, ()), name
         assert seen["one_of"] == grammar.ONE_OF.get(name, ()), name
         assert seen["actions"] == grammar.ACTIONS.get(name, {}), name
+        assert seen["verbs"] == grammar.VERBS.get(name), name
 
 
 def test_a_changed_gateway_option_breaks_the_comparison() -> None:

@@ -461,9 +461,26 @@ def comment_doc(association: str, body: str = "@auto-review re-review please") -
     }
 
 
-def test_a_re_review_comment_needs_the_configured_association(intake: Intake) -> None:
+def test_a_command_carries_its_authors_association_and_bots_are_not_read(
+    intake: Intake,
+) -> None:
+    # Everyone's command is queued (the worker answers a refusal visibly) with the
+    # association the worker compares with GITHUB_MIN_ASSOCIATION.
     reply = deliver(intake, "issue_comment", comment_doc("CONTRIBUTOR"))
-    assert reply.status == 200 and "less than COLLABORATOR" in reply.body["ignored"]
+    assert reply.status == 202, reply.body
+    job = intake.queue.claim()
+    assert job is not None and job.request.reason == "command:re-review:u:CONTRIBUTOR"
+    bot = comment_doc("NONE")
+    bot["comment"]["user"] = {"login": "renovate[bot]", "type": "Bot"}
+    assert deliver(intake, "issue_comment", bot, delivery="d8").body == {
+        "ignored": "comment by a bot"
+    }
+    odd = comment_doc("OVERLORD")
+    assert (
+        "author_association" in deliver(intake, "issue_comment", odd, delivery="d7").body["ignored"]
+    )
+    quoted = comment_doc("MEMBER", "> @auto-review pause\n\nno")
+    assert deliver(intake, "issue_comment", quoted, delivery="d6").status == 200
     assert deliver(intake, "issue_comment", comment_doc("MEMBER"), delivery="d9").status == 202
 
 

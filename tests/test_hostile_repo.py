@@ -84,9 +84,9 @@ def one_line(proc: subprocess.CompletedProcess[str], code: int, prefix: str) -> 
     return lines[0]
 
 
-def checkout(path: Path, head: dict[str, str]) -> Path:
-    """A work tree: ``main`` with a README, ``topic`` adding ``head`` (names as given, so
-    anything a file system allows, newlines and ESC included)."""
+def checkout(path: Path, head: dict[str, str], base: dict[str, str] | None = None) -> Path:
+    """A work tree: ``main`` with a README (and ``base``), ``topic`` adding ``head``
+    (names as given, so anything a file system allows, newlines and ESC included)."""
     env = git_env(path.parent / "home", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
                   GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid")  # fmt: skip
 
@@ -96,6 +96,8 @@ def checkout(path: Path, head: dict[str, str]) -> Path:
     path.mkdir(parents=True)
     git("init", "--quiet", "--initial-branch=main")
     (path / "README").write_text("hi\n")
+    for name, text in (base or {}).items():
+        (path / name).write_text(text)
     git("add", "-A")
     git("commit", "--quiet", "-m", "base")
     git("checkout", "--quiet", "-b", "topic")
@@ -132,10 +134,13 @@ BOMBS = {
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_a_config_bomb_is_one_line_and_exit_6_at_once(tmp_path: Path, name: str) -> None:
     text, says = BOMBS[name]
-    repo = checkout(tmp_path / "repo", {".auto_review.yaml": text, CLEAN_NAME: "x = 1\n"})
+    # In the base, whose config rules the review (one a PR adds is not even read).
+    repo = checkout(tmp_path / "repo", {CLEAN_NAME: "x = 1\n"}, {".auto_review.yaml": text})
     # the timeout bounds the run: on main the merge keys alone took over a minute
     line = one_line(review_path(repo, timeout=BOMB_TIMEOUT), EXIT_CONFIG, "auto-review: error: ")
     assert line.startswith("auto-review: error: .auto_review.yaml") and says in line
+    added = checkout(tmp_path / "pr", {".auto_review.yaml": text, CLEAN_NAME: "x = 1\n"})
+    assert review_path(added, timeout=BOMB_TIMEOUT).returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root
-from fake_forgejo import FakeForgejo
+from fake_forgejo import BOT_LOGIN, FakeForgejo
 from gitserver import GitHttpsServer, commit, make_ca, make_repo
 from sandboxrun import Serving
 
@@ -105,7 +105,9 @@ def pr_event(world: dict, number: int, head: str) -> dict:
     }
 
 
-def deliver(gw: Gateway, event: dict, secret: str = SECRET) -> tuple[int, dict]:
+def deliver(
+    gw: Gateway, event: dict, secret: str = SECRET, kind: str = "pull_request"
+) -> tuple[int, dict]:
     body = json.dumps(event).encode()
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(
@@ -114,7 +116,7 @@ def deliver(gw: Gateway, event: dict, secret: str = SECRET) -> tuple[int, dict]:
         method="POST",
         headers={
             "Content-Type": "application/json",
-            "X-Forgejo-Event": "pull_request",
+            "X-Forgejo-Event": kind,
             "X-Forgejo-Delivery": str(uuid.uuid4()),
             "X-Forgejo-Signature": signature,
         },
@@ -280,3 +282,61 @@ def test_a_pr_followed_across_a_restart_one_summary_no_repeats(
         "(incremental)" in summary["body"] and f"{first[:12]}`..`{second[:12]}" in summary["body"]
     )
     assert final_states(forge)[second] == ["pending", "failure"]
+
+
+def comment_event(number: int, body: str, author: str = "alice") -> dict:
+    """A pull_request_comment delivery (X-Forgejo-Event issue_comment), as Forgejo sends."""
+    return {
+        "action": "created",
+        "is_pull": True,
+        "issue": {"number": number, "state": "open", "pull_request": {"merged": False}},
+        "comment": {"id": 1, "body": body, "user": {"login": author, "username": author}},
+        "repository": {
+            "name": "demo",
+            "full_name": "acme/demo",
+            "owner": {"login": "acme", "username": "acme"},
+        },
+    }
+
+
+def job_state(gw: Gateway, job_id: int) -> str | None:
+    with urllib.request.urlopen(gw.url("/jobs"), timeout=10) as response:
+        jobs = json.loads(response.read())["jobs"]
+    return next((j["state"] for j in jobs if j["id"] == job_id), None)
+
+
+def test_pause_holds_reviews_and_resume_brings_them_back(
+    app: Path, world: dict, tmp_path: Path
+) -> None:
+    forge: FakeForgejo = world["forge"]
+    forge.requests.clear()
+    forge.set_permission("acme", "demo", BOT_LOGIN, "admin")
+    forge.set_permission("acme", "demo", "alice", "write")
+    first, second = world["heads"][3], world["heads"][4]
+    forge.set_pull("acme", "demo", 301, first, clone_url=world["git"].repo_url("demo"))
+    # a queue of its own (the burst's retries fill the shared one)
+    gw = Gateway(app, world, AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
+    try:
+
+        def command(body: str) -> str:
+            replies = len(forge.comments.on("acme", "demo", 301))
+            status, answer = deliver(gw, comment_event(301, body), kind="issue_comment")
+            assert status == 202, answer
+            wait_for(lambda: len(forge.comments.on("acme", "demo", 301)) > replies)
+            return forge.comments.on("acme", "demo", 301)[-1]["body"]
+
+        assert "Paused" in command("@auto-review pause")
+        status, answer = deliver(gw, pr_event(world, 301, first))
+        assert status == 202, answer
+        wait_for(lambda: job_state(gw, answer["job_id"]) == "done")
+        assert final_states(forge)[first] == ["pending", "success"]  # paused: says so
+        [said] = [r.json["description"] for r in forge.of_kind("status") if first in r.path][1:]
+        assert "paused" in said and not forge.posted("/pulls/301/reviews")
+        assert "Resumed" in command("@auto-review resume")
+        forge.set_pull("acme", "demo", 301, second, clone_url=world["git"].repo_url("demo"))
+        status, answer = deliver(gw, pr_event(world, 301, second))
+        assert status == 202, answer
+        wait_for(lambda: final_states(forge).get(second, [])[-1:] in (["success"], ["failure"]))
+        assert final_states(forge)[second] == ["pending", "success"]
+    finally:
+        assert gw.stop() in (0, 143)

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from changes import wait_until
-from fake_forgejo import FakeForgejo
+from fake_forgejo import BOT_LOGIN, FakeForgejo
 
 GATEWAY = Path(__file__).resolve().parent.parent / "payload" / "gateway"
 sys.path.insert(0, str(GATEWAY))
@@ -213,7 +213,7 @@ def pr_event(number: int, head: str, action: str = "opened", draft: bool = False
     }
 
 
-def comment_event(number: int, body: str, on_pull: bool = True) -> dict:
+def comment_event(number: int, body: str, on_pull: bool = True, author: str = "alice") -> dict:
     """An issue_comment payload shaped like Forgejo's."""
     return {
         "action": "created",
@@ -224,7 +224,7 @@ def comment_event(number: int, body: str, on_pull: bool = True) -> dict:
             "state": "open",
             "pull_request": {"merged": False, "merged_at": None} if on_pull else None,
         },
-        "comment": {"id": 77, "body": body, "user": {"login": "alice", "username": "alice"}},
+        "comment": {"id": 77, "body": body, "user": {"login": author, "username": author}},
         "repository": repository(),
         "sender": {"id": 4, "login": "alice", "username": "alice"},
         "is_pull": on_pull,
@@ -489,6 +489,8 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
 ) -> None:
     head = sha("comment-head")
     forge.set_pull("acme", "demo", 7, head, base_ref="develop")
+    forge.set_permission("acme", "demo", BOT_LOGIN, "admin")
+    forge.set_permission("acme", "demo", "alice", "write")
     assert deliver(gw, "pull_request", pr_event(7, head))[0] == 202
     status, _h, body = deliver(gw, "issue_comment", comment_event(7, "@auto-review re-review"))
     assert status == 202, body
@@ -496,7 +498,7 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     job = gw.jobs()[job_id]
     # Queued before any forge call: the worker reads the current head when it runs.
     assert (job["head_sha"], job["base_ref"], job["force"]) == ("", "", 1)
-    assert job["reason"] == "issue_comment:re-review"
+    assert job["reason"] == "command:re-review:alice"
     # the worker reads the head from the forge (a job already "running" may not have yet)
     wait_for(
         lambda: any(
@@ -510,7 +512,10 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     ignored = [
         comment_event(7, "looks good to me"),
         comment_event(7, "@auto-review-bot re-review"),  # another user
-        comment_event(7, "@auto-review thanks"),
+        comment_event(7, "thanks @auto-review"),
+        comment_event(7, "> @auto-review re-review"),
+        comment_event(7, "@auto-review re-review", author="auto-review"),  # the bot itself
+        comment_event(7, "@auto-review re-review", author="../etc"),  # no user name
         comment_event(7, "@auto-review re-review", on_pull=False),
         {**comment_event(7, "@auto-review re-review"), "action": "edited"},
     ]
@@ -523,6 +528,47 @@ def test_re_review_comment_forces_a_review_of_the_current_head(
     job_id = body["job_id"]
     wait_for(lambda: gw.jobs()[job_id]["state"] == "failed", gw, forge)
     assert "HTTP 404" in gw.jobs()[job_id]["error"] and gw.jobs()[job_id]["attempts"] == 1
+
+
+def test_commands_are_answered_and_pause_holds_automatic_reviews(
+    gw: Served, forge: FakeForgejo
+) -> None:
+    forge.set_permission("acme", "demo", BOT_LOGIN, "admin")
+    forge.set_permission("acme", "demo", "alice", "write")
+    forge.set_permission("acme", "demo", "mallory", "read")
+    heads = [sha("cmd-head-1"), sha("cmd-head-2")]
+    forge.set_pull("acme", "demo", 40, heads[0], clone_url=NOWHERE)
+
+    def command(body: str, author: str = "alice") -> int:
+        status, _h, answer = deliver(gw, "issue_comment", comment_event(40, body, author=author))
+        assert status == 202, answer
+        job_id = answer["job_id"]
+        wait_for(lambda: gw.jobs()[job_id]["state"] in ("done", "failed"), gw, forge)
+        assert gw.jobs()[job_id]["state"] == "done", gw.jobs()[job_id]
+        return len(replies())
+
+    def replies() -> list[str]:  # the replies to commands (the summary is not one)
+        bodies = [c["body"] for c in forge.comments.on("acme", "demo", 40)]
+        return [b for b in bodies if b.startswith("@")]
+
+    def last() -> str:
+        return replies()[-1]
+
+    assert command("@auto-review help") == 1 and "`@auto-review pause`" in last()
+    assert command("@auto-review pause", author="mallory") == 2
+    assert last().startswith("@mallory: only people who may write") and "\n" not in last()
+    assert command("@auto-review pause", author="mallory") == 2  # rate-limited: no reply
+    assert command("@auto-review dance") == 3 and "`@auto-review help`" in last()
+    assert command("@auto-review pause") == 4 and "Paused" in last()
+    push = deliver(gw, "pull_request", pr_event(40, heads[0]))[2]["job_id"]
+    wait_for(lambda: gw.jobs()[push]["state"] == "done", gw, forge)
+    paused = [r.json for r in forge.of_kind("status") if heads[0] in r.path]
+    assert [s["state"] for s in paused] == ["pending", "success"], paused  # not reviewed
+    assert "paused" in paused[-1]["description"] and not forge.posted("/pulls/40/reviews")
+    assert command("@auto-review resume") == 5 and "Resumed" in last()
+    forge.set_pull("acme", "demo", 40, heads[1], clone_url=NOWHERE)
+    deliver(gw, "pull_request", pr_event(40, heads[1], action="synchronized"))
+    wait_for(lambda: any(heads[1] in r.path for r in forge.of_kind("status")), gw, forge)
 
 
 def test_a_slow_forge_does_not_slow_the_webhook_answer(gw: Served, forge: FakeForgejo) -> None:
@@ -709,6 +755,113 @@ def test_ci_review_requests(gw: Served, forge: FakeForgejo) -> None:
     assert gw.jobs()[body["job_id"]]["clone_url"] == f"{forge.url}/acme/demo.git"
 
 
+def test_with_ar_trigger_ci_webhooks_record_and_ci_or_commands_review(
+    tmp_path: Path, forge: FakeForgejo
+) -> None:
+    head = sha("gated-head")
+    forge.set_pull("acme", "demo", 41, head, clone_url=NOWHERE)
+    served = Served(tmp_path, forge.url, AR_TRIGGER="ci", AR_CI_REVIEW_TOKEN=CI_TOKEN)
+    try:
+        status, _h, body = deliver(served, "pull_request", pr_event(41, head))
+        assert status == 200 and body["recorded"].startswith(f"acme/demo#41 at {head}"), body
+        assert served.jobs() == {}
+        bad = pr_event(41, "not-a-sha")  # still checked: a bad event is still a 400
+        assert deliver(served, "pull_request", bad)[0] == 400
+        doc = {"owner": "acme", "repo": "demo", "pr_number": 41, "head_sha": head}
+        status, _h, body = ci(served, doc)
+        assert status == 202 and served.jobs()[body["job_id"]]["reason"] == "ci"
+        comment = comment_event(41, "@auto-review full-review")
+        status, _h, body = deliver(served, "issue_comment", comment)
+        assert status == 202 and served.jobs()[body["job_id"]]["reason"].startswith("command:")
+    finally:
+        assert served.stop() == 0, served.stderr
+    assert f"recorded acme/demo#41 at {head}" in served.stderr
+
+
+ROOT = GATEWAY.parent.parent
+SPECS = ROOT.parent / "shared" / "specs"
+WORKFLOWS = {
+    # the workflow, and the recorded pull_request webhook its forge hands it as github.event
+    "forgejo": (
+        ROOT / "deploy" / "forgejo-actions" / "auto-review.yaml",
+        lambda: json.loads((SPECS / "gitea-fixtures/go-scm/pull_request_opened.json").read_text()),
+    ),
+    "github": (
+        ROOT / "deploy" / "github-actions" / "auto-review.yml",
+        lambda: next(
+            e["examples"][0]
+            for e in json.loads(
+                (SPECS / "github/webhooks-examples.api.github.com.index.json").read_text()
+            )
+            if e["name"] == "pull_request"
+        ),
+    ),
+}
+
+
+def _expand(value: str, context: dict[str, Any]) -> str:
+    """A workflow value with its ``${{ a.b.c }}`` expressions looked up in ``context``
+    (KeyError for a path the context does not have: a typo in the workflow)."""
+
+    def look(match: re.Match[str]) -> str:
+        node: Any = context
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{\{\s*([\w.]+)\s*\}\}", look, value)
+
+
+@pytest.mark.parametrize("forge_name", sorted(WORKFLOWS))
+def test_the_shipped_ci_workflows_ask_for_a_review_after_the_build(
+    forge_name: str, gw: Served, forge: FakeForgejo, tmp_path: Path
+) -> None:
+    import yaml  # PyYAML, the dev dependency pinned in pyproject.toml
+
+    path, recorded = WORKFLOWS[forge_name]
+    doc = yaml.safe_load(path.read_text())
+    on = doc.get("on", doc.get(True))  # YAML 1.1 reads the key `on` as true
+    assert "synchronize" in on["pull_request"]["types"]
+    [job] = [j for j in doc["jobs"].values() if "/reviews/ci" in json.dumps(j)]
+    assert job["needs"] == "build" and "build" in doc["jobs"]  # after the build passed
+    [step] = [s for s in job["steps"] if "/reviews/ci" in s.get("run", "")]
+    event = recorded()
+    owner = event["repository"]["owner"]["login"]
+    head = event["pull_request"]["head"]["sha"]
+    context = {
+        "github": {"event": event, "repository_owner": owner},
+        "secrets": {"AUTO_REVIEW_CI_TOKEN": CI_TOKEN},
+        "vars": {"AUTO_REVIEW_URL": f"http://{gw.host}:{gw.port}"},
+    }
+    env = {k: _expand(str(v), context) for k, v in step["env"].items()}
+    assert "secrets.AUTO_REVIEW_CI_TOKEN" in step["env"]["AUTO_REVIEW_CI_TOKEN"]
+
+    def run_step(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-e", "-c", step["run"]],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env, **extra},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    forge.set_pull(owner, event["repository"]["name"], event["number"], head, clone_url=NOWHERE)
+    before = set(gw.jobs())
+    result = run_step()
+    assert result.returncode == 0 and "answered 202" in result.stdout, result.stderr
+    [job_id] = set(gw.jobs()) - before
+    row = gw.jobs()[job_id]
+    assert (row["owner"], row["pr_number"], row["head_sha"], row["reason"]) == (
+        owner, event["number"], head, "ci"
+    )  # fmt: skip
+    assert "answered 200" in run_step().stdout  # the same head again: a duplicate
+    forge.set_pull(owner, event["repository"]["name"], event["number"], sha("moved"))
+    assert "answered 409" in run_step().stdout  # the PR moved on: the newer run asks
+    refused = run_step(AUTO_REVIEW_CI_TOKEN="wrong-" + CI_TOKEN[6:])
+    assert refused.returncode == 1 and "answered 401" in refused.stdout
+
+
 # --------------------------------------------------------------------------- logs
 
 
@@ -761,6 +914,8 @@ def test_missing_configuration_exits_6_naming_only_the_names(tmp_path: Path) -> 
         ({"AR_SHUTDOWN_GRACE": "-1"}, "AR_SHUTDOWN_GRACE"),
         ({"FORGEJO_BASE_URL": f"ftp://{SECRET}@forge"}, "FORGEJO_BASE_URL"),
         ({"GITHUB_TOKEN": "ghp_" + "y" * 36}, "both GitHub"),  # two forges: which one?
+        ({"AR_TRIGGER": "push"}, "AR_TRIGGER must be webhook or ci"),
+        ({"AR_TRIGGER": "ci", "AR_CI_REVIEW_TOKEN": ""}, "AR_TRIGGER=ci needs AR_CI_REVIEW_TOKEN"),
     ):
         result = run("serve", **{**configured, **extra})
         assert result.returncode == 6, (name, result.stderr)
@@ -852,7 +1007,7 @@ def test_bind_addresses() -> None:
 
 
 def test_signature_token_and_mention_checks() -> None:
-    from auto_review_gateway.forges.re_review import mentions_re_review
+    from auto_review_gateway.forges.commands import parse_command
     from auto_review_gateway.intake.auth import bearer_ok, signature_ok
 
     body = b'{"a": 1}'
@@ -867,20 +1022,16 @@ def test_signature_token_and_mention_checks() -> None:
     assert not bearer_ok(CI_TOKEN, f"token {CI_TOKEN}")
     assert not bearer_ok(CI_TOKEN, f"Bearer {CI_TOKEN}x")
     assert not bearer_ok(CI_TOKEN, None)
-    for text in (
-        "@auto-review re-review",
-        "@Auto-Review please RE-REVIEW.",
-        "re-review @auto-review",
-    ):
-        assert mentions_re_review(text, "auto-review"), text
+    for text in ("@auto-review re-review", "@Auto-Review RE-REVIEW.", "hi\n@auto-review re-review"):
+        assert parse_command(text, "auto-review") == "re-review", text
+    for text in ("@auto-review rereview", "@auto-review pre-review"):
+        assert parse_command(text, "auto-review") == "help", text  # tests/test_commands.py
     for text in (
         "@auto-review-bot re-review",
         "mail@auto-review re-review",
-        "@auto-review rereview",
         "auto-review re-review",
-        "@auto-review pre-review",
     ):
-        assert not mentions_re_review(text, "auto-review"), text
+        assert parse_command(text, "auto-review") is None, text
 
 
 def test_jobs_lists_attempts_and_last_errors_and_metrics_count_retries(

@@ -33,20 +33,26 @@ OPTIONS: dict[str, dict[str, str | tuple[str, ...]]] = {
         "--debug": FLAG,
     },
     "serve": {"--listen": VALUE, "--debug": FLAG},
+    "preflight": {"--json": FLAG, "--debug": FLAG},
+    "webhook": {"--repo": VALUE, "--org": VALUE, "--url": VALUE, "--json": FLAG, "--debug": FLAG},
     "probe": {"--debug": FLAG},
 }
 ALIASES = {"gateway": "serve"}
 REQUIRED = {"review": ("--base",)}  # options that must be given
-ONE_OF = {"review": (("--repo", "--path"),)}  # exactly one of each group
+ONE_OF = {"review": (("--repo", "--path"),), "webhook": (("--repo", "--org"),)}  # one of each
 # probe's actions (its first positional argument) -> how many arguments each takes
 ACTIONS = {"probe": {"exit": 1, "sleep": 1, "env": 0, "write": 1, "whoami": 0, "clone": 1,
                      "connect": 1, "abi": 0, "forks": 1, "alloc": 1, "flock": 1}}  # fmt: skip
+# commands whose first positional argument is a verb and the only one: the verbs
+VERBS = {"webhook": ("register", "list", "test")}
 # what `auto-review --help` shows of each (probe is for the tests and the bench)
 SYNOPSIS = {
     "check": "[--json]",
     "review": "(--repo URL | --path DIR) --base REF [--head REF] [--format text|json|markdown]"
     " [--max-diff-bytes N] [--post --pr OWNER/REPO#N] [--fail-on SEVERITY]",
     "serve": "[--listen ADDR:PORT]",
+    "preflight": "[--json]",
+    "webhook": "register|list|test (--repo OWNER/NAME | --org ORG) [--url URL] [--json]",
 }
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose", "--bare")
 
@@ -101,7 +107,14 @@ def check_presence(name: str, given: list[str]) -> None:
 
 
 def check_positionals(name: str, positionals: list[str]) -> None:
-    """Only probe takes positional arguments: an action, then its own."""
+    """Only probe (an action, then its own) and the commands with VERBS (one verb) take
+    positional arguments."""
+    verbs = VERBS.get(name)
+    if verbs is not None:
+        if len(positionals) != 1 or positionals[0] not in verbs:
+            got = repr(positionals[0]) if positionals else "none"
+            raise usage(name, f"say one of {', '.join(verbs)} (got {got})")
+        return
     actions = ACTIONS.get(name)
     if actions is None:
         if positionals:

@@ -17,6 +17,8 @@ DESCRIPTIONS = {
     "check": "self-test inside the sandbox; exit 1 if an item fails",
     "review": "review a pull request or a local checkout",
     "serve": "run the webhook gateway",
+    "preflight": "check forge, token, scopes, webhook secret, model",
+    "webhook": "register, list or test the forge's webhook",
 }
 
 # The launcher's own settings (read on the host), in README's order.

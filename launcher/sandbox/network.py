@@ -57,7 +57,7 @@ def host_loopback() -> bool:
 def needs_stack(argv: list[str]) -> bool:
     """Whether the gateway command reaches the network (and so needs slirp4netns)."""
     command = argv[0] if argv else ""
-    if command in ("serve", "gateway"):
+    if command in ("serve", "gateway", "preflight", "webhook"):
         return True
     if command == "probe":
         return len(argv) > 1 and argv[1] in NETWORK_PROBES
@@ -154,11 +154,13 @@ def refuse_host_loopback(argv: list[str]) -> None:
 
 def used_urls(argv: list[str]) -> list[tuple[str, str]]:
     """(setting, URL) of what the command will reach: the LLM and proxies always, the
-    forge for `serve` and `review --post`, the job database for `serve`, the repository
-    of `review --repo`."""
+    forge for `serve`, `preflight`, `webhook` and `review --post`, the job database for
+    `serve`, the repository of `review --repo`."""
     names = ["LLM_BASE_URL", *PROXIES]
-    if argv[0] in ("serve", "gateway") or "--post" in argv:
-        names += ["FORGEJO_BASE_URL", "GITHUB_API_URL", "AR_QUEUE_URL"]
+    if argv[0] in ("serve", "gateway", "preflight", "webhook") or "--post" in argv:
+        names += ["FORGEJO_BASE_URL", "GITHUB_API_URL"]
+    if argv[0] in ("serve", "gateway"):
+        names.append("AR_QUEUE_URL")
     found = [(name, os.environ.get(name, "").strip()) for name in names]
     args = iter(argv[1:])
     for arg in args:

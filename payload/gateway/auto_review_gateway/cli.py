@@ -16,11 +16,11 @@ import sys
 import traceback
 
 from auto_review_gateway import __version__
-from auto_review_gateway.commands import check, probe, review, serve
+from auto_review_gateway.commands import check, preflight, probe, review, serve, webhook
 from auto_review_gateway.core import hostlink, trust
 from auto_review_gateway.core.model import EXIT_INTERNAL
 
-COMMANDS = (check, probe, review, serve)
+COMMANDS = (check, preflight, probe, review, serve, webhook)
 MAX_MESSAGE_CHARS = 300
 DEBUG_HELP = "on an internal error, print the traceback too (secrets redacted)"
 

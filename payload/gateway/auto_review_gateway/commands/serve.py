@@ -12,7 +12,9 @@ names into the sandbox):
 ``AR_CI_REVIEW_TOKEN``     enables ``POST /reviews/ci``; at least 32 characters
 ``AR_REVIEW_CONCURRENCY``  reviews run at once (default 2)
 ``AR_QUEUE_MAX``           pending jobs before webhooks get 503 (default 100)
-``AR_BOT_NAME``            the user name a re-review comment mentions (default auto-review)
+``AR_BOT_NAME``            the user name PR comment commands mention (default auto-review)
+``AR_TRIGGER``             ``webhook`` (default): PR webhooks start reviews; ``ci``: they
+                           are recorded only, reviews start from ``/reviews/ci`` and commands
 ``AR_SHUTDOWN_GRACE``      seconds running reviews get to finish on SIGTERM (default 30)
 ``AR_REQUEST_TIMEOUT``     seconds a client gets to send a whole request (default 10)
 ``AR_QUEUE_URL``           ``postgresql://...``: a job store shared by N replicas
@@ -55,6 +57,7 @@ HELP = "run the webhook gateway (Forgejo/Gitea webhooks, CI requests, health, me
 REQUIRED = ("WEBHOOK_SECRET", "FORGEJO_BASE_URL", "AR_FORGEJO_TOKEN")
 DEFAULT_BIND = "127.0.0.1:8080"
 MIN_CI_TOKEN_CHARS = 32
+TRIGGERS = ("webhook", "ci")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -142,6 +145,11 @@ class ServeConfig:
         self.bot_name = env.get("AR_BOT_NAME", "").strip().lstrip("@") or "auto-review"
         if not all(c.isascii() and (c.isalnum() or c in "._-") for c in self.bot_name):
             raise ConfigError("AR_BOT_NAME must be a user name ([A-Za-z0-9_.-])")
+        self.trigger = env.get("AR_TRIGGER", "").strip().lower() or "webhook"
+        if self.trigger not in TRIGGERS:
+            raise ConfigError("AR_TRIGGER must be webhook or ci")
+        if self.trigger == "ci" and not self.ci_token:
+            raise ConfigError("AR_TRIGGER=ci needs AR_CI_REVIEW_TOKEN (CI calls /reviews/ci)")
         from auto_review_gateway.core import names
 
         self.state_dir = names.state_dir(env)
@@ -233,7 +241,9 @@ def serve(config: ServeConfig) -> int:
     import functools
     import signal
     import threading
+    import time
 
+    from auto_review_gateway.core import metrics as metrics_module
     from auto_review_gateway.core import names
     from auto_review_gateway.core.log import log
     from auto_review_gateway.core.metrics import Metrics
@@ -275,6 +285,8 @@ def serve(config: ServeConfig) -> int:
         log(f"auto-review: {config.forge.warning()}")
     os.makedirs(config.state_dir, exist_ok=True)
     metrics = Metrics()
+    metrics.set("start_time_seconds", time.time())
+    metrics_module.install(metrics)  # the HTTP-out path and the LLM reviewer record into it
     try:
         queue = open_store(
             config.queue_url,
@@ -319,6 +331,7 @@ def serve(config: ServeConfig) -> int:
             metrics=metrics,
             bot_name=config.bot_name,
             ci_token=config.ci_token,
+            trigger=config.trigger,
             log=log,
         )
         try:

@@ -1,6 +1,7 @@
 """What a failed HTTP exchange is (:class:`HttpError`) and when to try it again: the
 transient statuses, ``Retry-After`` (:func:`parse_retry_after`) and GitHub's rate-limit
-headers (:func:`rate_limit_wait`). Shared by every client the gateway has.
+headers (:func:`rate_limit_wait`, :func:`secondary_limit`). Shared by every client the gateway
+has.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class HttpError(ReviewError):
     error, a timeout); ``retry_after`` is the wait the server asked for, in seconds
     (``Retry-After`` / ``retry-after-ms``), if any; ``code`` and ``param`` are the
     OpenAI error object's ``error.code`` and ``error.param`` when the body had them;
-    ``detail`` is the error answer's message (Forgejo's ``message``), redacted.
+    ``detail`` is the error answer's message (Forgejo's ``message``), redacted;
+    ``headers`` keeps the answer's rate-limit headers (:data:`LIMIT_HEADERS`, lower-case
+    names); ``min_wait`` is the least a retry must wait when the server named no time
+    (GitHub's secondary rate limit: :func:`secondary_limit`), doubled at each retry.
     """
 
     def __init__(
@@ -42,6 +46,8 @@ class HttpError(ReviewError):
         code: str | None = None,
         param: str | None = None,
         detail: str = "",
+        headers: Any = None,
+        min_wait: float | None = None,
     ) -> None:
         super().__init__(message, exit_code)
         self.detail = detail  # the server's own message, redacted ('' if none)
@@ -50,7 +56,16 @@ class HttpError(ReviewError):
         self.retry_after = retry_after
         self.code = code
         self.param = param
+        self.min_wait = min_wait
+        self.headers = {
+            name: str(headers.get(name)).strip()
+            for name in LIMIT_HEADERS
+            if headers is not None and headers.get(name) is not None
+        }
 
+
+# The headers of an error answer that say how long to wait (kept on the HttpError).
+LIMIT_HEADERS = ("retry-after", "x-ratelimit-remaining", "x-ratelimit-reset")
 
 MAX_RETRY_AFTER = 300.0  # seconds; a server asking for longer is not waited for
 
@@ -102,3 +117,29 @@ def rate_limit_wait(status: int, headers: Any, now: float | None = None) -> floa
         return None
     now = time.time() if now is None else now
     return max(0.0, int(reset) - now)
+
+
+# GitHub's "Rate limits for the REST API" (docs.github.com/rest/using-the-rest-api/
+# rate-limits-for-the-rest-api, "Exceeding the rate limit"): a secondary limit answers 403
+# or 429 "and an error message that indicates that you exceeded a secondary rate limit";
+# with ``retry-after``, wait that long; with ``x-ratelimit-remaining: 0``, until
+# ``x-ratelimit-reset``; "Otherwise, wait for at least one minute before retrying", and
+# longer (exponentially) if it keeps failing.
+SECONDARY_WAIT = 60.0
+
+
+def secondary_limit(status: int | None, headers: Any, message: str) -> bool:
+    """Whether a GitHub answer is a secondary rate limit that names no time to wait: a 429,
+    or a 403 whose message says "rate limit", without ``retry-after`` and with
+    ``x-ratelimit-remaining`` not 0 (those two cases name their time: see
+    :func:`parse_retry_after`, :func:`rate_limit_wait`). A 403 with another message is
+    a permission GitHub refuses, the same on every try: GitHub sends the rate-limit
+    headers on every answer, so their values alone cannot tell the two apart."""
+    if status not in (403, 429):
+        return False
+    headers = headers or {}
+    if (headers.get("retry-after") or "").strip():
+        return False
+    if (headers.get("x-ratelimit-remaining") or "").strip() == "0":
+        return False
+    return status == 429 or "rate limit" in message.lower()

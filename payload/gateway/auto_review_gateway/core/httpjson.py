@@ -31,6 +31,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from auto_review_gateway import __version__
+from auto_review_gateway.core import metrics
 from auto_review_gateway.core.httperror import HttpError, parse_retry_after, rate_limit_wait
 from auto_review_gateway.core.model import EXIT_REVIEWER, ReviewError
 
@@ -197,6 +198,7 @@ def request(
     method: str,
     url: str,
     *,
+    target: str | None = None,
     token: str | None = None,
     auth_scheme: str = "Bearer",
     body: Any = None,
@@ -205,6 +207,72 @@ def request(
     accept_status: Collection[int] = (),
     max_bytes: int = MAX_RESPONSE_BYTES,
     headers: Mapping[str, str] | None = None,
+    answer_headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """:func:`exchange`, timed: with ``target`` (``llm`` or ``forge``) the request's wall
+    time goes into ``<target>_request_duration_seconds`` and a failure into
+    ``<target>_errors_total{cause}`` of the installed metrics (:func:`error_cause`)."""
+    started = time.monotonic()
+    try:
+        answer = exchange(
+            method,
+            url,
+            token=token,
+            auth_scheme=auth_scheme,
+            body=body,
+            timeout=timeout,
+            exit_code=exit_code,
+            accept_status=accept_status,
+            max_bytes=max_bytes,
+            headers=headers,
+            answer_headers=answer_headers,
+        )
+    except HttpError as exc:
+        _record(target, time.monotonic() - started, error_cause(exc))
+        raise
+    _record(target, time.monotonic() - started, None)
+    return answer
+
+
+def error_cause(exc: HttpError) -> str:
+    """The ``cause`` label of a failed request: ``rate_limited``, ``server_error``,
+    ``client_error`` (another 3xx/4xx), ``bad_answer`` (a 2xx that is not usable JSON),
+    ``timeout``, ``connection`` (refused, reset, DNS) or ``other`` (TLS verification,
+    an answer over the size cap, an invalid URL or token)."""
+    status = exc.status
+    if status is not None:
+        if status == 429 or (status == 403 and exc.transient):
+            return "rate_limited"
+        if status >= 500:
+            return "server_error"
+        return "client_error" if status >= 300 else "bad_answer"
+    if "timed out" in str(exc):
+        return "timeout"
+    return "connection" if exc.transient else "other"
+
+
+def _record(target: str | None, seconds: float, cause: str | None) -> None:
+    sink = metrics.installed()
+    if sink is None or f"{target}_errors_total" not in metrics.METRICS:
+        return
+    sink.observe(f"{target}_request_duration_seconds", seconds)
+    if cause is not None:
+        sink.inc(f"{target}_errors_total", {"cause": cause})
+
+
+def exchange(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    auth_scheme: str = "Bearer",
+    body: Any = None,
+    timeout: float = 30,
+    exit_code: int = EXIT_REVIEWER,
+    accept_status: Collection[int] = (),
+    max_bytes: int = MAX_RESPONSE_BYTES,
+    headers: Mapping[str, str] | None = None,
+    answer_headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """Send one JSON request and return ``(status, parsed JSON or None for an empty body)``.
 
@@ -214,7 +282,8 @@ def request(
     returned; anything else (another status, a network error, a timeout, a body over
     ``max_bytes`` or one that is not JSON) raises :class:`HttpError` with ``exit_code``.
     ``timeout`` bounds each network operation and the reading of the body. ``headers``
-    are sent too (over the defaults: GitHub wants its own ``Accept``).
+    are sent too (over the defaults: GitHub wants its own ``Accept``); ``answer_headers``,
+    when given, receives the answer's headers (lower-case names).
     A rate-limited answer (:func:`rate_limit_wait`) is transient, to be retried after
     the reset.
     """
@@ -238,6 +307,8 @@ def request(
     try:
         with _opener().open(req, timeout=timeout) as response:
             status = response.status
+            if answer_headers is not None:
+                answer_headers.update((k.lower(), v) for k, v in response.headers.items())
             raw = _read_bounded(response, max_bytes, deadline)
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -275,6 +346,7 @@ def request(
                 code=code,
                 param=param,
                 detail=detail,
+                headers=exc.headers,
             ) from None
     except TimeoutError:
         raise HttpError(

@@ -14,10 +14,12 @@ class Retry:
     """Bounded retries of transient HTTP failures, with jittered exponential backoff.
 
     ``attempts`` bounds the tries (the first included). Between tries it waits what the
-    server asked for (``Retry-After``, see :func:`parse_retry_after`), else
-    ``base * 2**n`` capped at ``cap``, scaled by a random factor in [0.75, 1] (the
-    jitter OpenAI's client applies) so that many clients do not retry in step. It never
-    waits past ``deadline`` (a :func:`time.monotonic` value): it gives up instead.
+    server asked for (``Retry-After``, see :func:`parse_retry_after`), else, when the
+    failure has a ``min_wait`` (GitHub's secondary limit), ``min_wait * 2**n`` (and up
+    to a quarter more), else ``base * 2**n`` capped at ``cap``, scaled by a random
+    factor in [0.75, 1] (the jitter OpenAI's client applies) so that many clients do
+    not retry in step. It never waits past ``deadline`` (a :func:`time.monotonic`
+    value): it gives up instead.
     ``sleep``, ``clock`` and ``random`` are injectable so tests never really wait.
     """
 
@@ -48,6 +50,9 @@ class Retry:
         """How long to wait before retry number ``retry`` (1 first) after ``failure``."""
         if failure.retry_after is not None:
             return min(failure.retry_after, MAX_RETRY_AFTER)
+        if failure.min_wait is not None:  # at least that, doubled at each retry
+            floor = failure.min_wait * 2 ** (retry - 1)
+            return min(floor * (1 + 0.25 * self.random()), MAX_RETRY_AFTER)
         return min(self.cap, self.base * 2 ** (retry - 1)) * (1 - 0.25 * self.random())
 
     def call(self, send: Any) -> Any:

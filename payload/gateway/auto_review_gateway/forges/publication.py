@@ -45,6 +45,8 @@ class Publication:
             EXIT_POST,
             getattr(exc, "status", None),
             transient=getattr(exc, "transient", False),
+            retry_after=getattr(exc, "retry_after", None),  # a rate limit's wait, for
+            min_wait=getattr(exc, "min_wait", None),  # the queue's retry (retry_policy)
         )
 
     def _status(self, state: str, description: str) -> None:

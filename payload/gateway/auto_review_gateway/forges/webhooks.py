@@ -12,7 +12,10 @@ The answers are the same for both:
   field a review needs (after the signature check, never before);
 * 200 ``{"pong": true}`` for ``ping``; 200 ``{"ignored": "<why>"}`` for an event the
   forge's table does not hold, or an event or action that does not trigger a review;
-* what :func:`intake.enqueue` answers when a review is queued.
+* what :func:`intake.enqueue` answers when a review is queued;
+* with ``AR_TRIGGER=ci``, 200 ``{"recorded": "<what>"}`` for a ``pull_request`` that
+  would have been queued: reviews then start from ``POST /reviews/ci`` (a CI job, after
+  the build) and from commands in comments, never from the push itself.
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ def queue_head_review(
 ) -> Reply:
     """Queue the review of a ``pull_request`` event's head commit, once the forge's handler
     has decided it is due and checked the owner and the repository: the number, head SHA,
-    base ref and clone URL are checked here, in that order (BadRequest)."""
+    base ref and clone URL are checked here, in that order (BadRequest). With
+    ``AR_TRIGGER=ci`` the checked event is recorded (logged and answered), not queued."""
     request = intake.job_request(
         owner=owner,
         repo=repo,
@@ -153,6 +157,10 @@ def queue_head_review(
         reason=f"pull_request:{action}",
         delivery_id=delivery,
     )
+    if intake.trigger == "ci":
+        what = f"{request.pr} at {request.head_sha} ({action}); reviews start from /reviews/ci"
+        intake.log(f"auto-review: recorded {what}")
+        return Reply(200, {"recorded": what})
     return enqueue(intake, request)
 
 

@@ -88,6 +88,7 @@ class Intake:
     metrics: MetricsLike
     bot_name: str = "auto-review"
     ci_token: str | None = None
+    trigger: str = "webhook"  # AR_TRIGGER: "ci" makes pull_request webhooks record only
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
 
     def __repr__(self) -> str:

@@ -158,7 +158,8 @@ class Run:
         work = tempfile.mkdtemp(prefix="auto-review-job-")
         try:
             if self.state.paused and req.reason.startswith(AUTOMATIC):
-                why = f"reviews are paused on this PR (comment @{bot_name()} resume)"
+                # No @mention in what is posted: the summary says how to resume, in code.
+                why = "reviews are paused on this PR"
                 return self._unreviewed(publication, "paused", why, f"auto-review: {why}")
             self._review(self.forge.open_repo(req, work), publication)
         except BaseException as exc:

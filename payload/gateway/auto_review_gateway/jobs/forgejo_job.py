@@ -40,7 +40,7 @@ from auto_review_gateway.core.model import EXIT_CLONE, ReviewError
 from auto_review_gateway.forges.client import ForgeClient
 from auto_review_gateway.forges.forgejo import client as forgejo
 from auto_review_gateway.forges.forgejo.config import ForgejoConfig, load_config
-from auto_review_gateway.jobs import follow
+from auto_review_gateway.jobs import commands, follow
 from auto_review_gateway.jobs.history import PrHistory
 from auto_review_gateway.jobs.spec import Job, JobRequest
 from auto_review_gateway.review import gitrepo
@@ -185,7 +185,11 @@ def run_review_job(job: Job, history: PrHistory | None = None) -> None:
     ``FORGEJO_BASE_URL`` and ``AR_FORGEJO_TOKEN``."""
     config = load_config()
     client = forgejo.Forgejo(config)
-    req = resolve(job.request, client)
+    history = history or follow.default_history()
+    asked = commands.before_review(job, client, history)  # a command's job: run it
+    if asked is None:
+        return
+    req = resolve(asked, client)
     if req is None:
         print(f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -196,7 +200,7 @@ def run_review_job(job: Job, history: PrHistory | None = None) -> None:
         open_repo=lambda r, work: open_repo(r, config, work),
         error_text=_error_description,
     )
-    follow.Run(job, req, forge, history or follow.default_history()).run()
+    follow.Run(job, req, forge, history).run()
 
 
 def abandon_review_job(job: Job) -> None:

@@ -1,7 +1,7 @@
 """The review job for a GitHub forge: :func:`run_github_job`, the counterpart of
 :func:`forgejo_job.run_review_job` (both follow their PR the same way:
 :mod:`follow`). Its statuses, review and summary go through the same steps as the
-Forgejo job's.
+Forgejo job's. Its GitHub calls wait out rate limits within ``REVIEW_DEADLINE``.
 
 Fetching: a clone URL under the GitHub web root (``github.com``, or the GHES host) gets
 the token (the installation token for an App) as ``Authorization: Basic`` of
@@ -20,10 +20,14 @@ import threading
 
 from auto_review_gateway.core.retry import Retry
 from auto_review_gateway.forges.github import client as github
-from auto_review_gateway.jobs import follow, forgejo_job
+from auto_review_gateway.jobs import commands, follow, forgejo_job
 from auto_review_gateway.jobs.history import PrHistory
 from auto_review_gateway.jobs.spec import Job, JobRequest
 from auto_review_gateway.review.gitrepo import Repo
+
+# Seconds a job may wait on GitHub (rate limits, retries) before it gives up and goes
+# back to the queue, due when the limit has passed (workers, retry_policy.server_wait).
+REVIEW_DEADLINE = 900.0
 
 _clients: dict[github.GitHubConfig, github.GitHub] = {}
 _lock = threading.Lock()
@@ -74,8 +78,12 @@ def open_repo(req: JobRequest, gh: github.GitHub, work: str) -> Repo:
 
 def run_github_job(job: Job, history: PrHistory | None = None) -> None:
     """Review ``job``'s pull request on GitHub and publish it (see the module doc)."""
-    gh = client()
-    req = forgejo_job.resolve(job.request, gh)
+    gh = client().within(REVIEW_DEADLINE)
+    history = history or follow.default_history()
+    asked = commands.before_review(job, gh, history)  # a command's job: run it
+    if asked is None:
+        return
+    req = forgejo_job.resolve(asked, gh)
     if req is None:
         print(
             f"auto-review: job {job.id}: {job.request.pr} is closed: not reviewed",
@@ -89,7 +97,7 @@ def run_github_job(job: Job, history: PrHistory | None = None) -> None:
         open_repo=lambda r, work: open_repo(r, gh, work),
         error_text=forgejo_job._error_description,
     )
-    follow.Run(job, req, forge, history or follow.default_history()).run()
+    follow.Run(job, req, forge, history).run()
 
 
 def abandon_github_job(job: Job) -> None:

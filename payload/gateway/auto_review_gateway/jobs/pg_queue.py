@@ -380,6 +380,15 @@ class PgJobQueue:
             )
         )
 
+    def oldest_pending_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest pending job was accepted, on the database's clock (0
+        when none is pending; ``now`` is ignored)."""
+        age = self._scalar(
+            f"SELECT {NOW} - MIN(created_at) FROM jobs WHERE forge = %s AND state = 'pending'",
+            (self.forge,),
+        )
+        return 0.0 if age is None else max(0.0, float(age))
+
     def retrying(self) -> int:
         """Pending jobs that have already run (waiting for a retry)."""
         return int(

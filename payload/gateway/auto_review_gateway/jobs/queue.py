@@ -310,6 +310,18 @@ class JobQueue:
                 .fetchone()[0]
             )
 
+    def oldest_pending_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest pending job was accepted (0 when none is pending)."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT MIN(created_at) FROM jobs WHERE state = 'pending'")
+                .fetchone()
+            )
+        if row is None or row[0] is None:
+            return 0.0
+        return max(0.0, (time.time() if now is None else now) - float(row[0]))
+
     def recover(self, max_attempts: int) -> tuple[list[int], list[Job]]:
         """Jobs left running by a previous process: back to pending, or failed when they
         have had ``max_attempts`` claims. Only for the holder of the worker lock."""

@@ -1,5 +1,6 @@
 """The jobs' retry policy: which failures may pass (:func:`retryable`), how long to wait
-before the next try (:func:`backoff`), and how a failure is named and recorded
+before the next try (:func:`backoff`, and no less than the server asked:
+:func:`server_wait`), and how a failure is named and recorded
 (:func:`failure_cause`, :func:`error_text`).
 """
 
@@ -17,6 +18,15 @@ def backoff(attempt: int) -> float:
     """Seconds before retrying a job whose try number ``attempt`` failed: 30 s, 2 min,
     8 min ... capped at 30 min, times a random factor in [0.75, 1]."""
     return min(RETRY_CAP, RETRY_BASE * 4 ** (attempt - 1)) * (1 - 0.25 * random.random())
+
+
+def server_wait(exc: BaseException) -> float:
+    """The least wait before a job that raised ``exc`` runs again: what a rate-limited
+    answer asked for (``retry-after``, a primary limit's reset, or a secondary limit's
+    minute, see :mod:`core.httperror`), 0 for any other failure. A job whose review
+    deadline ran out inside such a wait goes back to the queue for at least that long."""
+    waits = (getattr(exc, "retry_after", None), getattr(exc, "min_wait", None))
+    return max([0.0, *(float(w) for w in waits if isinstance(w, (int, float)))])
 
 
 def retryable(exc: BaseException) -> bool:

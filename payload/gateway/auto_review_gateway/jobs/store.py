@@ -69,6 +69,10 @@ class Store(Protocol):
         """The newest jobs, newest first."""
         ...
 
+    def oldest_pending_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest pending job was accepted (0 when none is)."""
+        ...
+
     def retrying(self) -> int:
         """Pending jobs waiting for a retry."""
         ...

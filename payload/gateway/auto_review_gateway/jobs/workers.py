@@ -2,7 +2,8 @@
 
 A job that fails for a cause that may pass (the forge or the LLM server down, a network
 error: see :mod:`retry_policy`) goes back to the queue, due after a jittered exponential
-backoff, until it has had ``max_attempts`` tries; then it is failed. Every retry is
+backoff (never shorter than a rate limit's wait: :func:`retry_policy.server_wait`),
+until it has had ``max_attempts`` tries; then it is failed. Every retry is
 counted in ``auto_review_job_retries_total{cause}`` and logged with its error.
 
 With a store that leases its claims (PostgreSQL, shared by replicas), a heartbeat
@@ -20,7 +21,13 @@ from typing import Any
 
 from auto_review_gateway.core.metrics import Metrics
 from auto_review_gateway.jobs.base import MAX_ATTEMPTS, POLL_INTERVAL
-from auto_review_gateway.jobs.retry_policy import backoff, error_text, failure_cause, retryable
+from auto_review_gateway.jobs.retry_policy import (
+    backoff,
+    error_text,
+    failure_cause,
+    retryable,
+    server_wait,
+)
 from auto_review_gateway.jobs.spec import Job
 from auto_review_gateway.jobs.store import Store
 
@@ -223,7 +230,7 @@ class Workers:
         return True
 
     def _retry(self, job: Job, error: BaseException, what: str, elapsed: float) -> None:
-        delay = max(0.0, self.retry_delay(job.attempts))
+        delay = max(0.0, self.retry_delay(job.attempts), server_wait(error))
         cause = failure_cause(error)
         # Counted before the job is pending again: whoever sees it pending sees the count.
         self.metrics.inc("job_retries_total", {"cause": cause})

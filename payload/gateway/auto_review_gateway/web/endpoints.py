@@ -54,6 +54,9 @@ class Gateway:
         env = os.environ if environ is None else environ
         self.bundle_digest = env.get("AUTO_REVIEW_BUNDLE_DIGEST") or None
         self.isolation = env.get("AUTO_REVIEW_ISOLATION") or "unknown"
+        build = {"version": __version__, "bundle_digest": self.bundle_digest or "",
+                 "isolation": self.isolation}  # fmt: skip
+        self.metrics.set("build_info", 1, build)
         self.routes: dict[str, dict[str, Route]] = {
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -84,14 +87,20 @@ class Gateway:
         return Reply(200, {"version": __version__})
 
     def metrics_text(self, headers: Mapping[str, str], body: bytes) -> Reply:
-        """Prometheus text, with the queue depth read now."""
+        """Prometheus text, with the queue depth, its oldest job and readiness read now."""
         try:
-            self.metrics.set("queue_depth", self.intake.queue.depth())
-            retrying = getattr(self.intake.queue, "retrying", None)
-            if retrying is not None:
-                self.metrics.set("jobs_waiting_retry", retrying())
+            queue = self.intake.queue
+            self.metrics.set("queue_depth", queue.depth())
+            for name, read in (
+                ("jobs_waiting_retry", getattr(queue, "retrying", None)),
+                ("oldest_pending_job_age_seconds", getattr(queue, "oldest_pending_age", None)),
+            ):
+                if read is not None:
+                    self.metrics.set(name, read())
         except Exception as exc:
             log(f"auto-review: reading the queue depth failed: {type(exc).__name__}")
+        # the same cached probe as /readyz (at most one every READY_TTL seconds)
+        self.metrics.set("ready", 1 if self.readiness.check()[0] else 0)
         return Reply(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
     def info(self, headers: Mapping[str, str], body: bytes) -> Reply:

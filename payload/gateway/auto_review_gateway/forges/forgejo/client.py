@@ -20,6 +20,10 @@ Forgejo's swagger (``templates/swagger/v1_json.tmpl``) it follows:
   ``read:user`` scope; without it nothing is deleted), and a review already submitted
   for the same run (its body carries the run's marker) is not posted again.
 * ``getVersion`` ``GET /version``: the readiness probe.
+* ``repoGetRepoPermissions`` ``GET /repos/{owner}/{repo}/collaborators/{collaborator}/
+  permission`` -> ``RepoCollaboratorPermission`` (``permission``: none, read, write,
+  admin, owner); 403 unless the token's user is an admin of the repository (or asks
+  about itself), 404 for an unknown user.
 
 Transient failures (408, 409, 429, 5xx, network errors) are retried with backoff,
 honouring ``Retry-After`` (:class:`retry.Retry`). Authentication is ``Authorization:
@@ -87,6 +91,7 @@ def _send(
         return httpjson.request(
             method,
             url,
+            target="forge",
             token=config.token,
             auth_scheme="token",
             body=body,
@@ -187,6 +192,22 @@ class Forgejo(IssueComments):
     def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
         """``repoCreateStatus`` (retried: setting a status twice is harmless)."""
         set_status(owner, repo, sha, state, description, config=self.config)
+
+    def permission(self, owner: str, repo: str, login: str) -> str:
+        """``repoGetRepoPermissions``: what ``login`` may do in ``owner/repo`` (none, read,
+        write, admin, owner; "none" for an unknown user). HttpError 403 when the token
+        may not ask (its user is no admin of the repository)."""
+        if not names.is_name(login):
+            return "none"
+        url = f"{_repo_url(self.config, owner, repo)}/collaborators/{login}/permission"
+        try:
+            doc = self._call("GET", url)
+        except httpjson.HttpError as exc:
+            if exc.status == 404:
+                return "none"
+            raise
+        value = doc.get("permission") if isinstance(doc, dict) else None
+        return value.lower() if isinstance(value, str) else "none"
 
     def secrets(self) -> list[str]:
         """The forge token, to redact from messages."""

@@ -24,7 +24,9 @@ the answers they share with GitHub's are in :mod:`webhooks`; what is Forgejo's:
   becomes ready by losing its prefix, which sends ``edited`` with
   ``changes.title.from`` (``ChangesPayload`` in ``modules/structs/hook.go``); an
   ``edited`` whose old title was a draft's and whose new one is not is reviewed.
-* ``issue_comment`` follows :mod:`re_review`; a comment by the bot itself is ignored.
+* ``issue_comment`` on a pull request follows :mod:`commands` (``@bot help``, ...); a
+  comment by the bot itself is ignored. Who may command is asked of the forge when the
+  job runs (the collaborator permission API), not here.
 * ``ping`` answers ``{"pong": true}``. Forgejo and Gitea have no ping event: their
   "Test Delivery" button sends a signed ``push`` event with a dummy commit, which is
   answered 200 ``{"ignored": ...}``, so a test delivery shows green exactly when the
@@ -43,7 +45,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from auto_review_gateway.forges.re_review import re_review_comment
+from auto_review_gateway.forges.commands import command_comment, comment_author
 from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     first_header,
@@ -156,16 +158,13 @@ def _on_pull(issue: dict[str, Any], doc: dict[str, Any]) -> bool:
     return issue.get("pull_request") is not None or doc.get("is_pull") is True
 
 
-def _bot_itself(intake: Intake, comment: dict[str, Any]) -> str | None:
-    author = comment.get("user")
-    if isinstance(author, dict) and str(author.get("login", "")).lower() == intake.bot_name.lower():
-        return "comment by the bot itself"
-    return None
+def _author(intake: Intake, comment: dict[str, Any]) -> tuple[str, None] | str:
+    return comment_author(comment, intake.bot_name)
 
 
 def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
-    return re_review_comment(
-        intake, doc, delivery, on_pull=_on_pull, author_refusal=_bot_itself, owner_keys=OWNER_KEYS
+    return command_comment(
+        intake, doc, delivery, on_pull=_on_pull, author=_author, owner_keys=OWNER_KEYS
     )
 
 

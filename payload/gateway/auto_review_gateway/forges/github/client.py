@@ -20,21 +20,21 @@ Each call names the operation id of GitHub's OpenAPI description
 * ``rate-limit/get`` (token) / ``apps/get-authenticated`` (App): the readiness probe.
 
 Every request carries ``Accept: application/vnd.github+json``, ``X-GitHub-Api-Version``
-and a ``User-Agent``. Rate limits go through the shared :class:`retry.Retry`: a
-secondary limit's ``retry-after`` and a primary limit's ``x-ratelimit-reset`` (403/429
-with ``x-ratelimit-remaining: 0``) are waited for (:func:`httperror.rate_limit_wait`).
-
-Settings are :mod:`config`'s.
+and a ``User-Agent``. Rate limits (GitHub's "Rate limits for the REST API") go through
+:class:`retry.Retry`: ``retry-after``, a primary limit's reset, or a secondary limit's
+minute (:mod:`httperror`); :meth:`GitHub.within` a deadline, a longer wait raises the
+(transient) error for the queue to retry later. Settings are :mod:`config`'s.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway.core import httpjson, names
+from auto_review_gateway.core import httperror, httpjson, names
 from auto_review_gateway.core.escape import md_code, md_text
 from auto_review_gateway.core.model import EXIT_POST, EXIT_USAGE, Review, ReviewError
 from auto_review_gateway.core.retry import Retry
@@ -89,9 +89,9 @@ __all__ = [
 ]
 
 
-def make_retry() -> Retry:
-    """The retry policy of every GitHub call (tests replace it to never really sleep)."""
-    return Retry(RETRY_ATTEMPTS)
+def make_retry(deadline: float | None = None, *, clock: Any = None, sleep: Any = None) -> Retry:
+    """Every GitHub call's retries: ``deadline`` on ``clock``; tests inject both."""
+    return Retry(RETRY_ATTEMPTS, deadline=deadline, clock=clock, sleep=sleep)
 
 
 class GitHub(IssueComments):
@@ -107,10 +107,15 @@ class GitHub(IssueComments):
         retry: Callable[[], Retry] | None = None,
         auth: TokenAuth | AppAuth | None = None,
         timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """``retry`` None: :func:`make_retry`; ``auth`` None: from the config."""
+        """``retry`` None: :func:`make_retry` on ``clock`` and ``sleep``; ``auth`` None:
+        from the config."""
         self.config = config
-        self.retry = retry or make_retry
+        self.clock = clock
+        self.sleep = sleep
+        self.retry = retry or (lambda: make_retry(clock=clock, sleep=sleep))
         self.timeout = config.timeout if timeout is None else timeout
         if auth is None:
             auth = (
@@ -120,16 +125,35 @@ class GitHub(IssueComments):
             )
         self.auth = auth
 
-    def _once(self, method: str, url: str, token: str, body: Any) -> Any:
-        return httpjson.request(
-            method,
-            url,
-            token=token,
-            body=body,
+    def within(self, seconds: float) -> GitHub:
+        """This client (settings, auth, cached tokens), its retries ``seconds`` long."""
+        deadline = self.clock() + seconds
+        clock, sleep = self.clock, self.sleep
+        return GitHub(
+            self.config,
+            retry=lambda: make_retry(deadline, clock=clock, sleep=sleep),
+            auth=self.auth,
             timeout=self.timeout,
-            exit_code=EXIT_POST,
-            headers=HEADERS,
-        )[1]
+            clock=clock,
+            sleep=sleep,
+        )
+
+    def _once(self, method: str, url: str, token: str, body: Any) -> Any:
+        try:
+            return httpjson.request(
+                method,
+                url,
+                target="forge",
+                token=token,
+                body=body,
+                timeout=self.timeout,
+                exit_code=EXIT_POST,
+                headers=HEADERS,
+            )[1]
+        except httpjson.HttpError as exc:
+            if httperror.secondary_limit(exc.status, exc.headers, exc.detail):
+                exc.transient, exc.min_wait = True, httperror.SECONDARY_WAIT
+            raise
 
     def send(self, method: str, url: str, token: str, body: Any = None) -> Any:
         """One API call as ``token``, retried on transient failures and rate limits."""
@@ -169,7 +193,13 @@ class GitHub(IssueComments):
         else:
             url, token = f"{self.config.api_url}/rate_limit", self.config.static_token
         httpjson.request(
-            "GET", url, token=token, timeout=timeout, exit_code=EXIT_POST, headers=HEADERS
+            "GET",
+            url,
+            target="forge",
+            token=token,
+            timeout=timeout,
+            exit_code=EXIT_POST,
+            headers=HEADERS,
         )
 
     def get_pull_doc(self, owner: str, repo: str, number: int) -> Any:

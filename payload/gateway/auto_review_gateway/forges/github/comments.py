@@ -80,8 +80,9 @@ class IssueComments:
             else:
                 url, token = f"{api}/user", self.config.static_token
             try:
-                doc = httpjson.request("GET", url, token=token, timeout=self.timeout,
-                                       exit_code=EXIT_POST, headers=self.headers)[1]  # fmt: skip
+                doc = httpjson.request("GET", url, target="forge", token=token,
+                                       timeout=self.timeout, exit_code=EXIT_POST,
+                                       headers=self.headers)[1]  # fmt: skip
             except httpjson.HttpError:
                 return None
             if isinstance(self.auth, AppAuth):

@@ -9,9 +9,11 @@ share with Forgejo's are in :mod:`webhooks`; what is GitHub's:
   ``ready_for_review`` queues a review of ``pull_request.head.sha``; drafts and closed
   PRs are skipped. A second delivery for a head already queued or reviewed is a
   duplicate (the queue's rule), so a repeated ``synchronize`` reviews once.
-* ``issue_comment`` follows :mod:`re_review`: ``created`` on a pull request
-  (``issue.pull_request`` present), by an author whose ``author_association`` is at
-  least ``GITHUB_MIN_ASSOCIATION`` (default COLLABORATOR).
+* ``issue_comment`` follows :mod:`commands`: ``created`` on a pull request
+  (``issue.pull_request`` present), not by a bot (``user.type`` Bot, or the bot's own
+  login). The comment's ``author_association`` goes with the job, whose worker allows
+  the command when it is at least ``GITHUB_MIN_ASSOCIATION`` (default COLLABORATOR)
+  and answers a one-line refusal otherwise.
 * ``ping`` (sent when the webhook is created) answers ``{"pong": true}``; any other
   event 200 ``{"ignored": ...}``.
 """
@@ -21,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from auto_review_gateway.forges.commands import command_comment, comment_author
 from auto_review_gateway.forges.github.client import ASSOCIATIONS
-from auto_review_gateway.forges.re_review import re_review_comment
 from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     handle_delivery,
@@ -93,21 +95,23 @@ def _on_pull(issue: dict[str, Any], doc: dict[str, Any]) -> bool:
     return isinstance(issue.get("pull_request"), dict)
 
 
-def _below_association(intake: Intake, comment: dict[str, Any]) -> str | None:
-    minimum = getattr(intake.forge, "min_association", "COLLABORATOR")
-    if not association_ok(comment.get("author_association"), minimum):
-        return f"comment author is less than {minimum}"
-    return None
+def _author(intake: Intake, comment: dict[str, Any]) -> tuple[str, str] | str:
+    """The author's login and ``author_association``, or why the comment is not read."""
+    user = comment.get("user")
+    if isinstance(user, dict) and user.get("type") == "Bot":
+        return "comment by a bot"
+    who = comment_author(comment, intake.bot_name)
+    if isinstance(who, str):
+        return who
+    association = comment.get("author_association")
+    if association not in ASSOCIATIONS:
+        return "comment has no known author_association"
+    return who[0], association
 
 
 def _issue_comment(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
-    return re_review_comment(
-        intake,
-        doc,
-        delivery,
-        on_pull=_on_pull,
-        author_refusal=_below_association,
-        owner_keys=OWNER_KEYS,
+    return command_comment(
+        intake, doc, delivery, on_pull=_on_pull, author=_author, owner_keys=OWNER_KEYS
     )
 
 

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from auto_review_gateway.core import httpjson
+from auto_review_gateway.core import httpjson, metrics
 from auto_review_gateway.core.model import (
     EXIT_REVIEWER,
     Finding,
@@ -107,18 +107,21 @@ def _content(response: Any) -> str:
         if not isinstance(message, dict):
             raise TypeError
     except (KeyError, IndexError, TypeError):
+        _count_error("bad_answer")
         raise ReviewError(
             "LLM server answered without choices[0].message (not a chat completion)",
             EXIT_REVIEWER,
         ) from None
     finish = choice.get("finish_reason") if isinstance(choice, dict) else None
     if finish == "length":
+        _count_error("cut_off")
         raise ReviewError(
             "the LLM answer was cut off at the token limit (finish_reason length):"
             " raise LLM_MAX_TOKENS or use a model with a larger output",
             EXIT_REVIEWER,
         )
     if finish == "content_filter":
+        _count_error("content_filter")
         raise ReviewError(
             "the LLM server withheld the answer (finish_reason content_filter)", EXIT_REVIEWER
         )
@@ -128,6 +131,27 @@ def _content(response: Any) -> str:
     if isinstance(message.get("refusal"), str):
         raise InvalidAnswer("the model refused instead of answering with the JSON object")
     raise InvalidAnswer("the answer is empty")
+
+
+def _count_error(cause: str) -> None:
+    """Count a failed answer in ``llm_errors_total`` (HTTP failures are counted by
+    :func:`httpjson.request`)."""
+    sink = metrics.installed()
+    if sink is not None:
+        sink.inc("llm_errors_total", {"cause": cause})
+
+
+def _count_usage(response: Any) -> None:
+    """Count the tokens an answer's ``usage`` reports; anything but a plausible
+    non-negative integer (a hostile or broken server) is ignored."""
+    sink = metrics.installed()
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if sink is None or not isinstance(usage, dict):
+        return
+    for kind in ("prompt", "completion"):
+        n = usage.get(f"{kind}_tokens")
+        if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**9:
+            sink.inc("llm_tokens_total", {"kind": kind}, n)
 
 
 # --------------------------------------------------------------------------- the call
@@ -161,6 +185,7 @@ class _Session:
         return httpjson.request(
             "POST",
             self.config.endpoint,
+            target="llm",
             token=self.config.api_key,
             auth_scheme="Bearer",
             body=body,
@@ -192,7 +217,15 @@ class _Session:
                         raise
             return self._send(messages)
 
-        return _content(self.retry.call(once))
+        response = self.retry.call(once)
+        _count_usage(response)
+        return _content(response)
+
+
+def complete(config: LLMConfig, messages: list[dict[str, str]], retry: Retry) -> str:
+    """One chat completion as a review sends it (strict schema, adapted to what the
+    server refuses, retried by ``retry``); the assistant's text."""
+    return _Session(config, retry).complete(messages)
 
 
 def _complete(config: LLMConfig, messages: list[dict[str, str]]) -> str:
@@ -224,6 +257,7 @@ def review(
         answer = session.complete(messages)
         items, _summary = validate_answer(answer)
     except InvalidAnswer as first:
+        _count_error("invalid_answer")
         messages += [
             {"role": "assistant", "content": answer[:_MAX_ECHO_CHARS] or "(empty answer)"},
             {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
@@ -231,6 +265,7 @@ def review(
         try:
             items, _summary = validate_answer(session.complete(messages))
         except InvalidAnswer as second:
+            _count_error("invalid_answer")
             reason = httpjson.clean_text(str(second), 300)
             raise ReviewError(
                 f"LLM answer invalid after one repair attempt: {reason}", EXIT_REVIEWER
