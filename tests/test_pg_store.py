@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import random
@@ -205,13 +206,25 @@ def test_three_replicas_starting_at_once_migrate_once_and_review_each_head_once(
 
         def send(item: tuple[int, str, int]) -> tuple[int, dict]:
             n, delivery, to = item
-            return deliver(replicas[to], pr_event(n, heads[n % len(heads)]), delivery)
+            event = pr_event(n, heads[n % len(heads)])
+            for _ in range(3):  # as a forge redelivers a delivery whose connection broke
+                try:
+                    return deliver(replicas[to], event, delivery)
+                except (ConnectionError, http.client.HTTPException, urllib.error.URLError):
+                    resent.append(delivery)  # under this burst the port forward may reset one
+            raise AssertionError(f"delivery {delivery} failed three times")
 
+        resent: list[str] = []
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(send, sends))
         codes = [code for code, _ in answers]
-        assert codes.count(202) == 200 and codes.count(200) == 100, codes
+        assert set(codes) <= {200, 202}, codes
+        # 200 accepted, the rest duplicates; a resent delivery whose first try was taken
+        # before its connection broke is a duplicate of its own job
+        assert 200 - len(resent) <= codes.count(202) <= 200, (codes.count(202), resent)
         assert all(body.get("duplicate") for code, body in answers if code == 200)
+        ids = {body.get("job_id") for _, body in answers} - {None}
+        assert ids == {int(i) for i in rows(pg, db, "SELECT id FROM jobs")}  # none unnamed
 
         prs = range(first, first + 200)
         wait_for(lambda: all(reviews_per_pr(forge).get(n) for n in prs), timeout=240)
@@ -260,6 +273,10 @@ def test_readyz_follows_the_database_and_a_restart_loses_no_accepted_job(
     replica = Replica(app, world, url)
     try:
         wait_for(lambda: get(replica, "/readyz")[0] == 200)
+        with urllib.request.urlopen(replica.url("/metrics"), timeout=30) as response:
+            text = response.read().decode()  # the store's gauges, read from PostgreSQL
+        assert "auto_review_oldest_pending_job_age_seconds 0" in text, text[-2000:]
+        assert "auto_review_queue_depth 0" in text
         for n in range(5000, 5004):
             assert deliver(replica, pr_event(n, world["heads"][n % 6]))[0] == 202
         pg.stop()  # fast: every connection is cut, whatever it was doing
