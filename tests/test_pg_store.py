@@ -446,6 +446,56 @@ def test_tls_to_the_database_checks_its_certificate_against_the_ca_file(
             assert replica.stop() in (0, 143)
 
 
+LEASES = """
+import time
+from auto_review_gateway.jobs.pg_queue import PgJobQueue
+from auto_review_gateway.jobs.spec import JobRequest
+
+def until(get, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = get()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise SystemExit("timed out")
+
+steady = PgJobQueue(URL, forge="forgejo", lease=600.0, max_attempts=2)
+flaky = PgJobQueue(URL, forge="forgejo", lease=0.3, max_attempts=2)  # never renews
+for number in (8000, 8001):
+    request = JobRequest("acme", "demo", number, "a" * 40, "main", "https://f/a/d.git", "x")
+    assert steady.submit(request).status == "accepted"
+held = steady.claim()
+assert steady.renew([held.id]) == 1 and flaky.renew([held.id]) == 0  # whose it is
+first = flaky.claim()  # the other job: the held one is skipped
+assert (held.request.pr_number, first.request.pr_number, first.attempts) == (8000, 8001, 1)
+again = until(steady.claim)  # flaky's lease passed: the job is taken again
+assert (again.id, again.attempts) == (first.id, 2)
+assert flaky.finish(first.id) is False  # no longer flaky's: nothing changes
+assert steady.retry(again.id, "try later", 0.0)  # steady still holds it
+third = until(flaky.claim)
+assert (third.id, third.attempts) == (first.id, 3)
+[dead] = until(lambda: steady.reap(3))  # three claims, the last lease passed: failed
+row = steady.get(dead.id)
+assert row["state"] == "failed" and row["error"].startswith("interrupted 3 times"), row
+assert steady.finish(held.id) is True and steady.claim() is None
+steady.close()
+flaky.close()
+print("ok")
+"""
+
+
+def test_an_expired_lease_is_claimed_again_then_the_job_failed_after_max_attempts(
+    pg: Cluster,
+) -> None:
+    """The store itself, run by the system python3 (its psycopg), on the database's clock."""
+    url = pg.url(database=pg.database("leases"))
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent / "payload" / "gateway")}
+    result = subprocess.run([HOST_PYTHON, "-c", f"URL = {url!r}\n{LEASES}"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
 def test_the_queue_url_travels_as_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     from launcher.sandbox import gateway_env
 
