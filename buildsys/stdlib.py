@@ -23,6 +23,9 @@ finder = ModuleFinder(path=[gateway] + sys.path[1:] + site_dirs, excludes=exclud
 finder.run_script(gateway + "/__main__.py")
 for name in extra:
     finder.import_hook(name)
+if "sysconfig" in finder.modules:  # it imports its data by a name computed at run time
+    import sysconfig
+    finder.import_hook(sysconfig._get_sysconfigdata_name())
 out = {}
 for name, mod in finder.modules.items():
     if mod.__file__:

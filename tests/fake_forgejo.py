@@ -10,6 +10,11 @@ It speaks the API paths and JSON the gateway uses, with the real status codes:
 * ``GET /api/v1/repos/{owner}/{repo}/pulls/{index}`` -> 200 with the pull request the test
   set with :meth:`FakeForgejo.set_pull` (``number``, ``state``, ``head.sha``/``ref``,
   ``base.ref``, and ``base.repo.clone_url`` when given), 404 otherwise;
+* ``GET /api/v1/repos/{owner}/{repo}/pulls`` (``repoListPullRequests``) -> 200 with those
+  pull requests of the repository, filtered by ``state`` (``open``, ``closed``, ``all``; the
+  swagger's enum, anything else 422) and paged by ``page`` (from 1) and ``limit`` (at most
+  50: ``routers/api/v1/utils/page.go`` ``GetListOptions`` caps it at
+  ``setting.API.MaxResponseItems``, 50 by default), newest first as Forgejo's default sort.
 * ``repoGetRepoPermissions`` ``GET .../collaborators/{collaborator}/permission`` -> 200
   ``RepoCollaboratorPermission`` with the permission the test set
   (:meth:`FakeForgejo.set_permission`; a user it named for no repository has ``read``),
@@ -77,6 +82,7 @@ import re
 import ssl
 import subprocess
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -92,6 +98,8 @@ EVENTS = ("APPROVED", "REQUEST_CHANGES", "COMMENT", "")
 _STATUS_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]+)\Z")
 _REVIEW_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews\Z")
 _PULL_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)\Z")
+_PULLS_PATH = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls\Z")
+MAX_RESPONSE_ITEMS = 50
 _REVIEW_ONE = re.compile(r"\A/api/v1/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews/([0-9]+)\Z")
 _HOOKS_PATH = re.compile(r"\A/api/v1/(repos/[^/]+/[^/]+|orgs/[^/]+)/hooks\Z")
 _HOOK_PATH = re.compile(r"\A/api/v1/(repos/[^/]+/[^/]+|orgs/[^/]+)/hooks/([0-9]+)\Z")
@@ -616,6 +624,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 return "user"
             if method == "GET" and _PULL_PATH.match(path):
                 return "pull"
+            if method == "GET" and _PULLS_PATH.match(path):
+                return "pulls"
             if method == "PATCH" and _REPO_PATH.match(path):
                 return "repo_edit"
             if method in ("GET", "POST") and _HOOKS_PATH.match(path):
@@ -704,6 +714,8 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                     self._send(404, _api_error("pull request does not exist"))
                 else:
                     self._send(200, pull)
+            elif kind == "pulls":
+                self._pulls_page(_PULLS_PATH.match(path))
             elif kind in ("comment", "comments", "comment_get", "comment_edit"):
                 self._comments(kind, path, doc)
             elif kind == "permission":
@@ -730,6 +742,27 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                     self._send(404, _api_error("review does not exist"))
             else:
                 self._review(_REVIEW_PATH.match(path), doc)
+
+        def _pulls_page(self, match: re.Match[str] | None) -> None:
+            assert match is not None
+            owner, repo = match.groups()
+            query = urllib.parse.parse_qs(self.path.partition("?")[2])
+            state = query.get("state", ["open"])[-1]
+            try:
+                page = max(int(query.get("page", ["1"])[-1]), 1)
+                limit = int(query.get("limit", [str(MAX_RESPONSE_ITEMS)])[-1])
+            except ValueError:
+                self._send(422, _api_error("page and limit must be integers"))
+                return
+            if state not in ("open", "closed", "all"):
+                self._send(422, _api_error(f"state {state!r} is not open, closed or all"))
+                return
+            limit = MAX_RESPONSE_ITEMS if limit <= 0 else min(limit, MAX_RESPONSE_ITEMS)
+            with fake._lock:
+                pulls = [p for (o, r, _n), p in fake._pulls.items() if (o, r) == (owner, repo)]
+            pulls = [p for p in pulls if state == "all" or p["state"] == state]
+            pulls.sort(key=lambda p: -p["number"])
+            self._send(200, pulls[(page - 1) * limit : page * limit])
 
         def _status(self, match: re.Match[str] | None, doc: Any) -> None:
             assert match is not None

@@ -202,7 +202,7 @@ def test_missing_binary_is_named(tmp_path: Path) -> None:
     ]
 
 
-NATIVE_LINE = 'native = ["cryptography", "_cffi_backend"]'
+NATIVE_LINE = 'native = ["cryptography", "_cffi_backend", "psycopg", "typing_extensions"]'
 
 
 def test_missing_native_package_is_named(tmp_path: Path) -> None:

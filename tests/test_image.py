@@ -314,3 +314,31 @@ def test_kubernetes_manifests_parse_and_agree() -> None:
     assert service["spec"]["ports"][0]["targetPort"] in (port, container["ports"][0]["name"])
     bind = {e["name"]: e.get("value") for e in container["env"]}["AR_GATEWAY_BIND"]
     assert bind == f"0.0.0.0:{port}"
+
+
+def test_kubernetes_replicas_share_a_database_and_roll() -> None:
+    docs = {}
+    for path in sorted((K8S / "replicas").glob("*.yaml")):
+        (doc,) = list(yaml.safe_load_all(path.read_text()))
+        docs[doc["kind"]] = doc
+    deploy, pdb, secret = docs["Deployment"], docs["PodDisruptionBudget"], docs["Secret"]
+    single = _k8s()["Deployment"]
+    assert deploy["spec"]["replicas"] >= 3
+    assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["AR_QUEUE_URL"] == {"name": secret["metadata"]["name"], "key": "AR_QUEUE_URL"}
+    assert set(refs) == set(secret["stringData"])
+    assert secret["stringData"]["AR_QUEUE_URL"].startswith("postgresql://")
+    pod = deploy["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]  # no shared file
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in selector.items())
+    assert pdb["spec"]["maxUnavailable"] < deploy["spec"]["replicas"]
+    # the rest is the single replica's: same image, user, limits and hardening
+    (one,) = single["spec"]["template"]["spec"]["containers"]
+    for key in ("image", "args", "securityContext", "resources", "ports", "volumeMounts"):
+        assert container[key] == one[key], key

@@ -168,8 +168,10 @@ def test_sbom_names_where_git_python_and_libcurl_came_from(release: Path) -> Non
     }
     libcurl = [n for n in files if n.startswith("./rootfs/usr/lib/") and "/libcurl" in n]
     assert libcurl, "the rootfs ships libcurl (git-remote-http needs it)"
+    libpq = [n for n in files if n.startswith("./rootfs/usr/lib/") and "/libpq.so" in n]
+    assert libpq, "the rootfs ships libpq (the PostgreSQL job store's driver loads it)"
     python = os.path.realpath("/usr/bin/python3")
-    for name in ("./rootfs/usr/bin/git", f"./rootfs{python}", libcurl[0]):
+    for name in ("./rootfs/usr/bin/git", f"./rootfs{python}", libcurl[0], libpq[0]):
         package = packages[container[files[name]]]
         want = dpkg_owner(name.removeprefix("./rootfs"))
         assert (package["name"], package["versionInfo"]) == want, name
@@ -177,6 +179,7 @@ def test_sbom_names_where_git_python_and_libcurl_came_from(release: Path) -> Non
         assert package["externalRefs"][0]["referenceLocator"].startswith(
             f"pkg:deb/debian/{want[0]}@"
         )
+    assert {"python3-psycopg", "libpq5"} <= {p["name"] for p in sbom["packages"]}
     wheels = [p for p in sbom["packages"] if p["name"] == "zstandard"]
     assert len(wheels) == 4 and all(p["checksums"][0]["algorithm"] == "SHA256" for p in wheels)
     cached = {hashlib.sha256(w.read_bytes()).hexdigest()

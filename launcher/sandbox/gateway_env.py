@@ -28,6 +28,11 @@ ALLOWED = (
     "AR_QUEUE_MAX",
     "AR_SHUTDOWN_GRACE",
     "AR_REQUEST_TIMEOUT",
+    "AR_QUEUE_URL",  # a secret (its password): sent through the pipe, see hostlink
+    "AR_QUEUE_LEASE",
+    "AR_QUEUE_POLL_INTERVAL",
+    "AR_RECONCILE_INTERVAL",
+    "AR_RECONCILE_REPOS",
     "LLM_BASE_URL",
     "LLM_API_KEY",
     "LLM_REASONING_MODEL",

@@ -154,11 +154,13 @@ def refuse_host_loopback(argv: list[str]) -> None:
 
 def used_urls(argv: list[str]) -> list[tuple[str, str]]:
     """(setting, URL) of what the command will reach: the LLM and proxies always, the
-    forge for `serve`, `preflight`, `webhook` and `review --post`, the repository of
-    `review --repo`."""
+    forge for `serve`, `preflight`, `webhook` and `review --post`, the job database for
+    `serve`, the repository of `review --repo`."""
     names = ["LLM_BASE_URL", *PROXIES]
     if argv[0] in ("serve", "gateway", "preflight", "webhook") or "--post" in argv:
         names += ["FORGEJO_BASE_URL", "GITHUB_API_URL"]
+    if argv[0] in ("serve", "gateway"):
+        names.append("AR_QUEUE_URL")
     found = [(name, os.environ.get(name, "").strip()) for name in names]
     args = iter(argv[1:])
     for arg in args:

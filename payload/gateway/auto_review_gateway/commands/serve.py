@@ -17,9 +17,16 @@ names into the sandbox):
                            are recorded only, reviews start from ``/reviews/ci`` and commands
 ``AR_SHUTDOWN_GRACE``      seconds running reviews get to finish on SIGTERM (default 30)
 ``AR_REQUEST_TIMEOUT``     seconds a client gets to send a whole request (default 10)
+``AR_QUEUE_URL``           ``postgresql://...``: a job store shared by N replicas
+``AR_QUEUE_LEASE``         seconds a replica's claim holds without a heartbeat (60)
+``AR_QUEUE_POLL_INTERVAL`` seconds an idle worker waits between looks (default 1)
+``AR_RECONCILE_INTERVAL``  seconds between the reconciler's rounds (600; 0: off)
+``AR_RECONCILE_REPOS``     ``owner/repo,...`` it lists (default: those seen)
 =========================  ========================================================
 
-The job queue is ``jobs.sqlite3`` in the state dir (:func:`names.state_dir`). Once
+The job queue is ``jobs.sqlite3`` in the state dir (:func:`names.state_dir`), or the
+PostgreSQL database ``AR_QUEUE_URL`` names (:mod:`auto_review_gateway.jobs.pg_queue`);
+the URL's password comes through the launcher's secrets pipe like every secret. Once
 listening it prints ``auto-review: serving on http://HOST:PORT`` (the real port when
 bound to port 0), or, when the launcher forwards a host port in, the address the host
 listens on (``AUTO_REVIEW_HOST_LISTEN``, set by the launcher). An ``http://``
@@ -29,7 +36,12 @@ Exit status: 0 after a graceful stop on SIGTERM or SIGINT (the listening socket 
 closed at once, running reviews get ``AR_SHUTDOWN_GRACE`` seconds, pending jobs stay
 queued for the next start; a second signal exits at once with 128+N); 6 (EXIT_CONFIG)
 for missing or bad configuration, with one line naming the variables, never their
-values; 1 if the server cannot start (e.g. the address is in use).
+values; 8 (EXIT_DATABASE) when the job database cannot be used (unreachable, a wrong
+password, a newer schema), with one line saying why and the fix; 1 if the server cannot
+start (e.g. the address is in use).
+
+Over 300 lines: the settings and the whole start and stop sequence of the gateway (store,
+workers, server, signals), in the order they run.
 """
 
 from __future__ import annotations
@@ -113,6 +125,23 @@ class ServeConfig:
         self.request_timeout = _number(
             env, "AR_REQUEST_TIMEOUT", server.DEFAULT_REQUEST_TIMEOUT, 0.1, 300.0, float
         )
+        self.queue_url = env.get("AR_QUEUE_URL", "").strip() or None
+        from auto_review_gateway.jobs.store import is_database_url
+
+        if self.queue_url and not is_database_url(self.queue_url):
+            raise ConfigError(
+                "AR_QUEUE_URL must be a postgresql://USER:PASSWORD@HOST:PORT/DB URL"
+                " (or unset: the SQLite queue in the state dir)"
+            )
+        self.queue_lease = _number(env, "AR_QUEUE_LEASE", 60.0, 0.5, 3600.0, float)
+        self.queue_poll = _number(env, "AR_QUEUE_POLL_INTERVAL", 1.0, 0.05, 60.0, float)
+        self.reconcile_interval = _number(env, "AR_RECONCILE_INTERVAL", 600.0, 0.0, 86400.0, float)
+        from auto_review_gateway.jobs.reconciler import parse_repos
+
+        try:
+            self.reconcile_repos = parse_repos(env.get("AR_RECONCILE_REPOS", ""))
+        except ValueError as exc:
+            raise ConfigError(f"AR_RECONCILE_REPOS: {exc}") from None
         self.bot_name = env.get("AR_BOT_NAME", "").strip().lstrip("@") or "auto-review"
         if not all(c.isascii() and (c.isalnum() or c in "._-") for c in self.bot_name):
             raise ConfigError("AR_BOT_NAME must be a user name ([A-Za-z0-9_.-])")
@@ -128,6 +157,11 @@ class ServeConfig:
     def secrets(self) -> tuple[str, ...]:
         """The secret values, for redaction."""
         values = [self.forge.token, self.webhook_secret.decode("utf-8", "replace")]
+        if self.queue_url:
+            import urllib.parse
+
+            password = urllib.parse.urlsplit(self.queue_url).password
+            values += [self.queue_url, *([password] if password else [])]
         return (*values, self.ci_token) if self.ci_token else tuple(values)
 
     def __repr__(self) -> str:
@@ -181,6 +215,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _reconciler(config: ServeConfig, queue: Any, log: Any) -> Any:
+    """The reconciler, started, for a Forgejo gateway on the PostgreSQL store (see
+    :mod:`auto_review_gateway.jobs.reconciler`); None otherwise."""
+    if not config.queue_url or config.github or config.reconcile_interval <= 0:
+        return None
+    from auto_review_gateway.forges.forgejo.client import Forgejo
+    from auto_review_gateway.jobs.reconciler import Reconciler
+
+    forge: Any = config.forge
+    reconciler = Reconciler(
+        queue,
+        Forgejo(forge),
+        forge.repo_clone_url,
+        interval=config.reconcile_interval,
+        repos=config.reconcile_repos,
+        log=log,
+    )
+    reconciler.start()
+    return reconciler
+
+
 def serve(config: ServeConfig) -> int:
     """Start the queue, the workers and the server; stop them on SIGTERM/SIGINT."""
     import functools
@@ -192,13 +247,16 @@ def serve(config: ServeConfig) -> int:
     from auto_review_gateway.core import names
     from auto_review_gateway.core.log import log
     from auto_review_gateway.core.metrics import Metrics
+    from auto_review_gateway.core.model import EXIT_DATABASE
     from auto_review_gateway.intake.endpoint import Intake
     from auto_review_gateway.jobs.history import PrHistory
-    from auto_review_gateway.jobs.queue import JobQueue
+    from auto_review_gateway.jobs.pg_db import DatabaseError
     from auto_review_gateway.jobs.spec import JobRequest
+    from auto_review_gateway.jobs.store import open_store
     from auto_review_gateway.jobs.workers import Workers
     from auto_review_gateway.web import server as http
     from auto_review_gateway.web.endpoints import Gateway
+    from auto_review_gateway.web.readiness import Readiness, forge_probe, with_database
 
     if config.github:
         from auto_review_gateway.jobs import github_job
@@ -229,9 +287,29 @@ def serve(config: ServeConfig) -> int:
     metrics = Metrics()
     metrics.set("start_time_seconds", time.time())
     metrics_module.install(metrics)  # the HTTP-out path and the LLM reviewer record into it
-    db_path = os.path.join(config.state_dir, names.JOBS_DB)
-    queue = JobQueue(db_path, max_pending=config.queue_max)
-    history = PrHistory(db_path)
+    try:
+        queue = open_store(
+            config.queue_url,
+            state_dir=config.state_dir,
+            db_name=names.JOBS_DB,
+            # the forge's kind, not its URL: replicas may reach one forge by different
+            # addresses (10.0.2.2 from a sandbox, a proxy); two forges use two databases
+            forge="github" if config.github else "forgejo",
+            max_pending=config.queue_max,
+            lease=config.queue_lease,
+            poll_interval=config.queue_poll,
+            log=log,
+        )
+    except DatabaseError as exc:
+        print(f"auto-review: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_DATABASE
+    history: Any  # the per-PR history lives beside the jobs: every replica shares it
+    if config.queue_url:
+        from auto_review_gateway.jobs.pg_history import PgPrHistory
+
+        history = PgPrHistory(queue)
+    else:
+        history = PrHistory(os.path.join(config.state_dir, names.JOBS_DB))
     workers = None
     httpd = None
     try:
@@ -241,8 +319,10 @@ def serve(config: ServeConfig) -> int:
             concurrency=config.concurrency,
             metrics=metrics,
             on_abandoned=abandon_review_job,
+            poll_interval=config.queue_poll,
         )
         workers.start()
+        reconciler = _reconciler(config, queue, log)
         intake = Intake(
             webhook_secret=config.webhook_secret,
             forge=config.forge,
@@ -255,8 +335,13 @@ def serve(config: ServeConfig) -> int:
             log=log,
         )
         try:
+            readiness = Readiness(
+                with_database(queue.ping, forge_probe(intake)), redact=intake.safe
+            )
             httpd = http.GatewayServer(
-                config.bind, Gateway(intake, metrics), request_timeout=config.request_timeout
+                config.bind,
+                Gateway(intake, metrics, readiness=readiness),
+                request_timeout=config.request_timeout,
             )
         except OSError as exc:
             where = http.display_address(*config.bind)
@@ -276,6 +361,8 @@ def serve(config: ServeConfig) -> int:
         httpd.server_close()  # ... and the listening socket is closed
         # Requests already accepted get to finish (a 202 is written after the commit).
         httpd.wait_idle(min(5.0, config.request_timeout + 1))
+        if reconciler is not None:
+            reconciler.stop()
         workers.stop(grace=config.shutdown_grace)
         leftover = workers.running()
         workers = None

@@ -32,6 +32,7 @@ SECRET_NAMES = (
     "LLM_API_KEY",
     "GITHUB_TOKEN",
     "GITHUB_APP_PRIVATE_KEY",  # the content of the host's GITHUB_APP_PRIVATE_KEY_FILE
+    "AR_QUEUE_URL",  # postgresql://USER:PASSWORD@...: the whole URL, for its password
 )
 
 

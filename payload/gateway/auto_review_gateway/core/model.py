@@ -17,6 +17,7 @@ EXIT_BAD_REF = 4  # base or head does not name a commit
 EXIT_REVIEWER = 5  # the reviewer (e.g. the LLM) failed
 EXIT_CONFIG = 6  # .auto_review.yaml is malformed, or a bad environment value
 EXIT_POST = 7  # the review ran but posting it to the forge failed
+EXIT_DATABASE = 8  # serve: the job database (AR_QUEUE_URL) cannot be used
 EXIT_INTERNAL = 70  # a bug: an exception nothing expected (sysexits' EX_SOFTWARE)
 
 

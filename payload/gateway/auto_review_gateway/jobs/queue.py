@@ -34,40 +34,71 @@ guarantees above hold only together.
 
 from __future__ import annotations
 
-import dataclasses
+import fcntl
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from auto_review_gateway.core import names
 from auto_review_gateway.jobs import sqlite_db
+from auto_review_gateway.jobs.base import (
+    DEFAULT_RETENTION,
+    MAX_ATTEMPTS,
+    MAX_ERROR_CHARS,
+    POLL_INTERVAL,
+    PRUNE_EVERY,
+    RECENT_LIMIT,
+    STATES,
+    Changes,
+    Submission,
+)
 from auto_review_gateway.jobs.spec import Job, JobRequest, checked
 
 DEFAULT_STATE_DIR = names.STATE_DIR
 DB_NAME = names.JOBS_DB
-STATES = ("pending", "running", "done", "failed")
-MAX_ATTEMPTS = 3
-MAX_ERROR_CHARS = 500
-DEFAULT_RETENTION = 30 * 24 * 3600.0  # seconds a finished job is kept
-PRUNE_EVERY = 3600.0  # seconds between deletions of old finished jobs
-POLL_INTERVAL = 1.0  # seconds an idle worker waits before looking again (another process)
+__all__ = [
+    "DEFAULT_RETENTION",
+    "MAX_ATTEMPTS",
+    "MAX_ERROR_CHARS",
+    "POLL_INTERVAL",
+    "PRUNE_EVERY",
+    "RECENT_LIMIT",
+    "STATES",
+    "Job",
+    "JobQueue",
+    "JobRequest",
+    "Submission",
+]
 
-RECENT_LIMIT = 50
+
+class ProcessorLock:
+    """An exclusive flock on ``<db>.lock``, so one process at a time runs a queue's jobs."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path + ".lock"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RuntimeError(
+                f"another auto-review process is running the jobs of {db_path}"
+            ) from None
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        """Unlock (idempotent)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def default_path() -> str:
     """The queue's database in the state dir (see :func:`names.jobs_db`)."""
     return names.jobs_db()
-
-
-@dataclasses.dataclass(frozen=True)
-class Submission:
-    """The answer to :meth:`JobQueue.submit`."""
-
-    status: str  # "accepted" | "duplicate" | "full"
-    job_id: int | None  # the new job, or the one it duplicates; None when full
 
 
 _checked = checked
@@ -91,6 +122,10 @@ def _job(row: sqlite3.Row) -> Job:
 class JobQueue:
     """The jobs table of one SQLite database, safe to share between threads."""
 
+    lease = None  # no leases: a job left running is resumed at the next start (recover)
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    closed_error: type[BaseException] = sqlite3.ProgrammingError
+
     def __init__(
         self, path: str, *, max_pending: int = 100, retention: float = DEFAULT_RETENTION
     ) -> None:
@@ -105,9 +140,7 @@ class JobQueue:
         self.max_pending = max_pending
         self.retention = retention
         self._lock = threading.RLock()
-        self._changed = threading.Condition(threading.Lock())
-        self._seq = 0  # bumped on every change a waiting worker may care about
-        self._listeners: list[Callable[[], None]] = []
+        self.changes = Changes()
         self._last_prune = 0.0
         self._db: sqlite3.Connection | None = sqlite_db.connect(path)
         try:
@@ -128,25 +161,7 @@ class JobQueue:
         return sqlite_db.Transaction(self._conn())
 
     def _bump(self) -> None:
-        """Wake the workers waiting for a change, and tell the listeners."""
-        with self._changed:
-            self._seq += 1
-            self._changed.notify_all()
-        for listener in list(self._listeners):
-            try:
-                listener()
-            except Exception:
-                pass
-
-    def _current_seq(self) -> int:
-        with self._changed:
-            return self._seq
-
-    def _wait(self, seq: int, timeout: float) -> None:
-        """Wait up to ``timeout`` s for a change after ``seq`` (see :meth:`_current_seq`)."""
-        with self._changed:
-            if self._seq == seq:
-                self._changed.wait(timeout)
+        self.changes.bump()
 
     def _prune(self, now: float) -> None:
         with self._lock, self._transaction() as db:
@@ -307,7 +322,7 @@ class JobQueue:
             return 0.0
         return max(0.0, (time.time() if now is None else now) - float(row[0]))
 
-    def _recover(self, max_attempts: int) -> tuple[list[int], list[Job]]:
+    def recover(self, max_attempts: int) -> tuple[list[int], list[Job]]:
         """Jobs left running by a previous process: back to pending, or failed when they
         have had ``max_attempts`` claims. Only for the holder of the worker lock."""
         with self._lock, self._transaction() as db:
@@ -328,6 +343,24 @@ class JobQueue:
                 )
         self._bump()
         return resumed, given_up
+
+    def processor_lock(self) -> ProcessorLock:
+        """The exclusive lock of the process that runs this queue's jobs (``<db>.lock``);
+        RuntimeError if another process holds it."""
+        return ProcessorLock(self.path)
+
+    def renew(self, job_ids: Sequence[int]) -> int:
+        """No leases here (one process holds the jobs): nothing to renew."""
+        return len(job_ids)
+
+    def reap(self, max_attempts: int) -> list[Job]:
+        """No leases here: a job left running is failed by :meth:`recover` instead."""
+        return []
+
+    def ping(self) -> None:
+        """Raise unless the database answers (``/readyz``)."""
+        with self._lock:
+            self._conn().execute("SELECT 1").fetchone()
 
     def get(self, job_id: int) -> dict[str, Any] | None:
         """The stored row of a job as a dict (state, attempts, error, ...), None if unknown."""
@@ -358,6 +391,3 @@ class JobQueue:
             if db is not None:
                 db.close()
         self._bump()
-
-
-__all__ = ["Job", "JobQueue", "JobRequest", "Submission"]

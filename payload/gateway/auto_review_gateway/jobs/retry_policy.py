@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from auto_review_gateway.jobs.queue import MAX_ERROR_CHARS
+from auto_review_gateway.jobs.base import MAX_ERROR_CHARS
 
 RETRY_BASE = 30.0  # seconds before the first retry
 RETRY_CAP = 1800.0

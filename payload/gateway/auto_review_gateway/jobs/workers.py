@@ -5,19 +5,22 @@ error: see :mod:`retry_policy`) goes back to the queue, due after a jittered exp
 backoff (never shorter than a rate limit's wait: :func:`retry_policy.server_wait`),
 until it has had ``max_attempts`` tries; then it is failed. Every retry is
 counted in ``auto_review_job_retries_total{cause}`` and logged with its error.
+
+With a store that leases its claims (PostgreSQL, shared by replicas), a heartbeat
+thread renews the leases of the jobs running here every third of a lease, and fails
+the jobs whose replicas died ``max_attempts`` times (:meth:`Store.reap`).
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from auto_review_gateway.core.metrics import Metrics
-from auto_review_gateway.jobs.queue import MAX_ATTEMPTS, POLL_INTERVAL, JobQueue
+from auto_review_gateway.jobs.base import MAX_ATTEMPTS, POLL_INTERVAL
 from auto_review_gateway.jobs.retry_policy import (
     backoff,
     error_text,
@@ -26,33 +29,11 @@ from auto_review_gateway.jobs.retry_policy import (
     server_wait,
 )
 from auto_review_gateway.jobs.spec import Job
+from auto_review_gateway.jobs.store import Store
 
 
 def _log(message: str) -> None:
     print(f"auto-review: {message}", file=sys.stderr, flush=True)
-
-
-class _ProcessorLock:
-    """An exclusive flock on ``<db>.lock``, so one process at a time runs a queue's jobs."""
-
-    def __init__(self, db_path: str) -> None:
-        import fcntl
-
-        self.path = db_path + ".lock"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RuntimeError(
-                f"another auto-review process is running the jobs of {db_path}"
-            ) from None
-        self.fd: int | None = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class Workers:
@@ -60,7 +41,7 @@ class Workers:
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: Store,
         run_job: Callable[[Job], None],
         *,
         concurrency: int,
@@ -94,8 +75,9 @@ class Workers:
         self._alive = 0
         self._most_attempts = 0
         self._threads: list[threading.Thread] = []
-        self._processor_lock: _ProcessorLock | None = None
+        self._processor_lock: Any = None
         self._started = False
+        self._running_ids: set[int] = set()  # jobs running here, whose leases we renew
 
     def start(self) -> None:
         """Take the queue's processor lock, put interrupted jobs back in the queue (or fail
@@ -103,9 +85,9 @@ class Workers:
         first. RuntimeError if another process holds the lock."""
         if self._started:
             raise RuntimeError("workers already started")
-        self._processor_lock = _ProcessorLock(self.queue.path)
+        self._processor_lock = self.queue.processor_lock()
         try:
-            resumed, abandoned = self.queue._recover(self.max_attempts)
+            resumed, abandoned = self.queue.recover(self.max_attempts)
         except BaseException:
             self._release_lock()
             raise
@@ -119,8 +101,10 @@ class Workers:
             threading.Thread(
                 target=self._abandon, args=(abandoned,), name="jobs-abandoned", daemon=True
             ).start()
-        self.queue._listeners.append(self._refresh_depth)
+        self.queue.changes.listeners.append(self._refresh_depth)
         self._refresh_depth()
+        if self.queue.lease:
+            threading.Thread(target=self._heartbeat, name="jobs-heartbeat", daemon=True).start()
         self._alive = self.concurrency
         for i in range(self.concurrency):
             thread = threading.Thread(target=self._loop, name=f"jobs-worker-{i}", daemon=True)
@@ -137,7 +121,7 @@ class Workers:
         """
         with self._claiming:
             self._stopping.set()
-        self.queue._bump()
+        self.queue.changes.bump()
         deadline = time.monotonic() + max(grace, 0.0)
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
@@ -147,7 +131,7 @@ class Workers:
         else:
             self._release_lock()  # nothing of ours is running any more
         try:
-            self.queue._listeners.remove(self._refresh_depth)
+            self.queue.changes.listeners.remove(self._refresh_depth)
         except ValueError:
             pass
         self._refresh_depth()
@@ -161,8 +145,32 @@ class Workers:
     def _refresh_depth(self) -> None:
         try:
             self.metrics.set("queue_depth", self.queue.depth())
-        except sqlite3.Error:
-            pass  # closed: the last value stays
+        except (*self.queue.errors, self.queue.closed_error):
+            pass  # closed or unreachable: the last value stays
+
+    def _heartbeat(self) -> None:
+        """Renew the leases of the jobs running here; fail those whose replicas died too
+        often. Until the pool has stopped and its last job ended."""
+        assert self.queue.lease
+        every = self.queue.lease / 3
+        while not (self._stopping.is_set() and self.running() == 0):
+            with self._guard:
+                ids = sorted(self._running_ids)
+            try:
+                if ids:
+                    self.queue.renew(ids)
+                abandoned = self.queue.reap(self.max_attempts)
+            except self.queue.closed_error:
+                return
+            except self.queue.errors as exc:
+                _log(f"cannot renew the leases of {len(ids)} job(s): {exc}")
+                abandoned = []
+            for job in abandoned:
+                self.metrics.inc("reviews_failed_total", {"cause": "interrupted"})
+                _log(f"job {job.id} {job.request.pr} failed: interrupted {job.attempts} times")
+            if abandoned and self.on_abandoned is not None:
+                self._abandon(abandoned)
+            time.sleep(every)  # not _stopping.wait: jobs still running after stop() renew too
 
     def _abandon(self, jobs: list[Job]) -> None:
         assert self.on_abandoned is not None
@@ -190,15 +198,18 @@ class Workers:
 
     def _step(self) -> bool:
         """Claim and run one job, or wait for one; False once stopping."""
-        seq = self.queue._current_seq()
+        seq = self.queue.changes.current()
         try:
             with self._claiming:
                 if self._stopping.is_set():
                     return False
                 job = self.queue.claim()
-        except sqlite3.ProgrammingError:
+                if job is not None:
+                    with self._guard:
+                        self._running_ids.add(job.id)
+        except self.queue.closed_error:
             return False  # the queue was closed: nothing more to claim
-        except sqlite3.Error as exc:
+        except self.queue.errors as exc:
             if self._stopping.is_set():
                 return False
             _log(f"cannot claim a job: {exc}")
@@ -209,9 +220,13 @@ class Workers:
             due = self.queue.next_due()
             if due is not None:
                 wait = min(wait, max(due - time.time(), 0.0) + 0.001)
-            self.queue._wait(seq, wait)
+            self.queue.changes.wait(seq, wait)
         else:
-            self._run(job)
+            try:
+                self._run(job)
+            finally:
+                with self._guard:
+                    self._running_ids.discard(job.id)
         return True
 
     def _retry(self, job: Job, error: BaseException, what: str, elapsed: float) -> None:
@@ -223,7 +238,7 @@ class Workers:
         self.metrics.observe("review_duration_seconds", elapsed)
         try:
             recorded = self.queue.retry(job.id, error_text(error), delay)
-        except sqlite3.Error as exc:
+        except (*self.queue.errors, self.queue.closed_error) as exc:
             _log(f"{what}: cannot record its retry ({exc}): it will run again at next start")
             return
         if recorded:
@@ -267,7 +282,7 @@ class Workers:
             self.metrics.set("last_job_error_timestamp_seconds", time.time(), {"cause": cause})
         try:
             recorded = self.queue.finish(job.id, None if error is None else error_text(error))
-        except sqlite3.Error as exc:
+        except (*self.queue.errors, self.queue.closed_error) as exc:
             _log(f"{what}: cannot record its end ({exc}): it will run again at next start")
             return
         if not recorded:

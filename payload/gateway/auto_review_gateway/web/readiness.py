@@ -1,5 +1,5 @@
-"""``/readyz``'s question: does the forge answer? Probed at most once every READY_TTL
-seconds, with a short timeout, the answer cached in between."""
+"""``/readyz``'s question: does the job database answer, and the forge? Probed at most
+once every READY_TTL seconds, with a short timeout, the answer cached in between."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class Readiness:
                 return self._result
             try:
                 self._probe()
-                result = (True, "the forge answers")
+                result = (True, "the job database and the forge answer")
             except Exception as exc:
                 result = (False, self._redact(str(exc)) or type(exc).__name__)
             self._result, self._at = result, time.monotonic()
@@ -65,5 +65,19 @@ def forge_probe(intake: Intake) -> Callable[[], None]:
 
     def probe() -> None:
         client.version(READY_PROBE_TIMEOUT)
+
+    return probe
+
+
+def with_database(ping: Callable[[], None], forge: Callable[[], None]) -> Callable[[], None]:
+    """A probe for :class:`Readiness`: the job store's ``ping``, then the forge's probe.
+    A replica that cannot reach the shared database can take no webhook."""
+
+    def probe() -> None:
+        try:
+            ping()
+        except Exception as exc:
+            raise RuntimeError(f"the job database does not answer: {exc}") from None
+        forge()
 
     return probe

@@ -182,6 +182,13 @@ class Forgejo(IssueComments):
         """``repoGetPullRequest``; ReviewError when the answer is not a usable PR."""
         return PullInfo.from_doc(self.get_pull_doc(owner, repo, number), "the forge")
 
+    def open_pulls(self, owner: str, repo: str, page: int, limit: int) -> list[dict[str, Any]]:
+        """``repoListPullRequests``: one page (from 1) of the open pull requests, at most
+        ``limit`` (the forge caps it, 50 by default), as the forge's JSON objects."""
+        url = f"{_repo_url(self.config, owner, repo)}/pulls?state=open&page={int(page)}"
+        doc = self._call("GET", f"{url}&limit={int(limit)}")
+        return [p for p in doc if isinstance(p, dict)] if isinstance(doc, list) else []
+
     def set_status(self, owner: str, repo: str, sha: str, state: str, description: str) -> None:
         """``repoCreateStatus`` (retried: setting a status twice is harmless)."""
         set_status(owner, repo, sha, state, description, config=self.config)
