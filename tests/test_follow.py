@@ -11,6 +11,7 @@ OpenAPI document), a TLS git server with real repositories pushed to between job
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -399,3 +400,35 @@ def test_the_model_reads_the_prs_title_and_description(
         pr.review(head)
         [asked] = [r.json["messages"][-1]["content"] for r in api.requests]
     assert "Make one return one" in asked and "see the design notes" in asked
+
+
+def test_the_walkthrough_carries_the_models_line_for_each_file_and_nothing_else(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    forge, pr = world["forge"], Pr(world)
+    head = pr.push({"src/one.py": "def one():\n    return 1\n", "src/two.py": "X = 2\n"})
+    answer = {
+        "findings": [],
+        "summary": "ok",
+        "walkthrough": [
+            {"path": "src/one.py", "change": "adds one() | returns 1 @everyone\x1b[31m"},
+            {"path": "src/elsewhere.py", "change": "a file this PR does not touch"},
+        ],
+    }
+    with FakeOpenAI() as api:
+        monkeypatch.setenv("LLM_BASE_URL", api.base_url)
+        monkeypatch.setenv("LLM_API_KEY", "k")
+        monkeypatch.setenv("AR_VERIFIER", "off")
+        api.script(json.dumps(answer))
+        pr.review(head)
+    body = summaries(forge)[0]["body"]
+    table = body.split("<summary>Walkthrough</summary>", 1)[1].split("</details>", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `src/")]
+    assert len(rows) == 2 and "elsewhere" not in table
+    one = next(r for r in rows if "one.py" in r)
+    assert "adds one" in one and len(re.findall(r"(?<!\\)\|", one)) == 3  # "|" adds no cell
+    assert " @everyone" not in one and "\x1b" not in one  # no mention, no escape sequence
+    two = next(r for r in rows if "two.py" in r)
+    assert two.endswith("| added, +1 -0 |")  # no line from the model: the statistics

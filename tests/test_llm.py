@@ -7,6 +7,7 @@ here; it answers what each test scripts and records what it received.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -579,3 +580,29 @@ def test_bad_settings_are_config_errors_naming_the_variable(
     assert message in str(exc)
     assert "hunter2" not in str(exc)
     assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("walkthrough", "says"),
+    [
+        ("a.py: adds x", "walkthrough must be an array"),
+        (["a.py"], "walkthrough[0] must be an object"),
+        ([{"path": "a.py"}], "walkthrough[0] is missing key(s)"),
+        ([{"path": "a.py", "change": 3}], "walkthrough[0].path and .change must be strings"),
+        ([{"path": "a.py", "change": "x", "url": "u"}], "walkthrough[0] has unknown key(s)"),
+    ],
+)
+def test_a_malformed_walkthrough_is_an_invalid_answer(walkthrough: object, says: str) -> None:
+    text = json.dumps({"findings": [], "summary": "s", "walkthrough": walkthrough})
+    with pytest.raises(llm.InvalidAnswer, match=re.escape(says)):
+        llm.validate_answer(text)
+
+
+def test_a_walkthrough_is_one_clean_line_a_file_and_may_be_left_out() -> None:
+    long = "x" * 500
+    items = [{"path": "./a.py", "change": "adds\nx\x1b[2J"}, {"path": "b.py", "change": long}]
+    text = json.dumps({"findings": [], "summary": "s", "walkthrough": items})
+    _findings, _summary, walk = llm.validate_answer(text)
+    assert walk["a.py"].startswith("adds") and "\x1b" not in walk["a.py"]
+    assert "\n" not in walk["a.py"] and len(walk["b.py"]) <= 120
+    assert llm.validate_answer('{"findings": [], "summary": "s"}')[2] == {}

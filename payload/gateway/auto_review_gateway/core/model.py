@@ -137,6 +137,8 @@ class Review:
     dropped: list[tuple[Finding, str]] = dataclasses.field(default_factory=list)
     # the model's calls and tokens (``calls``, ``prompt_tokens``, ``completion_tokens``)
     usage: dict[str, int] = dataclasses.field(default_factory=dict)
+    # path -> the model's one line on what changed in it (none without a model)
+    walkthrough: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def verdict(self) -> str:

@@ -78,7 +78,7 @@ def render_summary(
         lines += ["", "<details><summary>Walkthrough</summary>", "", "| file | change |",
                   "| --- | --- |"]  # fmt: skip
         for path, what in walkthrough[:MAX_LISTED]:
-            lines.append(f"| {md_code(path)} | {md_text(what).replace('|', '&#124;')} |")
+            lines.append(f"| {md_code(path)} | {md_text(what)} |")  # md_text escapes "|"
         if len(walkthrough) > MAX_LISTED:
             lines.append(f"| ... | {len(walkthrough) - MAX_LISTED} more file(s) |")
         lines += ["", "</details>"]

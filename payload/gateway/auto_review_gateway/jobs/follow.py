@@ -108,8 +108,9 @@ class HeadLines:
         )
 
 
-def walkthrough(ctx: ReviewContext) -> list[tuple[str, str]]:
-    """(path, one line on its change) from the diff's statistics."""
+def walkthrough(ctx: ReviewContext, said: dict[str, str]) -> list[tuple[str, str]]:
+    """(path, one line on its change): the diff's statistics, and the model's line on
+    the file when it said one (``said``)."""
     out = []
     for change in ctx.files:
         if change.too_large:
@@ -118,7 +119,8 @@ def walkthrough(ctx: ReviewContext) -> list[tuple[str, str]]:
         removed = sum(1 for h in change.hunks for line in h.lines if line.startswith("-"))
         moved = f" (from {change.old_path})" if change.old_path != change.path else ""
         what = "binary" if change.binary else f"+{len(change.added)} -{removed}"
-        out.append((change.path, f"{change.status}{moved}, {what}"))
+        line = f"{change.status}{moved}, {what}"
+        out.append((change.path, f"{line}: {said[change.path]}" if change.path in said else line))
     return out
 
 
@@ -205,7 +207,7 @@ class Run:
                                   config=config, title=title, description=description)  # fmt: skip
         assert ctx is not None  # enabled: checked above
         review = pipeline.review_context(ctx)
-        self.walk = walkthrough(ctx)
+        self.walk = walkthrough(ctx, review.walkthrough)
         lines = HeadLines(repo)
         mine = self.job.id
         known = {t.fingerprint for t in self.state.findings if t.job_id != mine}

@@ -212,6 +212,7 @@ def review_context(ctx: ReviewContext) -> Review:
         not_reviewed=outcome.not_reviewed if outcome else [],
         dropped=outcome.dropped if outcome else [],
         usage=outcome.usage if outcome else {},
+        walkthrough=outcome.walkthrough if outcome else {},
     )
 
 

@@ -13,7 +13,14 @@ from typing import Any
 
 from auto_review_gateway.core import httpjson
 from auto_review_gateway.core.model import SEVERITIES, Finding, ReviewContext, severity_rank
-from auto_review_gateway.review.llm.prompt import ANSWER_KEYS, FINDING_KEYS, MAX_MESSAGE_CHARS
+from auto_review_gateway.review.llm.prompt import (
+    ANSWER_KEYS,
+    FINDING_KEYS,
+    MAX_MESSAGE_CHARS,
+    MAX_WALK_CHARS,
+    OPTIONAL_KEYS,
+    WALK_KEYS,
+)
 
 MAX_RULE_CHARS = 64
 MAX_FINDINGS = 100  # a review with more inline comments than this is noise, not help
@@ -41,10 +48,15 @@ def _show(value: Any) -> str:
     return httpjson.clean_text(json.dumps(value, ensure_ascii=False), 60)
 
 
-def _exact_keys(obj: dict[str, Any], allowed: frozenset[str] | set[str], where: str) -> None:
-    """InvalidAnswer unless `obj` has exactly the `allowed` keys."""
+def _exact_keys(
+    obj: dict[str, Any],
+    allowed: frozenset[str] | set[str],
+    where: str,
+    optional: frozenset[str] = frozenset(),
+) -> None:
+    """InvalidAnswer unless `obj` has exactly the `allowed` keys (`optional` may be absent)."""
     unknown = sorted(set(obj) - allowed)
-    missing = sorted(allowed - set(obj))
+    missing = sorted(allowed - optional - set(obj))
     if unknown:
         raise InvalidAnswer(
             f"{where} has unknown key(s) {_show(unknown)} (allowed: {_show(sorted(allowed))})"
@@ -53,8 +65,9 @@ def _exact_keys(obj: dict[str, Any], allowed: frozenset[str] | set[str], where: 
         raise InvalidAnswer(f"{where} is missing key(s) {_show(missing)}")
 
 
-def validate_answer(text: str) -> tuple[list[dict[str, Any]], str]:
-    """Parse and check the model's answer; ``(findings as dicts, summary)``.
+def validate_answer(text: str) -> tuple[list[dict[str, Any]], str, dict[str, str]]:
+    """Parse and check the model's answer; ``(findings as dicts, summary, walkthrough)``,
+    the walkthrough as path -> one cleaned line (empty when the answer has none).
 
     Raises InvalidAnswer with a one-line reason naming the offending place
     (e.g. ``findings[2].severity``) when the answer is not exactly the schema.
@@ -65,7 +78,7 @@ def validate_answer(text: str) -> tuple[list[dict[str, Any]], str]:
         raise InvalidAnswer(f"not a JSON document ({exc})") from None
     if not isinstance(doc, dict):
         raise InvalidAnswer(f"expected a JSON object, got {type(doc).__name__}")
-    _exact_keys(doc, ANSWER_KEYS, "the answer")
+    _exact_keys(doc, ANSWER_KEYS, "the answer", OPTIONAL_KEYS)
     if not isinstance(doc["summary"], str):
         raise InvalidAnswer("summary must be a string")
     if not isinstance(doc["findings"], list):
@@ -91,7 +104,25 @@ def validate_answer(text: str) -> tuple[list[dict[str, Any]], str]:
         if not item["path"].strip():
             raise InvalidAnswer(f"{where}.path is empty")
         findings.append(item)
-    return findings, doc["summary"]
+    return findings, doc["summary"], _walkthrough(doc.get("walkthrough", []))
+
+
+def _walkthrough(items: Any) -> dict[str, str]:
+    """The answer's walkthrough checked: path -> one line, control characters removed."""
+    if not isinstance(items, list):
+        raise InvalidAnswer("walkthrough must be an array")
+    out: dict[str, str] = {}
+    for i, item in enumerate(items):
+        where = f"walkthrough[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidAnswer(f"{where} must be an object")
+        _exact_keys(item, WALK_KEYS, where)
+        if not isinstance(item["path"], str) or not isinstance(item["change"], str):
+            raise InvalidAnswer(f"{where}.path and .change must be strings")
+        line = httpjson.clean_text(item["change"], MAX_WALK_CHARS)
+        if item["path"].strip() and line:
+            out.setdefault(item["path"].strip().removeprefix("./"), line)
+    return out
 
 
 def _clean_message(text: str) -> str:

@@ -72,7 +72,7 @@ def completion_check(config: LLMConfig) -> Check:
         {"role": "user", "content": PROBE_MESSAGE},
     ]
     try:
-        findings, _summary = validate_answer(complete(config, messages, retry))
+        findings, _summary, _walk = validate_answer(complete(config, messages, retry))
     except InvalidAnswer as exc:
         detail = (
             f"the answer does not follow the review schema: {httpjson.clean_text(str(exc), 200)}"

@@ -16,8 +16,8 @@ server is :mod:`exchange`. Trust boundaries:
   enforce: unknown or missing keys, wrong types, unknown severities make it invalid
   (one repair round, then :data:`~auto_review_gateway.core.model.EXIT_REVIEWER`). Findings
   outside the group's changed lines, or below ``AR_SEVERITY_FLOOR``, are dropped.
-* Only findings leave this module. The model's summary is validated and discarded: the
-  verdict and summary of a Review are computed from severities.
+* Only findings and a walkthrough line a file (shown as text) leave this module: the
+  model's summary is discarded (a Review's verdict and summary come from severities).
 
 Budget: one call holds at most ``AR_LLM_CONTEXT_TOKENS`` (estimated from bytes, 3 bytes
 a token), less the answer's ``LLM_MAX_TOKENS`` (at most half the window) and the system
@@ -35,8 +35,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-# the module itself: the package reaches it through a lazy __getattr__ the rootfs
-# builder cannot see
+# the module itself: the package's lazy __getattr__ hides it from the rootfs builder
 from concurrent.futures.thread import ThreadPoolExecutor
 
 from auto_review_gateway.core import httpjson, metrics
@@ -90,6 +89,7 @@ class Outcome:
     not_reviewed: list[str] = dataclasses.field(default_factory=list)
     dropped: list[tuple[Finding, str]] = dataclasses.field(default_factory=list)
     usage: dict[str, int] = dataclasses.field(default_factory=dict)
+    walkthrough: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> one line
 
 
 @dataclasses.dataclass
@@ -156,13 +156,16 @@ def _surroundings(context: ReviewContext, group: groups.Group, budget: int) -> s
         return ""
 
 
-def _ask(session: Session, sub: ReviewContext, message: str, floor: str) -> list[Finding]:
-    """One group's review: the request, one repair round if the answer is invalid."""
+def _ask(
+    session: Session, sub: ReviewContext, message: str, floor: str
+) -> tuple[list[Finding], dict[str, str]]:
+    """One group's review: the request, one repair round if the answer is invalid; the
+    findings and its files' walkthrough lines."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": message}]
     answer = ""
     try:
         answer = session.complete(messages)
-        items, _summary = validate_answer(answer)
+        items, _summary, walk = validate_answer(answer)
     except InvalidAnswer as first:
         count_error("invalid_answer")
         messages += [
@@ -170,16 +173,17 @@ def _ask(session: Session, sub: ReviewContext, message: str, floor: str) -> list
             {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
         ]
         try:
-            items, _summary = validate_answer(session.complete(messages))
+            items, _summary, walk = validate_answer(session.complete(messages))
         except InvalidAnswer as second:
             count_error("invalid_answer")
             reason = httpjson.clean_text(str(second), 300)
             raise ReviewError(
                 f"LLM answer invalid after one repair attempt: {reason}", EXIT_REVIEWER
             ) from None
-    # The summary is deliberately dropped: the verdict and summary of a Review are
-    # computed from the findings' severities, never taken from model text.
-    return to_findings(items, sub, floor)
+    # The summary is dropped (a Review's verdict and summary come from severities); the
+    # walkthrough (one line a file, shown as such) is kept for the group's own files.
+    mine = {change.path for change in sub.files}
+    return to_findings(items, sub, floor), {p: w for p, w in walk.items() if p in mine}
 
 
 def _check(
@@ -220,6 +224,8 @@ def run(
     work = plan(context, config)
     sent, left = work.groups[: config.max_calls], work.groups[config.max_calls :]
 
+    walkthrough: dict[str, str] = {}
+
     def one(group: groups.Group) -> tuple[list[Finding], list[tuple[Finding, str]]] | None:
         left_time = policy.remaining()
         if left_time is not None and left_time <= 0:
@@ -234,7 +240,8 @@ def run(
             whole_bytes=work.whole_bytes,
         )
         try:
-            found = _ask(session, sub, message, config.floor)
+            found, walk = _ask(session, sub, message, config.floor)
+            walkthrough.update(walk)  # each group's own files: no two write one path
         except OutOfTime:
             return None
         except ReviewError:
@@ -271,6 +278,7 @@ def run(
         not_reviewed=list(dict.fromkeys(not_reviewed)),
         dropped=dropped,
         usage=usage,
+        walkthrough=walkthrough,
     )
 
 
