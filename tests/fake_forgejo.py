@@ -726,7 +726,12 @@ def _make_handler(fake: FakeForgejo) -> type[BaseHTTPRequestHandler]:
                 assert m is not None
                 owner, repo, index = m.groups()
                 reviews = fake.pull_reviews(owner, repo, int(index))
-                self._send(200, [_review_json(fake, owner, repo, int(index), r) for r in reviews])
+                # ``page`` and ``limit`` (Forgejo's default page size is 30 where not given)
+                params = urllib.parse.parse_qs(self.path.partition("?")[2])
+                limit = int(params.get("limit", ["30"])[0])
+                first = (int(params.get("page", ["1"])[0]) - 1) * limit
+                shown = reviews[first : first + limit]
+                self._send(200, [_review_json(fake, owner, repo, int(index), r) for r in shown])
             elif kind == "delete":
                 m = _REVIEW_ONE.match(path)
                 assert m is not None

@@ -12,7 +12,7 @@ these operations (by operation id):
 * ``pulls/get``, ``pulls/list-files`` (``per_page``/``page``), ``pulls/list-reviews``,
   ``pulls/create-review``, ``repos/create-commit-status``, ``rate-limit/get``;
 * ``meta/get`` ``GET /meta`` (no authentication); ``users/get-authenticated``
-  ``GET /user``: ``TOKEN_LOGIN``, with ``x-oauth-scopes`` for a token in
+  ``GET /user``: the bot (``TOKEN_LOGIN`` unless given), with ``x-oauth-scopes`` for a token in
   :attr:`FakeGitHub.token_scopes` (a classic token; the others are fine-grained, which
   GitHub sends no scopes for); ``apps/list-installations`` ``GET /app/installations``
   (App JWT): each account installed, with :attr:`FakeGitHub.permissions`.
@@ -176,7 +176,7 @@ class FakeGitHub(LoopbackServer):
         app_id: int = 4242,
         app_key: rsa.RSAPrivateKey | None = None,
         git_root: str | os.PathLike[str] | None = None,
-        bot_login: str = "auto-review[bot]",
+        bot_login: str | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(ssl_context)
@@ -191,7 +191,9 @@ class FakeGitHub(LoopbackServer):
         self.public_key = app_key.public_key() if app_key is not None else None
         self.git_root = None if git_root is None else os.fspath(git_root)
         self.git_redirect: str | None = None  # an origin git requests are sent to (302)
-        self.bot_login = bot_login
+        # who the bot is: an App's installation acts as <slug>[bot], a token as its user
+        self.token_login = bot_login or TOKEN_LOGIN
+        self.bot_login = APP_LOGIN if app_key is not None else self.token_login
         self.now = now
         self.installations: dict[tuple[str, str], int] = {}
         self.pulls: dict[tuple[str, str, int], Pull] = {}
@@ -345,7 +347,14 @@ class FakeGitHub(LoopbackServer):
                 out.append({"filename": name.group(1), "status": "modified", "patch": patch})
         return out
 
-    def create_review(self, owner: str, repo: str, pull: Pull, doc: Any) -> tuple[int, Any]:
+    def login_for(self, credential: str) -> str:
+        """Who acts with ``credential``: the App's bot for an installation token, else the
+        token's user."""
+        return APP_LOGIN if credential in self.minted else self.token_login
+
+    def create_review(
+        self, owner: str, repo: str, pull: Pull, doc: Any, login: str = ""
+    ) -> tuple[int, Any]:
         if not isinstance(doc, dict):
             return 400, {"message": "Problems parsing JSON"}
         event = doc.get("event")
@@ -356,7 +365,8 @@ class FakeGitHub(LoopbackServer):
         commit = doc.get("commit_id")
         if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{40}", commit):
             return 422, {"message": "Unprocessable Entity", "errors": ["commit_id is invalid"]}
-        if event == "REQUEST_CHANGES" and pull.author == self.bot_login:
+        login = login or self.bot_login
+        if event == "REQUEST_CHANGES" and pull.author == login:
             return 422, {
                 "message": "Unprocessable Entity",
                 "errors": ["Can not request changes on your own pull request"],
@@ -383,7 +393,7 @@ class FakeGitHub(LoopbackServer):
         )
         review = {
             "id": next(self._ids),
-            "user": {"login": self.bot_login},
+            "user": {"login": login},
             "body": doc["body"],
             "state": state,
             "commit_id": commit,
@@ -631,10 +641,9 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     return 403, {"message": "Resource not accessible by integration"}, {}
                 scopes = fake.token_scopes.get(credential)  # a classic token's scopes
                 extra = {} if scopes is None else {"x-oauth-scopes": scopes}
-                return 200, {"login": TOKEN_LOGIN, "id": 1, "type": "User"}, extra
+                return 200, {"login": fake.token_login, "id": 1, "type": "User"}, extra
             if kind.startswith("comment"):
-                login = APP_LOGIN if credential in fake.minted else TOKEN_LOGIN
-                return self._comments(kind, match, doc, query, login)
+                return self._comments(kind, match, doc, query, fake.login_for(credential))
             if kind == "mint":
                 return (*fake._mint(int(match["id"]), doc), {})
             owner, repo = match["owner"], match["repo"]
@@ -670,9 +679,11 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 per, page = int(params.get("per_page", 30)), int(params.get("page", 1))
                 files = fake.files(owner, repo, pull)
                 return 200, files[(page - 1) * per : page * per], {}
-            if kind == "reviews":
-                return 200, list(pull.reviews), {}
-            return (*fake.create_review(owner, repo, pull, doc), {})
+            if kind == "reviews":  # pulls/list-reviews: per_page (default 30) and page
+                params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+                per, page = int(params.get("per_page", 30)), int(params.get("page", 1))
+                return 200, list(pull.reviews)[(page - 1) * per : page * per], {}
+            return (*fake.create_review(owner, repo, pull, doc, fake.login_for(credential)), {})
 
         def _comments(
             self, kind: str, match: Any, doc: Any, query: str, login: str

@@ -81,18 +81,26 @@ class Pr:
         """One commit on the PR's branch; its SHA."""
         return commit(self.world["repo"], files, message, branch=self.branch)
 
-    def review(self, head: str, reason: str = "pull_request:synchronized", job_id: int = 0) -> Job:
+    def review(
+        self,
+        head: str,
+        reason: str = "pull_request:synchronized",
+        job_id: int = 0,
+        history: PrHistory | None = None,
+    ) -> Job:
         """Run the job for ``head`` as the service does (a fresh history on the state
-        dir's database, as after a restart)."""
+        dir's database, as after a restart, unless ``history`` is shared)."""
         self.jobs += 1
         req = JobRequest("acme", "demo", 5, head, "main", self.world["git"].repo_url("demo"),
                          reason, force=reason.startswith("command"))  # fmt: skip
         job = Job(id=job_id or self.jobs, request=req, attempts=1)
-        history = PrHistory(self.world["db"])
+        own = history is None
+        history = PrHistory(self.world["db"]) if history is None else history
         try:
             forgejo_job.run_review_job(job, history)
         finally:
-            history.close()
+            if own:
+                history.close()
         return job
 
     def state(self) -> PrState:
@@ -215,12 +223,26 @@ def test_a_lock_file_only_pr_succeeds_without_a_model_call(
     with FakeOpenAI() as api:  # nothing scripted: a call would be answered 500
         monkeypatch.setenv("LLM_BASE_URL", api.base_url)
         monkeypatch.setenv("LLM_API_KEY", "k")
-        head = pr.push({"package-lock.json": "{}\n", "vendor/lib/x.py": "x = 1   \n"})
+        head = pr.push({"package-lock.json": "{}\n", "vendor/lib/x.py": "x = 1\n"})
         pr.review(head)
         assert api.requests == []
     assert forge.reviews() == [] and final_states(forge) == ["success"]
     assert "skip_paths" in forge.statuses()[-1]["description"]
     assert pr.state().reviews[-1].kind == "skipped"
+
+
+def test_skip_paths_never_hide_a_debugger_call_or_a_secret_from_the_built_in_rules(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forge, pr = world["forge"], Pr(world)
+    with FakeOpenAI() as api:
+        monkeypatch.setenv("LLM_BASE_URL", api.base_url)
+        monkeypatch.setenv("LLM_API_KEY", "k")
+        key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n"
+        pr.review(pr.push({"api_pb2.py": "breakpoint()\n", "vendor/k.pem": key}))
+        assert api.requests == []  # generated and vendored only: the model is not asked
+    [rules] = [[r for _p, _l, r in review] for review in inline(forge)]
+    assert "debugger" in rules and final_states(forge) == ["failure"]
 
 
 def test_paused_then_resumed(world: dict) -> None:
@@ -432,3 +454,128 @@ def test_the_walkthrough_carries_the_models_line_for_each_file_and_nothing_else(
     assert " @everyone" not in one and "\x1b" not in one  # no mention, no escape sequence
     two = next(r for r in rows if "two.py" in r)
     assert two.endswith("| added, +1 -0 |")  # no line from the model: the statistics
+
+
+# ------------------------------------------------------------------ attacks on the memory
+
+
+def test_a_fixed_finding_brought_back_is_posted_again_and_fails_the_status(world: dict) -> None:
+    forge, pr = world["forge"], Pr(world)
+    pr.review(pr.push({"src/a.py": "x = 1\n<<<<<<< HEAD\n"}))
+    pr.review(pr.push({"src/a.py": "x = 1\n"}))
+    pr.review(pr.push({"src/a.py": "x = 1\n<<<<<<< HEAD\n"}))
+    assert final_states(forge) == ["failure", "success", "failure"]
+    assert [len(r) for r in inline(forge)] == [1, 1]  # posted again when it came back
+    assert [f.state for f in pr.state().findings] == ["open"]
+
+
+def test_renaming_a_file_does_not_resolve_its_findings(world: dict) -> None:
+    forge, pr = world["forge"], Pr(world)
+    pr.review(pr.push({"src/old.py": "x = 1\n<<<<<<< HEAD\n"}))
+    pr.review(pr.push({"src/old.py": None, "src/new.py": "x = 1\n<<<<<<< HEAD\n"}))
+    assert [f.state for f in pr.state().findings] == ["open"]
+    assert final_states(forge) == ["failure", "failure"] and len(forge.reviews()) == 1
+
+
+def test_a_pause_holds_every_review_but_a_commands(world: dict) -> None:
+    forge, pr = world["forge"], Pr(world)
+    history = PrHistory(world["db"])
+    history.set_paused(PrKey(forge.url + "/api/v1", "acme", "demo", 5), True)
+    history.close()
+    head = pr.push({"src/a.py": "<<<<<<< HEAD\n"})
+    for reason in ("reconcile", "ci", "pull_request:opened"):
+        pr.review(head, reason=reason)
+    assert forge.reviews() == []
+    pr.review(head, reason="command:re-review")
+    assert len(forge.reviews()) == 1
+
+
+def test_a_reopened_pr_is_not_forgotten_with_its_first_close(world: dict) -> None:
+    pr = Pr(world)
+    head = pr.push({"src/a.py": "x = 1   \n"})
+    pr.review(head)
+    pr.review(head, reason="pull_request:closed")
+    pr.review(pr.push({"src/b.py": "y = 1\n"}))  # reopened and pushed to
+    history = PrHistory(world["db"], retention=0.0)
+    try:
+        assert history.prune() == 0
+    finally:
+        history.close()
+    assert pr.state().findings != []
+
+
+def test_two_jobs_of_one_pr_at_once_post_each_finding_once(world: dict) -> None:
+    import threading
+
+    forge, pr = world["forge"], Pr(world)
+    head = pr.push({"src/a.py": "<<<<<<< HEAD\n"})
+    shared = PrHistory(world["db"])  # one per gateway, as serve opens it
+    done: list[int] = []
+
+    def job(n: int) -> None:
+        pr.review(head, job_id=n, history=shared)
+        done.append(n)
+
+    jobs = [threading.Thread(target=job, args=(n,)) for n in (1, 2)]
+    try:
+        for thread in jobs:
+            thread.start()
+        for thread in jobs:
+            thread.join(60)
+    finally:
+        shared.close()
+    assert sorted(done) == [1, 2]  # both ran to the end
+    assert sum(len(r) for r in inline(forge)) == 1
+    assert len(summaries(forge)) == 1 and len(pr.state().reviews) == 2
+
+
+def test_hostile_file_names_cannot_break_the_summary_or_its_size(world: dict) -> None:
+    forge, pr = world["forge"], Pr(world)
+    table_breaker = "a|[click me](evil.example) @victim|.py"
+    long_names = {f"d/{'n' * 200}/{'m' * 200}/{i:03d}.py": "<<<<<<< HEAD\n" for i in range(120)}
+    pr.review(pr.push({table_breaker: "y = 1\n", **long_names}))
+    [comment] = summaries(forge)
+    assert len(comment["body"]) <= summary.MAX_BODY_CHARS
+    row = next(line for line in comment["body"].splitlines() if "click me" in line)
+    assert len(re.findall(r"(?<!\\)\|", row)) == 3  # the name stays in its cell
+
+
+def test_merging_the_base_into_the_pr_does_not_post_the_bases_lines(
+    world: dict, tmp_path: Path
+) -> None:
+    forge, pr = world["forge"], Pr(world)
+    pr.review(pr.push({"src/app.py": "def main():\n    return 0\n# the PR's line\n"}))
+    # main changes the same file elsewhere, with a debugger call; the PR merges main in
+    commit(world["repo"], {"src/app.py": "breakpoint()\ndef main():\n    return 0\n"}, "m",
+           branch="main")  # fmt: skip
+    env = dict(os.environ, GIT_AUTHOR_NAME="a", GIT_AUTHOR_EMAIL="a@a.invalid",
+               GIT_COMMITTER_NAME="a", GIT_COMMITTER_EMAIL="a@a.invalid")  # fmt: skip
+    work = tmp_path / "work"
+    for args in (["clone", "-q", "-b", "topic", str(world["repo"]), str(work)],
+                 ["-C", str(work), "merge", "-q", "--no-edit", "origin/main"],
+                 ["-C", str(work), "push", "-q", "origin", "topic"]):  # fmt: skip
+        subprocess.run(["git", *args], check=True, env=env)
+    merged = subprocess.run(["git", "--git-dir", str(world["repo"]), "rev-parse", "topic"],
+                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    pr.review(merged)
+    assert pr.state().reviews[-1].kind == "full"  # a merge since the last review: whole PR
+    assert all(rule != "debugger" for review in inline(forge) for _p, _l, rule in review)
+
+
+def test_resolved_findings_are_kept_bounded(tmp_path: Path) -> None:
+    from auto_review_gateway.core.prstate import ReviewEntry, TrackedFinding
+    from auto_review_gateway.jobs import history as memory
+
+    history = PrHistory(str(tmp_path / "db"))
+    key = PrKey("f", "o", "r", 1)
+    try:
+        for job in range(1, 4):
+            made = [TrackedFinding(f"{job}-{i}", "x.py", i + 1, "low", "r", "m")
+                    for i in range(memory.MAX_RESOLVED_KEPT)]  # fmt: skip
+            history.record(key, ReviewEntry(job, "full", "a", "b"), made)
+            history.record(key, ReviewEntry(100 + job, "full", "b", "c"), [],
+                           [t.fingerprint for t in made])  # fmt: skip
+        kept = history.load(key).findings
+        assert len(kept) == memory.MAX_RESOLVED_KEPT and {f.job_id for f in kept} == {3}
+    finally:
+        history.close()

@@ -101,7 +101,7 @@ def test_publish_passing_review(forge: FakeForgejo) -> None:
     assert [(r.method, r.path) for r in forge.requests] == [
         ("POST", STATUS_PATH),
         ("GET", "/api/v1/user"),
-        ("GET", REVIEW_PATH + "?limit=50"),
+        ("GET", REVIEW_PATH + "?limit=50&page=1"),
         ("POST", REVIEW_PATH),
         ("POST", STATUS_PATH),
     ]

@@ -250,7 +250,9 @@ def test_a_review_whose_answer_was_lost_is_not_posted_again_by_the_retry(
 
 
 def test_request_changes_on_the_bots_own_pr_falls_back_to_a_comment(hub: FakeGitHub) -> None:
-    hub.pulls[("acme", "demo", 7)].author = hub.bot_login
+    hub.pulls[("acme", "demo", 7)].author = hub.login_for(
+        TOKEN
+    )  # the client acts as the token's user
     client(hub).post_review("acme", "demo", 7, review(("app.py", 4, "high")))
     [posted] = hub.reviews("acme", "demo", 7)
     assert posted["state"] == "COMMENTED"
@@ -551,3 +553,15 @@ def test_a_forgejo_gateway_has_no_github_route(tmp_path: Path) -> None:
         assert "/webhooks/forgejo" in routes and "/webhooks/github" not in routes
     finally:
         queue.close()
+
+
+def test_a_strangers_review_carrying_the_bots_marker_does_not_stop_its_review(
+    hub: FakeGitHub,
+) -> None:
+    markers = "".join(f"<!-- auto-review run job-{n} -->" for n in range(1, 2000))
+    hub.pulls[("acme", "demo", 7)].reviews.append(
+        {"id": 99, "user": {"login": "mallory"}, "body": markers, "state": "COMMENTED"}
+    )
+    client(hub).post_review("acme", "demo", 7, review(("app.py", 3, "low")), key="job-9")
+    mine = [r for r in hub.reviews("acme", "demo", 7) if r["user"]["login"] != "mallory"]
+    assert len(mine) == 1

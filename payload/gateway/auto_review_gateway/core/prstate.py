@@ -76,11 +76,11 @@ class PrState:
     reviews: list[ReviewEntry] = dataclasses.field(default_factory=list)  # oldest first
     findings: list[TrackedFinding] = dataclasses.field(default_factory=list)
 
-    @property
-    def last_reviewed_head(self) -> str | None:
-        """The head of the newest review that looked at the code (full or incremental)."""
+    def last_reviewed_head(self, but: int = 0) -> str | None:
+        """The head of the newest review that looked at the code (full or incremental),
+        not counting job ``but``'s (a job run again is not its own predecessor)."""
         for entry in reversed(self.reviews):
-            if entry.kind in ("full", "incremental"):
+            if entry.kind in ("full", "incremental") and entry.job_id != but:
                 return entry.head_sha
         return None
 

@@ -19,6 +19,8 @@ from auto_review_gateway.core.prstate import PrState
 
 MARKER = "<!-- auto-review summary -->"
 MAX_LISTED = 50
+MAX_SHOWN_CHARS = 200  # of a path or a message (a path may be 4 KB long)
+MAX_BODY_CHARS = 60_000  # under GitHub's 65,536 for a comment
 
 
 class Comments(Protocol):
@@ -43,19 +45,35 @@ def _counts(state: PrState) -> str:
     return ", ".join(parts) if parts else "none"
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
+
+
 def render_summary(
     state: PrState, walkthrough: list[tuple[str, str]], notes: list[str], bot: str
 ) -> str:
     """The summary's Markdown. ``walkthrough``: (path, one line on its change) of the
-    latest review; ``notes``: lines to show under the headline (already Markdown)."""
+    latest review; ``notes``: lines to show under the headline (already Markdown). At
+    most MAX_BODY_CHARS: the lists are shortened until it fits."""
+    for listed in (MAX_LISTED, 10, 0):
+        body = _render(state, walkthrough, notes, bot, listed)
+        if len(body) <= MAX_BODY_CHARS:
+            break
+    return body[:MAX_BODY_CHARS]
+
+
+def _render(
+    state: PrState, walkthrough: list[tuple[str, str]], notes: list[str], bot: str, listed: int
+) -> str:
     latest = state.reviews[-1] if state.reviews else None
     lines = [MARKER, "### auto-review summary", ""]
     if latest is None:
         lines.append("No review yet.")
-    elif latest.kind in ("full", "incremental"):
+    elif latest.kind in ("full", "incremental", "skipped"):
         span = f"{_short(latest.from_sha)}..{_short(latest.head_sha)}"
+        how = "built-in rules only" if latest.kind == "skipped" else latest.kind
         lines.append(
-            f"**Latest review** ({latest.kind}): {span}, {latest.files} file(s), "
+            f"**Latest review** ({how}): {span}, {latest.files} file(s), "
             f"{latest.new} new finding(s), {latest.resolved} resolved."
         )
     else:
@@ -70,22 +88,26 @@ def render_summary(
     open_ = sorted(state.open_findings(), key=lambda f: (-severity_rank(f.severity), f.path))
     if open_:
         lines += ["", f"<details><summary>Open findings ({len(open_)})</summary>", ""]
-        for f in open_[:MAX_LISTED]:
-            where = md_code(f"{f.path}:{f.line}")
-            lines.append(f"- {where} **{f.severity}** {md_text(f.rule)}: {md_text(f.message)}")
+        for f in open_[:listed]:
+            where = md_code(_cut(f"{f.path}:{f.line}"))
+            lines.append(
+                f"- {where} **{f.severity}** {md_text(_cut(f.rule))}: {md_text(_cut(f.message))}"
+            )
+        if len(open_) > listed:
+            lines.append(f"- ... {len(open_) - listed} more")
         lines += ["", "</details>"]
     if walkthrough:
         lines += ["", "<details><summary>Walkthrough</summary>", "", "| file | change |",
                   "| --- | --- |"]  # fmt: skip
-        for path, what in walkthrough[:MAX_LISTED]:
-            lines.append(f"| {md_code(path)} | {md_text(what)} |")  # md_text escapes "|"
-        if len(walkthrough) > MAX_LISTED:
-            lines.append(f"| ... | {len(walkthrough) - MAX_LISTED} more file(s) |")
+        for path, what in walkthrough[:listed]:  # md_text escapes "|" in a cell itself
+            lines.append(f"| {md_code(_cut(path), in_table=True)} | {md_text(_cut(what))} |")
+        if len(walkthrough) > listed:
+            lines.append(f"| ... | {len(walkthrough) - listed} more file(s) |")
         lines += ["", "</details>"]
     if state.reviews:
         lines += ["", "<details><summary>History</summary>", ""]
         lines += ["| head | review | new | resolved | verdict |", "| --- | --- | --- | --- | --- |"]
-        for e in state.reviews[-MAX_LISTED:]:
+        for e in state.reviews[-max(listed, 1) :]:
             lines.append(
                 f"| {_short(e.head_sha)} | {e.kind} | {e.new} | {e.resolved} | {e.verdict or '-'} |"
             )

@@ -30,11 +30,18 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from auto_review_gateway.core.model import Finding, ReviewContext, ReviewError
-from auto_review_gateway.core.prstate import PrKey, ReviewEntry, TrackedFinding, fingerprint
+from auto_review_gateway.core.prstate import (
+    PrKey,
+    PrState,
+    ReviewEntry,
+    TrackedFinding,
+    fingerprint,
+)
 from auto_review_gateway.forges.publication import Publication
 from auto_review_gateway.forges.summary import render_summary, upsert_summary
 from auto_review_gateway.jobs.history import PrHistory
@@ -43,7 +50,16 @@ from auto_review_gateway.review import pipeline
 from auto_review_gateway.review.gitrepo import Repo
 
 MAX_LINE_FILE_BYTES = 2 * 1024 * 1024  # a file read for its lines (fingerprints)
-AUTOMATIC = ("pull_request", "ci")  # reasons of the reviews a pause stops
+MAX_TRACKED = 500  # new findings remembered per review (the rest are posted, not tracked)
+_pr_locks: dict[PrKey, threading.Lock] = {}
+_pr_locks_guard = threading.Lock()
+
+
+def pr_lock(key: PrKey) -> threading.Lock:
+    """One lock per PR in this process: two jobs of one PR (AR_REVIEW_CONCURRENCY > 1)
+    run one after the other, each seeing what the other recorded."""
+    with _pr_locks_guard:
+        return _pr_locks.setdefault(key, threading.Lock())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +116,14 @@ class HeadLines:
         text = lines[finding.line - 1] if 0 < finding.line <= len(lines) else ""
         return fingerprint(finding.path, finding.rule, text)
 
-    def still_there(self, tracked: TrackedFinding) -> bool:
-        """Whether some line of the head still has ``tracked``'s fingerprint."""
-        return any(
-            fingerprint(tracked.path, tracked.rule, line) == tracked.fingerprint
-            for line in self.lines(tracked.path)
-        )
+    def still_there(self, tracked: TrackedFinding, renames: dict[str, str]) -> bool:
+        """Whether some line of the head still has ``tracked``'s fingerprint, in its file
+        or in what it was renamed to (a renamed line keeps the path it was found at)."""
+        for path in dict.fromkeys((tracked.path, renames.get(tracked.path, tracked.path))):
+            for line in self.lines(path):
+                if fingerprint(tracked.path, tracked.rule, line) == tracked.fingerprint:
+                    return True
+        return False
 
 
 def walkthrough(ctx: ReviewContext, said: dict[str, str]) -> list[tuple[str, str]]:
@@ -130,7 +148,7 @@ class Run:
     def __init__(self, job: Job, req: JobRequest, forge: Forge, history: PrHistory) -> None:
         self.job, self.req, self.forge, self.history = job, req, forge, history
         self.key = PrKey(forge.name, req.owner, req.repo, req.pr_number)
-        self.state = history.load(self.key)
+        self.state = PrState()  # loaded when the job holds the PR (run)
         self.notes: list[str] = []
         self.walk: list[tuple[str, str]] = []
 
@@ -168,10 +186,17 @@ class Run:
         if req.reason == "pull_request:closed":
             self.history.closed(self.key)  # forgotten after the retention; nothing to post
             return
+        with pr_lock(self.key):
+            self.state = self.history.load(self.key)
+            self._run()
+
+    def _run(self) -> None:
+        req = self.req
         publication = Publication(req.pr, req.head_sha, self.forge.client, key=f"job-{self.job.id}")
         work = tempfile.mkdtemp(prefix="auto-review-job-")
         try:
-            if self.state.paused and req.reason.startswith(AUTOMATIC):
+            # Paused: no review but one a person asked for (a command).
+            if self.state.paused and not req.reason.startswith("command:"):
                 # No @mention in what is posted: the summary says how to resume, in code.
                 why = "reviews are paused on this PR"
                 return self._unreviewed(publication, "paused", why, f"auto-review: {why}")
@@ -193,47 +218,64 @@ class Run:
         if not config.enabled:
             why = "disabled by .auto_review.yaml on the base branch"
             return self._unreviewed(publication, "disabled", why, f"auto-review is {why}")
+        # Only lock files, vendored or generated code: the built-in rules (a secret, a
+        # debugger call) still run; the model is not asked.
         trivial = pipeline.only_skippable(repo, config)
         if trivial is not None:
-            why = f"only files that need no review changed ({len(trivial)} matched skip_paths)"
-            return self._unreviewed(publication, "skipped", why, f"auto-review skipped: {why}")
+            self.notes.append(f"Only files in `skip_paths` changed ({len(trivial)}): the "
+                              "model was not asked, the built-in rules ran.")  # fmt: skip
         full = self.req.reason == "command:full-review"
-        previous = None if full else self.state.last_reviewed_head
+        mine = self.job.id
+        previous = None if full else self.state.last_reviewed_head(but=mine)
         since = None
         if previous and previous != repo.head and repo.is_ancestor(previous, repo.head):
-            since = previous
+            # A merge of the base branch brings lines the PR did not write: whole review.
+            since = None if repo.has_merges(previous, repo.head) else previous
         title, description = self._about()
         ctx = pipeline.context_of(repo, pipeline.DEFAULT_MAX_DIFF_BYTES, since=since,
                                   config=config, title=title, description=description)  # fmt: skip
         assert ctx is not None  # enabled: checked above
-        review = pipeline.review_context(ctx)
+        review = pipeline.review_context(ctx, model=trivial is None)
         self.walk = walkthrough(ctx, review.walkthrough)
         lines = HeadLines(repo)
-        mine = self.job.id
-        known = {t.fingerprint for t in self.state.findings if t.job_id != mine}
+        # Known: posted by another job and still open (a finding fixed, then brought
+        # back, is posted again). This job's own are never "known" to it: a run again
+        # posts under the same marker, which the forge client finds.
+        earlier = [t for t in self.state.open_findings() if t.job_id != mine]
+        known = {t.fingerprint for t in earlier}
         new: dict[str, Finding] = {}
         for finding in review.findings:
             fp = lines.fingerprint(finding)
             if fp not in known:
                 new.setdefault(fp, finding)
-        earlier = [t for t in self.state.open_findings() if t.job_id != mine]
-        resolved = [t.fingerprint for t in earlier if not lines.still_there(t)]
-        still = [t for t in earlier if t.fingerprint not in resolved and t.fingerprint not in new]
+        renames = repo.renames(previous or ctx.merge_base, repo.head) if earlier else {}
+        resolved = [t.fingerprint for t in earlier if not lines.still_there(t, renames)]
         posted = dataclasses.replace(review, findings=list(new.values()))
         if posted.findings:
             publication.post(posted)
-        carried = [Finding(t.path, t.line, t.severity, t.rule, t.message) for t in still]
-        overall = dataclasses.replace(review, findings=pipeline.ordered([*new.values(), *carried]))
-        entry = ReviewEntry(
-            mine, "incremental" if since else "full", since or ctx.merge_base, repo.head,
-            files=len(ctx.files), new=len(new), resolved=len(resolved), verdict=overall.verdict,
-        )  # fmt: skip
         tracked = [
             TrackedFinding(fp, f.path, f.line, f.severity, f.rule, f.message, job_id=mine)
-            for fp, f in new.items()
+            for fp, f in list(new.items())[:MAX_TRACKED]
         ]
+        # Open now: what was open (this job's own, recorded by an earlier run of it,
+        # included) less what is resolved, and the new ones. The status counts them all.
+        open_now = {t.fingerprint: t for t in self.state.open_findings()}
+        open_now.update((t.fingerprint, t) for t in tracked)
+        for fp in resolved:
+            open_now.pop(fp, None)
+        carried = [
+            Finding(t.path, t.line, t.severity, t.rule, t.message) for t in open_now.values()
+        ]
+        overall = dataclasses.replace(review, findings=pipeline.ordered(carried))
+        kind = "skipped" if trivial is not None else "incremental" if since else "full"
+        entry = ReviewEntry(
+            mine, kind, since or ctx.merge_base, repo.head, files=len(ctx.files),
+            new=len(new), resolved=len(resolved), verdict=overall.verdict,
+            note="the model was not asked: only skip_paths files" if trivial else "",
+        )  # fmt: skip
         self.history.record(self.key, entry, tracked, resolved)
         self._summary()
+        why = " (model skipped: only skip_paths files)" if trivial else ""
         publication.conclude(
-            overall, f"{overall.summary} ({len(new)} new, {len(resolved)} resolved)"
+            overall, f"{overall.summary} ({len(new)} new, {len(resolved)} resolved){why}"
         )

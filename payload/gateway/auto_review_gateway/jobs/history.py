@@ -22,6 +22,7 @@ from auto_review_gateway.core.prstate import PrKey, PrState, ReviewEntry, Tracke
 from auto_review_gateway.jobs import sqlite_db
 
 MAX_REVIEWS_PER_PR = 50
+MAX_RESOLVED_KEPT = 200  # resolved findings remembered per PR
 CLOSED_RETENTION = 30 * 24 * 3600.0
 PRUNE_EVERY = 3600.0
 REFUSAL_INTERVAL = 600.0  # seconds between two refusals answered on one PR
@@ -73,7 +74,8 @@ class PrHistory:
     def _touch(self, db: sqlite3.Connection, key: PrKey) -> None:
         db.execute(
             "INSERT INTO pr_state (forge, owner, repo, pr_number, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET updated_at = excluded.updated_at",
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET updated_at = excluded.updated_at,"
+            " closed_at = NULL",  # any news of the PR: it is open again (reopened)
             (*_k(key), self.clock()),
         )
 
@@ -150,7 +152,8 @@ class PrHistory:
                     "INSERT INTO pr_findings (forge, owner, repo, pr_number, fingerprint, path,"
                     " line, severity, rule, message, state, job_id)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)"
-                    " ON CONFLICT DO UPDATE SET state = 'open', line = excluded.line",
+                    " ON CONFLICT DO UPDATE SET line = excluded.line, job_id = CASE WHEN"
+                    " state = 'resolved' THEN excluded.job_id ELSE job_id END, state = 'open'",
                     (*_k(key), f.fingerprint, f.path, f.line, f.severity, f.rule,
                      f.message[:500], f.job_id or entry.job_id),
                 )  # fmt: skip
@@ -159,6 +162,12 @@ class PrHistory:
                     f"UPDATE pr_findings SET state = 'resolved' WHERE {_WHERE} AND fingerprint = ?",
                     (*_k(key), fp),
                 )
+            db.execute(  # resolved ones beyond the newest kept: forgotten
+                f"DELETE FROM pr_findings WHERE {_WHERE} AND state = 'resolved' AND"
+                " fingerprint NOT IN (SELECT fingerprint FROM pr_findings WHERE"
+                f" {_WHERE} AND state = 'resolved' ORDER BY job_id DESC LIMIT ?)",
+                (*_k(key), *_k(key), MAX_RESOLVED_KEPT),
+            )
             db.execute(
                 f"DELETE FROM pr_reviews WHERE {_WHERE} AND id NOT IN (SELECT id FROM pr_reviews"
                 f" WHERE {_WHERE} ORDER BY id DESC LIMIT ?)",

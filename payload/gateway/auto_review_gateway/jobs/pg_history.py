@@ -18,6 +18,7 @@ from typing import Any
 from auto_review_gateway.core.prstate import PrKey, PrState, ReviewEntry, TrackedFinding
 from auto_review_gateway.jobs.history import (
     CLOSED_RETENTION,
+    MAX_RESOLVED_KEPT,
     MAX_REVIEWS_PER_PR,
     PRUNE_EVERY,
     REFUSAL_INTERVAL,
@@ -57,7 +58,7 @@ class PgPrHistory:
         conn.execute(
             "INSERT INTO pr_state (forge, owner, repo, pr_number, updated_at)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (forge, owner, repo, pr_number)"
-            " DO UPDATE SET updated_at = EXCLUDED.updated_at",
+            " DO UPDATE SET updated_at = EXCLUDED.updated_at, closed_at = NULL",
             (*_k(key), self.clock()),
         )
 
@@ -152,7 +153,9 @@ class PgPrHistory:
                     " line, severity, rule, message, state, job_id)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'open', %s)"
                     " ON CONFLICT (forge, owner, repo, pr_number, fingerprint)"
-                    " DO UPDATE SET state = 'open', line = EXCLUDED.line",
+                    " DO UPDATE SET line = EXCLUDED.line, job_id = CASE WHEN pr_findings.state"
+                    " = 'resolved' THEN EXCLUDED.job_id ELSE pr_findings.job_id END,"
+                    " state = 'open'",
                     (*_k(key), f.fingerprint, f.path, f.line, f.severity, f.rule,
                      f.message[:500], f.job_id or entry.job_id),
                 )  # fmt: skip
@@ -162,6 +165,12 @@ class PgPrHistory:
                     " AND fingerprint = %s",
                     (*_k(key), fp),
                 )
+            conn.execute(  # resolved ones beyond the newest kept: forgotten
+                f"DELETE FROM pr_findings WHERE {_WHERE} AND state = 'resolved' AND"
+                " fingerprint NOT IN (SELECT fingerprint FROM pr_findings WHERE"
+                f" {_WHERE} AND state = 'resolved' ORDER BY job_id DESC LIMIT %s)",
+                (*_k(key), *_k(key), MAX_RESOLVED_KEPT),
+            )
             conn.execute(
                 f"DELETE FROM pr_reviews WHERE {_WHERE} AND id NOT IN (SELECT id FROM"
                 f" pr_reviews WHERE {_WHERE} ORDER BY id DESC LIMIT %s)",

@@ -166,6 +166,23 @@ class Repo:
             raise ReviewError(f"git diff failed: {_last_line(proc.stderr)}", EXIT_CLONE)
         return [p.decode(errors="replace") for p in proc.stdout.split(b"\0") if p]
 
+    def has_merges(self, since: str, head: str) -> bool:
+        """Whether a merge commit lies between ``since`` and ``head``."""
+        proc = self.git("rev-list", "--merges", "--max-count=1", "--end-of-options",
+                        f"{since}..{head}")  # fmt: skip
+        return proc.returncode != 0 or bool(proc.stdout.strip())
+
+    def renames(self, since: str, head: str) -> dict[str, str]:
+        """Old path -> new path of the files renamed from ``since`` to ``head`` ({} when
+        ``since`` is not here)."""
+        proc = self.git("diff", "-M", "--name-status", "-z", "--diff-filter=R",
+                        "--end-of-options", since, head)  # fmt: skip
+        if proc.returncode != 0:
+            return {}
+        parts = [p.decode(errors="replace") for p in proc.stdout.split(b"\0")]
+        return {parts[i + 1]: parts[i + 2] for i in range(0, len(parts) - 2, 3)
+                if parts[i].startswith("R")}  # fmt: skip
+
     def oversized(self, merge_base: str, head: str) -> list[FileChange]:
         """The changed files over a file cap on either side, ``too_large`` set (see
         ``gitsizes.oversized``): :meth:`open_diff` is to leave them out."""

@@ -188,15 +188,15 @@ def context_of(
     return ctx
 
 
-def review_context(ctx: ReviewContext) -> Review:
+def review_context(ctx: ReviewContext, *, model: bool = True) -> Review:
     """Run the reviewers on ``ctx`` (built-in rules, plus the LLM when ``LLM_BASE_URL``
-    is set) and assemble the Review."""
+    is set and ``model``) and assemble the Review."""
     from auto_review_gateway.review import builtin_rules
 
     findings = builtin_rules.review(ctx)
     reviewers = ["builtin"]
     outcome = None
-    if os.environ.get("LLM_BASE_URL") and ctx.files:
+    if model and os.environ.get("LLM_BASE_URL") and ctx.files:
         outcome = llm_review(ctx)
         findings += outcome.findings
         reviewers.append(f"llm:{outcome.model}")

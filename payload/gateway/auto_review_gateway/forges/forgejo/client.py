@@ -54,6 +54,7 @@ from auto_review_gateway.forges.forgejo.comments import IssueComments
 from auto_review_gateway.forges.forgejo.config import ForgejoConfig, load_config
 
 RETRY_ATTEMPTS = 4
+MAX_REVIEW_PAGES = 20  # 1000 reviews on one PR
 
 
 def _repo_url(config: ForgejoConfig, owner: str, repo: str) -> str:
@@ -227,9 +228,18 @@ class Forgejo(IssueComments):
         return self._me
 
     def _reviews(self, owner: str, repo: str, index: int) -> list[dict[str, Any]]:
-        url = f"{_repo_url(self.config, owner, repo)}/pulls/{index}/reviews?limit=50"
-        doc = self._call("GET", url)
-        return [r for r in doc if isinstance(r, dict)] if isinstance(doc, list) else []
+        """``repoListPullReviews``, every page (a long PR has more than one)."""
+        out: list[dict[str, Any]] = []
+        for page in range(1, MAX_REVIEW_PAGES + 1):
+            url = (
+                f"{_repo_url(self.config, owner, repo)}/pulls/{index}/reviews?limit=50&page={page}"
+            )
+            doc = self._call("GET", url)
+            found = [r for r in doc if isinstance(r, dict)] if isinstance(doc, list) else []
+            out += found
+            if len(found) < 50:
+                break
+        return out
 
     def _clear_pending(self, owner: str, repo: str, index: int, key: str | None) -> Any:
         """Delete the bot's PENDING reviews; the bot's review of run ``key``, if posted."""

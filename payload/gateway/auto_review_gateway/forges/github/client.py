@@ -233,13 +233,6 @@ class GitHub(IssueComments):
                 break
         return out
 
-    def _posted(self, owner: str, repo: str, number: int, mark: str) -> Any:
-        reviews = self._call(owner, repo, "GET", f"/pulls/{number}/reviews?per_page=100")
-        for review in reviews if isinstance(reviews, list) else []:
-            if isinstance(review, dict) and mark in str(review.get("body") or ""):
-                return review
-        return None
-
     def review_body(self, review: Review, lines: dict[str, set[int]]) -> dict[str, Any]:
         """``pulls/create-review``'s body: findings on diff lines as inline comments, the
         others listed in the body (one off-diff comment would sink the whole review)."""

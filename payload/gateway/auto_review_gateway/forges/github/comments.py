@@ -93,6 +93,22 @@ class IssueComments:
                 self._login = login if isinstance(login, str) and login else None
         return self._login
 
+    def _posted(self, owner: str, repo: str, number: int, mark: str) -> Any:
+        """The bot's review of run ``mark`` on the PR (``pulls/list-reviews``, every page),
+        or None. A review by anyone else that copies the marker is not the bot's."""
+        for page in range(1, MAX_COMMENT_PAGES + 1):
+            path = f"/pulls/{int(number)}/reviews?per_page=100&page={page}"
+            reviews = self._call(owner, repo, "GET", path)
+            reviews = (
+                [r for r in reviews if isinstance(r, dict)] if isinstance(reviews, list) else []
+            )
+            for review in reviews:
+                if mark in str(review.get("body") or "") and self.is_mine(review) is not False:
+                    return review
+            if len(reviews) < 100:
+                break
+        return None
+
     def is_mine(self, comment: dict[str, Any]) -> bool | None:
         """Whether the bot wrote ``comment``; None when GitHub will not say who it is."""
         me = self._bot_login()
