@@ -146,7 +146,11 @@ def queue_head_review(
     """Queue the review of a ``pull_request`` event's head commit, once the forge's handler
     has decided it is due and checked the owner and the repository: the number, head SHA,
     base ref and clone URL are checked here, in that order (BadRequest). With
-    ``AR_TRIGGER=ci`` the checked event is recorded (logged and answered), not queued."""
+    ``AR_TRIGGER=ci`` the checked event is recorded (logged and answered), not queued.
+
+    ``closed`` (merged or not) queues a note, whatever the trigger: the worker marks the
+    PR's history, forgotten 30 days later (``jobs/history.py``); no review, no status."""
+    closed = action == "closed"
     request = intake.job_request(
         owner=owner,
         repo=repo,
@@ -156,36 +160,10 @@ def queue_head_review(
         clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
         reason=f"pull_request:{action}",
         delivery_id=delivery,
+        force=closed,
     )
-    if intake.trigger == "ci":
+    if intake.trigger == "ci" and not closed:
         what = f"{request.pr} at {request.head_sha} ({action}); reviews start from /reviews/ci"
         intake.log(f"auto-review: recorded {what}")
         return Reply(200, {"recorded": what})
-    return enqueue(intake, request)
-
-
-def queue_closed(
-    intake: Intake,
-    *,
-    owner: str,
-    repo: str,
-    repository: dict[str, Any],
-    number: Any,
-    head: dict[str, Any],
-    base: dict[str, Any],
-    delivery: str | None,
-) -> Reply:
-    """Queue the note that a pull request was closed (or merged): the worker marks its
-    history, forgotten 30 days later (``jobs/history.py``). No review, no status."""
-    request = intake.job_request(
-        owner=owner,
-        repo=repo,
-        pr_number=want_number(number, "pull_request.number"),
-        head_sha=want_sha(head.get("sha"), "pull_request.head.sha"),
-        base_ref=want_ref(base.get("ref"), "pull_request.base.ref"),
-        clone_url=want_clone_url(repository.get("clone_url"), "repository.clone_url"),
-        reason="pull_request:closed",
-        delivery_id=delivery,
-        force=True,
-    )
     return enqueue(intake, request)

@@ -50,7 +50,6 @@ from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     first_header,
     handle_delivery,
-    queue_closed,
     queue_head_review,
 )
 from auto_review_gateway.intake.auth import signature_ok
@@ -113,16 +112,15 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
     pull = doc.get("pull_request")
     if action == "edited" and isinstance(pull, dict) and _became_ready(doc, pull):
         action = "ready_for_review"  # Forgejo's way of saying it (see the module doc)
-    if action == "closed":
-        return _closed(intake, doc, delivery)
-    if action not in PR_ACTIONS:
+    if action not in (*PR_ACTIONS, "closed"):
         shown = action if isinstance(action, str) and _ACTION.match(action) else "?"
         return Reply(200, {"ignored": f"pull_request action {shown} does not trigger reviews"})
     pull = want_obj(doc, "pull_request", "payload")
     repository = want_obj(doc, "repository", "payload")
-    if _is_draft(pull) and action != "ready_for_review":
+    if _is_draft(pull) and action not in ("ready_for_review", "closed"):
         return Reply(200, {"ignored": "draft pull request"})
-    if pull.get("state") == "closed" or pull.get("merged") is True:
+    closed = pull.get("state") == "closed" or pull.get("merged") is True
+    if closed and action != "closed":
         return Reply(200, {"ignored": "pull request is closed"})
     head = want_obj(pull, "head", "pull_request")
     base = want_obj(pull, "base", "pull_request")
@@ -135,21 +133,6 @@ def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> 
         head=head,
         base=base,
         action=action,
-        delivery=delivery,
-    )
-
-
-def _closed(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
-    pull = want_obj(doc, "pull_request", "payload")
-    repository = want_obj(doc, "repository", "payload")
-    return queue_closed(
-        intake,
-        owner=want_owner(repository, OWNER_KEYS),
-        repo=want_name(repository.get("name"), "repository.name"),
-        repository=repository,
-        number=pull.get("number", doc.get("number")),
-        head=want_obj(pull, "head", "pull_request"),
-        base=want_obj(pull, "base", "pull_request"),
         delivery=delivery,
     )
 

@@ -28,7 +28,6 @@ from auto_review_gateway.forges.github.client import ASSOCIATIONS
 from auto_review_gateway.forges.webhooks import (
     WebhookForge,
     handle_delivery,
-    queue_closed,
     queue_head_review,
 )
 from auto_review_gateway.intake.auth import signature_ok
@@ -49,26 +48,13 @@ def verified_payload(secret: bytes, headers: Mapping[str, str], raw: bytes) -> b
 
 def _pull_request(intake: Intake, doc: dict[str, Any], delivery: str | None) -> Reply:
     action = doc.get("action")
-    if action == "closed":
-        pull = want_obj(doc, "pull_request", "payload")
-        owner, repo, repository = want_repository(doc, OWNER_KEYS)
-        return queue_closed(
-            intake,
-            owner=owner,
-            repo=repo,
-            repository=repository,
-            number=pull.get("number"),
-            head=want_obj(pull, "head", "pull_request"),
-            base=want_obj(pull, "base", "pull_request"),
-            delivery=delivery,
-        )
-    if action not in PR_ACTIONS:
+    if action not in (*PR_ACTIONS, "closed"):
         shown = action if isinstance(action, str) and action.isidentifier() else "?"
         return Reply(200, {"ignored": f"pull_request action {shown} does not trigger reviews"})
     pull = want_obj(doc, "pull_request", "payload")
-    if pull.get("draft") is True:
+    if action != "closed" and pull.get("draft") is True:
         return Reply(200, {"ignored": "draft pull request"})
-    if pull.get("state") == "closed" or pull.get("merged") is True:
+    if action != "closed" and (pull.get("state") == "closed" or pull.get("merged") is True):
         return Reply(200, {"ignored": "pull request is closed"})
     owner, repo, repository = want_repository(doc, OWNER_KEYS)
     return queue_head_review(
