@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from changes import wait_until
 from conftest import ROOT, needs_root
 from fake_forgejo import FakeForgejo
 from fake_openai import FakeOpenAI, Reply, error_body
@@ -291,7 +292,8 @@ def test_a_real_prometheus_evaluates_every_rule_and_panel_on_a_live_gateway(
                 forge.set_pull("acme", "demo", number, head)
             llm.script(json.dumps(answer))
             assert deliver(gw, pr_event(world, 1, good))[0] == 202
-            poll("the first review", lambda: final_states(forge).get(good, [])[-1:] == ["success"])
+            reviewed = lambda: final_states(forge).get(good, [])[-1:] == ["success"]  # noqa: E731
+            wait_until(reviewed, change_fds=[forge.changed_fd], timeout=60, what="the review")
             llm.script(Reply(400, error_body("no such model", "invalid_request_error")))
             assert deliver(gw, pr_event(world, 2, bad))[0] == 202
             failed = 'auto_review_reviews_failed_total{cause="reviewer"} 1'
