@@ -99,3 +99,18 @@ def review_body(review: Review) -> dict[str, Any]:
             for f in review.findings
         ],
     }
+
+
+def hook_summary(hook: dict[str, Any]) -> dict[str, Any]:
+    """``{"id", "url", "events", "active", "content_type"}`` of a webhook as Forgejo
+    (``Hook``) and GitHub (``hook``) render it, the same fields on both; neither sends
+    the secret back."""
+    config = hook.get("config") if isinstance(hook.get("config"), dict) else {}
+    events = hook.get("events") if isinstance(hook.get("events"), list) else []
+    return {
+        "id": hook.get("id"),
+        "url": str(config.get("url", "")),
+        "events": sorted(str(e) for e in events),
+        "active": hook.get("active") is True,
+        "content_type": str(config.get("content_type", "")),
+    }

@@ -26,6 +26,7 @@ from typing import Any
 
 from auto_review_gateway.core import httpjson, names
 from auto_review_gateway.core.model import EXIT_POST, EXIT_USAGE, ReviewError
+from auto_review_gateway.forges.bodies import hook_summary
 from auto_review_gateway.forges.forgejo.config import ForgejoConfig
 
 EVENTS = ("pull_request", "pull_request_sync", "pull_request_comment")
@@ -75,19 +76,7 @@ class Hooks:
                 break
         return out
 
-    @staticmethod
-    def summary(hook: dict[str, Any]) -> dict[str, Any]:
-        """``{"id", "url", "events", "active", "content_type"}`` of a ``Hook`` (Forgejo
-        never sends the secret back)."""
-        config = hook.get("config") if isinstance(hook.get("config"), dict) else {}
-        events = hook.get("events") if isinstance(hook.get("events"), list) else []
-        return {
-            "id": hook.get("id"),
-            "url": str(config.get("url", "")),
-            "events": sorted(str(e) for e in events),
-            "active": hook.get("active") is True,
-            "content_type": str(config.get("content_type", "")),
-        }
+    summary = staticmethod(hook_summary)  # the same Hook shape on both forges
 
     @staticmethod
     def matches(summary: dict[str, Any], url: str) -> bool:

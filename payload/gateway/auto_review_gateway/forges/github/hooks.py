@@ -23,6 +23,7 @@ from typing import Any
 
 from auto_review_gateway.core import names
 from auto_review_gateway.core.model import EXIT_USAGE, ReviewError
+from auto_review_gateway.forges.bodies import hook_summary
 from auto_review_gateway.forges.github.client import GitHub
 
 EVENTS = ("issue_comment", "pull_request")
@@ -51,18 +52,7 @@ class Hooks:
         got = self._send("GET", f"{self.base}?per_page=100")
         return [h for h in got if isinstance(h, dict)] if isinstance(got, list) else []
 
-    @staticmethod
-    def summary(hook: dict[str, Any]) -> dict[str, Any]:
-        """``{"id", "url", "events", "active", "content_type"}`` of a ``hook``."""
-        config = hook.get("config") if isinstance(hook.get("config"), dict) else {}
-        events = hook.get("events") if isinstance(hook.get("events"), list) else []
-        return {
-            "id": hook.get("id"),
-            "url": str(config.get("url", "")),
-            "events": sorted(str(e) for e in events),
-            "active": hook.get("active") is True,
-            "content_type": str(config.get("content_type", "")),
-        }
+    summary = staticmethod(hook_summary)  # the same Hook shape on both forges
 
     @staticmethod
     def matches(summary: dict[str, Any], url: str) -> bool:
