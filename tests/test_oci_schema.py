@@ -63,9 +63,10 @@ COMMANDS = {
 def specs() -> list[tuple[str, config.RunSpec]]:
     """A RunSpec for every combination the launcher builds (launcher/sandbox/run.py)."""
     out = []
-    for command, rootless, runtime, network in itertools.product(
-        COMMANDS, (False, True), ("runc", "crun", "runsc"), ("isolated", "host")
+    for command, mode, runtime, network in itertools.product(
+        COMMANDS, ("root", "rootless", "delegated"), ("runc", "crun", "runsc"), ("isolated", "host")
     ):
+        rootless = mode != "root"  # delegated: rootless in a delegated cgroup (cgroup2.py)
         if runtime == "runsc" and rootless:
             continue  # the launcher refuses rootless gVisor
         args, repo = COMMANDS[command]
@@ -86,8 +87,8 @@ def specs() -> list[tuple[str, config.RunSpec]]:
             gvisor=gvisor,
             netns_path="/proc/4242/ns/net" if first else None,
             userns_path="/proc/4242/ns/user" if first and rootless else None,
+            cgroup_path="/ar.service/auto-review-4242" if mode == "delegated" else None,
         )
-        mode = "rootless" if rootless else "root"
         out.append((f"{command}-{mode}-{runtime}-{network}", spec))
     return out
 
@@ -114,8 +115,11 @@ def test_the_matrix_covers_each_runtime_mode_command_and_network() -> None:
     names = [name.split("-") for name, _ in SPECS_BY_NAME]
     assert {n[-1] for n in names} == {"isolated", "host"}
     assert {n[-2] for n in names} == {"runc", "crun", "runsc"}
-    assert {"root", "rootless"} <= {n[-3] for n in names}
-    assert len(SPECS_BY_NAME) == len(COMMANDS) * 2 * 5
+    assert {n[-3] for n in names} == {"root", "rootless", "delegated"}
+    assert len(SPECS_BY_NAME) == len(COMMANDS) * (6 + 4 + 4)
+    delegated = [config.build_config(s) for n, s in SPECS_BY_NAME if "-delegated-" in n]
+    assert delegated and all(d["linux"]["cgroupsPath"] for d in delegated)
+    assert all(d["linux"]["resources"]["memory"]["limit"] == 2 << 30 for d in delegated)
     joined = [s for _, s in SPECS_BY_NAME if s.userns_path]
     assert joined and all(s.rootless and not s.host_network for s in joined)
 

@@ -191,12 +191,30 @@ def check_limits(rt: runtime.Runtime | None = None) -> Finding:
             f"cgroup pids {config.PIDS_LIMIT}, memory {config.MEMORY_LIMIT >> 20} MiB"
             " (memory+swap of the whole sandbox)",
         )
+    return rootless_limits(data)
+
+
+def rootless_limits(data: str) -> Finding:
+    """Rootless: the cgroup limits of a delegated cgroup v2 subtree, where the host gave
+    one (launcher.sandbox.cgroup2), else the rlimits. Only looks: nothing is moved."""
+    from launcher.sandbox import cgroup2, config
+
+    found = cgroup2.find()
+    problem = cgroup2.obstacle(found) if found else None
+    if found and not problem:
+        return Finding(
+            "limits",
+            True,
+            f"rootless, in the delegated cgroup {found.base}: cgroup pids {config.PIDS_LIMIT},"
+            f" memory {config.MEMORY_LIMIT >> 20} MiB (memory+swap of the whole sandbox)",
+        )
+    why = f"delegated cgroup not usable: {problem}" if found else "no delegated cgroup v2 subtree"
     return Finding(
         "limits",
         True,
         f"rootless: pids capped by RLIMIT_NPROC {config.PIDS_LIMIT} (per user namespace);"
-        f" memory: {data} (rootless runs get no cgroup; for a limit on the whole service,"
-        " set MemoryMax= in its systemd unit)",
+        f" memory: {data} ({why}; for a limit on the whole sandbox, run it in a systemd"
+        " unit with Delegate=yes, or set MemoryMax= there for the whole service)",
     )
 
 

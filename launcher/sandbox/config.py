@@ -2,9 +2,10 @@
 
 Root mode: the process runs as the manifest's unprivileged uid, with pids and
 memory cgroup limits. Rootless: a user namespace mapping only our uid (to uid 0
-inside), no cgroups (RLIMIT_NPROC caps processes: since Linux 5.14 it counts per
-user namespace; RLIMIT_DATA caps each process's memory), rlimits within our hard
-limits, /sys bound read-only. Both:
+inside), rlimits within our hard limits, /sys bound read-only; RLIMIT_NPROC caps
+processes (since Linux 5.14 it counts per user namespace), and memory is capped by the
+same cgroup limits as root's where the host delegated a cgroup v2 subtree to us
+(launcher.sandbox.cgroup2), else by RLIMIT_DATA on each process. Both:
 read-only root, a /dev tmpfs of its own, empty capabilities, no new privileges,
 masked /proc paths, the seccomp allowlist of launcher.sandbox.seccomp, and a
 network namespace of its own unless the host network is asked for.
@@ -65,6 +66,7 @@ class RunSpec:
         gvisor: bool = False,
         netns_path: str | None = None,
         userns_path: str | None = None,
+        cgroup_path: str | None = None,
     ) -> None:
         self.rootfs = rootfs
         self.manifest = manifest
@@ -81,6 +83,7 @@ class RunSpec:
         self.gvisor = gvisor
         self.netns_path = netns_path  # join this network namespace (prepared first)
         self.userns_path = userns_path  # rootless: join this user namespace (which owns it)
+        self.cgroup_path = cgroup_path  # rootless: the sandbox's cgroup in a delegated subtree
 
 
 def rlimits(
@@ -105,10 +108,13 @@ def rlimits(
     return out
 
 
-def memory_bound(rootless: bool) -> str:
-    """Which memory bound a run gets: "cgroup" (root, with the memory controller: the
-    whole sandbox's memory+swap) or "rlimit" (RLIMIT_DATA, each process)."""
-    return "cgroup" if not rootless and memory_controller() else "rlimit"
+def memory_bound(rootless: bool, delegated: bool = False) -> str:
+    """Which memory bound a run gets: "cgroup" (root with the memory controller, or
+    rootless in a delegated cgroup: the whole sandbox's memory+swap) or "rlimit"
+    (RLIMIT_DATA, each process)."""
+    if rootless:
+        return "cgroup" if delegated else "rlimit"
+    return "cgroup" if memory_controller() else "rlimit"
 
 
 def _within_hard(kind: int, want: int) -> int:
@@ -134,6 +140,7 @@ def mounts(spec: RunSpec) -> list[dict[str, Any]]:
     else:
         out.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                     "options": ["nosuid", "noexec", "nodev", "ro"]})  # fmt: skip
+    if not spec.rootless or spec.cgroup_path:
         # read-only, in the container's cgroup namespace: `check` reads its own limits
         out.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                     "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})  # fmt: skip
@@ -160,7 +167,7 @@ def bind(source: str, destination: str, writable: bool = False) -> dict[str, Any
 
 def data_limit(spec: RunSpec) -> int | None:
     """RLIMIT_DATA for a run that no memory cgroup bounds (see DATA_LIMIT), else None."""
-    if not spec.memory_limit or memory_bound(spec.rootless) == "cgroup":
+    if not spec.memory_limit or memory_bound(spec.rootless, bool(spec.cgroup_path)) == "cgroup":
         return None
     return min(DATA_LIMIT, spec.memory_limit)
 
@@ -172,6 +179,14 @@ def memory_controller() -> bool:
             return "memory" in fh.read().split()
     except OSError:
         return os.path.isdir("/sys/fs/cgroup/memory")  # v1 or hybrid
+
+
+def cgroup_limits(spec: RunSpec, memory: bool) -> dict[str, Any]:
+    """linux.resources: the pids limit, and with `memory` memory+swap at the spec's limit."""
+    out: dict[str, Any] = {"pids": {"limit": PIDS_LIMIT}}
+    if memory and spec.memory_limit:
+        out["memory"] = {"limit": spec.memory_limit, "swap": spec.memory_limit}
+    return out
 
 
 def gvisor_seccomp(profile: dict[str, Any]) -> dict[str, Any]:
@@ -209,11 +224,13 @@ def build_config(spec: RunSpec) -> dict[str, Any]:
             namespaces.append({"type": "user"})
             linux["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
             linux["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
-    else:
+    if spec.rootless and spec.cgroup_path:
+        linux["cgroupsPath"] = spec.cgroup_path  # its parent was made ready for it
         namespaces.append({"type": "cgroup"})
-        linux["resources"] = {"pids": {"limit": PIDS_LIMIT}}
-        if spec.memory_limit and memory_controller():
-            linux["resources"]["memory"] = {"limit": spec.memory_limit, "swap": spec.memory_limit}
+        linux["resources"] = cgroup_limits(spec, memory=True)
+    elif not spec.rootless:
+        namespaces.append({"type": "cgroup"})
+        linux["resources"] = cgroup_limits(spec, memory=memory_controller())
     return {
         "ociVersion": OCI_VERSION,
         "process": {

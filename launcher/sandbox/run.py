@@ -90,6 +90,8 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
     dirs = rundirs.RunDirs.open(acquired.layout, runtime)
     dirs.clean_stale(runtime)
     run = dirs.new_run(runtime, settings.container_id())
+    # before any helper process starts: they stay in the leaf the launcher moves into
+    cgroup_path = delegated_cgroup(run.container_id) if rootless else None
     holder = gstack = None
     try:
         if slirp and netfirst.needs_network_first(runtime, rootless):
@@ -112,6 +114,7 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
             gvisor=runtime.gvisor,
             netns_path=holder.path if holder else None,
             userns_path=holder.userns_path if holder else None,
+            cgroup_path=cgroup_path,
         )
         run.write_config(config.build_config(spec))
         link = hostlink.HostLink(secrets, on_stdin=not runtime.passes_fds)
@@ -129,6 +132,25 @@ def run_sandboxed(argv: list[str], opts: dict[str, bool]) -> int:
         if holder:
             holder.stop()
         run.remove()
+
+
+def delegated_cgroup(name: str) -> str | None:
+    """Rootless: the sandbox's cgroup path in a cgroup v2 subtree delegated to us, made
+    ready (launcher.sandbox.cgroup2), or None. A delegated subtree that cannot take it
+    is said in one line: the run goes on with the per-process memory bound."""
+    from launcher.sandbox import cgroup2  # rootless only; a few syscalls
+
+    found = cgroup2.find()
+    if found is None:
+        return None
+    try:
+        return cgroup2.prepare(found, name)
+    except cgroup2.NotUsable as exc:
+        sys.stderr.write(
+            f"auto-review: delegated cgroup not used: {exc}; memory is capped per process"
+            " (RLIMIT_DATA) instead\n"
+        )
+        return None
 
 
 def bind_repo_path(argv: list[str]) -> tuple[list[str], str | None]:
