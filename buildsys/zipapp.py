@@ -78,12 +78,20 @@ def zipapp_entries(
     return entries
 
 
+# -I: PYTHONPATH, PYTHONSTARTUP and the other PYTHON* variables of whoever runs the file
+# cannot load code into the launcher, nor can the user's site dir or the working dir.
+# -S: no site module and no .pth file of the host's site-packages runs at each start
+# (the launcher needs none of them: its dependencies are in the file). `env -S` splits
+# the line (GNU coreutils 8.30+, FreeBSD; what uv's scripts use too).
+SHEBANG = b"#!/usr/bin/env -S python3 -I -S\n"
+
+
 def write_zipapp(out: Path, entries: list[tuple[str, bytes]]) -> None:
     """Write the single file: shebang + deterministic zip, atomically, mode 0755."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as fh:
-        fh.write(b"#!/usr/bin/env python3\n")
+        fh.write(SHEBANG)
         write_zip(fh, entries, stored={PAYLOAD_MEMBER, BLOB_MEMBER})
     os.chmod(tmp, 0o755)
     os.replace(tmp, out)

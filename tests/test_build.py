@@ -146,7 +146,7 @@ def test_manifest_tells_the_truth(
 
 
 def test_payload_is_stored_and_zip_is_deterministic(app: Path) -> None:
-    assert app.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert app.read_bytes().startswith(b"#!/usr/bin/env -S python3 -I -S\n")
     with zipfile.ZipFile(app) as zf:
         infos = zf.infolist()
     names = [i.filename for i in infos]
@@ -366,3 +366,23 @@ def test_the_rootfs_signs_an_app_jwt_with_its_own_cryptography(rootfs: Path) -> 
         padding.PKCS1v15(),
         hashes.SHA256(),
     )
+
+
+def test_the_shebang_keeps_the_environments_python_code_out(app: Path, tmp_path: Path) -> None:
+    """Run as its shebang runs it, PYTHONPATH's sitecustomize never runs in the launcher
+    (-I -S); `python3 FILE` follows the interpreter's own rules and would run it."""
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    ran = tmp_path / "ran"
+    (hostile / "sitecustomize.py").write_text(f"open({str(ran)!r}, 'w').write('x')\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AUTO_REVIEW_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": str(hostile),
+    }
+    result = subprocess.run([str(app), "--version"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not ran.exists()
+    subprocess.run([HOST_PYTHON, str(app), "--version"], env=env, capture_output=True)
+    assert ran.exists()  # the same file without the flags: the check can fail
