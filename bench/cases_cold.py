@@ -12,7 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from measure import PYTHON, Row, fmt, manifest_of, ratio, run, timed
+from measure import APP_PYTHON, Row, fmt, manifest_of, ratio, run, timed
 
 
 def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float:
@@ -43,11 +43,11 @@ def cold_rows(app: Path, rounds: int, base: Path) -> list[Row]:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir()
 
-    ours = timed(lambda: run([PYTHON, str(app), "-q", "cache", "prepare"], env), rounds, reset)
+    ours = timed(lambda: run([*APP_PYTHON, str(app), "-q", "cache", "prepare"], env), rounds, reset)
     shell = f"zstd -dc {payload} | tar -x -C {target}"
     ref = timed(lambda: run(["sh", "-c", shell]), rounds, reset)
     reset()
-    rss = peak_rss_mb([PYTHON, str(app), "-q", "cache", "prepare"], env)
+    rss = peak_rss_mb([*APP_PYTHON, str(app), "-q", "cache", "prepare"], env)
     reset()
     rss_ref = peak_rss_mb(["sh", "-c", shell], env)
     reset()
@@ -58,7 +58,7 @@ def cold_rows(app: Path, rounds: int, base: Path) -> list[Row]:
         started = time.perf_counter()
         procs = [
             subprocess.Popen(
-                [PYTHON, str(app), "cache", "prepare"],
+                [*APP_PYTHON, str(app), "cache", "prepare"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -113,7 +113,7 @@ def cold_synced_row(app: Path, rounds: int, base: Path) -> Row:
     shell = f"zstd -dc {payload} | tar -x -C {target} && sync -f {target}"
     ours, ref = [], []
     for _ in range(rounds):  # interleaved: a busy neighbour slows both alike
-        ours += timed(lambda: run([PYTHON, str(app), "-q", "cache", "prepare"], env), 1, reset)
+        ours += timed(lambda: run([*APP_PYTHON, str(app), "-q", "cache", "prepare"], env), 1, reset)
         ref += timed(lambda: run(["sh", "-c", shell]), 1, reset)
     return (
         "cold unpack vs a synced `tar -x`",

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from measure import (
-    PYTHON,
+    APP_PYTHON,
     ROOT,
     ReferenceFailed,
     Row,
@@ -40,7 +40,7 @@ def serve_start(app: Path, env: dict[str, str], user: str | None) -> None:
     """`serve` from spawn to "serving on", then a SIGTERM stop (not timed by the caller's
     reading: the stop happens after the line is seen)."""
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen([PYTHON, str(app), "serve"], env=env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*APP_PYTHON, str(app), "serve"], env=env, stdout=subprocess.PIPE,
                                 stderr=log, text=True, user=user, group=user,
                                 extra_groups=[] if user else None)  # fmt: skip
         assert proc.stdout is not None
@@ -107,7 +107,7 @@ def _network_rows_as(
     for net in ("isolated", "host"):
         env = dict(box.env, AUTO_REVIEW_NETWORK=net, AUTO_REVIEW_CA_FILE=ca)
         for name, args in cases.items():
-            cmd = [PYTHON, str(target), *args]
+            cmd = [*APP_PYTHON, str(target), *args]
             times[(name, net)] = timed(lambda c=cmd, e=env: run(c, e, user), rounds)
         serve_env = dict(env, AR_GATEWAY_BIND=f"127.0.0.1:{free_port()}", WEBHOOK_SECRET="x" * 32)
         serve_env.update(FORGEJO_BASE_URL="https://forge.invalid", AR_FORGEJO_TOKEN="t")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from measure import (
-    PYTHON,
+    APP_PYTHON,
     ROOT,
     ReferenceFailed,
     Row,
@@ -58,8 +58,8 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
     env.pop("AUTO_REVIEW_BUNDLE", None)
     version = manifest_of(app)["version"]
     image = f"localhost/auto-review-bench:{version}"
-    run([PYTHON, str(app), "bundle", "export", "--docker-archive", str(work / "img.tar")], env)
-    run([PYTHON, str(app), "bundle", "export", "--seccomp", str(work / "seccomp.json")], env)
+    run([*APP_PYTHON, str(app), "bundle", "export", "--docker-archive", str(work / "img.tar")], env)
+    run([*APP_PYTHON, str(app), "bundle", "export", "--seccomp", str(work / "seccomp.json")], env)
     run(["podman", "load", "-i", str(work / "img.tar")])
     run(["podman", "tag", f"localhost/auto-review:{version}", image])
     volume = f"ar-bench-{os.getpid()}"
@@ -67,7 +67,7 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
     rows: list[Row] = []
     try:
         run(line, check=False)  # the volume's first creation is not timed
-        ours = timed(lambda: run([PYTHON, str(app), "-q", "check"], env, check=False), rounds)
+        ours = timed(lambda: run([*APP_PYTHON, str(app), "-q", "check"], env, check=False), rounds)
         ref = timed(lambda: run(line, check=False), rounds)
         podman_ref = f"`podman run --rm` (IMAGE.md line): {fmt(ref)}"
         rows.append(("warm `check` (root) vs the image in podman", fmt(ours), podman_ref,
@@ -75,9 +75,13 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
         gv = dict(env, AUTO_REVIEW_RUNTIME="runsc")
         rc = dict(env, AUTO_REVIEW_RUNTIME="runc")
         for args in (("check",), ("probe", "exit", "0")):
-            run([PYTHON, str(app), "-q", *args], gv, check=False)
-            ours = timed(lambda a=args: run([PYTHON, str(app), "-q", *a], gv, check=False), rounds)
-            ref = timed(lambda a=args: run([PYTHON, str(app), "-q", *a], rc, check=False), rounds)
+            run([*APP_PYTHON, str(app), "-q", *args], gv, check=False)
+            ours = timed(
+                lambda a=args: run([*APP_PYTHON, str(app), "-q", *a], gv, check=False), rounds
+            )
+            ref = timed(
+                lambda a=args: run([*APP_PYTHON, str(app), "-q", *a], rc, check=False), rounds
+            )
             rows.append((f"warm `{' '.join(args)}` under runsc (root)", fmt(ours),
                          f"the same under runc: {fmt(ref)}", ratio(ours, ref), ""))  # fmt: skip
         # gVisor's own start, without the launcher: the same config under both runtimes

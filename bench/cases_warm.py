@@ -10,7 +10,18 @@ import shutil
 import statistics
 from pathlib import Path
 
-from measure import PYTHON, ReferenceFailed, Row, bench_users, error_row, fmt, ratio, run, timed
+from measure import (
+    APP_PYTHON,
+    PYTHON,
+    ReferenceFailed,
+    Row,
+    bench_users,
+    error_row,
+    fmt,
+    ratio,
+    run,
+    timed,
+)
 from sandbox import Sandbox
 
 
@@ -48,7 +59,7 @@ def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
     __main__ does) + the warm acquire (lock, marker), vs a bare interpreter."""
     work = base / "warm-path"
     env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(work / "cache"))
-    run([PYTHON, str(app), "-q", "cache", "prepare"], env)
+    run([*APP_PYTHON, str(app), "-q", "cache", "prepare"], env)
     [code] = [p for p in (work / "cache" / "v1" / "code").iterdir() if p.is_dir()]
     # what the zipapp's __main__ does (launcher.bootstrap), then the warm acquire
     boot = (
@@ -66,4 +77,19 @@ def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
         f"`python3 -I -S -c pass`: {fmt(ref)}",
         f"+{extra:.1f} ms",
         "<= +8 ms",
+    )
+
+
+def interpreter_row(rounds: int) -> Row:
+    """What `python3 FILE` costs over the shebang's `python3 -I -S FILE` on this host: the
+    site module and whatever .pth files the host's site-packages hold."""
+    plain = timed(lambda: run([PYTHON, "-c", "pass"]), rounds)
+    isolated = timed(lambda: run([PYTHON, "-I", "-S", "-c", "pass"]), rounds)
+    extra = (statistics.median(plain) - statistics.median(isolated)) * 1000
+    return (
+        "interpreter start with site (`python3 -c pass`)",
+        fmt(plain),
+        f"`python3 -I -S -c pass`: {fmt(isolated)}",
+        ratio(plain, isolated),
+        f"context: `python3 auto-review` adds +{extra:.1f} ms to each row",
     )

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from measure import PYTHON, Row, fmt, ratio, run, timed
+from measure import APP_PYTHON, PYTHON, Row, fmt, ratio, run, timed
 
 # The reference zipapp tools, installed by the script into a throwaway venv.
 SHIV_VERSION = "1.0.8"
@@ -67,8 +67,8 @@ def zipapp_rows(app: Path, rounds: int, base: Path) -> list[Row]:
         rows.append((f"{name} warm start", fmt(warm), ref_cell, ratio(warm, ref), "context"))
         rows.append((f"{name} cold start", fmt(cold), ref_cell, ratio(cold, ref), "context"))
     env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(work / "ar-cache"))
-    run([PYTHON, str(app), "-q", "cache", "prepare"], env)
-    ours = timed(lambda: run([PYTHON, str(app), "--version"], env), rounds)
+    run([*APP_PYTHON, str(app), "-q", "cache", "prepare"], env)
+    ours = timed(lambda: run([*APP_PYTHON, str(app), "--version"], env), rounds)
     shiv_warm = warm_by_tool["shiv"]
     rows.append(
         (

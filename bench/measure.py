@@ -18,6 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+# The single file as its shebang runs it (`#!/usr/bin/env -S python3 -I -S`, from
+# buildsys/zipapp.py): isolated, without site. `python3 FILE`, as other zipapps are run,
+# is measured beside it where start-up matters (cases_warm.py's start-up row).
+APP_PYTHON = [PYTHON, "-I", "-S"]
 ROOTLESS_USER = "ar-rootless"
 
 Row = tuple[str, str, str, str, str]

@@ -26,7 +26,7 @@ from cases_cold import cold_rows, cold_synced_row, size_rows
 from cases_network import network_rows
 from cases_queue import queue_rows
 from cases_runtime import runtime_rows
-from cases_warm import warm_path_row, warm_rows
+from cases_warm import interpreter_row, warm_path_row, warm_rows
 from cases_zipapp import zipapp_rows
 from measure import bench_arguments, ensure_app, manifest_of
 
@@ -40,6 +40,7 @@ def main() -> int:
         rows = [
             *warm_rows(app, rounds, base),
             warm_path_row(app, rounds, base),
+            interpreter_row(rounds),
             *cold_rows(app, rounds, base),
             cold_synced_row(app, rounds, base),
             *size_rows(app, base),

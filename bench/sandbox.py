@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from measure import PYTHON, ROOT, ReferenceFailed, manifest_of, run
+from measure import APP_PYTHON, ROOT, ReferenceFailed, manifest_of, run
 
 
 class Sandbox:
@@ -25,12 +25,12 @@ class Sandbox:
             "AUTO_REVIEW_CACHE_DIR": str(work / "cache"),
             "AUTO_REVIEW_STATE_DIR": str(work / "state"),
         }
-        run([PYTHON, str(app), "-q", "cache", "prepare"], self.env, user)
+        run([*APP_PYTHON, str(app), "-q", "cache", "prepare"], self.env, user)
         self.bundle = work / "bare-bundle"
         self.runc_root = work / "bare-runc"
 
     def launcher(self, *args: str) -> Callable[[], None]:
-        return lambda: run([PYTHON, str(self.app), *args], self.env, self.user)
+        return lambda: run([*APP_PYTHON, str(self.app), *args], self.env, self.user)
 
     def bare_runc(
         self, *args: str, runtime: tuple[str, ...] = (), check: bool = False
@@ -65,7 +65,7 @@ class Sandbox:
 
     def verified(self, *args: str, env: dict[str, str] | None = None) -> Callable[[], None]:
         """The launcher's `args`, shown first to exit 0 (ReferenceFailed otherwise)."""
-        cmd = [PYTHON, str(self.app), *args]
+        cmd = [*APP_PYTHON, str(self.app), *args]
         code, _out, err = self.capture(cmd, env or self.env)
         if code != 0:
             raise ReferenceFailed(f"auto-review `{' '.join(args)}` exited {code}: {err}")
