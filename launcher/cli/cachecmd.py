@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher.cache import gc, inventory, warm
+from launcher.cache import gc, inventory
 from launcher.cache.paths import PREPARE_HINT, Layout, existing_layout, map_os_error
 from launcher.cache.root import cache_root
 from launcher.cli.cacheversion import cmd_pin, cmd_unpin, cmd_verify
@@ -45,17 +45,10 @@ def run(args: argparse.Namespace, quiet: bool) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace, quiet: bool) -> int:
-    """Unpack the embedded (or pinned) version now; print its directory.
+    """Unpack the embedded (or pinned) version now; print its directory."""
+    from launcher.cli.prepare import prepare
 
-    Says on stderr when this run did the unpacking (not when it was already cached).
-    """
-    acquired = warm.acquire(quiet)
-    acquired.release()
-    if acquired.extracted and not quiet:
-        label = acquired.manifest.get("version", "?")
-        sys.stderr.write(f"auto-review: unpacked {label} ({acquired.digest[:19]})\n")
-    print(acquired.layout.version_dir(acquired.digest))
-    return ExitCode.OK
+    return prepare(quiet)
 
 
 def cmd_path(args: argparse.Namespace, quiet: bool) -> int:

@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from launcher.cli.commands import print_version
 
             return print_version()
+        if rest == ["cache", "prepare"]:  # every cold start's verb: no argparse, no cachecmd
+            from launcher.cli.prepare import prepare
+
+            return prepare(opts["quiet"])
         if command in grammar.LAUNCHER_COMMANDS:
             from launcher.cli.commands import run_launcher_command
 
