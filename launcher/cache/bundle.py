@@ -70,8 +70,11 @@ def limits_for(manifest: dict[str, Any]) -> Limits:
     )
 
 
-def ensure_unpacked(layout: Layout, manifest: dict[str, Any], quiet: bool = False) -> bool:
-    """Make sure the embedded bundle is published in the cache. True if this call did it."""
+def ensure_unpacked(
+    layout: Layout, manifest: dict[str, Any], quiet: bool = False, lock_held: bool = False
+) -> bool:
+    """Make sure the embedded bundle is published in the cache. True if this call did it.
+    `lock_held`: the caller holds the version's publish lock (launcher.cache.warm)."""
     digest = manifest["digest"]
     label = str(manifest.get("version", "?"))
     done = publish.publish(
@@ -80,6 +83,7 @@ def ensure_unpacked(layout: Layout, manifest: dict[str, Any], quiet: bool = Fals
         waiting_for=f"finish unpacking {label}",
         needed_bytes=int(manifest["unpacked_size"]),
         quiet=quiet,
+        lock_held=lock_held,
     )
     labels.record(layout, digest, label)
     return done

@@ -47,43 +47,52 @@ def publish(
     waiting_for: str,
     needed_bytes: int = 0,
     quiet: bool = False,
+    lock_held: bool = False,
 ) -> bool:
     """Build `final` with `fill(work_dir)` unless it is published; True if this call did.
 
     `fill` writes into the empty work dir it is given and raises on any failure; its
     work is then thrown away. OSErrors become the launcher's errors (ENOSPC -> NoSpace).
+    `lock_held`: the caller holds `final`'s publish lock already (steps 2-3 are its).
     """
     if is_published(final):
         return False
-    parent, name = os.path.split(final)
+    if lock_held:
+        return _publish_locked(final, fill, needed_bytes)
     lock_fd = locks.hold(publish_lock(final), shared=False, waiting_for=waiting_for, quiet=quiet)
     try:
-        if is_published(final):
-            return False
-        remove_leftovers(parent, name)
-        if needed_bytes:
-            check_free_space(parent, needed_bytes)
-        import tempfile
-
-        try:
-            work = tempfile.mkdtemp(prefix=work_prefix(name), dir=parent)
-        except OSError as exc:
-            raise map_os_error(exc, f"cannot write the cache {parent}") from None
-        try:
-            fill(work)
-            sync_tree(work)
-            write_marker(work)
-            rename_no_replace(work, final)
-            fsync_dir(parent)
-        except BaseException as exc:
-            from launcher.cache.tree import remove_tree
-
-            remove_tree(work, ignore_errors=True)
-            if isinstance(exc, OSError) and not isinstance(exc, LauncherError):
-                raise map_os_error(exc, f"cannot write the cache {parent}") from None
-            raise
+        return _publish_locked(final, fill, needed_bytes)
     finally:
         os.close(lock_fd)
+
+
+def _publish_locked(final: str, fill: Callable[[str], None], needed_bytes: int) -> bool:
+    """Steps 3-6, under the publish lock."""
+    if is_published(final):
+        return False
+    parent, name = os.path.split(final)
+    remove_leftovers(parent, name)
+    if needed_bytes:
+        check_free_space(parent, needed_bytes)
+    import tempfile
+
+    try:
+        work = tempfile.mkdtemp(prefix=work_prefix(name), dir=parent)
+    except OSError as exc:
+        raise map_os_error(exc, f"cannot write the cache {parent}") from None
+    try:
+        fill(work)
+        sync_tree(work)
+        write_marker(work)
+        rename_no_replace(work, final)
+        fsync_dir(parent)
+    except BaseException as exc:
+        from launcher.cache.tree import remove_tree
+
+        remove_tree(work, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, LauncherError):
+            raise map_os_error(exc, f"cannot write the cache {parent}") from None
+        raise
     return True
 
 

@@ -21,7 +21,9 @@ from launcher.cache.paths import (
     check_level,
     check_root_parent,
     fix_for,
+    is_published,
     open_layout,
+    publish_lock,
 )
 from launcher.cache.root import cache_root, owned_dir_problem
 from launcher.errors import CacheUnusable, LauncherError, PinNotFound
@@ -113,13 +115,7 @@ def acquire(quiet: bool = False) -> Acquired:
                     f"version {digest[:19]} is no longer in the cache",
                     "unset AUTO_REVIEW_BUNDLE to run the embedded version",
                 )
-            if running_from_zip():
-                from launcher.cache import code
-
-                code.use_for_later_imports(layout, quiet)
-            from launcher.cache import bundle
-
-            extracted = bundle.ensure_unpacked(layout, own, quiet)
+            extracted = unpack(layout, own, label, quiet)
             manifest = own
         check_level(layout.version_dir(digest), "cached version")
         touch_last_used(fd, layout, digest, label)
@@ -133,6 +129,29 @@ def acquire(quiet: bool = False) -> Acquired:
 
         code.publish_code(layout, quiet)
     return Acquired(layout, digest, manifest, fd, extracted)
+
+
+def unpack(layout: Layout, own: dict[str, Any], label: str, quiet: bool) -> bool:
+    """Publish the embedded version, or wait for the process that does; True if this
+    call did. The version's publish lock is taken first, with only the warm path's
+    modules loaded: of many cold starts at once, the waiters sleep on it without
+    importing the unpacking code, and find the marker when they wake."""
+    final = layout.version_dir(own["digest"])
+    fd = locks.hold(
+        publish_lock(final), shared=False, waiting_for=f"finish unpacking {label}", quiet=quiet
+    )
+    try:
+        if is_published(final):
+            return False
+        if running_from_zip():
+            from launcher.cache import code
+
+            code.use_for_later_imports(layout, quiet)
+        from launcher.cache import bundle
+
+        return bundle.ensure_unpacked(layout, own, quiet, lock_held=True)
+    finally:
+        os.close(fd)
 
 
 def running_from_zip() -> bool:
