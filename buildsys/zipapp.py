@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,7 +59,44 @@ def launcher_entries(manifest: dict) -> tuple[str, list[tuple[str, bytes]]]:
     code_id = digest.hexdigest()[:20]
     # The manifest as a Python literal: the warm path reads it without json.
     embedded = f"MANIFEST = {manifest!r}\nCODE_ID = {code_id!r}\n".encode()
-    return code_id, [*entries, ("launcher/_embedded.py", embedded)]
+    entries.append(("launcher/_embedded.py", embedded))
+    return code_id, [*entries, *bytecode_entries(entries)]
+
+
+# Compiles each source for one interpreter into a checked hash-based .pyc (PEP 552),
+# named as zipimport looks for it: beside its .py in the zip. Checked: a .pyc that does
+# not belong to the source beside it (an edited or damaged file) is never run.
+COMPILE = """
+import importlib.util, marshal, sys
+flags = (0b11).to_bytes(4, "little")
+out = {}
+for name, source in marshal.loads(sys.stdin.buffer.read()).items():
+    code = compile(source, name, "exec", dont_inherit=True)
+    head = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source)
+    out[name + "c"] = head + marshal.dumps(code)
+sys.stdout.buffer.write(marshal.dumps(out))
+"""
+
+
+def bytecode_entries(sources: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Bytecode of the launcher for the host's python3 (the interpreter the docs and the
+    unit run it with), so that a first run under it compiles nothing: zipimport loads a
+    .pyc whose magic matches and falls back to the source otherwise, and the code cache
+    copies it (launcher.cache.code). PYTHONHASHSEED=0: set constants marshal in one order,
+    so the file stays reproducible."""
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    result = subprocess.run(
+        [python, "-I", "-S", "-c", COMPILE],
+        input=marshal.dumps(dict(sources)),
+        env={"PYTHONHASHSEED": "0", "PATH": os.defpath},
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(
+            f"{python} could not compile the launcher: {result.stderr.decode()[-500:]}"
+        )
+    return sorted(marshal.loads(result.stdout).items())
 
 
 PAYLOAD_MEMBER = "bundle/rootfs.tar.zst"

@@ -51,8 +51,9 @@ def release() -> None:
 def fill_code(work: str, final: str) -> None:
     """Write launcher.zip into `work`: launcher/**.py from the single file and, beside
     each, its bytecode for this interpreter (hash-based, unchecked: the sources never
-    change under a code id). Compiled explicitly, so PYTHONDONTWRITEBYTECODE cannot
-    make every start compile again."""
+    change under a code id): the build's own where it was made for this interpreter
+    (same magic, same source hash), else compiled here. Written explicitly, so
+    PYTHONDONTWRITEBYTECODE cannot make every start compile again."""
     import importlib.util
     import marshal
     import zipfile
@@ -62,19 +63,25 @@ def fill_code(work: str, final: str) -> None:
 
     flags = (0b01).to_bytes(4, "little")  # hash-based, check_source off (PEP 552)
     archive = os.path.join(work, CODE_ARCHIVE)
+    members = {name for name, _size, _crc in embedded.list_members("launcher/")}
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-        for name, _size, _crc in embedded.list_members("launcher/"):
+        for name in sorted(members):
             if not name.endswith(".py"):
                 continue
             source = embedded.read_member(name)
-            shown = os.path.join(final, CODE_ARCHIVE, name)  # what tracebacks name
-            try:
-                code = compile(source, shown, "exec", dont_inherit=True)
-            except (SyntaxError, ValueError) as exc:
-                raise OSError(f"cannot compile {name}: {exc}") from None
             pyc = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source)
+            built = embedded.read_member(name + "c") if name + "c" in members else b""
+            if built[:4] + built[8:16] == pyc[:4] + pyc[8:16]:  # this interpreter, this source
+                built = pyc + built[16:]
+            else:
+                shown = os.path.join(final, CODE_ARCHIVE, name)  # what tracebacks name
+                try:
+                    code = compile(source, shown, "exec", dont_inherit=True)
+                except (SyntaxError, ValueError) as exc:
+                    raise OSError(f"cannot compile {name}: {exc}") from None
+                built = pyc + marshal.dumps(code)
             zf.writestr(name, source)
-            zf.writestr(name + "c", pyc + marshal.dumps(code))
+            zf.writestr(name + "c", built)
     os.chmod(archive, 0o400)
 
 
