@@ -165,6 +165,8 @@ def main(app_src: str, user: str) -> dict:
     as_user("rootless_runc_alloc_big", "delegated", "probe", "alloc", "3072",
             AUTO_REVIEW_RUNTIME="runc")  # fmt: skip
     as_user("rootless_runc_check", "delegated", "check", "--json", AUTO_REVIEW_RUNTIME="runc")
+    for name in ("memory.max", "pids.max", "cgroup.procs", "cgroup.subtree_control"):
+        as_user(f"raise_{name}", "delegated", "probe", "write", f"/sys/fs/cgroup/{name}")
     as_user("subgroup_alloc_big", "subgroup", "probe", "alloc", "3072")
     as_user("subgroup_doctor", "subgroup", "doctor", "--json")
     as_user("crowded_alloc_big", "delegated", "probe", "alloc", "3072", CROWDED="1")

@@ -62,6 +62,17 @@ def test_a_delegated_cgroup_caps_the_whole_rootless_sandbox(guest: dict, runtime
         assert guest["rootless_alloc_small"]["stdout"].strip() == "allocated"
 
 
+@pytest.mark.parametrize(
+    "name", ["memory.max", "pids.max", "cgroup.procs", "cgroup.subtree_control"]
+)
+def test_the_sandbox_cannot_lift_its_own_limits(guest: dict, name: str) -> None:
+    """The sandbox's root maps to the uid that owns the delegated cgroup on the host, so
+    its cgroup files are its own: they are reached only through a read-only cgroup mount
+    (in a cgroup namespace, below nsdelegate's boundary), never written."""
+    attempt = guest[f"raise_{name}"]
+    assert (attempt["status"], attempt["stdout"].strip()) == (1, "EROFS"), attempt
+
+
 def test_delegate_subgroup_is_used_as_systemd_leaves_it(guest: dict) -> None:
     """Under DelegateSubgroup= the launcher starts in a leaf already: no leaf of ours."""
     big = guest["subgroup_alloc_big"]
