@@ -150,6 +150,27 @@ def test_a_cold_start_waits_for_the_unpacker_before_importing_the_unpacking_code
     assert len(published(cache)) == 1 and work_dirs(cache) == []
 
 
+def test_the_cached_bytecode_names_its_own_absolute_source(app: Path, tmp_path: Path) -> None:
+    """The build compiles the launcher as "launcher/x.py"; copied as is into the code
+    cache, a traceback would read that name relative to the working dir and show the
+    lines of whatever file sits there. Every code object names the cached archive."""
+    import marshal
+    import types
+
+    cache = tmp_path / "cache"
+    run_app(app, "cache", "prepare", env=env_for(cache), check=True)
+    [archive] = glob.glob(str(cache / "v1" / "code" / "*" / "launcher.zip"))
+    with zipfile.ZipFile(archive) as zf:
+        pycs = [n for n in zf.namelist() if n.endswith(".pyc")]
+        assert "launcher/cache/warm.pyc" in pycs
+        for name in pycs:
+            todo = [marshal.loads(zf.read(name)[16:])]
+            while todo:
+                code = todo.pop()
+                assert code.co_filename == os.path.join(archive, name[:-1]), name
+                todo += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+
+
 def cold_seconds(app: Path, cache: Path) -> float:
     started = time.monotonic()
     run_app(app, "cache", "prepare", env=env_for(cache), check=True)

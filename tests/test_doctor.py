@@ -144,3 +144,30 @@ def test_a_root_host_without_the_memory_controller_gets_rlimit_data(root_runner:
     assert not limits["ok"], limits
     assert "RLIMIT_DATA 2048 MiB per process only, no memory cgroup controller" in limits["detail"]
     assert "cgroup_enable=memory" in limits["fix"]
+
+
+def test_the_start_check_runs_the_file_as_its_shebang_does(
+    root_runner: Runner, tmp_path: Path
+) -> None:
+    """doctor's child `check` runs under the same flags as the file's first line
+    (`python3 -I -S`): a .pth file of the interpreter's site-packages runs in neither."""
+    venv = tmp_path / "venv"
+    subprocess.run([HOST_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    [site] = venv.glob("lib/python3*/site-packages")
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    (site / "zz_hostile.pth").write_text(
+        f"import os; open(os.path.join({str(ran)!r}, str(os.getpid())), 'w')\n"
+    )
+    python = venv / "bin" / "python3"
+    result = subprocess.run(
+        [str(python), "-I", "-S", str(root_runner.app), "doctor", "--json"],
+        env=root_runner.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert item(json.loads(result.stdout), "start")["ok"], result.stdout
+    assert list(ran.iterdir()) == []
+    subprocess.run([str(python), "-c", "pass"], check=True)
+    assert len(list(ran.iterdir())) == 1  # the .pth runs where site does: the check can fail

@@ -54,6 +54,7 @@ def fill_code(work: str, final: str) -> None:
     change under a code id): the build's own where it was made for this interpreter
     (same magic, same source hash), else compiled here. Written explicitly, so
     PYTHONDONTWRITEBYTECODE cannot make every start compile again."""
+    import _imp
     import importlib.util
     import marshal
     import zipfile
@@ -71,15 +72,18 @@ def fill_code(work: str, final: str) -> None:
             source = embedded.read_member(name)
             pyc = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source)
             built = embedded.read_member(name + "c") if name + "c" in members else b""
+            shown = os.path.join(final, CODE_ARCHIVE, name)  # what tracebacks name
             if built[:4] + built[8:16] == pyc[:4] + pyc[8:16]:  # this interpreter, this source
-                built = pyc + built[16:]
+                # the build compiled it as "launcher/x.py", a name relative to whatever
+                # the working dir is: tracebacks would show that dir's file's lines
+                code = marshal.loads(built[16:])
+                _imp._fix_co_filename(code, shown)  # as importlib's SourceLoader does
             else:
-                shown = os.path.join(final, CODE_ARCHIVE, name)  # what tracebacks name
                 try:
                     code = compile(source, shown, "exec", dont_inherit=True)
                 except (SyntaxError, ValueError) as exc:
                     raise OSError(f"cannot compile {name}: {exc}") from None
-                built = pyc + marshal.dumps(code)
+            built = pyc + marshal.dumps(code)
             zf.writestr(name, source)
             zf.writestr(name + "c", built)
     os.chmod(archive, 0o400)

@@ -42,8 +42,9 @@ class StartResult:
 
 
 def start_check(runtime_name: str) -> StartResult:
-    """Run `auto-review -q check --json` as a child, exactly as a user would."""
-    argv = [sys.executable, "-I", embedded.archive_path(), "-q", "check", "--json"]
+    """Run `auto-review -q check --json` as a child, exactly as a user would (as the
+    file's first line runs it: `python3 -I -S`)."""
+    argv = [sys.executable, "-I", "-S", embedded.archive_path(), "-q", "check", "--json"]
     env = {k: v for k, v in os.environ.items() if k != "AUTO_REVIEW_BARE"}  # the sandbox's
     try:
         proc = subprocess.run(

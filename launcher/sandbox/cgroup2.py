@@ -48,7 +48,11 @@ def own_cgroup(proc_file: str = "/proc/self/cgroup") -> str | None:
             for line in fh:
                 if line.startswith("0::"):
                     path = line[3:].rstrip("\n")
-                    return path if path.startswith("/") else None
+                    # "/../x": our cgroup lies outside our cgroup namespace's root, so
+                    # the path is not one under ROOT (and ROOT + path would leave it)
+                    parts = path.split("/")[1:]
+                    ok = path.startswith("/") and "." not in parts and ".." not in parts
+                    return path if ok else None
     except OSError:
         return None
     return None
@@ -101,11 +105,24 @@ def obstacle(found: Delegation, root: str = ROOT) -> str | None:
         return f"cannot read {found.base}/cgroup.procs: {exc.strerror}"
     if others:
         return f"{found.base} holds other processes, so its children get no controllers"
+    # what prepare() and the runtime write: moving a process needs write access to the
+    # common ancestor's cgroup.procs too (cgroup-v2.rst, "Delegation Containment")
+    files = ["cgroup.procs", "cgroup.subtree_control"]
+    if found.inside and os.path.isdir(os.path.join(found.directory(root), LEAF)):
+        files.append(f"{LEAF}/cgroup.procs")  # ours from an earlier run, or someone else's
+    for name in files:
+        if not os.access(os.path.join(found.directory(root), name), os.W_OK):
+            return f"{found.base}/{name} is not ours to write"
     return None
 
 
 class NotUsable(Exception):
-    """The delegated cgroup cannot take the sandbox: the message says why."""
+    """The delegated cgroup cannot take the sandbox: the message says why (`errno`: the
+    failed write's, if one failed)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 def prepare(found: Delegation, name: str, root: str = ROOT) -> str:
@@ -115,6 +132,8 @@ def prepare(found: Delegation, name: str, root: str = ROOT) -> str:
     missing = missing_controllers(found, root)
     if missing:
         raise NotUsable(f"{found.base} has no {' or '.join(missing)} controller to delegate")
+    if name == LEAF:  # AUTO_REVIEW_CONTAINER_ID may name it: the sandbox would join us
+        raise NotUsable(f"the container id {name} is the launcher's own cgroup")
     base = found.directory(root)
     if found.inside:
         leaf = os.path.join(base, LEAF)
@@ -126,14 +145,17 @@ def prepare(found: Delegation, name: str, root: str = ROOT) -> str:
             raise NotUsable(f"cannot make {found.base}/{LEAF}: {exc.strerror}") from None
         _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
     control = os.path.join(base, "cgroup.subtree_control")
-    with open(control) as fh:
-        enabled = fh.read().split()
+    try:
+        with open(control) as fh:
+            enabled = fh.read().split()
+    except OSError as exc:  # the cgroup went away since find()
+        raise NotUsable(f"cannot read {control}: {exc.strerror}") from None
     wanted = [f"+{c}" for c in CONTROLLERS if c not in enabled]
     if wanted:
         try:
             _write(control, " ".join(wanted))
         except NotUsable as exc:
-            if "busy" in str(exc):  # EBUSY: processes other than ours sit in the base
+            if exc.errno == errno.EBUSY:  # processes other than ours sit in the base
                 raise NotUsable(
                     f"{found.base} holds other processes, so its children get no controllers"
                 ) from None
@@ -150,4 +172,4 @@ def _write(path: str, text: str) -> None:
             os.close(fd)
     except OSError as exc:
         reason = "busy" if exc.errno == errno.EBUSY else exc.strerror
-        raise NotUsable(f"cannot write {path}: {reason}") from None
+        raise NotUsable(f"cannot write {path}: {reason}", exc.errno) from None
