@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-# The single file as its shebang runs it (`#!/usr/bin/env -S python3 -I -S`, from
+# The single file as its first lines run it (`exec python3 -I -S "$0" "$@"`, from
 # buildsys/zipapp.py): isolated, without site. `python3 FILE`, as other zipapps are run,
 # is measured beside it where start-up matters (cases_warm.py's start-up row).
 APP_PYTHON = [PYTHON, "-I", "-S"]

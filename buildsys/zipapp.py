@@ -121,9 +121,11 @@ def zipapp_entries(
 # -I: PYTHONPATH, PYTHONSTARTUP and the other PYTHON* variables of whoever runs the file
 # cannot load code into the launcher, nor can the user's site dir or the working dir.
 # -S: no site module and no .pth file of the host's site-packages runs at each start
-# (the launcher needs none of them: its dependencies are in the file). `env -S` splits
-# the line (GNU coreutils 8.30+, FreeBSD; what uv's scripts use too).
-SHEBANG = b"#!/usr/bin/env -S python3 -I -S\n"
+# (the launcher needs none of them: its dependencies are in the file). Two flags need
+# `env -S` on a #! line, which busybox's env and coreutils before 8.30 lack; a /bin/sh
+# line that execs python3 works everywhere (as PEX's --sh-boot does). The shell reads
+# no further than that line, and zipimport skips these bytes before the zip.
+SHEBANG = b'#!/bin/sh\nexec python3 -I -S "$0" "$@"\n'
 
 
 def write_zipapp(out: Path, entries: list[tuple[str, bytes]]) -> None:

@@ -146,7 +146,7 @@ def test_manifest_tells_the_truth(
 
 
 def test_payload_is_stored_and_zip_is_deterministic(app: Path) -> None:
-    assert app.read_bytes().startswith(b"#!/usr/bin/env -S python3 -I -S\n")
+    assert app.read_bytes().startswith(b'#!/bin/sh\nexec python3 -I -S "$0" "$@"\n')
     with zipfile.ZipFile(app) as zf:
         infos = zf.infolist()
     names = [i.filename for i in infos]
