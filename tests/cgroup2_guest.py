@@ -157,6 +157,8 @@ def main(app_src: str, user: str) -> dict:
     def as_user(name: str, kind: str, *args: str, **env: str) -> None:
         report[name] = run(app, units.start_in(kind), u, h, *args, **env)
         report[name]["tree"] = tree(units.made[kind])
+        with open(f"{units.made[kind]}/cgroup.subtree_control") as fh:
+            report[name]["enabled"] = fh.read().split()  # what the run enabled for children
 
     as_user("rootless_check", "delegated", "-v", "check", "--json")
     as_user("rootless_alloc_small", "delegated", "probe", "alloc", "64")
@@ -167,6 +169,8 @@ def main(app_src: str, user: str) -> dict:
     as_user("rootless_runc_check", "delegated", "check", "--json", AUTO_REVIEW_RUNTIME="runc")
     for name in ("memory.max", "pids.max", "cgroup.procs", "cgroup.subtree_control"):
         as_user(f"raise_{name}", "delegated", "probe", "write", f"/sys/fs/cgroup/{name}")
+        as_user(f"raise_runc_{name}", "delegated", "probe", "write", f"/sys/fs/cgroup/{name}",
+                AUTO_REVIEW_RUNTIME="runc")  # fmt: skip
     as_user("subgroup_alloc_big", "subgroup", "probe", "alloc", "3072")
     as_user("subgroup_doctor", "subgroup", "doctor", "--json")
     as_user("crowded_alloc_big", "delegated", "probe", "alloc", "3072", CROWDED="1")

@@ -69,8 +69,9 @@ def test_the_sandbox_cannot_lift_its_own_limits(guest: dict, name: str) -> None:
     """The sandbox's root maps to the uid that owns the delegated cgroup on the host, so
     its cgroup files are its own: they are reached only through a read-only cgroup mount
     (in a cgroup namespace, below nsdelegate's boundary), never written."""
-    attempt = guest[f"raise_{name}"]
-    assert (attempt["status"], attempt["stdout"].strip()) == (1, "EROFS"), attempt
+    for scenario in (f"raise_{name}", f"raise_runc_{name}"):  # crun, then runc
+        attempt = guest[scenario]
+        assert (attempt["status"], attempt["stdout"].strip()) == (1, "EROFS"), attempt
 
 
 def test_delegate_subgroup_is_used_as_systemd_leaves_it(guest: dict) -> None:
@@ -78,6 +79,17 @@ def test_delegate_subgroup_is_used_as_systemd_leaves_it(guest: dict) -> None:
     big = guest["subgroup_alloc_big"]
     assert (big["status"], big["tree"]) == (137, ["supervisor"]), big
     assert "in the delegated cgroup /ar-" in limits_of(guest, "subgroup_doctor")
+
+
+def test_doctor_started_in_the_delegated_cgroup_gives_its_sandbox_the_limits(
+    guest: dict,
+) -> None:
+    """doctor's own sandbox gets what its `limits` line names: doctor moves into the
+    leaf first, so the run finds the base empty and enables memory and pids."""
+    doctor = guest["rootless_doctor"]
+    assert doctor["status"] == 0, doctor["stderr"]
+    assert doctor["enabled"] == ["memory", "pids"], doctor
+    assert doctor["tree"] == ["auto-review.launcher"]
 
 
 def test_doctor_says_which_bound_is_in_force(guest: dict) -> None:

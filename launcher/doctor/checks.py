@@ -224,10 +224,27 @@ def check_start(rt: runtime.Runtime | None, blocked: bool) -> Finding:
         return Finding("start", False, "not tried: no usable runtime", "fix the runtime first")
     from launcher.doctor import start
 
+    leave_the_delegated_cgroup()
     result = start.start_check(rt.name)
     if result.ok and blocked:  # it started anyway: say so, but the FAILs above still hold
         result.detail += " (despite the problems above)"
     return Finding("start", result.ok, result.detail, result.fix, exit_code=result.exit_code)
+
+
+def leave_the_delegated_cgroup() -> None:
+    """Rootless, in a delegated cgroup itself: move into its leaf first, as every run
+    does (launcher.sandbox.cgroup2), so the child's run finds the base empty and gets
+    the limits the `limits` line names, not the fallback."""
+    if os.geteuid() == 0:
+        return
+    from launcher.sandbox import cgroup2
+
+    found = cgroup2.find()
+    if found is not None:
+        try:
+            cgroup2.enter_leaf(found)
+        except cgroup2.NotUsable:
+            pass  # the child's run says why, in one line, and takes the fallback
 
 
 def findings() -> list[Finding]:

@@ -135,15 +135,7 @@ def prepare(found: Delegation, name: str, root: str = ROOT) -> str:
     if name == LEAF:  # AUTO_REVIEW_CONTAINER_ID may name it: the sandbox would join us
         raise NotUsable(f"the container id {name} is the launcher's own cgroup")
     base = found.directory(root)
-    if found.inside:
-        leaf = os.path.join(base, LEAF)
-        try:
-            os.mkdir(leaf, 0o755)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise NotUsable(f"cannot make {found.base}/{LEAF}: {exc.strerror}") from None
-        _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    enter_leaf(found, root)
     control = os.path.join(base, "cgroup.subtree_control")
     try:
         with open(control) as fh:
@@ -161,6 +153,23 @@ def prepare(found: Delegation, name: str, root: str = ROOT) -> str:
                 ) from None
             raise
     return f"{found.base}/{name}"
+
+
+def enter_leaf(found: Delegation, root: str = ROOT) -> None:
+    """Move this process into the delegated cgroup's leaf LEAF, if it sits in the
+    delegated cgroup itself (NotUsable when it cannot). Also for doctor, before it
+    starts its own sandbox: that child must not find doctor beside it in the base."""
+    if not found.inside:
+        return
+    leaf = os.path.join(found.directory(root), LEAF)
+    try:
+        os.mkdir(leaf, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise NotUsable(f"cannot make {found.base}/{LEAF}: {exc.strerror}") from None
+    _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    found.inside = False
 
 
 def _write(path: str, text: str) -> None:
