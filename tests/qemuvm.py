@@ -11,6 +11,8 @@ linux-image-amd64, qemu-system-x86, busybox-static and cpio).
 from __future__ import annotations
 
 import glob
+import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -70,10 +72,12 @@ class GuestRun:
 
 
 def kernel() -> tuple[str, str]:
-    """The newest installed Debian kernel: (its image, its version)."""
-    images = sorted(glob.glob("/boot/vmlinuz-*"))
-    assert images, "no kernel in /boot: .ci/setup installs linux-image-amd64"
-    image = images[-1]
+    """The newest installed Debian kernel with its modules: (its image, its version)."""
+    images = [i for i in glob.glob("/boot/vmlinuz-*")
+              if os.path.isdir("/lib/modules/" + i.removeprefix("/boot/vmlinuz-"))]  # fmt: skip
+    assert images, "no kernel with modules in /boot: .ci/setup installs linux-image-amd64"
+    # by version, not by text: 6.1.0-57 is newer than 6.1.0-9
+    image = max(images, key=lambda i: [int(n) for n in re.findall(r"\d+", i)])
     return image, image.removeprefix("/boot/vmlinuz-")
 
 
