@@ -447,21 +447,19 @@ def test_tls_to_the_database_checks_its_certificate_against_the_ca_file(
 
 
 LEASES = """
-import time
+import psycopg
 from auto_review_gateway.jobs.pg_queue import PgJobQueue
 from auto_review_gateway.jobs.spec import JobRequest
 
-def until(get, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = get()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise SystemExit("timed out")
+clock = psycopg.connect(URL, autocommit=True)
+
+def lease_runs_out(job_id):
+    # The store reads the database's clock; rather than wait for it, the lease is moved
+    # an hour into the past, as if that hour had gone by for this job alone.
+    clock.execute("UPDATE jobs SET lease_until = lease_until - 3600 WHERE id = %s", (job_id,))
 
 steady = PgJobQueue(URL, forge="forgejo", lease=600.0, max_attempts=2)
-flaky = PgJobQueue(URL, forge="forgejo", lease=0.3, max_attempts=2)  # never renews
+flaky = PgJobQueue(URL, forge="forgejo", lease=600.0, max_attempts=2)  # never renews
 for number in (8000, 8001):
     request = JobRequest("acme", "demo", number, "a" * 40, "main", "https://f/a/d.git", "x")
     assert steady.submit(request).status == "accepted"
@@ -469,18 +467,23 @@ held = steady.claim()
 assert steady.renew([held.id]) == 1 and flaky.renew([held.id]) == 0  # whose it is
 first = flaky.claim()  # the other job: the held one is skipped
 assert (held.request.pr_number, first.request.pr_number, first.attempts) == (8000, 8001, 1)
-again = until(steady.claim)  # flaky's lease passed: the job is taken again
+assert steady.claim() is None and steady.reap(3) == []  # flaky's lease still holds
+lease_runs_out(first.id)
+again = steady.claim()  # flaky's lease passed: the job is taken again
 assert (again.id, again.attempts) == (first.id, 2)
 assert flaky.finish(first.id) is False  # no longer flaky's: nothing changes
 assert steady.retry(again.id, "try later", 0.0)  # steady still holds it
-third = until(flaky.claim)
+third = flaky.claim()  # due at once
 assert (third.id, third.attempts) == (first.id, 3)
-[dead] = until(lambda: steady.reap(3))  # three claims, the last lease passed: failed
+assert steady.reap(3) == []  # its lease holds: not failed yet
+lease_runs_out(third.id)
+[dead] = steady.reap(3)  # three claims, the last lease passed: failed
 row = steady.get(dead.id)
 assert row["state"] == "failed" and row["error"].startswith("interrupted 3 times"), row
 assert steady.finish(held.id) is True and steady.claim() is None
 steady.close()
 flaky.close()
+clock.close()
 print("ok")
 """
 
