@@ -20,7 +20,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -161,17 +160,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def poll(what: str, get: Callable[[], Any], timeout: float = 60) -> Any:
-    """``get()``'s first truthy answer, asked every 0.2 s for at most ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = get()
-        if answer:
-            return answer
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class Prometheus:
     """Debian's prometheus on a loopback port with a temporary storage dir, scraping
     ``target`` every second and evaluating ``rules`` every second."""
@@ -196,8 +184,9 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-        try:
-            poll("Prometheus to be ready", lambda: self._ready(), timeout=60)
+        self.wal = workdir / "data" / "wal"
+        try:  # re-checked at each line Prometheus logs ("Server is ready..." is one)
+            wait_until(self._ready, dirs=[workdir], timeout=60, what="Prometheus to be ready")
         except BaseException:
             self.stop()
             raise
@@ -209,6 +198,15 @@ class Prometheus:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def wait(
+        self, what: str, predicate: Callable[[], Any], change_fds: tuple[int, ...] = ()
+    ) -> None:
+        """Return once ``predicate()`` is truthy, re-checked after each write to the
+        TSDB's write-ahead log: every scrape and every rule evaluation commits there
+        (each second here), so a condition on either is seen at the next one."""
+        wait_until(lambda: bool(predicate()), dirs=[self.wal], change_fds=change_fds,
+                   timeout=60, what=what)  # fmt: skip
 
     def api(self, path: str, **params: str) -> Any:
         """``GET /api/v1/<path>``: the ``data`` of a success; AssertionError with
@@ -284,7 +282,7 @@ def test_a_real_prometheus_evaluates_every_rule_and_panel_on_a_live_gateway(
             prom = Prometheus(tmp_path, f"127.0.0.1:{gw.port}", RULES)
             # the counters' values before the traffic, or rate() has nothing to start from
             # (Prometheus syncs new targets every 5 s)
-            poll("the first scrape", lambda: prom.query("auto_review_build_info"))
+            prom.wait("the first scrape", lambda: prom.query("auto_review_build_info"))
             # a review that succeeds, then one whose LLM request the server refuses (400:
             # not retried, the job fails for good), then a forged delivery
             good, bad = world["heads"]
@@ -297,16 +295,17 @@ def test_a_real_prometheus_evaluates_every_rule_and_panel_on_a_live_gateway(
             llm.script(Reply(400, error_body("no such model", "invalid_request_error")))
             assert deliver(gw, pr_event(world, 2, bad))[0] == 202
             failed = 'auto_review_reviews_failed_total{cause="reviewer"} 1'
-            poll("the failed job", lambda: failed in scrape(gw).splitlines())
+            prom.wait("the failed job", lambda: failed in scrape(gw).splitlines(),
+                      change_fds=(forge.changed_fd,))  # fmt: skip
             assert deliver(gw, pr_event(world, 3, bad), secret="forged")[0] == 401
             assert len(llm.requests) == 2
 
             # the scrapes and rule evaluations that saw all of it (waited for, not slept)
-            poll("the failure in a recorded ratio", lambda: total(
+            prom.wait("the failure in a recorded ratio", lambda: total(
                 prom, "job:auto_review_reviews_failed_per_finished:ratio_rate5m") > 0)  # fmt: skip
-            poll("the bad signature in a recorded rate", lambda: total(
+            prom.wait("the bad signature in a recorded rate", lambda: total(
                 prom, "job:auto_review_signature_failures:rate5m") > 0)  # fmt: skip
-            poll("an LLM p95", lambda: prom.query(
+            prom.wait("an LLM p95", lambda: prom.query(
                 "job:auto_review_llm_request_duration_seconds:p95_rate5m"))  # fmt: skip
 
             assert [t["health"] for t in prom.api("targets")["activeTargets"]] == ["up"]
