@@ -148,11 +148,14 @@ def run_in_guest(work: Path, command: str, *, cwd: str = "/", memory_mib: int = 
         "-virtfs", f"local,path={results},mount_tag=results,security_model=passthrough",
     ]  # fmt: skip
     with open(console, "wb") as log:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                              timeout=timeout, check=False)  # fmt: skip
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            ending = f"qemu exit {proc.wait(timeout=timeout)}"
+        except subprocess.TimeoutExpired:  # a hung guest: its console says where
+            proc.kill()
+            ending = f"killed after {timeout:g} s, qemu exit {proc.wait()}"
     status_file = results / "status"
     status = int(status_file.read_text()) if status_file.exists() else None
     out = (results / "stdout").read_text(errors="replace") if status is not None else ""
     err = (results / "stderr").read_text(errors="replace") if status is not None else ""
-    text = console.read_text(errors="replace") + f"\n[qemu exit {proc.returncode}]"
-    return GuestRun(status, out, err, text)
+    return GuestRun(status, out, err, console.read_text(errors="replace") + f"\n[{ending}]")
