@@ -10,55 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-from typing import IO, Any
+from typing import Any
 
 from launcher import embedded
 from launcher.cache import labels, publish, zstd
 from launcher.cache.extract import Entry, Limits, extract_tar_stream
 from launcher.cache.paths import Layout
-from launcher.cache.readahead import ReadAhead
+from launcher.cache.payload import Decoding
 from launcher.errors import PayloadCorrupt
-from launcher.manifest import MAX_FILE_COUNT, MAX_UNPACKED_SIZE, window_bytes
-from launcher.progress import Progress
+from launcher.manifest import MAX_FILE_COUNT, MAX_UNPACKED_SIZE
 
 FILES_LIST = "files.tsv"
 FILES_MEMBER = "bundle/files.tsv"  # the build's list, with every file's sha256
 # A line of files.tsv: kind, mode, size, sha256 and a path of at most 4096 bytes.
 MAX_FILES_LIST = MAX_FILE_COUNT * 4200
-
-
-class HashingReader:
-    """Reads a stream forward, hashing and counting every byte that passes."""
-
-    def __init__(self, raw: IO[bytes], progress: Progress) -> None:
-        import hashlib
-
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.progress = progress
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha.update(data)
-        self.progress(len(data))
-        return data
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        """Read to the end, so the digest covers every stored byte."""
-        while self.read(1 << 20):
-            pass
-
-    def matches(self, digest: str) -> bool:
-        """Whether the bytes read so far hash to `digest` ('sha256:<hex>')."""
-        return "sha256:" + self.sha.hexdigest() == digest
 
 
 def limits_for(manifest: dict[str, Any]) -> Limits:
@@ -71,15 +36,29 @@ def limits_for(manifest: dict[str, Any]) -> Limits:
 
 
 def ensure_unpacked(
-    layout: Layout, manifest: dict[str, Any], quiet: bool = False, lock_held: bool = False
+    layout: Layout,
+    manifest: dict[str, Any],
+    quiet: bool = False,
+    lock_held: bool = False,
+    decoding: Decoding | None = None,
 ) -> bool:
     """Make sure the embedded bundle is published in the cache. True if this call did it.
-    `lock_held`: the caller holds the version's publish lock (launcher.cache.warm)."""
+    `lock_held`: the caller holds the version's publish lock (launcher.cache.warm);
+    `decoding`: the payload, already decoding since the caller took that lock (else it
+    starts once the work dir is ready). The caller closes what it passes."""
     digest = manifest["digest"]
     label = str(manifest.get("version", "?"))
+
+    def fill(work: str) -> None:
+        if decoding is not None:
+            fill_version(decoding, manifest, work)
+            return
+        with Decoding(layout, manifest, quiet) as own:
+            fill_version(own, manifest, work)
+
     done = publish.publish(
         layout.version_dir(digest),
-        lambda work: fill_version(layout, manifest, work, quiet),
+        fill,
         waiting_for=f"finish unpacking {label}",
         needed_bytes=int(manifest["unpacked_size"]),
         quiet=quiet,
@@ -89,7 +68,7 @@ def ensure_unpacked(
     return done
 
 
-def fill_version(layout: Layout, manifest: dict[str, Any], work: str, quiet: bool) -> None:
+def fill_version(decoding: Decoding, manifest: dict[str, Any], work: str) -> None:
     """The publish step for a bundle: rootfs/, bundle.json, files.tsv.
 
     The per-file digests `cache verify` checks come from the build's files.tsv
@@ -97,7 +76,7 @@ def fill_version(layout: Layout, manifest: dict[str, Any], work: str, quiet: boo
     while unpacking (12% of the unpack); what was unpacked must match that list.
     """
     listed = build_files_list(manifest)
-    entries = extract_verified(layout, manifest, work, quiet, hash_files=listed is None)
+    entries = extract_verified(decoding, manifest, work, hash_files=listed is None)
     if listed is None:
         write_metadata(work, manifest, entries)
         return
@@ -158,42 +137,40 @@ def check_listed(listed: bytes, entries: list[Entry]) -> None:
 
 
 def extract_verified(
-    layout: Layout, manifest: dict[str, Any], work: str, quiet: bool, hash_files: bool = True
+    decoding: Decoding, manifest: dict[str, Any], work: str, hash_files: bool = True
 ) -> list[Entry]:
-    """Stream the payload into work/rootfs and check its digest; PayloadCorrupt on mismatch."""
+    """Extract the decoding payload into work/rootfs and check its digest; PayloadCorrupt
+    on mismatch."""
     rootfs = os.path.join(work, "rootfs")
     os.mkdir(rootfs, 0o700)
-    label = f"auto-review: unpacking {manifest.get('version', '?')}"
-    progress = Progress(label, int(manifest["compressed_size"]), enabled=not quiet)
     import zipfile
 
-    with embedded.open_payload() as raw:
-        hashing = HashingReader(raw, progress)
-        reader = zstd.open_reader(hashing, layout, window_bytes(manifest))
-        bad = (*zstd.decompression_errors(), zipfile.BadZipFile, EOFError)
-        try:
-            # decoding in a second thread overlaps with creating the files
-            with ReadAhead(reader) as chunks:
-                result = extract_tar_stream(  # type: ignore[arg-type]
-                    chunks, rootfs, limits_for(manifest), hash_files=hash_files
-                )
-            hashing.drain()
-            # The container's "/": traversable by the unprivileged sandbox user.
-            os.chmod(rootfs, 0o755)
-        except bad as exc:
-            raise PayloadCorrupt(
-                f"the embedded payload is damaged: {exc}", embedded.REBUILD
-            ) from None
-        except PayloadCorrupt as exc:
-            # Say whether the stored bytes are what the build hashed: read the rest
-            # (compressed, stored in the zip: cheap), never guess from a prefix.
-            hashing.drain()
-            if hashing.matches(manifest["digest"]):
-                exc.message += " (the payload matches its digest: the build itself is unsafe)"
-            else:
-                exc.message += " (and the payload does not match its digest)"
-            raise
-    progress.finish()
+    hashing = decoding.hashing
+    try:
+        result = extract_tar_stream(  # type: ignore[arg-type]
+            decoding.chunks,
+            rootfs,
+            limits_for(manifest),
+            hash_files=hash_files,
+            written=publish.writeback_starter(),
+        )
+        decoding.chunks.close()  # the thread has ended: the stored stream is ours now
+        hashing.drain()
+        # The container's "/": traversable by the unprivileged sandbox user.
+        os.chmod(rootfs, 0o755)
+    except PayloadCorrupt as exc:
+        # Say whether the stored bytes are what the build hashed: read the rest
+        # (compressed, stored in the zip: cheap), never guess from a prefix.
+        decoding.chunks.close()
+        hashing.drain()
+        if hashing.matches(manifest["digest"]):
+            exc.message += " (the payload matches its digest: the build itself is unsafe)"
+        else:
+            exc.message += " (and the payload does not match its digest)"
+        raise
+    except (zipfile.BadZipFile, EOFError, *zstd.decompression_errors()) as exc:
+        raise PayloadCorrupt(f"the embedded payload is damaged: {exc}", embedded.REBUILD) from None
+    decoding.progress.finish()
     if not hashing.matches(manifest["digest"]):
         actual = "sha256:" + hashing.sha.hexdigest()
         raise PayloadCorrupt(
