@@ -65,7 +65,10 @@ def use_cached_code() -> None:
     if code is None:
         if not will_unpack(sys.argv[1:]):
             return
-        from launcher.cache.code import publish_early
+        from launcher.cache.code import publish_early, zip_has_bytecode
+
+        if zip_has_bytecode():
+            return  # imports compile nothing; the code dir is published later
 
         code = publish_early()
         if code is None or cached_code(CODE_ID) != code:

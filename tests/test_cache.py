@@ -150,6 +150,27 @@ def test_a_cold_start_waits_for_the_unpacker_before_importing_the_unpacking_code
     assert len(published(cache)) == 1 and work_dirs(cache) == []
 
 
+def test_a_code_dir_the_cache_cannot_take_is_one_warning_and_the_run_goes_on(
+    app: Path, tmp_path: Path
+) -> None:
+    """A cold start writes the launcher's code dir in a thread beside the unpack. When
+    `v1/code` is not a directory it cannot: the unpack still publishes, the launcher
+    runs from the zip, and the reason is said once per run (it was said twice)."""
+    cache = tmp_path / "cache"
+    (cache / "v1").mkdir(parents=True, mode=0o700)
+    cache.chmod(0o700)
+    (cache / "v1" / "code").write_text("")
+    for cold in (True, False):
+        result = run_app(app, "cache", "prepare", env=env_for(cache))
+        assert result.returncode == 0, result.stderr
+        said = [line for line in result.stderr.splitlines() if "launcher code" in line]
+        assert len(said) == 1, result.stderr
+        assert "v1/code is not a directory" in said[0]
+        assert ("auto-review: unpacked" in result.stderr) is cold
+        assert len(published(cache)) == 1 and work_dirs(cache) == []
+    assert (cache / "v1" / "code").read_text() == ""
+
+
 def test_the_cached_bytecode_names_its_own_absolute_source(app: Path, tmp_path: Path) -> None:
     """The build compiles the launcher as "launcher/x.py"; copied as is into the code
     cache, a traceback would read that name relative to the working dir and show the

@@ -20,6 +20,7 @@ from launcher.cache.paths import Layout, ensure_level, is_published, use_lock
 from launcher.errors import LauncherError
 
 _held: list[int] = []  # use-lock fds of the code dirs this process imports from
+_gave_up: list[bool] = []  # [True] once a failure to publish the code dir was said
 
 
 def code_id() -> str | None:
@@ -89,6 +90,21 @@ def fill_code(work: str, final: str) -> None:
     os.chmod(archive, 0o400)
 
 
+def zip_has_bytecode() -> bool:
+    """Whether the single file carries the launcher's bytecode for this interpreter
+    (build.py compiles it for the build host's python3): imports from the zip then
+    compile nothing, and a cold start publishes the code dir while its rootfs is
+    flushed to disk instead of before everything else (launcher.cache.warm)."""
+    loader = getattr(sys.modules.get("__main__"), "__loader__", None)
+    try:
+        head = loader.get_data("launcher/__init__.pyc")[:4]  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        return False
+    import _frozen_importlib_external  # loaded at every start: the import system's own
+
+    return head == _frozen_importlib_external.MAGIC_NUMBER
+
+
 def publish_early() -> str | None:
     """Publish the code dir before anything else is imported from the zip (the
     bootstrap's first run): every later import then comes from bytecode, and of 16
@@ -104,9 +120,10 @@ def publish_early() -> str | None:
 
 def publish_code(layout: Layout, quiet: bool = False, warn: bool = True) -> str | None:
     """The published code dir of this launcher (publishing it now if needed), or None
-    when that is not possible: the launcher then keeps running from the zip."""
+    when that is not possible: the launcher then keeps running from the zip. A failure
+    is said once: later calls of the same process return None without trying again."""
     ident = code_id()
-    if ident is None:
+    if ident is None or _gave_up:
         return None
     target = layout.code_dir(ident)
     if is_published(target):
@@ -123,10 +140,40 @@ def publish_code(layout: Layout, quiet: bool = False, warn: bool = True) -> str 
         )
     except (LauncherError, OSError) as exc:
         if warn:
+            _gave_up.append(True)
             text = exc.one_line() if isinstance(exc, LauncherError) else str(exc)
             sys.stderr.write(f"auto-review: warning: cannot cache the launcher code: {text}\n")
         return None
     return target
+
+
+class PublishAlongside:
+    """Publish the code dir in a thread (during a cold start's unpack): `start()`, then
+    `wait()`. A cache that cannot take it leaves the zip in charge, as publish_code does;
+    any other exception of the thread is raised by `wait()`."""
+
+    def __init__(self, layout: Layout) -> None:
+        import threading
+
+        self.failed: list[BaseException] = []
+        self.thread = threading.Thread(
+            target=self._run, args=(layout,), name="auto-review-code", daemon=True
+        )
+
+    def _run(self, layout: Layout) -> None:
+        try:
+            publish_code(layout, quiet=True)
+        except BaseException as exc:  # raised in the caller's thread by __exit__
+            self.failed.append(exc)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def wait(self) -> None:
+        """Wait for the thread; raise what it raised, unless an exception is on its way."""
+        self.thread.join()
+        if self.failed and sys.exc_info()[0] is None:
+            raise self.failed[0]
 
 
 def use_for_later_imports(layout: Layout, quiet: bool = False) -> None:

@@ -143,15 +143,34 @@ def unpack(layout: Layout, own: dict[str, Any], label: str, quiet: bool) -> bool
     try:
         if is_published(final):
             return False
-        if running_from_zip():
-            from launcher.cache import code
-
-            code.use_for_later_imports(layout, quiet)
-        from launcher.cache import bundle
-
-        return bundle.ensure_unpacked(layout, own, quiet, lock_held=True)
+        return unpack_locked(layout, own, quiet)
     finally:
         os.close(fd)
+
+
+def unpack_locked(layout: Layout, own: dict[str, Any], quiet: bool) -> bool:
+    """unpack(), under the publish lock: decoding starts first, then the unpacking code
+    is imported (and, when the zip has no bytecode for this interpreter, compiled into
+    the code dir before that); with bytecode in the zip, the code dir is written by a
+    thread of its own on the core decoding leaves idle."""
+    from launcher.cache import code
+
+    alongside = running_from_zip() and code.zip_has_bytecode()
+    if running_from_zip() and not alongside:
+        code.use_for_later_imports(layout, quiet)
+    from launcher.cache.payload import Decoding
+
+    with Decoding(layout, own, quiet) as decoding:
+        publishing = code.PublishAlongside(layout) if alongside else None
+        if publishing is not None:
+            publishing.start()
+        try:
+            from launcher.cache import bundle
+
+            return bundle.ensure_unpacked(layout, own, quiet, lock_held=True, decoding=decoding)
+        finally:
+            if publishing is not None:
+                publishing.wait()
 
 
 def running_from_zip() -> bool:
