@@ -253,6 +253,31 @@ def test_normal_tree(layout: Layout) -> None:
     layout.assert_nothing_outside()
 
 
+def test_the_written_hook_gets_each_file_open_and_complete(layout: Layout) -> None:
+    """`written(fd, size)` (the cold path starts each large file's writeback with it)
+    is called once per regular file, with an fd on that very file, all bytes written;
+    never for links and dirs."""
+    seen: dict[tuple[int, int], tuple[int, bytes]] = {}
+
+    def written(fd: int, size: int) -> None:
+        st = os.fstat(fd)
+        assert stat.S_ISREG(st.st_mode) and st.st_size == size
+        content = Path(os.readlink(f"/proc/self/fd/{fd}")).read_bytes()  # fd is write-only
+        seen[(st.st_dev, st.st_ino)] = (size, content)
+
+    big = os.urandom(3 << 20)
+    members = [M("a", "dir", mode=0o755), M("a/big", data=big), M("a/small", data=b"x"),
+               M("a/empty"), M("a/hl", "hardlink", target="a/big"),
+               M("a/sl", "symlink", target="big")]  # fmt: skip
+    extract(make_tar(members), layout.dest, written=written)
+    files = {"a/big": big, "a/small": b"x", "a/empty": b""}
+    expected = {}
+    for name, data in files.items():
+        st = (layout.dest / name).stat()
+        expected[(st.st_dev, st.st_ino)] = (len(data), data)
+    assert seen == expected
+
+
 def test_implicit_dir_then_explicit_dir_takes_its_mode(layout: Layout) -> None:
     extract(make_tar([M("a/b/f", data=b"x"), M("a/b", "dir", mode=0o700)]), layout.dest)
     assert mode_of(layout.dest / "a/b") == 0o700

@@ -16,8 +16,7 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from launcher.cache.tarstream import Caps, Member, TarReader, TarStreamError
 from launcher.errors import PayloadCorrupt
@@ -47,8 +46,7 @@ _FILE_TYPES = frozenset((b"0", b"\x00", b"7"))  # regular, old regular, contiguo
 _KINDS = {b"5": "dir", b"2": "symlink", b"1": "hardlink"}
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Caps that bound what a payload may make us write."""
 
     max_members: int
@@ -59,8 +57,7 @@ class Limits:
     """Sum of regular file sizes, bytes."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One extracted member, as created on disk."""
 
     path: str
@@ -78,8 +75,7 @@ class Entry:
     """Hardlinks: normalized path of the target member; else ""."""
 
 
-@dataclass
-class ExtractResult:
+class ExtractResult(NamedTuple):
     """What an extraction produced."""
 
     members: int
@@ -160,11 +156,13 @@ class _Extractor:
         limits: Limits,
         progress: Callable[[int], None] | None,
         hash_files: bool,
+        written: Callable[[int, int], None] | None = None,
     ):
         self.root_fd = root_fd
         self.limits = limits
         self.progress = progress
         self.hash_files = hash_files
+        self.written = written
         self.fds: dict[str, int] = {}
         # Every path that exists or will exist under dest, implicit parents included.
         self.kinds: dict[str, str] = {}
@@ -305,6 +303,8 @@ class _Extractor:
                     offset += os.write(fd, view[offset:])
                 if progress is not None:
                     progress(n)
+            if self.written is not None:
+                self.written(fd, member.size)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -379,6 +379,7 @@ def extract_tar_stream(
     *,
     progress: Callable[[int], None] | None = None,
     hash_files: bool = True,
+    written: Callable[[int, int], None] | None = None,
 ) -> ExtractResult:
     """Extract an uncompressed tar stream into the empty directory `dest`.
 
@@ -388,9 +389,10 @@ def extract_tar_stream(
     written before an error stays in `dest` for the caller to delete. `progress`, if
     given, is called with the number of file bytes just written. With `hash_files` false,
     files and hardlinks get an empty digest (the caller has them from elsewhere).
+    `written`, if given, is called with the fd and size of each file just filled.
     """
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    extractor = _Extractor(root_fd, limits, progress, hash_files)
+    extractor = _Extractor(root_fd, limits, progress, hash_files, written)
     reader = TarReader(stream, Caps())
     member = None
     try:

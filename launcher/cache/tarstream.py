@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["BLOCK", "Caps", "Member", "TarReader", "TarStreamError"]
 
@@ -46,8 +46,7 @@ class TarStreamError(Exception):
         self.name = name
 
 
-@dataclass(frozen=True)
-class Caps:
+class Caps(NamedTuple):
     """Bounds checked before the payload they bound is read."""
 
     max_name: int = 4096
@@ -64,8 +63,7 @@ class Caps:
     """Bytes of one member's data; None: no cap."""
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """One archive member as its headers describe it."""
 
     name: str
