@@ -76,6 +76,36 @@ def open_payload() -> IO[bytes]:
     return zf.open(info)
 
 
+def payload_span() -> tuple[int, int, int]:
+    """(fd, offset, size) of the stored rootfs.tar.zst inside the single file: read it
+    with os.pread, without zipfile's CRC-32 pass over 15 MB (the manifest's sha256
+    covers the same bytes). The caller closes the fd."""
+    import struct
+    import zipfile
+
+    zf = _zip()
+    try:
+        info = zf.getinfo(PAYLOAD_MEMBER)
+    except KeyError as exc:
+        raise PayloadCorrupt(f"cannot read the embedded payload: {exc}", REBUILD) from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise PayloadCorrupt("the embedded payload is not stored uncompressed", REBUILD)
+    fd = os.dup(zf.fp.fileno())  # the file whose directory was read, not a path again
+    try:
+        # the local header: signature, ..., name length and extra length (APPNOTE 4.3.7)
+        header = os.pread(fd, 30, info.header_offset)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise PayloadCorrupt("the embedded payload's zip header is damaged", REBUILD)
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        if start + info.compress_size > os.fstat(fd).st_size:
+            raise PayloadCorrupt("the single file ends inside its payload", REBUILD)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, start, info.compress_size
+
+
 def read_member(name: str) -> bytes:
     """Bytes of one member of the zipapp (KeyError when there is none)."""
     return _zip().read(name)

@@ -143,9 +143,6 @@ def extract_verified(
     on mismatch."""
     rootfs = os.path.join(work, "rootfs")
     os.mkdir(rootfs, 0o700)
-    import zipfile
-
-    hashing = decoding.hashing
     try:
         result = extract_tar_stream(  # type: ignore[arg-type]
             decoding.chunks,
@@ -154,25 +151,21 @@ def extract_verified(
             hash_files=hash_files,
             written=publish.writeback_starter(),
         )
-        decoding.chunks.close()  # the thread has ended: the stored stream is ours now
-        hashing.drain()
         # The container's "/": traversable by the unprivileged sandbox user.
         os.chmod(rootfs, 0o755)
     except PayloadCorrupt as exc:
-        # Say whether the stored bytes are what the build hashed: read the rest
-        # (compressed, stored in the zip: cheap), never guess from a prefix.
-        decoding.chunks.close()
-        hashing.drain()
-        if hashing.matches(manifest["digest"]):
+        # Say whether the stored bytes are what the build hashed (the whole payload is
+        # hashed, whatever the decoder read): never guess from a prefix.
+        if decoding.digest.matches(manifest["digest"]):
             exc.message += " (the payload matches its digest: the build itself is unsafe)"
         else:
             exc.message += " (and the payload does not match its digest)"
         raise
-    except (zipfile.BadZipFile, EOFError, *zstd.decompression_errors()) as exc:
+    except (EOFError, *zstd.decompression_errors()) as exc:
         raise PayloadCorrupt(f"the embedded payload is damaged: {exc}", embedded.REBUILD) from None
     decoding.progress.finish()
-    if not hashing.matches(manifest["digest"]):
-        actual = "sha256:" + hashing.sha.hexdigest()
+    if not decoding.digest.matches(manifest["digest"]):
+        actual = decoding.digest.hexdigest or "sha256:(the file ends inside it)"
         raise PayloadCorrupt(
             f"the embedded payload does not match its manifest digest ({actual[:19]}...)",
             embedded.REBUILD,

@@ -1,15 +1,19 @@
 """The embedded payload, decoding in a thread from the moment a cold start holds the
 version's publish lock.
 
-Decoding the rootfs.tar.zst is the longest step of a cold start. It starts before the
-unpacking code is imported: importing that code, writing the launcher's code cache and
-setting up the work dir then overlap with it. The stored bytes are hashed as they pass
-(the manifest's digest covers them), decoded by the zstd module published into the
-cache (launcher.cache.zstd), and handed over a bounded number of chunks ahead
-(launcher.cache.readahead). Only the cold path imports this module.
+Decoding the rootfs.tar.zst is the longest step of a cold start, so that thread does
+nothing else: it starts before the unpacking code is imported (importing it, writing
+the launcher's code cache and setting up the work dir then overlap with it), reads the
+stored bytes straight from the single file, and decodes them with the zstd module
+published into the cache (launcher.cache.zstd), a bounded number of chunks ahead
+(launcher.cache.readahead). The manifest's sha256 of the same bytes is computed by a
+third thread on the core the writer leaves idle. Only the cold path imports this module.
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 from launcher import embedded
 from launcher.cache import zstd
@@ -19,24 +23,32 @@ from launcher.progress import Progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any
+    from typing import Any
 
     from launcher.cache.paths import Layout
 
+READ_SIZE = 1 << 20
 
-class HashingReader:
-    """Reads a stream forward, hashing and counting every byte that passes."""
 
-    def __init__(self, raw: IO[bytes], progress: Progress) -> None:
-        import hashlib
+class StoredReader:
+    """The stored payload, read forward with pread (no CRC pass: the digest covers it),
+    each byte counted by the progress line."""
 
-        self.raw = raw
-        self.sha = hashlib.sha256()
+    def __init__(self, fd: int, offset: int, size: int, progress: Progress) -> None:
+        self.fd = fd
+        self.pos = offset
+        self.end = offset + size
         self.progress = progress
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha.update(data)
+        left = self.end - self.pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        data = os.pread(self.fd, n, self.pos)
+        if not data:
+            raise EOFError("the single file ends inside its payload")
+        self.pos += len(data)
         self.progress(len(data))
         return data
 
@@ -48,39 +60,71 @@ class HashingReader:
     def readable(self) -> bool:
         return True
 
-    def drain(self) -> None:
-        """Read to the end, so the digest covers every stored byte."""
-        while self.read(1 << 20):
-            pass
+
+class Digest:
+    """The sha256 of the stored payload, computed in a thread of its own (hashlib lets
+    go of the GIL while it hashes). Reads the same fd as the decoder: the same file."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self.hexdigest: str | None = None  # None: not computed (a short file)
+        self._stop = False
+        self._thread = threading.Thread(
+            target=self._run, args=(fd, offset, size), name="auto-review-digest", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, fd: int, offset: int, size: int) -> None:
+        import hashlib
+
+        sha = hashlib.sha256()
+        end = offset + size
+        try:
+            while offset < end and not self._stop:
+                data = os.pread(fd, min(READ_SIZE, end - offset), offset)
+                if not data:
+                    return
+                sha.update(data)
+                offset += len(data)
+        except OSError:
+            return
+        if offset == end:
+            self.hexdigest = "sha256:" + sha.hexdigest()
 
     def matches(self, digest: str) -> bool:
-        """Whether the bytes read so far hash to `digest` ('sha256:<hex>')."""
-        return "sha256:" + self.sha.hexdigest() == digest
+        """Whether the whole stored payload hashes to `digest` ('sha256:<hex>')."""
+        self._thread.join()
+        return self.hexdigest == digest
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join()
 
 
 class Decoding:
     """The payload of `manifest` being decoded: `chunks()` hands out the tar stream,
-    `hashing` the stored bytes read so far. The decoder (and the zstd module it needs)
-    is set up in the thread; its errors arrive from `chunks()`. Close it when done."""
+    `digest` checks the stored bytes. The decoder (and the zstd module it needs) is set
+    up in the thread; its errors arrive from `chunks()`. Close it when done."""
 
     def __init__(self, layout: Layout, manifest: dict[str, Any], quiet: bool) -> None:
         label = f"auto-review: unpacking {manifest.get('version', '?')}"
         self.progress = Progress(label, int(manifest["compressed_size"]), enabled=not quiet)
-        self.raw = embedded.open_payload()
-        self.hashing = HashingReader(self.raw, self.progress)
-        window = window_bytes(manifest)
+        self.fd, offset, size = embedded.payload_span()
         try:
-            self.chunks = ReadAhead(lambda: zstd.open_reader(self.hashing, layout, window))
+            reader = StoredReader(self.fd, offset, size, self.progress)
+            window = window_bytes(manifest)
+            self.chunks = ReadAhead(lambda: zstd.open_reader(reader, layout, window))
+            self.digest = Digest(self.fd, offset, size)
         except BaseException:
-            self.raw.close()
+            os.close(self.fd)
             raise
 
     def close(self) -> None:
-        """Stop the thread (after the read it is in) and close the stored stream."""
+        """Stop the threads (after the read each is in) and close the stored payload."""
         try:
             self.chunks.close()
+            self.digest.stop()
         finally:
-            self.raw.close()
+            os.close(self.fd)
 
     def __enter__(self) -> Decoding:
         return self
