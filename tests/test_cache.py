@@ -171,6 +171,36 @@ def test_a_code_dir_the_cache_cannot_take_is_one_warning_and_the_run_goes_on(
     assert (cache / "v1" / "code").read_text() == ""
 
 
+def test_a_first_run_skips_gc_only_when_the_cache_holds_nothing_else(
+    app: Path, tmp_path: Path
+) -> None:
+    """GC after an unpack costs its imports; in a cache holding only what this run made
+    it would find nothing, so it is skipped. An orphan lock file or a leftover there
+    makes it run, and sweep them."""
+
+    def cold(cache: Path) -> str:
+        result = subprocess.run([HOST_PYTHON, "-X", "importtime", str(app), "cache", "prepare"],
+                                env=env_for(cache), capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(published(cache)) == 1
+        return result.stderr
+
+    assert "launcher.cache.gc" not in cold(tmp_path / "clean")
+    dirty = tmp_path / "dirty"
+    root = bundles(dirty)
+    root.mkdir(parents=True, mode=0o700)
+    for level in (dirty, dirty / "v1"):
+        level.chmod(0o700)
+    other = "sha256-" + "ab" * 32
+    (root / f"{other}.use.lock").write_text("")  # its version is gone
+    (root / f".trash-{other}-1").mkdir(mode=0o700)  # a removal that was killed
+    assert "launcher.cache.gc" in cold(dirty)
+    [version] = published(dirty)
+    left = sorted(p.name for p in root.iterdir())
+    assert left == sorted(version.name + end for end in ("", ".extract.lock", ".labels",
+                                                         ".use.lock"))  # fmt: skip
+
+
 def test_the_cached_bytecode_names_its_own_absolute_source(app: Path, tmp_path: Path) -> None:
     """The build compiles the launcher as "launcher/x.py"; copied as is into the code
     cache, a traceback would read that name relative to the working dir and show the

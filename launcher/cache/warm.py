@@ -17,6 +17,9 @@ import time
 from launcher import embedded
 from launcher.cache import locks
 from launcher.cache.paths import (
+    EXTRACT_LOCK,
+    LABELS,
+    USE_LOCK,
     Layout,
     check_level,
     check_root_parent,
@@ -185,8 +188,48 @@ def _embedded_or_none() -> dict[str, Any] | None:
         return None
 
 
+def nothing_to_collect(layout: Layout, current: str) -> bool:
+    """Whether the cache holds only what a first run makes: this version, this
+    launcher's code dir, vendored modules, and the lock and label files of those (regular
+    files). GC would find nothing there, so a first run skips it and its 9 ms of
+    imports; anything else (another version or code dir, a leftover, an orphan or
+    planted side file) and GC runs. GC keeps every vendor dir."""
+    import stat
+
+    from launcher.cache.code import code_id
+
+    side = (USE_LOCK, EXTRACT_LOCK, LABELS)
+    ours = {
+        layout.bundles: {os.path.basename(layout.version_dir(current))},
+        layout.code: {code_id()},
+        layout.vendor: None,
+    }
+    for parent, own in ours.items():
+        try:
+            names = os.listdir(parent)
+        except FileNotFoundError:
+            continue
+        finals = {name for name in names if not name.endswith(side)}
+        if any(name.startswith(".") for name in names) or (own is not None and finals - own):
+            return False  # work dirs, trash, other versions: GC's to sweep
+        for name in names:
+            suffix = next((end for end in side if name.endswith(end)), None)
+            if suffix is None:
+                continue
+            if name[: -len(suffix)] not in finals:
+                return False  # an orphan side file
+            if not stat.S_ISREG(os.lstat(os.path.join(parent, name)).st_mode):
+                return False  # planted: GC removes it
+    return True
+
+
 def collect_garbage(layout: Layout, current: str) -> None:
     """Best-effort GC after publishing a new version; housekeeping never fails the run."""
+    try:
+        if nothing_to_collect(layout, current):
+            return
+    except OSError:
+        pass  # GC looks again, and says what is wrong
     from launcher.cache import gc
 
     try:
