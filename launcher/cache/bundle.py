@@ -1,9 +1,10 @@
 """The cold path of a bundle: publish the embedded rootfs into the cache, exactly once.
 
 Through the cache's one publish protocol (launcher.cache.publish): under the
-version's extract lock, stream zip -> sha256 -> zstd -> our extractor into a work
-dir, compare the digest, write bundle.json and files.tsv, then the marker and the
-no-replace rename.
+version's extract lock, the stored payload decoding in its thread (launcher.cache.
+payload) goes through our extractor into a work dir; the digest of the stored bytes
+is compared, bundle.json and files.tsv written, then the marker and the no-replace
+rename.
 """
 
 from __future__ import annotations
