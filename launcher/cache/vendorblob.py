@@ -19,8 +19,17 @@ BLOB_MEMBER = "_vendor/zstandard.xz"
 MAX_UNPACKED = 64 << 20  # four ABIs are 3.8 MB; a bigger index is a damaged file
 
 
+_read: list[dict | None] = []  # the index, read once per process (a cold start asks 3 times)
+
+
 def _index() -> dict | None:
     """The blob's index, or None when this file vendors nothing."""
+    if not _read:
+        _read.append(_read_index())
+    return _read[0]
+
+
+def _read_index() -> dict | None:
     try:
         raw = embedded.read_member(INDEX_MEMBER)
     except KeyError:
