@@ -117,8 +117,15 @@ def _flock_waiting(fd: int, op: int, path: str, waiting_for: str, quiet: bool) -
 
 
 def _flock_with_alarm(fd: int, op: int, timeout: float) -> None:
-    """A blocking flock that SIGALRM interrupts after `timeout` (the launcher's main
-    thread is the only one that takes locks; Python retries EINTR unless the handler raises)."""
+    """A blocking flock that SIGALRM interrupts after `timeout` (Python retries EINTR
+    unless the handler raises). Only the main thread may set a signal handler: the cold
+    path's threads (the decoder publishing the vendored module, the code dir's writer)
+    poll instead."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        _flock_polling(fd, op, timeout)
+        return
 
     import signal  # imports enum: not on the warm path
 
@@ -132,6 +139,28 @@ def _flock_with_alarm(fd: int, op: int, timeout: float) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+POLL_MAX = 0.05  # seconds between tries of a thread's flock, at most
+
+
+def _flock_polling(fd: int, op: int, timeout: float) -> None:
+    """flock without a signal: try, sleep a little longer each time, until `timeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _TimedOut
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, POLL_MAX)
 
 
 def try_exclusive(path: str) -> tuple[int, bool] | None:
