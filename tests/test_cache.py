@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 import zipfile
@@ -231,6 +232,36 @@ def test_the_decoder_thread_waits_for_another_launcher_publishing_the_zstd_modul
     assert proc.returncode == 0, line + err
     assert "auto-review: unpacked" in err
     assert len(published(cache)) == 1 and work_dirs(cache) == []
+
+
+def test_ctrl_c_while_the_decoder_thread_waits_for_a_lock_ends_the_run_at_once(
+    app: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C during a cold start whose decoder waits for another launcher's publish
+    of the zstd module: the run ends (130, nothing published) without waiting for that
+    launcher; joining the decoder used to wait out AUTO_REVIEW_LOCK_TIMEOUT."""
+    first = tmp_path / "first"
+    assert run_app(app, "cache", "prepare", env=env_for(first)).returncode == 0
+    [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
+    cache = tmp_path / "cache"
+    fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
+    proc = subprocess.Popen([HOST_PYTHON, str(app), "cache", "prepare"],
+                            env=env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="3600"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # waits on the process, not on a clock
+        assert "waiting for another auto-review" in line, line
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)  # the lock is still held meanwhile
+    finally:
+        os.close(fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, line + err
+    assert "Traceback" not in err
+    assert_nothing_published(cache)
 
 
 def imported_code_id(app: Path) -> str:

@@ -170,7 +170,10 @@ class PublishAlongside:
         self.thread.start()
 
     def wait(self) -> None:
-        """Wait for the thread; raise what it raised, unless an exception is on its way."""
+        """Wait for the thread; raise what it raised, unless an exception is on its way
+        (then a wait of the thread for the code dir's lock stops first)."""
+        if sys.exc_info()[0] is not None:
+            locks.abandon_waits()
         self.thread.join()
         if self.failed and sys.exc_info()[0] is None:
             raise self.failed[0]

@@ -36,6 +36,20 @@ class _TimedOut(Exception):
     pass
 
 
+class Abandoned(BaseException):
+    """A thread's lock wait stopped: the main thread is ending the run (abandon_waits)."""
+
+
+_abandoned: list[bool] = []  # [True]: threads of this process stop waiting for locks
+
+
+def abandon_waits() -> None:
+    """Make every lock wait of this process's other threads raise Abandoned: the main
+    thread is ending the run (an error, Ctrl-C) and joins them, which must not wait
+    for another launcher's publish. For the rest of the process."""
+    _abandoned.append(True)
+
+
 def open_lock_file(path: str, create: bool = True) -> int:
     """Open a lock file read-only (creating it 0600), never through a symlink, and only
     if it is a regular file."""
@@ -145,7 +159,8 @@ POLL_MAX = 0.05  # seconds between tries of a thread's flock, at most
 
 
 def _flock_polling(fd: int, op: int, timeout: float) -> None:
-    """flock without a signal: try, sleep a little longer each time, until `timeout`."""
+    """flock without a signal: try, sleep a little longer each time, until `timeout`
+    or until abandon_waits()."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -156,6 +171,8 @@ def _flock_polling(fd: int, op: int, timeout: float) -> None:
             return
         except BlockingIOError:
             pass
+        if _abandoned:
+            raise Abandoned
         left = deadline - time.monotonic()
         if left <= 0:
             raise _TimedOut
