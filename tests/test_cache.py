@@ -606,6 +606,33 @@ def test_warm_start_imports_only_the_bootstrap_modules_from_the_zip(
     assert {"launcher.cli.main", "launcher.sandbox.run"} <= set(where)
 
 
+def test_nothing_is_imported_from_a_code_dir_that_a_remover_holds(
+    app: Path, tmp_path: Path
+) -> None:
+    """`cache clear` removes a code dir while it holds the dir's use lock exclusive. A
+    launcher starting meanwhile must hold that lock shared before it imports anything
+    from the dir: it imported three modules first, and when the removal won that race
+    the start ended in a FileNotFoundError traceback. Busy, it runs from the zip."""
+    import fcntl
+
+    cache = tmp_path / "cache"
+    env = env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="1")
+    run_app(app, "cache", "prepare", env=env, check=True)
+    [code_dir] = [p for p in (cache / "v1" / "code").iterdir() if p.is_dir()]
+    fd = os.open(f"{code_dir}.use.lock", os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        result = subprocess.run([HOST_PYTHON, "-v", str(app), "cache", "prepare"], env=env,
+                                capture_output=True, text=True)  # fmt: skip
+    finally:
+        os.close(fd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("import 'launcher")]
+    assert [line for line in lines if line.startswith("import 'launcher") and
+            "/v1/code/" in line] == []  # fmt: skip
+
+
 PREFER_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
