@@ -73,13 +73,10 @@ def use_cached_code() -> None:
         code = publish_early()
         if code is None or cached_code(CODE_ID) != code:
             return  # the zip stays in charge (and the command reports a bad cache)
-    from launcher.cache.root import forget, prefer
+    from launcher.cache.root import hold_code, prefer
 
-    prefer(code)
-    from launcher.cache.code import hold_in_use
-
-    if not hold_in_use(code):
-        forget(code)
+    if hold_code(code):  # before any import from it: `cache clear` may be removing it
+        prefer(code)
 
 
 if __name__ == "__main__":

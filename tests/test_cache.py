@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 import zipfile
@@ -169,6 +170,105 @@ def test_a_code_dir_the_cache_cannot_take_is_one_warning_and_the_run_goes_on(
         assert ("auto-review: unpacked" in result.stderr) is cold
         assert len(published(cache)) == 1 and work_dirs(cache) == []
     assert (cache / "v1" / "code").read_text() == ""
+
+
+def held_lock(path: Path) -> int:
+    """Hold `path` exclusive, as another auto-review publishing what it guards does."""
+    import fcntl
+
+    cache, v1, parent = path.parents[2], path.parents[1], path.parent
+    parent.mkdir(mode=0o700, parents=True)
+    for level in (cache, v1):
+        level.chmod(0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_a_busy_code_dir_lock_is_one_warning_from_the_thread_that_waits_on_it(
+    app: Path, tmp_path: Path
+) -> None:
+    """The code dir is published by a thread beside the unpack; when another launcher
+    of the same code holds its publish lock, that thread waits (it cannot use the main
+    thread's SIGALRM timeout) and, past AUTO_REVIEW_LOCK_TIMEOUT, says so in one line
+    while the unpack publishes. It was a ValueError traceback."""
+    cache = tmp_path / "cache"
+    code_id = imported_code_id(app)
+    fd = held_lock(cache / "v1" / "code" / f"{code_id}.extract.lock")
+    try:
+        result = run_app(app, "cache", "prepare",
+                         env=env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="1"))  # fmt: skip
+    finally:
+        os.close(fd)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if "launcher code" in line]
+    assert len(said) == 1 and "gave up after 1 s" in said[0], result.stderr
+    assert "auto-review: unpacked" in result.stderr
+    assert len(published(cache)) == 1 and work_dirs(cache) == []
+
+
+def test_the_decoder_thread_waits_for_another_launcher_publishing_the_zstd_module(
+    app: Path, tmp_path: Path
+) -> None:
+    """The vendored zstd module is published by the decoding thread; two versions
+    starting cold at once share it, so one waits for the other's publish lock. That
+    wait runs off the main thread (it was a ValueError traceback); it ends when the
+    lock is released, and the unpack goes on."""
+    first = tmp_path / "first"
+    assert run_app(app, "cache", "prepare", env=env_for(first)).returncode == 0
+    [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
+    cache = tmp_path / "cache"
+    fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
+    proc = subprocess.Popen([HOST_PYTHON, str(app), "cache", "prepare"], env=env_for(cache),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # waits on the process, not on a clock
+        assert "waiting for another auto-review" in line and "zstd decoder" in line, line
+    finally:
+        os.close(fd)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, line + err
+    assert "auto-review: unpacked" in err
+    assert len(published(cache)) == 1 and work_dirs(cache) == []
+
+
+def test_ctrl_c_while_the_decoder_thread_waits_for_a_lock_ends_the_run_at_once(
+    app: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C during a cold start whose decoder waits for another launcher's publish
+    of the zstd module: the run ends (130, nothing published) without waiting for that
+    launcher; joining the decoder used to wait out AUTO_REVIEW_LOCK_TIMEOUT."""
+    first = tmp_path / "first"
+    assert run_app(app, "cache", "prepare", env=env_for(first)).returncode == 0
+    [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
+    cache = tmp_path / "cache"
+    fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
+    proc = subprocess.Popen([HOST_PYTHON, str(app), "cache", "prepare"],
+                            env=env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="3600"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # waits on the process, not on a clock
+        assert "waiting for another auto-review" in line, line
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)  # the lock is still held meanwhile
+    finally:
+        os.close(fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, line + err
+    assert "Traceback" not in err
+    assert_nothing_published(cache)
+
+
+def imported_code_id(app: Path) -> str:
+    """The code id build.py wrote into the single file's __main__.py."""
+    with zipfile.ZipFile(app) as zf:
+        main = zf.read("__main__.py").decode()
+    return main.split('CODE_ID = "', 1)[1].split('"', 1)[0]
 
 
 def test_a_first_run_skips_gc_only_when_the_cache_holds_nothing_else(
@@ -504,6 +604,33 @@ def test_warm_start_imports_only_the_bootstrap_modules_from_the_zip(
     from_zip = {name for name, path in where.items() if "/v1/code/" not in path}
     assert from_zip == {"launcher", "launcher.cache", "launcher.cache.root"}
     assert {"launcher.cli.main", "launcher.sandbox.run"} <= set(where)
+
+
+def test_nothing_is_imported_from_a_code_dir_that_a_remover_holds(
+    app: Path, tmp_path: Path
+) -> None:
+    """`cache clear` removes a code dir while it holds the dir's use lock exclusive. A
+    launcher starting meanwhile must hold that lock shared before it imports anything
+    from the dir: it imported three modules first, and when the removal won that race
+    the start ended in a FileNotFoundError traceback. Busy, it runs from the zip."""
+    import fcntl
+
+    cache = tmp_path / "cache"
+    env = env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="1")
+    run_app(app, "cache", "prepare", env=env, check=True)
+    [code_dir] = [p for p in (cache / "v1" / "code").iterdir() if p.is_dir()]
+    fd = os.open(f"{code_dir}.use.lock", os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        result = subprocess.run([HOST_PYTHON, "-v", str(app), "cache", "prepare"], env=env,
+                                capture_output=True, text=True)  # fmt: skip
+    finally:
+        os.close(fd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("import 'launcher")]
+    assert [line for line in lines if line.startswith("import 'launcher") and
+            "/v1/code/" in line] == []  # fmt: skip
 
 
 PREFER_SCRIPT = """

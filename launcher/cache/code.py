@@ -17,9 +17,10 @@ import sys
 
 from launcher.cache import locks
 from launcher.cache.paths import Layout, ensure_level, is_published, use_lock
+from launcher.cache.root import held_code
 from launcher.errors import LauncherError
 
-_held: list[int] = []  # use-lock fds of the code dirs this process imports from
+_held = held_code  # use-lock fds of the code dirs this process imports from (the bootstrap's too)
 _gave_up: list[bool] = []  # [True] once a failure to publish the code dir was said
 
 
@@ -170,7 +171,10 @@ class PublishAlongside:
         self.thread.start()
 
     def wait(self) -> None:
-        """Wait for the thread; raise what it raised, unless an exception is on its way."""
+        """Wait for the thread; raise what it raised, unless an exception is on its way
+        (then a wait of the thread for the code dir's lock stops first)."""
+        if sys.exc_info()[0] is not None:
+            locks.abandon_waits()
         self.thread.join()
         if self.failed and sys.exc_info()[0] is None:
             raise self.failed[0]

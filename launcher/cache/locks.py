@@ -36,6 +36,20 @@ class _TimedOut(Exception):
     pass
 
 
+class Abandoned(BaseException):
+    """A thread's lock wait stopped: the main thread is ending the run (abandon_waits)."""
+
+
+_abandoned: list[bool] = []  # [True]: threads of this process stop waiting for locks
+
+
+def abandon_waits() -> None:
+    """Make every lock wait of this process's other threads raise Abandoned: the main
+    thread is ending the run (an error, Ctrl-C) and joins them, which must not wait
+    for another launcher's publish. For the rest of the process."""
+    _abandoned.append(True)
+
+
 def open_lock_file(path: str, create: bool = True) -> int:
     """Open a lock file read-only (creating it 0600), never through a symlink, and only
     if it is a regular file."""
@@ -117,8 +131,15 @@ def _flock_waiting(fd: int, op: int, path: str, waiting_for: str, quiet: bool) -
 
 
 def _flock_with_alarm(fd: int, op: int, timeout: float) -> None:
-    """A blocking flock that SIGALRM interrupts after `timeout` (the launcher's main
-    thread is the only one that takes locks; Python retries EINTR unless the handler raises)."""
+    """A blocking flock that SIGALRM interrupts after `timeout` (Python retries EINTR
+    unless the handler raises). Only the main thread may set a signal handler: the cold
+    path's threads (the decoder publishing the vendored module, the code dir's writer)
+    poll instead."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        _flock_polling(fd, op, timeout)
+        return
 
     import signal  # imports enum: not on the warm path
 
@@ -132,6 +153,31 @@ def _flock_with_alarm(fd: int, op: int, timeout: float) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+POLL_MAX = 0.05  # seconds between tries of a thread's flock, at most
+
+
+def _flock_polling(fd: int, op: int, timeout: float) -> None:
+    """flock without a signal: try, sleep a little longer each time, until `timeout`
+    or until abandon_waits()."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if _abandoned:
+            raise Abandoned
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _TimedOut
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, POLL_MAX)
 
 
 def try_exclusive(path: str) -> tuple[int, bool] | None:

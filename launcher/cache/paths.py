@@ -26,6 +26,7 @@ from launcher.cache.root import (
     CODE,
     LAYOUT,
     MARKER,
+    USE_LOCK,
     ancestor_problem,
     cache_root,
     owned_dir_problem,
@@ -39,7 +40,6 @@ CACHEDIR_TAG = (
 )
 WORK_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
-USE_LOCK = ".use.lock"
 EXTRACT_LOCK = ".extract.lock"
 LABELS = ".labels"
 WRITABLE_FIX = "set AUTO_REVIEW_CACHE_DIR to a writable directory"

@@ -129,5 +129,9 @@ class Decoding:
     def __enter__(self) -> Decoding:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        if exc_type is not None:  # the run ends: a decoder waiting for a lock stops now
+            from launcher.cache import locks
+
+            locks.abandon_waits()
         self.close()

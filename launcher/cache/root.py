@@ -1,8 +1,8 @@
 """Where the cache root is, and the one ownership rule every cache level must pass.
 
 The zipapp's bootstrap imports this module from the zip before anything else, to
-find the launcher's cached code and to import from it (prefer): keep it tiny and
-dependent on os, stat and sys only.
+find the launcher's cached code, hold it in use and import from it (prefer): keep
+it tiny and dependent on os, stat, sys and fcntl only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ LAYOUT = "v1"
 MARKER = ".complete"
 CODE = "code"
 CODE_ARCHIVE = "launcher.zip"  # inside a code dir: the launcher with unchecked-hash bytecode
+USE_LOCK = ".use.lock"
+
+held_code: list[int] = []  # use-lock fds of the code dirs this process imports from
 
 
 def _xdg(var: str, fallback: str) -> str:
@@ -99,6 +102,32 @@ def code_levels(code_id: str) -> list[str]:
     base = os.path.join(root, LAYOUT)
     code = os.path.join(base, CODE)
     return [root, base, code, os.path.join(code, code_id)]
+
+
+def hold_code(code: str) -> bool:
+    """Hold `code`'s use lock shared, before anything is imported from it: `cache clear`
+    removes a code dir while it holds that lock exclusive. Without waiting (busy: the
+    zip stays in charge), never through a symlink, only a regular file still at its path
+    (launcher.cache.locks's rules). True if held and `code` is still published."""
+    import fcntl  # loaded on the warm path anyway (launcher.cache.locks)
+
+    path = code + USE_LOCK
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_CREAT
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            if os.lstat(path).st_ino == st.st_ino and os.path.exists(os.path.join(code, MARKER)):
+                held_code.append(fd)
+                return True
+    except OSError:
+        pass
+    os.close(fd)
+    return False
 
 
 def prefer(code: str) -> None:
