@@ -62,18 +62,22 @@ def _zip() -> Any:
     return _archive[0]
 
 
-def open_payload() -> IO[bytes]:
-    """A forward-only stream of the stored rootfs.tar.zst, straight from the zip file."""
+def _payload_info() -> Any:
+    """The ZipInfo of the stored rootfs.tar.zst; PayloadCorrupt if missing or compressed."""
     import zipfile
 
-    zf = _zip()
     try:
-        info = zf.getinfo(PAYLOAD_MEMBER)
+        info = _zip().getinfo(PAYLOAD_MEMBER)
     except KeyError as exc:
         raise PayloadCorrupt(f"cannot read the embedded payload: {exc}", REBUILD) from None
     if info.compress_type != zipfile.ZIP_STORED:
         raise PayloadCorrupt("the embedded payload is not stored uncompressed", REBUILD)
-    return zf.open(info)
+    return info
+
+
+def open_payload() -> IO[bytes]:
+    """A forward-only stream of the stored rootfs.tar.zst, straight from the zip file."""
+    return _zip().open(_payload_info())
 
 
 def payload_span() -> tuple[int, int, int]:
@@ -81,16 +85,9 @@ def payload_span() -> tuple[int, int, int]:
     with os.pread, without zipfile's CRC-32 pass over 15 MB (the manifest's sha256
     covers the same bytes). The caller closes the fd."""
     import struct
-    import zipfile
 
-    zf = _zip()
-    try:
-        info = zf.getinfo(PAYLOAD_MEMBER)
-    except KeyError as exc:
-        raise PayloadCorrupt(f"cannot read the embedded payload: {exc}", REBUILD) from None
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise PayloadCorrupt("the embedded payload is not stored uncompressed", REBUILD)
-    fd = os.dup(zf.fp.fileno())  # the file whose directory was read, not a path again
+    info = _payload_info()
+    fd = os.dup(_zip().fp.fileno())  # the file whose directory was read, not a path again
     try:
         # the local header: signature, ..., name length and extra length (APPNOTE 4.3.7)
         header = os.pread(fd, 30, info.header_offset)
