@@ -410,6 +410,31 @@ def test_one_flipped_byte_is_refused_before_publishing(
     assert_nothing_published(cache)
 
 
+@pytest.mark.parametrize("damage", ["signature", "extra length"])
+def test_a_damaged_local_header_of_the_payload_is_refused(
+    app: Path, tmp_path: Path, damage: str
+) -> None:
+    """The payload is read at the offset its zip local header gives (not through
+    zipfile's reader): a header that is not one, or one whose extra field moves the
+    data's start, is one line and exit 65, and nothing is published."""
+    bad = tmp_path / "auto-review"
+    shutil.copy(app, bad)
+    with zipfile.ZipFile(bad) as zf:
+        header = zf.getinfo(PAYLOAD).header_offset
+    data = bytearray(bad.read_bytes())
+    if damage == "signature":
+        data[header : header + 4] = b"PK\x07\x08"
+    else:  # the data would start 64 KiB into the payload: decoding refuses it
+        data[header + 28 : header + 30] = (0xFFFF).to_bytes(2, "little")
+    bad.write_bytes(bytes(data))
+    cache = tmp_path / "cache"
+    result = run_app(bad, "cache", "prepare", env=env_for(cache))
+    assert result.returncode == 65, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert_nothing_published(cache)
+
+
 def test_digest_mismatch_is_refused(app: Path, tmp_path: Path) -> None:
     """The payload is intact but the manifest names another digest: hashing must catch it."""
     bad = rewrite_app(
