@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from changes import wait_until
 from conftest import HOST_PYTHON, needs_root
 from fake_forgejo import FakeForgejo
 from gitserver import commit, make_ca, make_repo
@@ -154,7 +155,24 @@ def get(replica: Replica, path: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def wait_for(predicate, timeout: float = 120) -> None:
+def wait_for(
+    predicate, timeout: float = 120, *, forge: FakeForgejo | None = None, pg: Cluster | None = None
+) -> None:
+    """Re-check `predicate` each time the forge stand-in answers a request (its change
+    pipe) or the cluster writes its write-ahead log (every commit does), never on a
+    clock; timed out after `timeout`."""
+    wait_until(
+        predicate,
+        dirs=[pg.data / "pg_wal"] if pg is not None else (),
+        change_fds=[forge.changed_fd] if forge is not None else (),
+        timeout=timeout,
+        what="the store's rows" if pg is not None else "the forge's posts",
+    )
+
+
+def poll_for(predicate, timeout: float = 30) -> None:
+    """For what changes without an event to wait on (a replica's /readyz as the database
+    comes and goes, a count of connections): re-check every 0.1 s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -227,8 +245,9 @@ def test_three_replicas_starting_at_once_migrate_once_and_review_each_head_once(
         assert ids == {int(i) for i in rows(pg, db, "SELECT id FROM jobs")}  # none unnamed
 
         prs = range(first, first + 200)
-        wait_for(lambda: all(reviews_per_pr(forge).get(n) for n in prs), timeout=240)
-        wait_for(lambda: rows(pg, db, "SELECT count(*) FROM jobs WHERE state = 'done'")[0] == "200")
+        wait_for(lambda: all(reviews_per_pr(forge).get(n) for n in prs), 240, forge=forge)
+        wait_for(lambda: rows(pg, db, "SELECT count(*) FROM jobs WHERE state = 'done'")[0] == "200",
+                 pg=pg)  # fmt: skip
         counts = reviews_per_pr(forge)
         assert [n for n in prs if counts.get(n) != 1] == []
         assert rows(pg, db, "SELECT count(*) FROM jobs") == ["200"]
@@ -256,8 +275,8 @@ def test_a_replica_killed_mid_review_leaves_its_job_to_another_posted_once(
     finally:
         forge.release("status")
     try:
-        wait_for(lambda: reviews_per_pr(forge).get(4000) == 1, timeout=60)
-        wait_for(lambda: rows(pg, "killed", "SELECT state FROM jobs") == ["done"])
+        wait_for(lambda: reviews_per_pr(forge).get(4000) == 1, 60, forge=forge)
+        wait_for(lambda: rows(pg, "killed", "SELECT state FROM jobs") == ["done"], pg=pg)
         job = rows(pg, "killed", "SELECT state, attempts FROM jobs")
         assert job == ["done|2"], job  # claimed by the victim, then by the heir
         assert reviews_per_pr(forge)[4000] == 1
@@ -272,7 +291,7 @@ def test_readyz_follows_the_database_and_a_restart_loses_no_accepted_job(
     url = pg.url(database=pg.database("restart"))
     replica = Replica(app, world, url)
     try:
-        wait_for(lambda: get(replica, "/readyz")[0] == 200)
+        poll_for(lambda: get(replica, "/readyz")[0] == 200, 120)
         with urllib.request.urlopen(replica.url("/metrics"), timeout=30) as response:
             text = response.read().decode()  # the store's gauges, read from PostgreSQL
         assert "auto_review_oldest_pending_job_age_seconds 0" in text, text[-2000:]
@@ -280,15 +299,15 @@ def test_readyz_follows_the_database_and_a_restart_loses_no_accepted_job(
         for n in range(5000, 5004):
             assert deliver(replica, pr_event(n, world["heads"][n % 6]))[0] == 202
         pg.stop()  # fast: every connection is cut, whatever it was doing
-        wait_for(lambda: get(replica, "/readyz")[0] == 503, timeout=30)
+        poll_for(lambda: get(replica, "/readyz")[0] == 503)
         code, body = get(replica, "/readyz")
         assert code == 503 and "job database" in body["reason"], body
         assert deliver(replica, pr_event(5010, world["heads"][0]))[0] == 503
         pg.start()
-        wait_for(lambda: get(replica, "/readyz")[0] == 200, timeout=30)
+        poll_for(lambda: get(replica, "/readyz")[0] == 200)
         assert deliver(replica, pr_event(5011, world["heads"][1]))[0] == 202
         done = "SELECT count(*) FROM jobs WHERE state = 'done'"
-        wait_for(lambda: rows(pg, "restart", done) == ["5"], timeout=60)
+        wait_for(lambda: rows(pg, "restart", done) == ["5"], 60, pg=pg)
         counts = reviews_per_pr(forge)
         assert [counts.get(n) for n in (5000, 5001, 5002, 5003, 5011)] == [1] * 5
     finally:
@@ -307,7 +326,7 @@ def test_a_webhook_lost_while_every_replica_was_down_is_reconciled(
     first = Replica(app, world, url)  # the repository becomes known by a webhook
     try:
         assert deliver(first, pr_event(6000, heads[0]))[0] == 202
-        wait_for(lambda: reviews_per_pr(forge).get(6000) == 1)
+        wait_for(lambda: reviews_per_pr(forge).get(6000) == 1, forge=forge)
     finally:
         assert first.stop() in (0, 143)
     # every replica down: 6001 was opened (and a push moved 6000) with no one to listen
@@ -316,8 +335,8 @@ def test_a_webhook_lost_while_every_replica_was_down_is_reconciled(
         deliver(first, pr_event(6001, heads[1]))
     replicas = [Replica(app, world, url, AR_RECONCILE_INTERVAL="1") for _ in range(2)]
     try:
-        wait_for(lambda: reviews_per_pr(forge).get(6001) == 1)
-        wait_for(lambda: reviews_per_pr(forge).get(6000) == 2)  # the new head
+        wait_for(lambda: reviews_per_pr(forge).get(6001) == 1, forge=forge)
+        wait_for(lambda: reviews_per_pr(forge).get(6000) == 2, forge=forge)  # the new head
         jobs = rows(pg, "reconcile", "SELECT pr_number, reason FROM jobs ORDER BY id")
         assert jobs == ["6000|pull_request:opened", "6000|reconcile", "6001|reconcile"] or jobs == [
             "6000|pull_request:opened",
@@ -354,7 +373,7 @@ def test_a_pr_followed_by_two_replicas_shares_its_history(
         forge.set_pull("acme", "demo", 7000, head, head_ref="follow")
         assert deliver(replica, event)[0] == 202
         done = f"SELECT count(*) FROM jobs WHERE state = 'done' AND head_sha = '{head}'"
-        wait_for(lambda: rows(pg, "follow", done) == ["1"])
+        wait_for(lambda: rows(pg, "follow", done) == ["1"], pg=pg)
         return forge.posted("/pulls/7000/reviews")[-1][1]
 
     a = Replica(app, world, url)
@@ -440,7 +459,7 @@ def test_tls_to_the_database_checks_its_certificate_against_the_ca_file(
     for bare in (False, True):  # the CA reaches libpq in the sandbox and on the host
         replica = Replica(app, world, url, bare=bare, AUTO_REVIEW_CA_FILE=str(certs.ca_cert))
         try:
-            wait_for(lambda: int(pg.sql(encrypted)) >= 2)  # the store's and the listener's
+            poll_for(lambda: int(pg.sql(encrypted)) >= 2)  # the store's and the listener's
             assert get(replica, "/info")[1]["queue"]["pending"] == 0
         finally:
             assert replica.stop() in (0, 143)
