@@ -16,11 +16,10 @@ import os
 import sys
 
 from launcher.cache import locks
-from launcher.cache.paths import Layout, ensure_level, is_published, use_lock
-from launcher.cache.root import held_code
+from launcher.cache.paths import Layout, ensure_level, is_published
+from launcher.cache.root import held_code, hold_code, prefer
 from launcher.errors import LauncherError
 
-_held = held_code  # use-lock fds of the code dirs this process imports from (the bootstrap's too)
 _gave_up: list[bool] = []  # [True] once a failure to publish the code dir was said
 
 
@@ -33,21 +32,11 @@ def code_id() -> str | None:
     return CODE_ID
 
 
-def hold_in_use(code_dir: str) -> bool:
-    """Hold `code_dir`'s use lock shared until exit (or release()); True if it is still
-    published once held (a `cache clear` may have removed it just before)."""
-    try:
-        _held.append(locks.hold(use_lock(code_dir), shared=True, quiet=True))
-    except (LauncherError, OSError):
-        return False
-    return is_published(code_dir)
-
-
 def release() -> None:
     """Stop holding our code dirs (before `cache clear` removes them too: whatever is
     imported after that comes from the zip, which stays on the package path)."""
-    while _held:
-        os.close(_held.pop())
+    while held_code:
+        os.close(held_code.pop())
 
 
 def fill_code(work: str, final: str) -> None:
@@ -94,8 +83,8 @@ def fill_code(work: str, final: str) -> None:
 def zip_has_bytecode() -> bool:
     """Whether the single file carries the launcher's bytecode for this interpreter
     (build.py compiles it for the build host's python3): imports from the zip then
-    compile nothing, and a cold start publishes the code dir while its rootfs is
-    flushed to disk instead of before everything else (launcher.cache.warm)."""
+    compile nothing, and a cold start writes the code dir in a thread beside its unpack
+    instead of before everything else (launcher.cache.warm)."""
     loader = getattr(sys.modules.get("__main__"), "__loader__", None)
     try:
         head = loader.get_data("launcher/__init__.pyc")[:4]  # type: ignore[union-attr]
@@ -164,7 +153,7 @@ class PublishAlongside:
     def _run(self, layout: Layout) -> None:
         try:
             publish_code(layout, quiet=True)
-        except BaseException as exc:  # raised in the caller's thread by __exit__
+        except BaseException as exc:  # raised in the caller's thread by wait()
             self.failed.append(exc)
 
     def start(self) -> None:
@@ -183,8 +172,5 @@ class PublishAlongside:
 def use_for_later_imports(layout: Layout, quiet: bool = False) -> None:
     """Publish the code dir and import the launcher modules not loaded yet from it."""
     target = publish_code(layout, quiet)
-    if target is None or not hold_in_use(target):
-        return
-    from launcher.cache.root import prefer
-
-    prefer(target)
+    if target is not None and hold_code(target):  # the bootstrap's way: held, then used
+        prefer(target)

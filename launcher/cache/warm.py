@@ -158,8 +158,9 @@ def unpack_locked(layout: Layout, own: dict[str, Any], quiet: bool) -> bool:
     thread of its own on the core decoding leaves idle."""
     from launcher.cache import code
 
-    alongside = running_from_zip() and code.zip_has_bytecode()
-    if running_from_zip() and not alongside:
+    from_zip = running_from_zip()
+    alongside = from_zip and code.zip_has_bytecode()
+    if from_zip and not alongside:
         code.use_for_later_imports(layout, quiet)
     from launcher.cache.payload import Decoding
 
