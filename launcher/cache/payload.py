@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
     from launcher.cache.paths import Layout
 
-READ_SIZE = 1 << 20
-
 
 class StoredReader:
     """The stored payload, read forward with pread (no CRC pass: the digest covers it),
@@ -80,7 +78,7 @@ class Digest:
         end = offset + size
         try:
             while offset < end and not self._stop:
-                data = os.pread(fd, min(READ_SIZE, end - offset), offset)
+                data = os.pread(fd, min(zstd.READ_SIZE, end - offset), offset)
                 if not data:
                     return
                 sha.update(data)
