@@ -49,6 +49,25 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def host_libzstd() -> str:
+    """The file the dynamic loader maps for libzstd.so.1 here (symlinks resolved)."""
+    code = (
+        "import ctypes; ctypes.CDLL('libzstd.so.1');"
+        " print(next(l.split()[-1] for l in open('/proc/self/maps') if 'libzstd' in l))"
+    )
+    out = subprocess.run([HOST_PYTHON, "-I", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, f"this host has no libzstd.so.1: {out.stderr}"
+    return os.path.realpath(out.stdout.strip())
+
+
+def without_host_libzstd() -> list[str]:
+    """A command prefix that runs its command as on a host without libzstd: in a mount
+    namespace of its own, /dev/null is bind-mounted over the library, so dlopen fails
+    and the launcher falls back to its vendored zstandard (needs root)."""
+    script = 'mount --bind /dev/null "$0" && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, host_libzstd()]
+
+
 def run_app(
     app: Path,
     *args: str,
@@ -56,10 +75,12 @@ def run_app(
     python: str = HOST_PYTHON,
     timeout: float = 120,
     check: bool = False,
+    prefix: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the single file with `python` and capture its output."""
+    """Run the single file with `python` (after the command `prefix`, if any) and
+    capture its output."""
     return subprocess.run(
-        [python, str(app), *args],
+        [*(prefix or []), python, str(app), *args],
         env=env if env is not None else dict(os.environ),
         capture_output=True,
         text=True,
@@ -78,11 +99,16 @@ _MEASURE = (
 
 
 def run_app_measured(
-    app: Path, *args: str, env: dict[str, str], timeout: float = 300
+    app: Path,
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 300,
+    prefix: list[str] | None = None,
 ) -> tuple[int, str, float]:
-    """Run the single file: (exit code, stderr, its peak RSS in MB)."""
+    """Run the single file (after the command `prefix`, if any): (exit code, stderr, its
+    peak RSS in MB)."""
     result = subprocess.run(
-        [HOST_PYTHON, "-I", "-c", _MEASURE, HOST_PYTHON, str(app), *args],
+        [HOST_PYTHON, "-I", "-c", _MEASURE, *(prefix or []), HOST_PYTHON, str(app), *args],
         env=env,
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, ROOT, needs_root, rewrite_app, run_app
+from conftest import HOST_PYTHON, ROOT, needs_root, rewrite_app, run_app, without_host_libzstd
 
 PAYLOAD = "bundle/rootfs.tar.zst"
 
@@ -208,19 +208,22 @@ def test_a_busy_code_dir_lock_is_one_warning_from_the_thread_that_waits_on_it(
     assert len(published(cache)) == 1 and work_dirs(cache) == []
 
 
+@needs_root
 def test_the_decoder_thread_waits_for_another_launcher_publishing_the_zstd_module(
     app: Path, tmp_path: Path
 ) -> None:
-    """The vendored zstd module is published by the decoding thread; two versions
-    starting cold at once share it, so one waits for the other's publish lock. That
-    wait runs off the main thread (it was a ValueError traceback); it ends when the
-    lock is released, and the unpack goes on."""
+    """On a host without libzstd, the vendored zstd module is published by the decoding
+    thread; two versions starting cold at once share it, so one waits for the other's
+    publish lock. That wait runs off the main thread (it was a ValueError traceback); it
+    ends when the lock is released, and the unpack goes on."""
     first = tmp_path / "first"
-    assert run_app(app, "cache", "prepare", env=env_for(first)).returncode == 0
+    no_libzstd = without_host_libzstd()
+    assert run_app(app, "cache", "prepare", env=env_for(first), prefix=no_libzstd).returncode == 0
     [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
     cache = tmp_path / "cache"
     fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
-    proc = subprocess.Popen([HOST_PYTHON, str(app), "cache", "prepare"], env=env_for(cache),
+    proc = subprocess.Popen([*no_libzstd, HOST_PYTHON, str(app), "cache", "prepare"],
+                            env=env_for(cache),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stderr is not None
@@ -234,6 +237,7 @@ def test_the_decoder_thread_waits_for_another_launcher_publishing_the_zstd_modul
     assert len(published(cache)) == 1 and work_dirs(cache) == []
 
 
+@needs_root
 def test_ctrl_c_while_the_decoder_thread_waits_for_a_lock_ends_the_run_at_once(
     app: Path, tmp_path: Path
 ) -> None:
@@ -241,11 +245,12 @@ def test_ctrl_c_while_the_decoder_thread_waits_for_a_lock_ends_the_run_at_once(
     of the zstd module: the run ends (130, nothing published) without waiting for that
     launcher; joining the decoder used to wait out AUTO_REVIEW_LOCK_TIMEOUT."""
     first = tmp_path / "first"
-    assert run_app(app, "cache", "prepare", env=env_for(first)).returncode == 0
+    no_libzstd = without_host_libzstd()
+    assert run_app(app, "cache", "prepare", env=env_for(first), prefix=no_libzstd).returncode == 0
     [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
     cache = tmp_path / "cache"
     fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
-    proc = subprocess.Popen([HOST_PYTHON, str(app), "cache", "prepare"],
+    proc = subprocess.Popen([*no_libzstd, HOST_PYTHON, str(app), "cache", "prepare"],
                             env=env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="3600"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:

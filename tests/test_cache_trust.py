@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import HOST_PYTHON, build_app, needs_root, rewrite_app, run_app
+from conftest import (
+    HOST_PYTHON,
+    build_app,
+    needs_root,
+    rewrite_app,
+    run_app,
+    without_host_libzstd,
+)
 from test_cache import assert_nothing_published, bundles, env_for, published, tmpfs
 
 PLANTER = 65534  # nobody: the other user who plants
@@ -127,10 +134,12 @@ def test_a_noexec_cache_is_refused_with_the_fix(app: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("policy", ["cffi", "rust", "cffi_fallback", "bogus"])
+@needs_root
 def test_no_zstandard_variable_chooses_the_backend(app: Path, tmp_path: Path, policy: str) -> None:
+    """zstandard is used on a host without libzstd: its environment variable is ignored."""
     cache = tmp_path / "cache"
     env = env_for(cache, PYTHON_ZSTANDARD_IMPORT_POLICY=policy)
-    result = run_app(app, "cache", "prepare", env=env)
+    result = run_app(app, "cache", "prepare", env=env, prefix=without_host_libzstd())
     assert result.returncode == 0, result.stderr
     [version] = published(cache)
     assert (version / ".complete").exists()
@@ -260,10 +269,12 @@ def test_a_bad_lock_timeout_is_a_config_error(app: Path, tmp_path: Path) -> None
     assert "AUTO_REVIEW_LOCK_TIMEOUT" in result.stderr
 
 
+@needs_root
 def test_work_dirs_of_every_kind_left_by_a_kill_are_swept(app: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     env = env_for(cache)
-    run_app(app, "cache", "prepare", env=env, check=True)
+    # without libzstd, so that a vendor dir is published too
+    run_app(app, "cache", "prepare", env=env, check=True, prefix=without_host_libzstd())
     v1 = cache / "v1"
     [code] = [p for p in (v1 / "code").iterdir() if p.is_dir()]
     [vendor] = [p for p in (v1 / "vendor").iterdir() if p.is_dir()]

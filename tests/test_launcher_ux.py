@@ -12,8 +12,16 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import pytest
 import zstandard
-from conftest import HOST_PYTHON, rewrite_app, run_app
+from conftest import (
+    HOST_PYTHON,
+    needs_root,
+    rewrite_app,
+    run_app,
+    run_app_measured,
+    without_host_libzstd,
+)
 
 
 def env_for(cache: Path, **extra: str) -> dict[str, str]:
@@ -87,7 +95,11 @@ def with_payload(app: Path, out: Path, payload: bytes) -> Path:
     return rewrite_app(app, out, payload=payload, edit_manifest=edit)
 
 
-def test_a_zstd_window_over_the_cap_is_refused(app: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoder", ["host", pytest.param("vendored", marks=needs_root)])
+def test_a_zstd_window_over_the_cap_is_refused(app: Path, tmp_path: Path, decoder: str) -> None:
+    """A payload that matches its (edited) digest but asks for a 128 MiB window, decoded
+    by the host's libzstd or (on a host without it) the vendored zstandard: exit 65, one
+    line, nothing published, the peak RSS under the 64 MB bound."""
     with zipfile.ZipFile(app) as zf:
         tar = (
             zstandard.ZstdDecompressor()
@@ -100,9 +112,11 @@ def test_a_zstd_window_over_the_cap_is_refused(app: Path, tmp_path: Path) -> Non
     bomb = zstandard.ZstdCompressor(compression_params=params).compress(tar)
     bad = with_payload(app, tmp_path / "auto-review", bomb)
     cache = tmp_path / "cache"
-    result = run_app(bad, "cache", "prepare", env=env_for(cache))
-    assert result.returncode == 65, result.stderr
-    assert "damaged" in result.stderr
+    prefix = without_host_libzstd() if decoder == "vendored" else []
+    code, err, rss = run_app_measured(bad, "cache", "prepare", env=env_for(cache), prefix=prefix)
+    assert code == 65, err
+    assert "damaged" in err and len(err.strip().splitlines()) == 1, err
+    assert rss < 64, rss
     bundles = cache / "v1" / "bundles"
     assert [
         p.name

@@ -16,7 +16,7 @@ from typing import Any
 from launcher import embedded
 from launcher.cache import labels, publish, zstd
 from launcher.cache.extract import Entry, Limits, extract_tar_stream
-from launcher.cache.paths import Layout
+from launcher.cache.paths import Layout, refuse_noexec
 from launcher.cache.payload import Decoding
 from launcher.errors import PayloadCorrupt
 from launcher.manifest import MAX_FILE_COUNT, MAX_UNPACKED_SIZE
@@ -76,6 +76,8 @@ def fill_version(decoding: Decoding, manifest: dict[str, Any], work: str) -> Non
     (authenticated by the manifest's files_digest) rather than from hashing every file
     while unpacking (12% of the unpack); what was unpacked must match that list.
     """
+    # checked before 48 MB are written, not when runc cannot start the first program
+    refuse_noexec(work, "the sandbox's programs cannot run from it")
     listed = build_files_list(manifest)
     entries = extract_verified(decoding, manifest, work, hash_files=listed is None)
     if listed is None:

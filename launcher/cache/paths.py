@@ -31,7 +31,7 @@ from launcher.cache.root import (
     cache_root,
     owned_dir_problem,
 )
-from launcher.errors import CacheUnusable, NoSpace
+from launcher.errors import CacheUnusable, NoSpace, SandboxFailed
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -255,3 +255,12 @@ def write_new_file(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def refuse_noexec(path: str, consequence: str) -> None:
+    """SandboxFailed when `path` is on a filesystem mounted noexec, saying `consequence`."""
+    if os.statvfs(path).f_flag & os.ST_NOEXEC:
+        raise SandboxFailed(
+            f"the cache {path} is on a filesystem mounted noexec: {consequence}",
+            "set AUTO_REVIEW_CACHE_DIR to a directory on a filesystem mounted without noexec",
+        )

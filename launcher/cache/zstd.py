@@ -1,4 +1,5 @@
-"""A zstd decompressing reader: the stdlib on 3.14+, else the vendored zstandard module.
+"""A zstd decompressing reader: the stdlib on 3.14+, else the host's libzstd
+(launcher.cache.hostzstd), else the vendored zstandard module.
 
 A C extension cannot be imported from inside a zip, so the vendored zstandard
 module for this interpreter's ABI is published into <cache>/v1/vendor/ through the
@@ -14,8 +15,8 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from typing import IO
 
 from launcher.cache import publish
-from launcher.cache.paths import Layout, ensure_level
-from launcher.errors import RuntimeMissing, SandboxFailed
+from launcher.cache.paths import Layout, ensure_level, refuse_noexec
+from launcher.errors import RuntimeMissing
 
 MAX_WINDOW_LOG = 25  # 32 MiB: the build uses a 16 MiB window (2**24); larger is a bomb
 POLICY_PREFIX = "PYTHON_ZSTANDARD_"
@@ -30,6 +31,11 @@ def open_reader(raw: IO[bytes], layout: Layout, window: int = 1 << MAX_WINDOW_LO
     try:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
     except ImportError:
+        from launcher.cache.hostzstd import open_host_reader
+
+        host = open_host_reader(raw, window)
+        if host is not None:
+            return host  # type: ignore[return-value]
         zstandard = import_zstandard(layout)
         dctx = zstandard.ZstdDecompressor(max_window_size=window)
         reader = dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=False)
@@ -46,6 +52,9 @@ def decompression_errors() -> tuple[type[BaseException], ...]:
     zstandard = sys.modules.get("zstandard")
     if zstandard is not None:
         errors.append(zstandard.ZstdError)
+    host = sys.modules.get("launcher.cache.hostzstd")
+    if host is not None:
+        errors.append(host.HostZstdError)
     zstd = sys.modules.get("compression.zstd")
     if zstd is not None:
         errors.append(zstd.ZstdError)
@@ -83,7 +92,7 @@ def import_zstandard(layout: Layout):
         lambda work: fill_vendor(work, vendorblob.vendor_files(suffix) or []),
         waiting_for="finish unpacking the zstd decoder",
     )
-    refuse_noexec(target)
+    refuse_noexec(target, "the zstd decoder (a native module) cannot load from it")
     sys.path.insert(0, target)
     try:
         import zstandard
@@ -107,13 +116,3 @@ def fill_vendor(work: str, files: list[tuple[str, bytes]]) -> None:
             os.write(fd, data)
         finally:
             os.close(fd)
-
-
-def refuse_noexec(path: str) -> None:
-    """A native module cannot be mapped from a noexec mount: say so before trying."""
-    if os.statvfs(path).f_flag & os.ST_NOEXEC:
-        raise SandboxFailed(
-            f"the cache {path} is on a filesystem mounted noexec: the zstd decoder"
-            " (a native module) cannot load from it",
-            "set AUTO_REVIEW_CACHE_DIR to a directory on a filesystem mounted without noexec",
-        )

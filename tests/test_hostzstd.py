@@ -1,0 +1,143 @@
+"""The host libzstd decoder (launcher.cache.hostzstd): what it decodes, what it refuses
+(a window over the cap, truncation, damage) and that the launcher uses it, or its
+vendored zstandard on a host without libzstd (a real mount namespace hides the library).
+Payloads come from python-zstandard, the decoder the project otherwise ships."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import needs_root, run_app, without_host_libzstd
+
+from launcher.cache import zstd
+from launcher.cache.hostzstd import HostReader, HostZstdError, library, open_host_reader
+
+WINDOW = 1 << 24
+
+
+def sample(size: int) -> bytes:
+    """Compressible but not trivial bytes (a repeated random block with edits)."""
+    block = os.urandom(64 << 10)
+    out = bytearray()
+    while len(out) < size:
+        out += block
+        out += os.urandom(512)
+    return bytes(out[:size])
+
+
+def read_all(reader: HostReader, n: int) -> bytes:
+    parts = []
+    while chunk := reader.read(n):
+        assert len(chunk) <= n
+        parts.append(bytes(chunk))
+    return b"".join(parts)
+
+
+def test_this_host_has_a_usable_libzstd() -> None:
+    """CI's hosts have libzstd (>= 1.4.0): the fast path is the one the suite exercises."""
+    assert library() is not None
+
+
+@pytest.mark.parametrize("n", [1, 4096, 1 << 20, 3 << 20])
+def test_decodes_what_zstandard_encoded_in_any_read_size(n: int) -> None:
+    data = sample(5 << 20)
+    frame = zstandard.ZstdCompressor(level=3).compress(data)
+    if n == 1:  # one byte at a time is slow: a shorter stream says the same
+        data, frame = data[:100_000], zstandard.ZstdCompressor(level=3).compress(data[:100_000])
+    reader = open_host_reader(io.BytesIO(frame), WINDOW)
+    assert reader is not None
+    assert read_all(reader, n) == data
+    assert reader.read(n) == b""  # and stays at the end
+
+
+def test_stops_at_the_end_of_the_first_frame() -> None:
+    """As the vendored reader (read_across_frames=False): what follows the frame is not
+    part of the tar."""
+    first = zstandard.ZstdCompressor().compress(b"a" * 100_000)
+    second = zstandard.ZstdCompressor().compress(b"b" * 100_000)
+    reader = open_host_reader(io.BytesIO(first + second), WINDOW)
+    assert reader is not None
+    assert read_all(reader, 1 << 20) == b"a" * 100_000
+
+
+def test_a_frame_whose_window_is_over_the_cap_is_refused_before_it_is_decoded() -> None:
+    params = zstandard.ZstdCompressionParameters.from_level(
+        1, window_log=27, write_content_size=False
+    )
+    stream = zstandard.ZstdCompressor(compression_params=params).compressobj()  # size unknown:
+    frame = stream.compress(b"x" * 1000) + stream.flush()  # the 128 MiB window stays
+    assert zstandard.get_frame_parameters(frame).window_size == 1 << 27
+    reader = open_host_reader(io.BytesIO(frame), WINDOW)
+    assert reader is not None
+    with pytest.raises(HostZstdError, match=r"memory|window"):
+        reader.read(1 << 20)
+    with pytest.raises(ValueError):  # closed: its decoder was freed with the error
+        reader.read(1 << 20)
+
+
+def test_a_truncated_frame_is_an_error_not_a_short_stream() -> None:
+    frame = zstandard.ZstdCompressor(level=3).compress(sample(2 << 20))
+    reader = open_host_reader(io.BytesIO(frame[: len(frame) // 2]), WINDOW)
+    assert reader is not None
+    with pytest.raises(HostZstdError, match="ends inside"):
+        read_all(reader, 1 << 20)
+
+
+def test_damage_is_found_by_the_frame_checksum_at_least() -> None:
+    data = sample(2 << 20)
+    frame = bytearray(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data))
+    frame[len(frame) // 2] ^= 0xFF
+    reader = open_host_reader(io.BytesIO(bytes(frame)), WINDOW)
+    assert reader is not None
+    with pytest.raises(HostZstdError):
+        read_all(reader, 1 << 20)
+
+
+def test_its_errors_are_among_the_decompression_errors_the_cache_maps() -> None:
+    assert HostZstdError in zstd.decompression_errors()
+
+
+def test_not_a_zstd_frame_at_all() -> None:
+    reader = open_host_reader(io.BytesIO(b"PK\x03\x04" + b"\0" * 100), WINDOW)
+    assert reader is not None
+    with pytest.raises(HostZstdError, match=r"[Uu]nknown frame descriptor"):
+        reader.read(100)
+
+
+# --- the launcher ------------------------------------------------------------------
+
+
+def env_for(cache: Path) -> dict[str, str]:
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache))
+    env.pop("AUTO_REVIEW_BUNDLE", None)
+    return env
+
+
+def test_the_launcher_decodes_with_the_host_library(app: Path, tmp_path: Path) -> None:
+    """No zstd module is published into the cache: the host's libzstd did the work."""
+    cache = tmp_path / "cache"
+    result = run_app(app, "cache", "prepare", env=env_for(cache))
+    assert result.returncode == 0, result.stderr
+    assert not (cache / "v1" / "vendor").exists()
+    assert run_app(app, "cache", "verify", env=env_for(cache)).returncode == 0
+
+
+@needs_root
+def test_without_libzstd_the_vendored_decoder_unpacks_the_same_tree(
+    app: Path, tmp_path: Path
+) -> None:
+    host, vendored = tmp_path / "host", tmp_path / "vendored"
+    assert run_app(app, "cache", "prepare", env=env_for(host)).returncode == 0
+    result = run_app(app, "cache", "prepare", env=env_for(vendored), prefix=without_host_libzstd())
+    assert result.returncode == 0, result.stderr
+    [module] = [p for p in (vendored / "v1" / "vendor").iterdir() if p.is_dir()]
+    assert (module / "zstandard").is_dir()
+    for cache in (host, vendored):
+        assert run_app(app, "cache", "verify", env=env_for(cache)).returncode == 0
+    [a] = (host / "v1" / "bundles").glob("sha256-*[0-9a-f]")
+    [b] = (vendored / "v1" / "bundles").glob("sha256-*[0-9a-f]")
+    assert (a / "files.tsv").read_bytes() == (b / "files.tsv").read_bytes()
