@@ -18,11 +18,14 @@ from buildsys.vendor import BLOB_MEMBER, vendor_entries
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def write_zip(fh, entries: Iterable[tuple[str, bytes]], stored: Iterable[str] = ()) -> None:
-    """A deterministic zip: sorted names, fixed timestamps and attributes."""
+def write_zip(
+    fh, entries: Iterable[tuple[str, bytes]], stored: Iterable[str] = (), first: str = ""
+) -> None:
+    """A deterministic zip: sorted names (`first`, if given, before all), fixed
+    timestamps and attributes."""
     stored = set(stored)
     with zipfile.ZipFile(fh, "w") as zf:
-        for name, data in sorted(entries):
+        for name, data in sorted(entries, key=lambda entry: (entry[0] != first, entry[0])):
             info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
             info.external_attr = (0o100644 & 0xFFFF) << 16
             info.create_system = 3
@@ -134,6 +137,8 @@ def write_zipapp(out: Path, entries: list[tuple[str, bytes]]) -> None:
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(SHEBANG)
-        write_zip(fh, entries, stored={PAYLOAD_MEMBER, BLOB_MEMBER})
+        # the payload first, its local header right after the shebang: a cold start
+        # finds it with one pread, before it imports zipfile (launcher/embedded.py)
+        write_zip(fh, entries, stored={PAYLOAD_MEMBER, BLOB_MEMBER}, first=PAYLOAD_MEMBER)
     os.chmod(tmp, 0o755)
     os.replace(tmp, out)

@@ -80,10 +80,53 @@ def open_payload() -> IO[bytes]:
     return _zip().open(_payload_info())
 
 
-def payload_span() -> tuple[int, int, int]:
-    """(fd, offset, size) of the stored rootfs.tar.zst inside the single file: read it
-    with os.pread, without zipfile's CRC-32 pass over 15 MB (the manifest's sha256
-    covers the same bytes). The caller closes the fd."""
+def payload_span(size: int) -> tuple[int, int, int]:
+    """(fd, offset, size) of the stored rootfs.tar.zst inside the single file, which the
+    manifest says is `size` bytes: read it with os.pread, without zipfile's CRC-32 pass
+    over 15 MB (the manifest's sha256 covers the same bytes). The caller closes the fd.
+
+    The build writes the payload as the zip's first member, so its local header follows
+    the shebang: found there, zipfile is not imported before decoding starts. A file
+    laid out otherwise (another zip tool rewrote it) is read through its directory."""
+    try:
+        fd = os.open(archive_path(), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
+    try:
+        start = _first_member_start(fd, size)
+    except OSError as exc:
+        os.close(fd)
+        raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
+    if start is not None:
+        return fd, start, size
+    os.close(fd)
+    return _span_from_directory()
+
+
+def _first_member_start(fd: int, size: int) -> int | None:
+    """Where the payload's bytes start when it is the zip's first member, stored, of
+    `size` bytes; None otherwise. Local header fields: APPNOTE 4.3.7."""
+    import struct
+
+    head = os.pread(fd, 4096, 0)
+    at = head.find(b"PK\x03\x04")
+    if at < 0 or len(head) < at + 30:
+        return None
+    flags, method = struct.unpack_from("<HH", head, at + 6)
+    csize, usize, name_len, extra_len = struct.unpack_from("<IIHH", head, at + 18)
+    name = head[at + 30 : at + 30 + name_len]
+    if name != PAYLOAD_MEMBER.encode() or method != 0 or flags & 0x09 or csize != size:
+        return None  # another member first, compressed, encrypted, sizes elsewhere
+    if usize != size:
+        return None
+    start = at + 30 + name_len + extra_len
+    if start + size > os.fstat(fd).st_size:
+        raise PayloadCorrupt("the single file ends inside its payload", REBUILD)
+    return start
+
+
+def _span_from_directory() -> tuple[int, int, int]:
+    """payload_span() through zipfile: the central directory names the local header."""
     import struct
 
     info = _payload_info()

@@ -440,6 +440,49 @@ def test_a_damaged_local_header_of_the_payload_is_refused(
     assert_nothing_published(cache)
 
 
+SPAN = """
+import hashlib, os, sys
+sys.path.insert(0, sys.argv[1])
+from launcher import embedded
+embedded.archive_path = lambda: sys.argv[2]
+fd, offset, size = embedded.payload_span(int(sys.argv[3]))
+data = os.pread(fd, size, offset)
+print(offset, "sha256:" + hashlib.sha256(data).hexdigest(), "zipfile" in sys.modules)
+"""
+
+
+def payload_span_of(app: Path, size: int) -> tuple[int, str, bool]:
+    """embedded.payload_span() in a fresh interpreter: (offset, sha256 of the span it
+    names, whether zipfile was imported to find it)."""
+    out = subprocess.run([HOST_PYTHON, "-I", "-S", "-c", SPAN, str(ROOT), str(app), str(size)],
+                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    return int(out[0]), out[1], out[2] == "True"
+
+
+def test_the_payload_is_found_without_zipfile_and_through_it_when_moved(
+    app: Path, tmp_path: Path
+) -> None:
+    """The build writes the payload first: its span is found with one pread, zipfile not
+    imported. The same file rewritten with the payload last (another zip tool) and one
+    whose first local header gives another size are read through the directory."""
+    manifest = json.loads(run_app(app, "bundle", "info", "--json", check=True).stdout)
+    size, digest = manifest["compressed_size"], manifest["digest"]
+    offset, got, used_zipfile = payload_span_of(app, size)
+    assert (got, used_zipfile) == (digest, False)
+    moved = tmp_path / "moved"
+    with zipfile.ZipFile(app) as src, open(moved, "wb") as fh:
+        fh.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(fh, "w") as dst:
+            for info in [*src.infolist()[1:], src.infolist()[0]]:
+                dst.writestr(info, src.read(info))
+    moved_offset, got, used_zipfile = payload_span_of(moved, size)
+    assert (got, used_zipfile) == (digest, True) and moved_offset != offset
+    assert run_app(moved, "cache", "prepare", env=env_for(tmp_path / "cache")).returncode == 0
+    # a first member whose header says another size than the manifest: not trusted
+    _offset, got, used_zipfile = payload_span_of(app, size - 1)
+    assert used_zipfile
+
+
 def test_digest_mismatch_is_refused(app: Path, tmp_path: Path) -> None:
     """The payload is intact but the manifest names another digest: hashing must catch it."""
     bad = rewrite_app(

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, ROOT, run_app
+from conftest import HOST_PYTHON, ROOT, needs_root, run_app, without_host_libzstd
 
 NAMESPACE = "auto-review-release@v1"  # what README's "Verify the download" names
 PRINCIPAL = "release@auto-review.test"
@@ -291,8 +291,10 @@ def test_vendor_blob_holds_every_abi_once(release: Path) -> None:
     assert blob.file_size < 0.15 * index["size"]  # the four near-identical copies share bytes
 
 
+@needs_root
 def test_damaged_vendor_blob_is_refused(release: Path, tmp_path: Path) -> None:
-    """A flipped byte in the blob: refused before anything lands in the cache, exit 65."""
+    """A flipped byte in the blob, on a host without libzstd (where the blob's decoder is
+    needed): refused before anything lands in the cache, exit 65."""
     app = release / "auto-review"
     with zipfile.ZipFile(app) as zf:
         blob = bytearray(zf.read("_vendor/zstandard.xz"))
@@ -300,8 +302,8 @@ def test_damaged_vendor_blob_is_refused(release: Path, tmp_path: Path) -> None:
     bad = repack(app, tmp_path / "auto-review", {"_vendor/zstandard.xz": bytes(blob)})
     env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache"))
     # -S: no installed zstandard to fall back on, as on a bare host
-    result = subprocess.run([HOST_PYTHON, "-S", str(bad), "cache", "prepare"], env=env,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run([*without_host_libzstd(), HOST_PYTHON, "-S", str(bad), "cache",
+                             "prepare"], env=env, capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 65, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "_vendor/zstandard.xz does not match its index" in line

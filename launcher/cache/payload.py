@@ -106,7 +106,7 @@ class Decoding:
     def __init__(self, layout: Layout, manifest: dict[str, Any], quiet: bool) -> None:
         label = f"auto-review: unpacking {manifest.get('version', '?')}"
         self.progress = Progress(label, int(manifest["compressed_size"]), enabled=not quiet)
-        self.fd, offset, size = embedded.payload_span()
+        self.fd, offset, size = embedded.payload_span(int(manifest["compressed_size"]))
         try:
             reader = StoredReader(self.fd, offset, size, self.progress)
             window = window_bytes(manifest)
