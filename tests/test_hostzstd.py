@@ -141,3 +141,24 @@ def test_without_libzstd_the_vendored_decoder_unpacks_the_same_tree(
     [a] = (host / "v1" / "bundles").glob("sha256-*[0-9a-f]")
     [b] = (vendored / "v1" / "bundles").glob("sha256-*[0-9a-f]")
     assert (a / "files.tsv").read_bytes() == (b / "files.tsv").read_bytes()
+
+
+@pytest.mark.parametrize("n", [1, 7, 4096])
+@pytest.mark.parametrize("checksum", [False, True])
+def test_small_reads_at_the_end_of_the_input_are_flushed_not_called_truncated(
+    n: int, checksum: bool
+) -> None:
+    """The whole frame arrives in one read: once the input is used up the decoder still
+    holds output to hand out, which is not a truncation."""
+    data = os.urandom(1000) * 300
+    frame = zstandard.ZstdCompressor(level=3, write_checksum=checksum).compress(data)
+    reader = open_host_reader(io.BytesIO(frame), WINDOW)
+    assert reader is not None
+    assert read_all(reader, n) == data
+
+
+def test_an_empty_input_is_a_truncated_frame() -> None:
+    reader = open_host_reader(io.BytesIO(b""), WINDOW)
+    assert reader is not None
+    with pytest.raises(HostZstdError, match="ends inside"):
+        reader.read(10)

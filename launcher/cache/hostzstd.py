@@ -92,6 +92,7 @@ class HostReader:
         self._check(lib.ZSTD_DCtx_setParameter(self._dctx, D_WINDOW_LOG_MAX, window_log))
         self._src = b""
         self._in = _Buffer(None, 0, 0)
+        self._raw_ended = False
         self._ended = False
 
     def _check(self, code: int) -> int:
@@ -112,13 +113,14 @@ class HostReader:
         target = (ctypes.c_char * n).from_buffer(out)
         dst = _Buffer(ctypes.addressof(target), n, 0)
         while dst.pos < n:
-            if self._in.pos == self._in.size:
+            if self._in.pos == self._in.size and not self._raw_ended:
                 self._src = self._raw.read(READ_SIZE)
-                if not self._src:
-                    self.close()
-                    raise HostZstdError("the data ends inside its zstd frame")
-                src = ctypes.cast(ctypes.c_char_p(self._src), ctypes.c_void_p)  # no copy
-                self._in = _Buffer(src, len(self._src), 0)
+                if self._src:
+                    src = ctypes.cast(ctypes.c_char_p(self._src), ctypes.c_void_p)  # no copy
+                    self._in = _Buffer(src, len(self._src), 0)
+                else:  # the decoder may still hold output: one more call flushes it
+                    self._raw_ended = True
+            before = dst.pos
             left = self._lib.ZSTD_decompressStream(
                 self._dctx, ctypes.byref(dst), ctypes.byref(self._in)
             )
@@ -126,6 +128,9 @@ class HostReader:
                 self._ended = True
                 self.close()  # its window (up to 2**window_log bytes) is freed now
                 break
+            if self._raw_ended and dst.pos == before and self._in.pos == self._in.size:
+                self.close()
+                raise HostZstdError("the data ends inside its zstd frame")
         del target  # the bytearray cannot be resized while ctypes holds its buffer
         del out[dst.pos :]
         return out

@@ -146,7 +146,7 @@ def writeback_starter() -> Callable[[int, int], None] | None:
         import ctypes
 
         call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):  # no ctypes in this Python, or not Linux
         return None
     call.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
     write = 2  # SYNC_FILE_RANGE_WRITE: start writeback of dirty pages, do not wait
@@ -181,7 +181,7 @@ def sync_tree(path: str) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.syncfs(fd) != 0:
             os.sync()
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         os.sync()
     finally:
         os.close(fd)

@@ -31,9 +31,11 @@ def open_reader(raw: IO[bytes], layout: Layout, window: int = 1 << MAX_WINDOW_LO
     try:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
     except ImportError:
-        from launcher.cache.hostzstd import open_host_reader
-
-        host = open_host_reader(raw, window)
+        try:
+            from launcher.cache.hostzstd import open_host_reader
+        except ImportError:  # a Python built without ctypes
+            open_host_reader = None
+        host = open_host_reader(raw, window) if open_host_reader else None
         if host is not None:
             return host  # type: ignore[return-value]
         zstandard = import_zstandard(layout)
