@@ -112,7 +112,8 @@ def zipapp_entries(
 ) -> list[tuple[str, bytes]]:
     """Every member of the single file but the SBOM (which describes them)."""
     code_id, entries = launcher_entries(manifest)
-    entries.append(("__main__.py", bootstrap_main(code_id)))
+    main = ("__main__.py", bootstrap_main(code_id))
+    entries += [main, *bytecode_entries([main])]  # every start runs it: compiled once, here
     manifest_json = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     entries.append(("bundle/bundle.json", manifest_json))
     entries.append((FILES_MEMBER, files_tsv))

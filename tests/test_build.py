@@ -145,6 +145,36 @@ def test_manifest_tells_the_truth(
     assert manifest["process"]["args"][0] == "/usr/bin/python3"
 
 
+# What `python3 FILE ARGS...` does with a zipapp (Modules/main.c: the file first on
+# sys.path, then runpy runs its __main__), with every compile of a file recorded.
+RUN_AS_MAIN = """
+import sys
+compiled = []
+sys.addaudithook(lambda ev, args: ev == "compile" and args[1] != "<string>"
+                 and compiled.append(str(args[1])))
+app, *rest = sys.argv[1:]
+sys.path.insert(0, app)
+sys.argv = [app, *rest]
+import atexit, runpy
+atexit.register(lambda: print("COMPILED", compiled, file=sys.stderr))
+runpy._run_module_as_main("__main__", alter_argv=False)
+"""
+
+
+@pytest.mark.parametrize("args", [("--version",), ("-q", "cache", "prepare")])
+def test_a_start_under_the_build_python_compiles_nothing(
+    app: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """The single file carries checked bytecode for __main__ and the launcher, made by
+    the host's python3: neither a cold nor a warm start compiles a file."""
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache"))
+    for _ in ("cold", "warm"):
+        result = subprocess.run([HOST_PYTHON, "-I", "-S", "-c", RUN_AS_MAIN, str(app), *args],
+                                env=env, capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "COMPILED []" in result.stderr, result.stderr
+
+
 def test_payload_is_stored_and_zip_is_deterministic(app: Path) -> None:
     assert app.read_bytes().startswith(b'#!/bin/sh\nexec python3 -I -S "$0" "$@"\n')
     with zipfile.ZipFile(app) as zf:
