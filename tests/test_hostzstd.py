@@ -6,6 +6,7 @@ Payloads come from python-zstandard, the decoder the project otherwise ships."""
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -162,3 +163,22 @@ def test_an_empty_input_is_a_truncated_frame() -> None:
     assert reader is not None
     with pytest.raises(HostZstdError, match="ends inside"):
         reader.read(10)
+
+
+def zstd_line(app: Path, tmp_path: Path, prefix: list[str] | None = None) -> dict:
+    result = run_app(app, "doctor", "--json", env=env_for(tmp_path / "cache"), prefix=prefix)
+    [found] = [i for i in json.loads(result.stdout)["items"] if i["name"] == "zstd"]
+    return found
+
+
+def test_doctor_names_the_decoder_a_cold_start_uses(app: Path, tmp_path: Path) -> None:
+    found = zstd_line(app, tmp_path)
+    assert found["ok"] and found["detail"].startswith("the host's libzstd 1."), found
+
+
+@needs_root
+def test_doctor_names_the_vendored_decoder_on_a_host_without_libzstd(
+    app: Path, tmp_path: Path
+) -> None:
+    found = zstd_line(app, tmp_path, prefix=without_host_libzstd())
+    assert found["ok"] and found["detail"].startswith("vendored zstandard for cpython-"), found

@@ -34,8 +34,17 @@ def check_python() -> Finding:
 
 
 def check_zstd() -> Finding:
+    """The decoder a cold start would use: the stdlib's, the host's libzstd, the vendored."""
     if sys.version_info >= (3, 14):
         return Finding("zstd", True, "compression.zstd (standard library)")
+    try:
+        from launcher.cache.hostzstd import library
+    except ImportError:  # no ctypes
+        library = None  # type: ignore[assignment]
+    lib = library() if library else None
+    if lib is not None:
+        v = lib.ZSTD_versionNumber()
+        return Finding("zstd", True, f"the host's libzstd {v // 10000}.{v // 100 % 100}.{v % 100}")
     from importlib.machinery import EXTENSION_SUFFIXES
 
     suffix = EXTENSION_SUFFIXES[0]
@@ -52,8 +61,8 @@ def check_zstd() -> Finding:
     return Finding(
         "zstd",
         False,
-        f"no vendored zstandard for {suffix}",
-        "use Python 3.10-3.13 or 3.14+",
+        f"no libzstd 1.4.0 or later on this host, and no vendored zstandard for {suffix}",
+        "install libzstd (zstd's library package), or use Python 3.10-3.13 or 3.14+",
         exit_code=ExitCode.RUNTIME_MISSING,
     )
 
