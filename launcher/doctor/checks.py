@@ -12,7 +12,8 @@ import os
 import subprocess
 import sys
 
-from launcher import embedded, settings
+from launcher import settings
+from launcher.doctor.decoder import check_zstd
 from launcher.doctor.dirs import check_cache, check_runtime_dir, check_state
 from launcher.doctor.finding import Finding
 from launcher.errors import ExitCode, LauncherError
@@ -30,40 +31,6 @@ def check_python() -> Finding:
         ok,
         f"{v.major}.{v.minor}.{v.micro} ({sys.executable})",
         "" if ok else "run auto-review with Python 3.10 or newer",
-    )
-
-
-def check_zstd() -> Finding:
-    """The decoder a cold start would use: the stdlib's, the host's libzstd, the vendored."""
-    if sys.version_info >= (3, 14):
-        return Finding("zstd", True, "compression.zstd (standard library)")
-    try:
-        from launcher.cache.hostzstd import library
-    except ImportError:  # no ctypes
-        library = None  # type: ignore[assignment]
-    lib = library() if library else None
-    if lib is not None:
-        v = lib.ZSTD_versionNumber()
-        return Finding("zstd", True, f"the host's libzstd {v // 10000}.{v // 100 % 100}.{v % 100}")
-    from importlib.machinery import EXTENSION_SUFFIXES
-
-    suffix = EXTENSION_SUFFIXES[0]
-    from launcher.cache import vendorblob
-
-    try:
-        vendored = vendorblob.has_abi(suffix)
-    except OSError as exc:
-        return Finding("zstd", False, f"cannot read the single file: {exc}", embedded.REBUILD)
-    except LauncherError as exc:
-        return Finding("zstd", False, exc.message, exc.fix or "")
-    if vendored:
-        return Finding("zstd", True, f"vendored zstandard for {suffix.strip('.')}")
-    return Finding(
-        "zstd",
-        False,
-        f"no libzstd 1.4.0 or later on this host, and no vendored zstandard for {suffix}",
-        "install libzstd (zstd's library package), or use Python 3.10-3.13 or 3.14+",
-        exit_code=ExitCode.RUNTIME_MISSING,
     )
 
 
