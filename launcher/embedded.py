@@ -97,6 +97,9 @@ def payload_span(size: int) -> tuple[int, int, int]:
     except OSError as exc:
         os.close(fd)
         raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
+    except BaseException:  # its own PayloadCorrupt: the file ends inside the payload
+        os.close(fd)
+        raise
     if start is not None:
         return fd, start, size
     os.close(fd)

@@ -145,3 +145,19 @@ def rewrite_app(
                     data = f"{head}MANIFEST = {manifest!r}\nCODE_ID = {tail}".encode()
                 dst.writestr(info, data)
     return out
+
+
+def legacy_v07_frame(prefix: bytes, zeros: int, window_log: int = 27) -> bytes:
+    """A frame of zstd's pre-1.0 format v0.7 (magic 0xFD2FB527), which a libzstd built with
+    legacy support (Debian's, for one) still decodes: `prefix` in raw blocks, then `zeros`
+    (a multiple of 128 KiB) zero bytes in 5-byte compressed blocks, each 128 KiB of RLE
+    literals and no sequences. Its header asks for a 2**window_log window."""
+    block = 1 << 17
+    assert zeros % block == 0 and 10 <= window_log <= 27
+    out = (0xFD2FB527).to_bytes(4, "little") + bytes([0x00, (window_log - 10) << 3])
+    for i in range(0, len(prefix), block):
+        raw = prefix[i : i + block]  # block header: type 1 (raw) in bits 6-7, size in 0-18
+        out += bytes([0x40 | len(raw) >> 16, len(raw) >> 8 & 255, len(raw) & 255]) + raw
+    # type 0 (compressed), 5 bytes: literals header (RLE, 20-bit size), the byte, nbSeq 0
+    rle = bytes([0, 0, 5, 0xF0 | block >> 16, block >> 8 & 255, block & 255, 0, 0])
+    return out + rle * (zeros // block) + bytes([0xC0, 0, 0])  # type 3: the frame's end

@@ -483,6 +483,35 @@ def test_the_payload_is_found_without_zipfile_and_through_it_when_moved(
     assert used_zipfile
 
 
+LEAK = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from launcher import embedded
+from launcher.errors import PayloadCorrupt
+embedded.archive_path = lambda: sys.argv[2]
+before = sorted(os.listdir("/proc/self/fd"))
+try:
+    embedded.payload_span(int(sys.argv[3]))
+except PayloadCorrupt as exc:
+    print(exc.message)
+print(sorted(os.listdir("/proc/self/fd")) == before)
+"""
+
+
+def test_a_file_that_ends_inside_its_first_member_payload_leaks_no_fd(
+    app: Path, tmp_path: Path
+) -> None:
+    """The payload's local header is found first, but the file was cut inside its data:
+    payload_span says so and closes the single file it opened."""
+    manifest = json.loads(run_app(app, "bundle", "info", "--json", check=True).stdout)
+    cut = tmp_path / "cut"
+    cut.write_bytes(app.read_bytes()[: manifest["compressed_size"] // 2])
+    size = str(manifest["compressed_size"])
+    args = [HOST_PYTHON, "-I", "-S", "-c", LEAK, str(ROOT), str(cut), size]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["the single file ends inside its payload", "True"]
+
+
 def test_digest_mismatch_is_refused(app: Path, tmp_path: Path) -> None:
     """The payload is intact but the manifest names another digest: hashing must catch it."""
     bad = rewrite_app(

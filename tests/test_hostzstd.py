@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import needs_root, run_app, without_host_libzstd
+from conftest import legacy_v07_frame, needs_root, run_app, without_host_libzstd
 
 from launcher.cache import zstd
 from launcher.cache.hostzstd import HostReader, HostZstdError, library, open_host_reader
+from launcher.errors import PayloadCorrupt
 
 WINDOW = 1 << 24
 
@@ -182,3 +183,32 @@ def test_doctor_names_the_vendored_decoder_on_a_host_without_libzstd(
 ) -> None:
     found = zstd_line(app, tmp_path, prefix=without_host_libzstd())
     assert found["ok"] and found["detail"].startswith("vendored zstandard for cpython-"), found
+
+
+def test_a_legacy_format_frame_is_refused_before_the_library_sees_it() -> None:
+    """The host's libzstd decodes the pre-1.0 formats too, and their streaming decoder
+    ignores ZSTD_d_windowLogMax (it allocates the up to 128 MiB their header asks for):
+    open_reader reads nothing but zstd frames."""
+    frame = legacy_v07_frame(b"", 2 * WINDOW)  # 2 * WINDOW bytes from a 2**27 window
+    bare = open_host_reader(io.BytesIO(frame), WINDOW)
+    assert bare is not None
+    try:  # the hazard: libzstd alone decodes it, past the cap
+        decoded = len(read_all(bare, 1 << 20))
+    except HostZstdError:  # a libzstd built without legacy support refuses it anyway
+        decoded = 0
+    assert decoded in (0, 2 * WINDOW)
+    reader = zstd.open_reader(io.BytesIO(frame), None, WINDOW)  # type: ignore[arg-type]
+    with pytest.raises(PayloadCorrupt, match="does not start with a zstd frame"):
+        reader.read(1 << 20)
+
+
+def test_open_reader_passes_a_zstd_frame_through_whatever_the_read_sizes() -> None:
+    data = sample(1 << 20)
+    frame = zstandard.ZstdCompressor(level=3).compress(data)
+
+    class Trickle(io.BytesIO):
+        def read(self, n: int | None = -1) -> bytes:  # at most 3 bytes a call
+            return super().read(min(3, n if n is not None and n >= 0 else 3))
+
+    reader = zstd.open_reader(Trickle(frame), None, WINDOW)  # type: ignore[arg-type]
+    assert b"".join(iter(lambda: bytes(reader.read(1 << 20)), b"")) == data

@@ -3,12 +3,14 @@ payload whose zstd window would need more memory than we allow."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pty
 import re
 import select
 import subprocess
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 import zstandard
 from conftest import (
     HOST_PYTHON,
+    legacy_v07_frame,
     needs_root,
     rewrite_app,
     run_app,
@@ -86,7 +89,6 @@ def test_help_names_the_host_files_the_launcher_reads(app: Path) -> None:
 
 def with_payload(app: Path, out: Path, payload: bytes) -> Path:
     """A copy of the single file with another payload, its digest and size in the manifest."""
-    import hashlib
 
     def edit(manifest: dict) -> None:
         manifest["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
@@ -123,6 +125,35 @@ def test_a_zstd_window_over_the_cap_is_refused(app: Path, tmp_path: Path, decode
         for p in bundles.iterdir()
         if p.name.startswith(("sha256-", ".tmp-")) and "." not in p.name[7:]
     ] == []
+
+
+def test_a_legacy_format_payload_cannot_lift_the_window_cap(app: Path, tmp_path: Path) -> None:
+    """A 10 KB payload in zstd's pre-1.0 format v0.7 whose header asks for a 128 MiB
+    window, holding a valid tar of one 96 MiB file, with a manifest that fits it: the
+    host's libzstd would decode it past the cap (peak RSS over 130 MB, and published);
+    the launcher refuses it, exit 65 in one line, under the 64 MB bound."""
+    size = 96 << 20
+    info = tarfile.TarInfo("big")
+    info.size = size
+    header = info.tobuf(format=tarfile.USTAR_FORMAT)
+    payload = legacy_v07_frame(header, size + (1 << 17))  # the file, then the end blocks
+
+    def edit(manifest: dict) -> None:
+        manifest.pop("files_digest", None)  # no files.tsv to compare the tree with
+        manifest["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
+        manifest["compressed_size"] = len(payload)
+        manifest.update(file_count=1, largest_file=size, unpacked_size=size + 4096)
+        manifest["tar_size"] = len(header) + size + (1 << 17)
+
+    bad = rewrite_app(app, tmp_path / "auto-review", payload=payload, edit_manifest=edit)
+    cache = tmp_path / "cache"
+    code, err, rss = run_app_measured(bad, "cache", "prepare", env=env_for(cache))
+    assert code == 65, err
+    assert "does not start with a zstd frame" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert rss < 64, rss
+    published = [p.name for p in (cache / "v1" / "bundles").iterdir() if p.is_dir()]
+    assert not [name for name in published if name.startswith(("sha256-", ".tmp-"))], published
 
 
 def test_the_same_payload_with_a_normal_window_unpacks(app: Path, tmp_path: Path) -> None:

@@ -16,18 +16,20 @@ from typing import IO
 
 from launcher.cache import publish
 from launcher.cache.paths import Layout, ensure_level, refuse_noexec
-from launcher.errors import RuntimeMissing
+from launcher.errors import PayloadCorrupt, RuntimeMissing
 
 MAX_WINDOW_LOG = 25  # 32 MiB: the build uses a 16 MiB window (2**24); larger is a bomb
 POLICY_PREFIX = "PYTHON_ZSTANDARD_"
 REBUILD = "download auto-review again (or rebuild it with: python3 build.py)"
 READ_SIZE = 1 << 20
+FRAME_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first 4 bytes, 0xFD2FB528 (RFC 8878 3.1.1)
 
 
 def open_reader(raw: IO[bytes], layout: Layout, window: int = 1 << MAX_WINDOW_LOG) -> IO[bytes]:
     """Wrap a compressed stream in a decompressing, forward-only reader that refuses a
     frame needing more than `window` bytes (never more than 2**MAX_WINDOW_LOG)."""
     window = min(window, 1 << MAX_WINDOW_LOG)
+    raw = FramesOnly(raw)
     try:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
     except ImportError:
@@ -46,6 +48,41 @@ def open_reader(raw: IO[bytes], layout: Layout, window: int = 1 << MAX_WINDOW_LO
         return io.BufferedReader(reader, READ_SIZE)
     options = {zstd.DecompressionParameter.window_log_max: window.bit_length() - 1}
     return zstd.ZstdFile(raw, mode="rb", options=options)
+
+
+class FramesOnly:
+    """`raw`, refused unless it starts with a zstd frame's magic number.
+
+    A host's libzstd (and so the stdlib's module on 3.14+) is usually built with legacy
+    support: it decodes the pre-1.0 formats (v0.5-v0.7) too, whose streaming decoder
+    allocates the window their header asks for, up to 128 MiB, whatever
+    ZSTD_d_windowLogMax says. The build only writes zstd frames, so nothing else is read.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self._checked:
+            return self._raw.read(n)
+        head = b""
+        while len(head) < len(FRAME_MAGIC):
+            data = self._raw.read(max(n if n is not None and n > 0 else READ_SIZE, 4))
+            if not data:
+                break
+            head += data
+        if not head.startswith(FRAME_MAGIC):
+            raise PayloadCorrupt(
+                "the embedded payload is damaged: it does not start with a zstd frame"
+                f" (its first bytes are {head[:4].hex() or 'missing'})",
+                REBUILD,
+            )
+        self._checked = True
+        return head
+
+    def readable(self) -> bool:
+        return True
 
 
 def decompression_errors() -> tuple[type[BaseException], ...]:
