@@ -56,14 +56,22 @@ def test_decodes_what_zstandard_encoded_in_any_read_size(n: int) -> None:
     assert reader.read(n) == b""  # and stays at the end
 
 
-def test_stops_at_the_end_of_the_first_frame() -> None:
-    """As the vendored reader (read_across_frames=False): what follows the frame is not
-    part of the tar."""
+@pytest.mark.parametrize("after", ["frame", "garbage", "one byte"])
+def test_anything_after_the_first_frame_is_refused(after: str) -> None:
+    """The build writes one frame: a second one (which libzstd might read in a legacy
+    format, past the window cap) or garbage after it is refused, not skipped."""
     first = zstandard.ZstdCompressor().compress(b"a" * 100_000)
-    second = zstandard.ZstdCompressor().compress(b"b" * 100_000)
-    reader = open_host_reader(io.BytesIO(first + second), WINDOW)
+    tail = {
+        "frame": zstandard.ZstdCompressor().compress(b"b" * 100_000),
+        "garbage": os.urandom(5000),
+        "one byte": b"\0",
+    }[after]
+    reader = open_host_reader(io.BytesIO(first + tail), WINDOW)
     assert reader is not None
-    assert read_all(reader, 1 << 20) == b"a" * 100_000
+    with pytest.raises(HostZstdError, match="follows the zstd frame"):
+        read_all(reader, 1 << 20)
+    exact = open_host_reader(io.BytesIO(first), WINDOW)
+    assert exact is not None and read_all(exact, 1 << 20) == b"a" * 100_000
 
 
 def test_a_frame_whose_window_is_over_the_cap_is_refused_before_it_is_decoded() -> None:
@@ -212,3 +220,18 @@ def test_open_reader_passes_a_zstd_frame_through_whatever_the_read_sizes() -> No
 
     reader = zstd.open_reader(Trickle(frame), None, WINDOW)  # type: ignore[arg-type]
     assert b"".join(iter(lambda: bytes(reader.read(1 << 20)), b"")) == data
+
+
+def test_a_libzstd_that_cannot_allocate_a_decoder_leaves_it_to_the_vendored_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ZSTD_createDCtx returning NULL (no memory, or an odd library) is no traceback: the
+    caller falls back to the vendored decoder."""
+    import launcher.cache.hostzstd as hostzstd
+
+    class NoMemory:  # the C library's side, as a host's broken libzstd would answer
+        def ZSTD_createDCtx(self) -> int:
+            return 0
+
+    monkeypatch.setattr(hostzstd, "_loaded", [NoMemory()])
+    assert open_host_reader(io.BytesIO(b""), WINDOW) is None

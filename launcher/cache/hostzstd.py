@@ -9,9 +9,10 @@ libzstd is on nearly every Linux host (systemd, curl and
 the kernel's userspace tools link it); a host without it, or with one older than 1.4.0
 (the first whose ZSTD_DCtx_setParameter is stable), gets the vendored zstandard.
 
-The reader decodes one frame, refuses a frame whose window is over the cap (memory is
-bounded whatever the payload says), and hands out what it decoded as bytearrays, which
-the ReadAhead queue and the tar reader take as they are. ctypes lets go of the GIL for
+The reader decodes one frame and refuses anything after it, refuses a frame whose
+window is over the cap (memory is bounded whatever the payload says), and hands out
+what it decoded as bytearrays, which the ReadAhead queue and the tar reader take as
+they are. ctypes lets go of the GIL for
 the length of each call, so decoding overlaps with the writer, as zstandard's does.
 """
 
@@ -127,6 +128,10 @@ class HostReader:
             if self._check(left) == 0:  # the frame is decoded and flushed
                 self._ended = True
                 self.close()  # its window (up to 2**window_log bytes) is freed now
+                if self._in.pos < self._in.size or self._raw.read(1):
+                    # the build writes one frame: what follows (garbage, or a second
+                    # frame that libzstd might read in a legacy format) is refused
+                    raise HostZstdError("data follows the zstd frame")
                 break
             if self._raw_ended and dst.pos == before and self._in.pos == self._in.size:
                 self.close()
@@ -154,4 +159,7 @@ def open_host_reader(raw: IO[bytes], window: int) -> HostReader | None:
     lib = library()
     if lib is None:
         return None
-    return HostReader(lib, raw, window.bit_length() - 1)
+    try:
+        return HostReader(lib, raw, window.bit_length() - 1)
+    except MemoryError:  # libzstd could not allocate a decoder: the vendored one may
+        return None
