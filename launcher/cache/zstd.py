@@ -1,9 +1,13 @@
-"""A zstd decompressing reader: the stdlib on 3.14+, else the host's libzstd
-(launcher.cache.hostzstd), else the vendored zstandard module.
+"""A zstd decompressing reader: the host's libzstd (launcher.cache.hostzstd), else the
+stdlib's on 3.14+, else the vendored zstandard module.
 
-A C extension cannot be imported from inside a zip, so the vendored zstandard
-module for this interpreter's ABI is published into <cache>/v1/vendor/ through the
-cache's one publish protocol, like a bundle. Only the cold path imports this module.
+The host's library comes first on every version, 3.14's included: its reader decodes
+exactly one frame and refuses what follows, where the stdlib's ZstdFile would go on to
+a second frame, which libzstd may read in a legacy format whose decoder ignores the
+window cap. A C extension cannot be imported from inside a zip, so the vendored
+zstandard module for this interpreter's ABI is published into <cache>/v1/vendor/
+through the cache's one publish protocol, like a bundle. Only the cold path imports
+this module.
 """
 
 from __future__ import annotations
@@ -31,15 +35,15 @@ def open_reader(raw: IO[bytes], layout: Layout, window: int = 1 << MAX_WINDOW_LO
     window = min(window, 1 << MAX_WINDOW_LOG)
     raw = FramesOnly(raw)
     try:
+        from launcher.cache.hostzstd import open_host_reader
+    except ImportError:  # a Python built without ctypes
+        open_host_reader = None
+    host = open_host_reader(raw, window) if open_host_reader else None
+    if host is not None:
+        return host  # type: ignore[return-value]
+    try:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
     except ImportError:
-        try:
-            from launcher.cache.hostzstd import open_host_reader
-        except ImportError:  # a Python built without ctypes
-            open_host_reader = None
-        host = open_host_reader(raw, window) if open_host_reader else None
-        if host is not None:
-            return host  # type: ignore[return-value]
         zstandard = import_zstandard(layout)
         dctx = zstandard.ZstdDecompressor(max_window_size=window)
         reader = dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=False)

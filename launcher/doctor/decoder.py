@@ -1,5 +1,5 @@
-"""doctor's zstd line: the decoder a cold start would use (the stdlib's on 3.14+, the
-host's libzstd, else the vendored zstandard for this ABI), or why there is none."""
+"""doctor's zstd line: the decoder a cold start would use (the host's libzstd, else the
+stdlib's on 3.14+, else the vendored zstandard for this ABI), or why there is none."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from launcher.errors import ExitCode, LauncherError
 
 
 def check_zstd() -> Finding:
-    """The decoder a cold start would use: the stdlib's, the host's libzstd, the vendored."""
-    if sys.version_info >= (3, 14):
-        return Finding("zstd", True, "compression.zstd (standard library)")
+    """The decoder a cold start would use: the host's libzstd, the stdlib's, the vendored."""
     try:
         from launcher.cache.hostzstd import library
 
@@ -23,6 +21,8 @@ def check_zstd() -> Finding:
     if lib is not None:
         v = lib.ZSTD_versionNumber()
         return Finding("zstd", True, f"the host's libzstd {v // 10000}.{v // 100 % 100}.{v % 100}")
+    if sys.version_info >= (3, 14):
+        return Finding("zstd", True, "compression.zstd (standard library)")
     from importlib.machinery import EXTENSION_SUFFIXES
 
     from launcher.cache import vendorblob
