@@ -79,8 +79,22 @@ def use_cached_code() -> None:
         prefer(code)
 
 
-if __name__ == "__main__":
-    use_cached_code()
-    from launcher.cli.main import main
+# Preformatted: when memory has run out there may be none left to build a message.
+OUT_OF_MEMORY = (
+    b"auto-review: out of memory (a limit such as ulimit -v or a cgroup's memory.max was"
+    b" reached) -- raise it: a cold start needs about 64 MB of memory and 300 MB of"
+    b" address space\n"
+)
 
-    sys.exit(main())
+
+if __name__ == "__main__":
+    try:
+        use_cached_code()
+        from launcher.cli.main import main
+
+        sys.exit(main())
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "can't start new thread" not in str(exc):
+            raise
+        os.write(2, OUT_OF_MEMORY)
+        sys.exit(71)  # EX_OSERR, as a fork that fails

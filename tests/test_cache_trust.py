@@ -471,3 +471,30 @@ def test_hostile_labels_and_manifests_in_the_cache_are_bounded_and_ignored(
     assert rows[0]["labels"] == [manifest_of(app)["version"]]
     pinned = run_app(app, "cache", "prepare", env=dict(env, AUTO_REVIEW_BUNDLE="9.9.9"))
     assert pinned.returncode == 66, pinned.stderr  # the label past the cap is not believed
+
+
+@pytest.mark.parametrize("limit_mb", range(100, 260, 10))
+def test_a_memory_limit_is_one_line_never_a_traceback_nor_half_a_cache(
+    app: Path, tmp_path: Path, limit_mb: int
+) -> None:
+    """A cold start under an address-space limit (ulimit -v) from far too small to
+    enough: below what it needs it fails where the memory runs out (an import, zipfile's
+    directory, a thread that cannot start), which is one line and exit 71, and a version
+    is published whole or not at all."""
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        ["prlimit", f"--as={limit_mb << 20}", HOST_PYTHON, str(app), "cache", "prepare"],
+        env=env_for(cache), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.returncode == 0:
+        [version] = published(cache)
+        assert (version / ".complete").exists()
+        return
+    assert result.returncode == 71, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "auto-review: out of memory (a limit such as ulimit -v or a cgroup's memory.max was"
+        " reached) -- raise it: a cold start needs about 64 MB of memory and 300 MB of"
+        " address space"
+    ]
+    assert all((v / ".complete").exists() for v in published(cache) if not v.name.startswith("."))

@@ -146,6 +146,7 @@ class PublishAlongside:
         import threading
 
         self.failed: list[BaseException] = []
+        self.started = True
         self.thread = threading.Thread(
             target=self._run, args=(layout,), name="auto-review-code", daemon=True
         )
@@ -157,11 +158,16 @@ class PublishAlongside:
             self.failed.append(exc)
 
     def start(self) -> None:
-        self.thread.start()
+        try:
+            self.thread.start()
+        except RuntimeError:  # "can't start new thread" under a memory limit: the code
+            self.started = False  # dir is an optimisation, the unpack goes on without it
 
     def wait(self) -> None:
         """Wait for the thread; raise what it raised, unless an exception is on its way
         (then a wait of the thread for the code dir's lock stops first)."""
+        if not self.started:
+            return
         if sys.exc_info()[0] is not None:
             locks.abandon_waits()
         self.thread.join()
