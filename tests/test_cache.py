@@ -208,6 +208,23 @@ def test_a_busy_code_dir_lock_is_one_warning_from_the_thread_that_waits_on_it(
     assert len(published(cache)) == 1 and work_dirs(cache) == []
 
 
+def cold_start_behind_a_held_vendor_lock(
+    app: Path, tmp_path: Path, cache: Path, **env: str
+) -> tuple[int, subprocess.Popen[str]]:
+    """A cold start on a host without libzstd, into `cache`, while the test holds the
+    publish lock of the vendored zstd module (named by a first run elsewhere): (the
+    lock's fd, the running launcher)."""
+    first = tmp_path / "first"
+    no_libzstd = without_host_libzstd()
+    assert run_app(app, "cache", "prepare", env=env_for(first), prefix=no_libzstd).returncode == 0
+    [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
+    fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
+    proc = subprocess.Popen([*no_libzstd, HOST_PYTHON, str(app), "cache", "prepare"],
+                            env=env_for(cache, **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return fd, proc
+
+
 @needs_root
 def test_the_decoder_thread_waits_for_another_launcher_publishing_the_zstd_module(
     app: Path, tmp_path: Path
@@ -216,15 +233,8 @@ def test_the_decoder_thread_waits_for_another_launcher_publishing_the_zstd_modul
     thread; two versions starting cold at once share it, so one waits for the other's
     publish lock. That wait runs off the main thread (it was a ValueError traceback); it
     ends when the lock is released, and the unpack goes on."""
-    first = tmp_path / "first"
-    no_libzstd = without_host_libzstd()
-    assert run_app(app, "cache", "prepare", env=env_for(first), prefix=no_libzstd).returncode == 0
-    [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
     cache = tmp_path / "cache"
-    fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
-    proc = subprocess.Popen([*no_libzstd, HOST_PYTHON, str(app), "cache", "prepare"],
-                            env=env_for(cache),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    fd, proc = cold_start_behind_a_held_vendor_lock(app, tmp_path, cache)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # waits on the process, not on a clock
@@ -244,15 +254,10 @@ def test_ctrl_c_while_the_decoder_thread_waits_for_a_lock_ends_the_run_at_once(
     """Ctrl-C during a cold start whose decoder waits for another launcher's publish
     of the zstd module: the run ends (130, nothing published) without waiting for that
     launcher; joining the decoder used to wait out AUTO_REVIEW_LOCK_TIMEOUT."""
-    first = tmp_path / "first"
-    no_libzstd = without_host_libzstd()
-    assert run_app(app, "cache", "prepare", env=env_for(first), prefix=no_libzstd).returncode == 0
-    [vendored] = [p.name for p in (first / "v1" / "vendor").iterdir() if p.is_dir()]
     cache = tmp_path / "cache"
-    fd = held_lock(cache / "v1" / "vendor" / f"{vendored}.extract.lock")
-    proc = subprocess.Popen([*no_libzstd, HOST_PYTHON, str(app), "cache", "prepare"],
-                            env=env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="3600"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    fd, proc = cold_start_behind_a_held_vendor_lock(
+        app, tmp_path, cache, AUTO_REVIEW_LOCK_TIMEOUT="3600"
+    )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # waits on the process, not on a clock
