@@ -118,10 +118,13 @@ def _first_member_start(fd: int, size: int) -> int | None:
     flags, method = struct.unpack_from("<HH", head, at + 6)
     csize, usize, name_len, extra_len = struct.unpack_from("<IIHH", head, at + 18)
     name = head[at + 30 : at + 30 + name_len]
-    if name != PAYLOAD_MEMBER.encode() or method != 0 or flags & 0x09 or csize != size:
-        return None  # another member first, compressed, encrypted, sizes elsewhere
-    if usize != size:
-        return None
+    if (
+        name != PAYLOAD_MEMBER.encode()
+        or method != 0
+        or flags & 0x09
+        or (csize, usize) != (size, size)
+    ):
+        return None  # another member first, compressed, encrypted, sizes elsewhere or other
     start = at + 30 + name_len + extra_len
     if start + size > os.fstat(fd).st_size:
         raise PayloadCorrupt("the single file ends inside its payload", REBUILD)
