@@ -54,6 +54,38 @@ def test_a_directory_of_taken_names_is_an_error_not_a_loop(
         publish.make_work_dir(str(tmp_path), ".tmp-x-")
 
 
+def test_ctrl_c_the_moment_the_work_dir_exists_leaves_no_work_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C lands between bytecodes, so also right after the work dir's mkdir and
+    before the publish has a name for it (a real Ctrl-C did so under load, in
+    test_cache.py's decoder-lock test). The interrupt is injected there."""
+    real_mkdir = os.mkdir
+
+    def mkdir_then_interrupted(path: str, mode: int = 0o777) -> None:
+        real_mkdir(path, mode)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        publish.publish(str(tmp_path / "x"), lambda work: None, waiting_for="", lock_held=True)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_taken_name_is_not_counted_as_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a failed publish removes is only what it made: a name that was taken is
+    dropped from its list."""
+    names = iter([b"\x00" * 6, b"\x01" * 6])
+    monkeypatch.setattr(os, "urandom", lambda n: next(names))
+    (tmp_path / (".tmp-x-" + "00" * 6)).mkdir()
+    made: list[str] = []
+    path = publish.make_work_dir(str(tmp_path), ".tmp-x-", made)
+    assert made == [path] == [str(tmp_path / (".tmp-x-" + "01" * 6))]
+
+
 def test_early_writeback_leaves_the_file_whole_and_skips_small_ones(tmp_path: Path) -> None:
     """The hook only starts writing (it never waits, never fails the unpack): the bytes
     stay what was written, a closed or bad fd is ignored, and a small file makes no call

@@ -74,11 +74,9 @@ def _publish_locked(final: str, fill: Callable[[str], None], needed_bytes: int) 
     remove_leftovers(parent, name)
     if needed_bytes:
         check_free_space(parent, needed_bytes)
+    made: list[str] = []  # named before it exists: a Ctrl-C right after mkdir leaves none
     try:
-        work = make_work_dir(parent, work_prefix(name))
-    except OSError as exc:
-        raise map_os_error(exc, f"cannot write the cache {parent}") from None
-    try:
+        work = make_work_dir(parent, work_prefix(name), made)
         fill(work)
         sync_tree(work)
         write_marker(work)
@@ -87,21 +85,27 @@ def _publish_locked(final: str, fill: Callable[[str], None], needed_bytes: int) 
     except BaseException as exc:
         from launcher.cache.tree import remove_tree
 
-        remove_tree(work, ignore_errors=True)
+        for path in made:  # under the publish lock: no other launcher makes these names
+            remove_tree(path, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, LauncherError):
             raise map_os_error(exc, f"cannot write the cache {parent}") from None
         raise
     return True
 
 
-def make_work_dir(parent: str, prefix: str) -> str:
+def make_work_dir(parent: str, prefix: str, made: list[str] | None = None) -> str:
     """A new private directory `parent/prefix<random>`: tempfile.mkdtemp's job, without
-    importing tempfile (with random and shutil, 8 ms of every cold start's CPU)."""
+    importing tempfile (with random and shutil, 8 ms of every cold start's CPU). Its
+    path is put in `made`, if given, before it is created."""
     for _ in range(100):
         path = os.path.join(parent, prefix + os.urandom(6).hex())
+        if made is not None:
+            made.append(path)
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
+            if made is not None:
+                made.pop()  # not ours
             continue
         return path
     raise FileExistsError(errno.EEXIST, "no unused work dir name", parent)
