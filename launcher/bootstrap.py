@@ -87,14 +87,30 @@ OUT_OF_MEMORY = (
 )
 
 
+def memory_ran_out(exc: BaseException | None) -> bool:
+    """Whether `exc` or one it arose from is memory (or a thread) the OS refused."""
+    for _ in range(16):
+        if exc is None:
+            return False
+        if isinstance(exc, MemoryError) or "can't start new thread" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 if __name__ == "__main__":
     try:
         use_cached_code()
         from launcher.cli.main import main
 
         sys.exit(main())
-    except (MemoryError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "can't start new thread" not in str(exc):
-            raise
-        os.write(2, OUT_OF_MEMORY)
-        sys.exit(71)  # EX_OSERR, as a fork that fails
+    except Exception as exc:  # the launcher's own errors are one line already (main)
+        if memory_ran_out(exc):
+            os.write(2, OUT_OF_MEMORY)
+            sys.exit(71)  # EX_OSERR, as a fork that fails
+        # A bug, or memory that ran out in another thread (leaving, say, a module half
+        # imported): one line all the same, and what to try.
+        what = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        line = f"auto-review: internal error ({what}) -- if a memory limit is set (ulimit -v),"
+        os.write(2, f"{line} raise it; otherwise report this line\n".encode(errors="replace"))
+        sys.exit(70)  # EX_SOFTWARE

@@ -479,8 +479,9 @@ def test_a_memory_limit_is_one_line_never_a_traceback_nor_half_a_cache(
 ) -> None:
     """A cold start under an address-space limit (ulimit -v) from far too small to
     enough: below what it needs it fails where the memory runs out (an import, zipfile's
-    directory, a thread that cannot start), which is one line and exit 71, and a version
-    is published whole or not at all."""
+    directory, a thread that cannot start, a decoder that cannot map), which is one line
+    and exit 71 (70 when it surfaced as another error), and a version is published whole
+    or not at all."""
     cache = tmp_path / "cache"
     result = subprocess.run(
         ["prlimit", f"--as={limit_mb << 20}", HOST_PYTHON, str(app), "cache", "prepare"],
@@ -491,10 +492,15 @@ def test_a_memory_limit_is_one_line_never_a_traceback_nor_half_a_cache(
         [version] = published(cache)
         assert (version / ".complete").exists()
         return
-    assert result.returncode == 71, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "auto-review: out of memory (a limit such as ulimit -v or a cgroup's memory.max was"
-        " reached) -- raise it: a cold start needs about 64 MB of memory and 300 MB of"
-        " address space"
-    ]
+    [line] = result.stderr.strip().splitlines()
+    if result.returncode == 71:
+        assert line == (
+            "auto-review: out of memory (a limit such as ulimit -v or a cgroup's memory.max"
+            " was reached) -- raise it: a cold start needs about 64 MB of memory and 300 MB"
+            " of address space"
+        )
+    else:  # memory that ran out in another thread can surface as anything (a module half
+        # imported): one line that names the limit all the same
+        assert result.returncode == 70, result.stderr
+        assert line.startswith("auto-review: internal error (") and "ulimit -v" in line
     assert all((v / ".complete").exists() for v in published(cache) if not v.name.startswith("."))

@@ -165,6 +165,8 @@ def extract_verified(
             exc.message += " (and the payload does not match its digest)"
         raise
     except (EOFError, *zstd.decompression_errors()) as exc:
+        if "Allocation error" in str(exc):  # the window, under a memory limit: not damage
+            raise MemoryError from None
         raise PayloadCorrupt(f"the embedded payload is damaged: {exc}", embedded.REBUILD) from None
     decoding.progress.finish()
     if not decoding.digest.matches(manifest["digest"]):

@@ -75,7 +75,11 @@ def _load() -> ctypes.CDLL | None:
         lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
         lib.ZSTD_getErrorName.restype = ctypes.c_char_p
         lib.ZSTD_getErrorName.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):  # no such library, not an ELF, a symbol missing
+    except OSError as exc:  # no such library, not an ELF
+        if "failed to map segment" in str(exc):  # glibc's dlopen when mmap fails: memory
+            raise MemoryError from None
+        return None
+    except AttributeError:  # a symbol missing
         return None
     return lib
 
@@ -100,6 +104,8 @@ class HostReader:
         if self._lib.ZSTD_isError(code):
             name = self._lib.ZSTD_getErrorName(code) or b"unknown error"
             self.close()
+            if name.startswith(b"Allocation error"):  # the window, under a memory limit
+                raise MemoryError
             raise HostZstdError(name.decode("ascii", "replace"))
         return code
 

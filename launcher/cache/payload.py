@@ -65,6 +65,7 @@ class Digest:
 
     def __init__(self, fd: int, offset: int, size: int) -> None:
         self.hexdigest: str | None = None  # None: not computed (a short file)
+        self._error: BaseException | None = None  # raised by matches(), in the caller
         self._stop = False
         self._thread = threading.Thread(
             target=self._run, args=(fd, offset, size), name="auto-review-digest", daemon=True
@@ -72,25 +73,29 @@ class Digest:
         self._thread.start()
 
     def _run(self, fd: int, offset: int, size: int) -> None:
-        import hashlib
-
-        sha = hashlib.sha256()
-        end = offset + size
         try:
+            import hashlib
+
+            sha = hashlib.sha256()
+            end = offset + size
             while offset < end and not self._stop:
                 data = os.pread(fd, min(zstd.READ_SIZE, end - offset), offset)
                 if not data:
                     return
                 sha.update(data)
                 offset += len(data)
+            if offset == end:
+                self.hexdigest = "sha256:" + sha.hexdigest()
         except OSError:
-            return
-        if offset == end:
-            self.hexdigest = "sha256:" + sha.hexdigest()
+            return  # not computed: the payload does not match
+        except BaseException as exc:  # MemoryError: for the caller, not a thread traceback
+            self._error = exc
 
     def matches(self, digest: str) -> bool:
         """Whether the whole stored payload hashes to `digest` ('sha256:<hex>')."""
         self._thread.join()
+        if self._error is not None:
+            raise self._error
         return self.hexdigest == digest
 
     def stop(self) -> None:

@@ -66,7 +66,9 @@ def vendor_files(abi_suffix: str) -> list[tuple[str, bytes]] | None:
         return None
     try:
         import lzma
-    except ImportError:  # a Python built without liblzma
+    except ImportError as exc:  # a Python built without liblzma
+        if "failed to map segment" in str(exc):  # glibc's dlopen when mmap fails: memory
+            raise MemoryError from None
         from launcher.errors import RuntimeMissing
 
         raise RuntimeMissing(

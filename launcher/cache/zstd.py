@@ -140,6 +140,8 @@ def import_zstandard(layout: Layout):
     try:
         import zstandard
     except ImportError as exc:
+        if "failed to map segment" in str(exc):  # glibc's dlopen when mmap fails; with
+            raise MemoryError from None  # noexec refused above, that leaves memory
         raise RuntimeMissing(
             f"the vendored zstd decoder does not load: {exc}",
             "run auto-review with Python 3.10-3.13 or 3.14+, or pip install zstandard",
