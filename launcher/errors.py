@@ -92,3 +92,11 @@ class ConfigError(LauncherError):
     """An environment variable or option has a value we cannot use."""
 
     exit_code = ExitCode.CONFIG
+
+
+def raise_if_out_of_memory(exc: BaseException) -> None:
+    """MemoryError when `exc` is a native library that could not be mapped: glibc's
+    dlopen says "failed to map segment" when mmap fails, which, with noexec caches
+    refused before any load, leaves a memory limit. Otherwise nothing."""
+    if "failed to map segment" in str(exc):
+        raise MemoryError from None

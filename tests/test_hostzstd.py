@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -235,3 +237,20 @@ def test_a_libzstd_that_cannot_allocate_a_decoder_leaves_it_to_the_vendored_one(
 
     monkeypatch.setattr(hostzstd, "_loaded", [NoMemory()])
     assert open_host_reader(io.BytesIO(b""), WINDOW) is None
+
+
+def test_a_libzstd_that_cannot_be_mapped_for_lack_of_memory_is_a_memory_error() -> None:
+    """Under an address-space limit that leaves no room to map the library, dlopen
+    fails ("failed to map segment"): that is memory (the launcher's out-of-memory line),
+    not a host without libzstd (the vendored decoder, which would fail the same way)."""
+    code = (
+        "import resource, sys; sys.path.insert(0, sys.argv[1])\n"
+        "from launcher.cache import hostzstd\n"
+        "vm = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1])\n"
+        "resource.setrlimit(resource.RLIMIT_AS, ((vm << 10) + (256 << 10), -1))\n"
+        "try:\n    print(hostzstd.library())\nexcept MemoryError:\n    print('MemoryError')\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, root],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.stdout.strip() == "MemoryError", out.stdout + out.stderr

@@ -21,6 +21,8 @@ from __future__ import annotations
 import ctypes
 import threading
 
+from launcher.errors import raise_if_out_of_memory
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO
@@ -76,8 +78,7 @@ def _load() -> ctypes.CDLL | None:
         lib.ZSTD_getErrorName.restype = ctypes.c_char_p
         lib.ZSTD_getErrorName.argtypes = [ctypes.c_size_t]
     except OSError as exc:  # no such library, not an ELF
-        if "failed to map segment" in str(exc):  # glibc's dlopen when mmap fails: memory
-            raise MemoryError from None
+        raise_if_out_of_memory(exc)
         return None
     except AttributeError:  # a symbol missing
         return None

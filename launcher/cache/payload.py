@@ -6,8 +6,9 @@ nothing else: it starts before the unpacking code is imported (importing it, wri
 the launcher's code cache and setting up the work dir then overlap with it), reads the
 stored bytes straight from the single file, and decodes them (the host's libzstd, else
 the zstd module published into the cache: launcher.cache.zstd), a bounded number of
-chunks ahead (launcher.cache.readahead). The manifest's sha256 of the same bytes is computed by a
-third thread on the core the writer leaves idle. Only the cold path imports this module.
+chunks ahead (launcher.cache.readahead). The manifest's sha256 of the same bytes is
+computed by a third thread on the core the writer leaves idle. Only the cold path
+imports this module.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import hashlib
 import json
 
 from launcher import embedded
-from launcher.errors import PayloadCorrupt
+from launcher.errors import PayloadCorrupt, raise_if_out_of_memory
 
 INDEX_MEMBER = "_vendor/zstandard.json"
 BLOB_MEMBER = "_vendor/zstandard.xz"
@@ -67,8 +67,7 @@ def vendor_files(abi_suffix: str) -> list[tuple[str, bytes]] | None:
     try:
         import lzma
     except ImportError as exc:  # a Python built without liblzma
-        if "failed to map segment" in str(exc):  # glibc's dlopen when mmap fails: memory
-            raise MemoryError from None
+        raise_if_out_of_memory(exc)
         from launcher.errors import RuntimeMissing
 
         raise RuntimeMissing(

@@ -20,7 +20,7 @@ from typing import IO
 
 from launcher.cache import publish
 from launcher.cache.paths import Layout, ensure_level, refuse_noexec
-from launcher.errors import PayloadCorrupt, RuntimeMissing
+from launcher.errors import PayloadCorrupt, RuntimeMissing, raise_if_out_of_memory
 
 MAX_WINDOW_LOG = 25  # 32 MiB: the build uses a 16 MiB window (2**24); larger is a bomb
 POLICY_PREFIX = "PYTHON_ZSTANDARD_"
@@ -140,8 +140,7 @@ def import_zstandard(layout: Layout):
     try:
         import zstandard
     except ImportError as exc:
-        if "failed to map segment" in str(exc):  # glibc's dlopen when mmap fails; with
-            raise MemoryError from None  # noexec refused above, that leaves memory
+        raise_if_out_of_memory(exc)
         raise RuntimeMissing(
             f"the vendored zstd decoder does not load: {exc}",
             "run auto-review with Python 3.10-3.13 or 3.14+, or pip install zstandard",
