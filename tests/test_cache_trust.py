@@ -504,3 +504,26 @@ def test_a_memory_limit_is_one_line_never_a_traceback_nor_half_a_cache(
         assert result.returncode == 70, result.stderr
         assert line.startswith("auto-review: internal error (") and "ulimit -v" in line
     assert all((v / ".complete").exists() for v in published(cache) if not v.name.startswith("."))
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "line"),
+    [
+        ("ValueError('planted bug')", 70,
+         "auto-review: internal error (ValueError: planted bug) -- if a memory limit is set"
+         " (ulimit -v), raise it; otherwise report this line"),
+        ("MemoryError()", 71, "auto-review: out of memory (a limit such as ulimit -v"),
+        ("RuntimeError(\"can't start new thread\")", 71, "auto-review: out of memory ("),
+    ],
+)  # fmt: skip
+def test_what_the_launcher_did_not_expect_is_one_line_never_a_traceback(
+    app: Path, tmp_path: Path, raised: str, code: int, line: str
+) -> None:
+    """The bootstrap's last resort, reached for certain: a launcher module that raises
+    what no handler expects (a bug), or memory and threads the OS refused."""
+    planted = f"def prepare(quiet):\n    raise {raised}\n".encode()
+    bad = rewrite_app(app, tmp_path / "auto-review", members={"launcher/cli/prepare.py": planted})
+    result = run_app(bad, "cache", "prepare", env=env_for(tmp_path / "cache"))
+    assert result.returncode == code, result.stderr
+    [said] = result.stderr.strip().splitlines()
+    assert said.startswith(line), said
