@@ -254,3 +254,22 @@ def test_a_libzstd_that_cannot_be_mapped_for_lack_of_memory_is_a_memory_error() 
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code, root],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.stdout.strip() == "MemoryError", out.stdout + out.stderr
+
+
+def test_a_planted_libzstd_that_is_no_library_leaves_it_to_the_vendored_decoder(
+    app: Path, tmp_path: Path
+) -> None:
+    """LD_LIBRARY_PATH names a dir holding a `libzstd.so.1` that is no ELF (a stray or
+    planted file; a working library there is the user's own choice, as LD_PRELOAD is):
+    dlopen fails, the vendored decoder unpacks the same tree, and doctor says so."""
+    planted = tmp_path / "lib"
+    planted.mkdir()
+    (planted / "libzstd.so.1").write_bytes(b"#!/bin/sh\necho not a library\n")
+    env = dict(env_for(tmp_path / "cache"), LD_LIBRARY_PATH=str(planted))
+    result = run_app(app, "cache", "prepare", env=env)
+    assert result.returncode == 0, result.stderr
+    assert [p for p in (tmp_path / "cache" / "v1" / "vendor").iterdir() if p.is_dir()]
+    assert run_app(app, "cache", "verify", env=env).returncode == 0
+    doctor = run_app(app, "doctor", "--json", env=env)
+    [found] = [i for i in json.loads(doctor.stdout)["items"] if i["name"] == "zstd"]
+    assert found["detail"].startswith("vendored zstandard for cpython-"), found
