@@ -567,10 +567,56 @@ def test_the_single_file_refuses_header_bombs_in_bounded_memory(
 
 def test_readahead_delivers_everything_in_order() -> None:
     data = os.urandom(5 * MIB + 123)
-    with ReadAhead(io.BytesIO(data), chunk_size=MIB, depth=2) as ahead:
-        got = b"".join(iter(ahead.chunk, b""))
-        assert ahead.chunk() == b""  # and stays at the end
-    assert got == data
+    for source in (io.BytesIO(data), Unbuffered(data)):  # readinto, then read
+        with ReadAhead(source, chunk_size=MIB, depth=2) as ahead:
+            # each chunk is copied: it is valid only until the next call
+            got = b"".join(bytes(chunk) for chunk in iter(ahead.chunk, b""))
+            assert ahead.chunk() == b""  # and stays at the end
+        assert got == data
+
+
+class Unbuffered:
+    """A stream with read() only."""
+
+    def __init__(self, data: bytes) -> None:
+        self.stream = io.BytesIO(data)
+
+    def read(self, n: int) -> bytes:
+        return self.stream.read(n)
+
+
+class Counting(io.RawIOBase):
+    """An endless stream whose n-th readinto fills the buffer with the byte n % 256, and
+    tells a waiting test about each read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.buffers: set[int] = set()
+        self.cond = threading.Condition()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray) -> int:  # type: ignore[override]
+        with self.cond:
+            buf[:] = bytes([self.reads % 256]) * len(buf)
+            self.buffers.add(id(buf))
+            self.reads += 1
+            self.cond.notify_all()
+        return len(buf)
+
+
+def test_readahead_reuses_its_buffers_and_never_one_handed_out() -> None:
+    source = Counting()
+    with ReadAhead(source, chunk_size=4096, depth=3) as ahead:
+        for n in range(40):
+            chunk = ahead.chunk()
+            ready = n + 5  # the thread reads ahead until every buffer is in use
+            with source.cond:
+                assert source.cond.wait_for(lambda r=ready: source.reads >= r, timeout=60)
+            # the chunk handed out is intact while the thread fills the others
+            assert chunk == bytes([n % 256]) * 4096
+    assert len(source.buffers) == 3 + 2  # depth queued, one lent, one being filled
 
 
 def test_readahead_feeds_the_extractor_from_a_real_decoder(tmp_path: Path) -> None:

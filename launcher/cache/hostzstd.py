@@ -10,9 +10,9 @@ the kernel's userspace tools link it); a host without it, or with one older than
 (the first whose ZSTD_DCtx_setParameter is stable), gets the vendored zstandard.
 
 The reader decodes one frame and refuses anything after it, refuses a frame whose
-window is over the cap (memory is bounded whatever the payload says), and hands out
-what it decoded as bytearrays, which the ReadAhead queue and the tar reader take as
-they are. ctypes lets go of the GIL for
+window is over the cap (memory is bounded whatever the payload says), and decodes
+into the caller's buffer (`readinto`: the ReadAhead thread reuses a few, so no chunk
+costs a fresh allocation). ctypes lets go of the GIL for
 the length of each call, so decoding overlaps with the writer, as zstandard's does.
 """
 
@@ -115,10 +115,18 @@ class HostReader:
             n = READ_SIZE
         if self._ended or n == 0:
             return b""
+        out = bytearray(n)
+        del out[self.readinto(out) :]
+        return out
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Decode into `buf` until it is full or the frame ends; the count (0 at the end)."""
+        n = len(buf)
+        if self._ended or n == 0:
+            return 0
         if not self._dctx:
             raise ValueError("read from a closed HostReader")
-        out = bytearray(n)
-        target = (ctypes.c_char * n).from_buffer(out)
+        target = (ctypes.c_char * n).from_buffer(buf)
         dst = _Buffer(ctypes.addressof(target), n, 0)
         while dst.pos < n:
             if self._in.pos == self._in.size and not self._raw_ended:
@@ -143,9 +151,8 @@ class HostReader:
             if self._raw_ended and dst.pos == before and self._in.pos == self._in.size:
                 self.close()
                 raise HostZstdError("the data ends inside its zstd frame")
-        del target  # the bytearray cannot be resized while ctypes holds its buffer
-        del out[dst.pos :]
-        return out
+        del target  # a bytearray cannot be resized while ctypes holds its buffer
+        return dst.pos
 
     def readable(self) -> bool:
         return True
