@@ -80,16 +80,16 @@ def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
     )
 
 
-def interpreter_row(rounds: int) -> Row:
-    """What `python3 FILE` costs over the shebang's `python3 -I -S FILE` on this host: the
-    site module and whatever .pth files the host's site-packages hold."""
-    plain = timed(lambda: run([PYTHON, "-c", "pass"]), rounds)
-    isolated = timed(lambda: run([PYTHON, "-I", "-S", "-c", "pass"]), rounds)
+def interpreter_row(app: Path, rounds: int) -> Row:
+    """What `python3 FILE` costs over the way the file's first lines run it on this
+    host: the site module, whatever .pth files the host's site-packages hold, and runpy."""
+    plain = timed(lambda: run([PYTHON, str(app), "--version"]), rounds)
+    isolated = timed(lambda: run([*APP_PYTHON, str(app), "--version"]), rounds)
     extra = (statistics.median(plain) - statistics.median(isolated)) * 1000
     return (
-        "interpreter start with site (`python3 -c pass`)",
+        "`python3 auto-review --version`",
         fmt(plain),
-        f"`python3 -I -S -c pass`: {fmt(isolated)}",
+        f"`./auto-review --version` (without the shell): {fmt(isolated)}",
         ratio(plain, isolated),
         f"context: `python3 auto-review` adds +{extra:.1f} ms to each row",
     )

@@ -17,11 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from buildsys.zipapp import BOOT  # noqa: E402 -- the build's own, from the tree measured
+
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-# The single file as its first lines run it (`exec python3 -I -S "$0" "$@"`, from
-# buildsys/zipapp.py): isolated, without site. `python3 FILE`, as other zipapps are run,
-# is measured beside it where start-up matters (cases_warm.py's start-up row).
-APP_PYTHON = [PYTHON, "-I", "-S"]
+# The single file as its first lines run it (`exec python3 -I -S -c BOOT "$0" "$@"`, from
+# buildsys/zipapp.py), without the shell: isolated, without site, without runpy.
+# `python3 FILE`, as other zipapps are run, is measured beside it where start-up matters
+# (cases_warm.py's start-up row).
+APP_PYTHON = [PYTHON, "-I", "-S", "-c", BOOT]
 ROOTLESS_USER = "ar-rootless"
 
 Row = tuple[str, str, str, str, str]

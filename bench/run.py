@@ -40,7 +40,7 @@ def main() -> int:
         rows = [
             *warm_rows(app, rounds, base),
             warm_path_row(app, rounds, base),
-            interpreter_row(rounds),
+            interpreter_row(app, rounds),
             *cold_rows(app, rounds, base),
             cold_synced_row(app, rounds, base),
             *size_rows(app, base),

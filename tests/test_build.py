@@ -23,6 +23,7 @@ from conftest import HOST_PYTHON, ROOT, build_app, needs_root, run_app
 
 from buildsys.elf import find_library, is_elf, read_elf, resolve_in_root
 from buildsys.recipe import Recipe
+from buildsys.zipapp import SHEBANG
 
 RECIPE = Recipe.load()
 
@@ -176,13 +177,13 @@ def test_a_start_under_the_build_python_compiles_nothing(
 
 
 def test_payload_is_stored_and_zip_is_deterministic(app: Path) -> None:
-    assert app.read_bytes().startswith(b'#!/bin/sh\nexec python3 -I -S "$0" "$@"\n')
+    assert app.read_bytes().startswith(SHEBANG)  # its command: tests/test_preamble.py
     with zipfile.ZipFile(app) as zf:
         infos = zf.infolist()
     names = [i.filename for i in infos]
     # the payload first, right after the shebang (a cold start finds it with one pread)
     assert names[0] == "bundle/rootfs.tar.zst" and names[1:] == sorted(names[1:])
-    assert infos[0].header_offset == len(b'#!/bin/sh\nexec python3 -I -S "$0" "$@"\n')
+    assert infos[0].header_offset == len(SHEBANG)
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert next(i for i in infos if i.filename == "bundle/rootfs.tar.zst").compress_type == 0
     assert [n for n in names if n.startswith("_vendor/")] == [

@@ -1,0 +1,86 @@
+"""The single file's first lines: `/bin/sh` execs `python3 -I -S -c BOOT "$0" "$@"`, which
+runs the zip's __main__ as `python3 FILE` would, without runpy (buildsys/zipapp.py).
+Each test runs the real file the way a user does: `./auto-review`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import zipfile
+from pathlib import Path
+
+from buildsys.zipapp import SHEBANG
+
+
+def preamble_command(app: Path) -> list[str]:
+    """The command the file's second line execs, read from the file itself."""
+    with open(app, "rb") as fh:
+        head = fh.read(len(SHEBANG))
+    assert head == SHEBANG and head.startswith(b"#!/bin/sh\nexec ")
+    words = shlex.split(head[len(b"#!/bin/sh\n") :].decode())
+    assert words[0] == "exec" and words[-2:] == ["$0", "$@"], words
+    return words[1:-2]
+
+
+# Every compile of a file and every module imported, recorded around the file's own BOOT.
+RECORDING = """
+import atexit, os, sys
+compiled = []
+sys.addaudithook(lambda ev, args: ev == "compile" and args[1] != "<string>"
+                 and compiled.append(str(args[1])))
+atexit.register(lambda: print("COMPILED", compiled, "RUNPY", "runpy" in sys.modules,
+                              file=sys.stderr))
+exec(os.environ["BOOT"])
+"""
+
+
+def test_the_file_runs_itself_without_runpy_and_compiles_nothing(app: Path, tmp_path: Path) -> None:
+    python, *flags, boot = preamble_command(app)
+    assert python == "python3" and flags == ["-I", "-S", "-c"]
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache"), BOOT=boot)
+    for args in (("--version",), ("-q", "cache", "prepare"), ("-q", "cache", "prepare")):
+        result = subprocess.run(["python3", "-I", "-S", "-c", RECORDING, str(app), *args],
+                                env=env, capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "COMPILED [] RUNPY False" in result.stderr, result.stderr
+
+
+def test_a_relative_path_and_a_hostile_working_dir(app: Path, tmp_path: Path) -> None:
+    """Started as ./auto-review from a directory that plants the modules the preamble and
+    the launcher import: none of them loads (-I puts no directory in front of sys.path,
+    with -c too), and the single file is found by its absolute path after a chdir."""
+    work = tmp_path / "repo"
+    (work / "launcher").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    plant = f"open({str(marker)!r}, 'w').write(__name__)\n"
+    for name in ("zipimport.py", "runpy.py", "launcher/__init__.py", "fcntl.py", "json.py"):
+        (work / name).write_text(plant)
+    (work / "auto-review").symlink_to(app)
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache"))
+    version = subprocess.run(["./auto-review", "--version"], cwd=work, env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert version.returncode == 0, version.stderr
+    with zipfile.ZipFile(app) as zf:
+        digest = json.loads(zf.read("bundle/bundle.json"))["digest"]
+    assert digest.split(":")[1][:12] in version.stdout
+    prepared = subprocess.run(["sh", "auto-review", "-q", "cache", "prepare"], cwd=work,
+                              env=env, capture_output=True, text=True)  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr
+    assert not marker.exists(), marker.read_text()
+
+
+def test_a_truncated_file_is_one_line_and_exit_65(app: Path, tmp_path: Path) -> None:
+    """A download cut short has no zip directory: one line that says what to do."""
+    for size in (len(SHEBANG) + 10, 100_000, app.stat().st_size - 100):
+        cut = tmp_path / f"auto-review-{size}"
+        with open(app, "rb") as src, open(cut, "wb") as dst:
+            dst.write(src.read(size))
+        cut.chmod(0o755)
+        result = subprocess.run([str(cut), "--version"], capture_output=True, text=True)
+        assert result.returncode == 65, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "is not a whole auto-review file" in lines[0]
+        assert lines[0].endswith("-- download it again")
