@@ -786,3 +786,28 @@ def test_gc_sweeps_launcher_code_of_other_versions(app: Path, tmp_path: Path) ->
     result = run_app(app, "cache", "gc", env=env)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (cache / "v1" / "code").iterdir() if p.is_dir()) == [current.name]
+
+
+def test_the_threads_beside_the_decoder_yield_only_their_own_priority() -> None:
+    """yield_cpu lowers the calling thread to nice 19 and leaves the process (the
+    decoder, the writer) as it was: Linux keeps a nice value per thread."""
+    import threading
+
+    from launcher.cache.payload import yield_cpu
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: list[int] = []
+
+    def background() -> None:
+        yield_cpu()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join()
+    assert seen == [19]
+    assert (
+        os.getpriority(os.PRIO_PROCESS, 0)
+        == before
+        == os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    )

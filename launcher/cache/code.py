@@ -152,6 +152,9 @@ class PublishAlongside:
         )
 
     def _run(self, layout: Layout) -> None:
+        from launcher.cache.payload import yield_cpu  # loaded: this runs beside an unpack
+
+        yield_cpu()
         try:
             publish_code(layout, quiet=True)
         except BaseException as exc:  # raised in the caller's thread by wait()

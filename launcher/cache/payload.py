@@ -60,6 +60,19 @@ class StoredReader:
         return True
 
 
+def yield_cpu() -> None:
+    """Lower the calling thread's priority to the least (Linux: a nice value is per
+    thread). For the threads beside the decoder, which sets the pace of a cold start:
+    with the digest's and the code dir's threads runnable too, 4 threads shared 2 cores
+    and the decoder lost its own; at nice 19 they run when a core is idle (the writer
+    waits on the decoder often), and a cold start took 4-9 ms less (median of 25 and
+    40 interleaved runs)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError:
+        pass
+
+
 class Digest:
     """The sha256 of the stored payload, computed in a thread of its own (hashlib lets
     go of the GIL while it hashes). Reads the same fd as the decoder: the same file."""
@@ -74,6 +87,7 @@ class Digest:
         self._thread.start()
 
     def _run(self, fd: int, offset: int, size: int) -> None:
+        yield_cpu()
         try:
             import hashlib
 
