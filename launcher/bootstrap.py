@@ -98,12 +98,32 @@ def memory_ran_out(exc: BaseException | None) -> bool:
     return False
 
 
+def leave(code: int | None) -> None:
+    """Exit with `code` once the command is done, without the interpreter's teardown.
+
+    Freeing every module and object of the run took 6.6 ms after a cold start and 1.4 ms
+    after a warm one (from the last atexit handler to the parent's wait, median of 15),
+    for nothing: every thread of the launcher is a daemon or joined by then, and no file
+    object is left open. So: the atexit handlers, what Python buffers, then os._exit.
+    Output that cannot be flushed (a closed pipe) ends with 120, as Python's exit does."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    code = int(code or 0)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        code = code or 120
+    os._exit(code)
+
+
 if __name__ == "__main__":
     try:
         use_cached_code()
         from launcher.cli.main import main
 
-        sys.exit(main())
+        status = main()
     except Exception as exc:  # the launcher's own errors are one line already (main)
         if memory_ran_out(exc):
             os.write(2, OUT_OF_MEMORY)
@@ -114,3 +134,4 @@ if __name__ == "__main__":
         line = f"auto-review: internal error ({what}) -- if a memory limit is set (ulimit -v),"
         os.write(2, f"{line} raise it; otherwise report this line\n".encode(errors="replace"))
         sys.exit(70)  # EX_SOFTWARE
+    leave(status)

@@ -172,3 +172,21 @@ def test_the_same_payload_with_a_normal_window_unpacks(app: Path, tmp_path: Path
     )
     result = run_app(good, "cache", "prepare", env=env_for(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
+
+
+def test_output_whose_reader_is_gone_ends_with_120_and_no_noise(app: Path, tmp_path: Path) -> None:
+    """The launcher leaves without the interpreter's teardown (launcher/bootstrap.py,
+    leave): what it printed is flushed first, and a reader that went away (a closed pipe)
+    ends the run with 120, as Python's own exit does, without its "Exception ignored"
+    lines."""
+    env = env_for(tmp_path / "cache")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        gone = subprocess.run([str(app), "cache", "path"], env=env, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert gone.returncode == 120 and gone.stderr == ""
+    kept = subprocess.run([str(app), "cache", "path"], env=env, capture_output=True, text=True)
+    assert kept.returncode == 0 and kept.stdout == f"{tmp_path / 'cache'}\n", kept.stderr
