@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -66,6 +67,19 @@ def without_host_libzstd() -> list[str]:
     and the launcher falls back to its vendored zstandard (needs root)."""
     script = 'mount --bind /dev/null "$0" && exec "$@"'
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, host_libzstd()]
+
+
+def preamble_command(app: Path) -> list[str]:
+    """The command the single file's second line execs (`python3 -I -S -c BOOT`), read
+    from the file itself: a test runs it with another interpreter in place of python3."""
+    from buildsys.zipapp import SHEBANG
+
+    with open(app, "rb") as fh:
+        head = fh.read(len(SHEBANG))
+    assert head == SHEBANG and head.startswith(b"#!/bin/sh\nexec ")
+    words = shlex.split(head[len(b"#!/bin/sh\n") :].decode())
+    assert words[0] == "exec" and words[-2:] == ["$0", "$@"], words
+    return words[1:-2]
 
 
 def run_app(

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST_PYTHON, ROOT, needs_root, rewrite_app, run_app, without_host_libzstd
+from conftest import (
+    HOST_PYTHON,
+    ROOT,
+    needs_root,
+    preamble_command,
+    rewrite_app,
+    run_app,
+    without_host_libzstd,
+)
 
 PAYLOAD = "bundle/rootfs.tar.zst"
 
@@ -616,6 +624,11 @@ def test_launcher_runs_on_every_cpython(app: Path, tmp_path: Path, python: str) 
     assert "unpacked" in prep.stderr
     verify = subprocess.run([*cmd, "cache", "verify"], env=env, capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # and as the file's first lines run it, without runpy
+    _python3, *flags = preamble_command(app)
+    booted = subprocess.run([python, *flags, str(app), "cache", "verify"], env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert booted.returncode == 0, booted.stdout + booted.stderr
 
 
 def test_warm_path_imports_nothing_heavy(app: Path, tmp_path: Path) -> None:

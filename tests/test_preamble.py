@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import zipfile
 from pathlib import Path
 
+from conftest import preamble_command
+
 from buildsys.zipapp import SHEBANG
 
-
-def preamble_command(app: Path) -> list[str]:
-    """The command the file's second line execs, read from the file itself."""
-    with open(app, "rb") as fh:
-        head = fh.read(len(SHEBANG))
-    assert head == SHEBANG and head.startswith(b"#!/bin/sh\nexec ")
-    words = shlex.split(head[len(b"#!/bin/sh\n") :].decode())
-    assert words[0] == "exec" and words[-2:] == ["$0", "$@"], words
-    return words[1:-2]
-
-
-# Every compile of a file and every module imported, recorded around the file's own BOOT.
+# Every compile of a file, and whether runpy got imported, around the file's own BOOT.
 RECORDING = """
 import atexit, os, sys
 compiled = []
