@@ -19,7 +19,7 @@ from measure import (
     manifest_of,
     ratio,
     run,
-    timed,
+    timed_together,
 )
 from sandbox import Sandbox
 
@@ -67,8 +67,11 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
     rows: list[Row] = []
     try:
         run(line, check=False)  # the volume's first creation is not timed
-        ours = timed(lambda: run([*APP_PYTHON, str(app), "-q", "check"], env, check=False), rounds)
-        ref = timed(lambda: run(line, check=False), rounds)
+        ours, ref = timed_together(
+            [lambda: run([*APP_PYTHON, str(app), "-q", "check"], env, check=False),
+             lambda: run(line, check=False)],
+            rounds,
+        )  # fmt: skip
         podman_ref = f"`podman run --rm` (IMAGE.md line): {fmt(ref)}"
         rows.append(("warm `check` (root) vs the image in podman", fmt(ours), podman_ref,
                      ratio(ours, ref), ""))  # fmt: skip
@@ -76,12 +79,11 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
         rc = dict(env, AUTO_REVIEW_RUNTIME="runc")
         for args in (("check",), ("probe", "exit", "0")):
             run([*APP_PYTHON, str(app), "-q", *args], gv, check=False)
-            ours = timed(
-                lambda a=args: run([*APP_PYTHON, str(app), "-q", *a], gv, check=False), rounds
-            )
-            ref = timed(
-                lambda a=args: run([*APP_PYTHON, str(app), "-q", *a], rc, check=False), rounds
-            )
+            ours, ref = timed_together(
+                [lambda a=args: run([*APP_PYTHON, str(app), "-q", *a], gv, check=False),
+                 lambda a=args: run([*APP_PYTHON, str(app), "-q", *a], rc, check=False)],
+                rounds,
+            )  # fmt: skip
             rows.append((f"warm `{' '.join(args)}` under runsc (root)", fmt(ours),
                          f"the same under runc: {fmt(ref)}", ratio(ours, ref), ""))  # fmt: skip
         # gVisor's own start, without the launcher: the same config under both runtimes
@@ -91,8 +93,7 @@ def runtime_rows(app: Path, rounds: int, base: Path) -> list[Row]:
         case = "bare `runsc run` of `probe exit 0` (root)"
         try:
             gvisor = bare.bare_verified(*probe, runtime=("runsc", "--network=none"))
-            gvisor_times = timed(gvisor, rounds)
-            runc_bare = timed(bare.bare_verified(*probe), rounds)
+            gvisor_times, runc_bare = timed_together([gvisor, bare.bare_verified(*probe)], rounds)
         except ReferenceFailed as exc:
             rows.append(error_row(case, exc, "gVisor's start alone"))
         else:

@@ -20,7 +20,7 @@ from measure import (
     fmt,
     ratio,
     run,
-    timed,
+    timed_together,
 )
 from sandbox import Sandbox
 
@@ -47,8 +47,7 @@ def warm_row(box: Sandbox, args: tuple[str, ...], rounds: int, case: str, goal: 
     """The launcher's `args` against a bare `runc run` of the same config, each shown
     first to do its work; an error row naming the cause when one does not."""
     try:
-        ours = timed(box.verified(*args), rounds)
-        ref = timed(box.bare_verified(*args), rounds)
+        ours, ref = timed_together([box.verified(*args), box.bare_verified(*args)], rounds)
     except ReferenceFailed as exc:
         return error_row(case, exc, goal)
     return (case, fmt(ours), f"bare `runc run`: {fmt(ref)}", ratio(ours, ref), goal)
@@ -68,8 +67,8 @@ def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
         " from launcher.cache import warm; warm.acquire(True)"
     )
     cmd = [PYTHON, "-I", "-S", "-c", boot, str(app), code.name]
-    ours = timed(lambda: run(cmd, env), rounds)
-    ref = timed(lambda: run([PYTHON, "-I", "-S", "-c", "pass"]), rounds)
+    bare = [PYTHON, "-I", "-S", "-c", "pass"]
+    ours, ref = timed_together([lambda: run(cmd, env), lambda: run(bare)], rounds)
     extra = (statistics.median(ours) - statistics.median(ref)) * 1000
     return (
         "warm path (launcher imports + lock + marker)",
@@ -83,8 +82,11 @@ def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
 def interpreter_row(app: Path, rounds: int) -> Row:
     """What `python3 FILE` costs over the way the file's first lines run it on this
     host: the site module, whatever .pth files the host's site-packages hold, and runpy."""
-    plain = timed(lambda: run([PYTHON, str(app), "--version"]), rounds)
-    isolated = timed(lambda: run([*APP_PYTHON, str(app), "--version"]), rounds)
+    plain, isolated = timed_together(
+        [lambda: run([PYTHON, str(app), "--version"]),
+         lambda: run([*APP_PYTHON, str(app), "--version"])],
+        rounds,
+    )  # fmt: skip
     extra = (statistics.median(plain) - statistics.median(isolated)) * 1000
     return (
         "`python3 auto-review --version`",

@@ -55,6 +55,18 @@ def timed(
     return out
 
 
+def timed_together(fns: list[Callable[[], object]], rounds: int) -> list[list[float]]:
+    """Wall-clock seconds of each of `fns`, run in turn round after round: a neighbour
+    that slows the shared machine for a while slows every side alike. Fifteen runs of
+    ours, then fifteen of the reference, let a busy minute land on one side only (a
+    warm `check` printed 1.67x a bare `runc run` so, where 25 runs alone took 131 ms)."""
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, out in zip(fns, samples, strict=True):
+            out += timed(fn, 1)
+    return samples
+
+
 def fmt(samples: list[float], unit: str = "ms") -> str:
     scale = 1000 if unit == "ms" else 1
     med = statistics.median(samples) * scale
