@@ -127,8 +127,14 @@ def zipapp_entries(
 # third of the warm path (bench: `cache prepare`, 17.7 ms of CPU through runpy, 13.7 ms
 # this way). __main__ gets the loader and file runpy would give it (launcher.embedded
 # finds the single file through them). A file that is no whole zip says so in one line.
+# The path is made absolute without normpath: "dir/../file" is the kernel's (which the
+# shell just ran) only when dir is no symlink. An old python3 (RHEL 8's 3.6 cannot even
+# compile __main__) is told the version it needs, not to download the file again.
 BOOT = """import os, sys, zipimport
-a = os.path.abspath(sys.argv[1]); del sys.argv[0]
+if sys.version_info < (3, 10):
+    sys.exit("auto-review: needs Python 3.10 or newer -- run it with python3.10+")
+a = sys.argv[1]; del sys.argv[0]
+a = a if a[:1] == "/" else os.path.join(os.getcwd(), a)
 try:
     l = zipimport.zipimporter(a); c = l.get_code("__main__")
 except Exception as e:

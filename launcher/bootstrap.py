@@ -110,11 +110,15 @@ def leave(code: int | None) -> None:
 
     atexit._run_exitfuncs()
     code = int(code or 0)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        code = code or 120
+    for stream in (sys.stdout, sys.stderr):
+        # None: the fd was closed when Python started (`>&-`); each one is flushed even
+        # when the other fails, as Python's own exit does.
+        if stream is None or getattr(stream, "closed", False):
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 120
     os._exit(code)
 
 

@@ -190,3 +190,16 @@ def test_output_whose_reader_is_gone_ends_with_120_and_no_noise(app: Path, tmp_p
     assert gone.returncode == 120 and gone.stderr == ""
     kept = subprocess.run([str(app), "cache", "path"], env=env, capture_output=True, text=True)
     assert kept.returncode == 0 and kept.stdout == f"{tmp_path / 'cache'}\n", kept.stderr
+
+
+def test_a_closed_stdout_or_stderr_keeps_the_exit_code(app: Path, tmp_path: Path) -> None:
+    """Started with `>&-` (or `2>&-`), Python has no sys.stdout (sys.stderr): None. The
+    launcher's exit (launcher/bootstrap.py, leave) flushes the streams there are and
+    keeps the command's code, as Python's own exit does: no traceback, no exit 1."""
+    env = env_for(tmp_path / "cache")
+    closed_out = subprocess.run(["/bin/sh", "-c", 'exec "$0" cache path >&-', str(app)],
+                                env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert closed_out.returncode == 0 and closed_out.stderr == "", closed_out.stderr
+    closed_err = subprocess.run(["/bin/sh", "-c", 'exec "$0" cache path 2>&-', str(app)],
+                                env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert closed_err.returncode == 0 and closed_err.stdout == f"{tmp_path / 'cache'}\n"

@@ -74,3 +74,18 @@ def test_a_truncated_file_is_one_line_and_exit_65(app: Path, tmp_path: Path) -> 
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
         assert "is not a whole auto-review file" in lines[0]
         assert lines[0].endswith("-- download it again")
+
+
+def test_a_path_through_a_symlinked_dir_and_dotdot(app: Path, tmp_path: Path) -> None:
+    """`./link/../auto-review` is the file beside link's target, as the kernel resolved
+    it when the shell ran it: the preamble makes the path absolute without normpath,
+    which would drop `link/..` and name a file that does not exist."""
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "auto-review").symlink_to(app)
+    (tmp_path / "link").symlink_to(real / "sub")
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run(["./link/../auto-review", "--version"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("auto-review ")
