@@ -153,9 +153,6 @@ class PublishAlongside:
 
     def _run(self, layout: Layout) -> None:
         try:
-            from launcher.cache.payload import yield_cpu  # loaded: runs beside an unpack
-
-            yield_cpu()
             publish_code(layout, quiet=True)
         except BaseException as exc:  # raised in the caller's thread by wait()
             self.failed.append(exc)
