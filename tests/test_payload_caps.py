@@ -152,3 +152,34 @@ def test_a_payload_at_the_member_cap_stays_under_64_mb(app: Path, tmp_path: Path
     )
     assert code == 0, stderr
     assert rss <= MAX_RSS_MB
+
+
+@pytest.mark.parametrize("lines", [20_000, 1_100])
+def test_a_forged_file_list_too_large_is_refused_before_it_is_read(
+    app: Path, tmp_path: Path, lines: int
+) -> None:
+    """A file list the manifest vouches for (its files_digest made to match), of lines
+    as long as a path may be: 20,000 of them (83 MB) took the launcher to 190 MB before
+    the line count was refused; now its size is refused before it is read, under 64 MB.
+    1,100 lines (4.6 MB, under the cap) are read and refused for their count."""
+    line = b"file\t644\t1\t" + b"0" * 64 + b"\t" + b"a/" * 2040 + b"x\n"
+    forged = line * lines
+    bad = rewrite_app(
+        app,
+        tmp_path / "big.pyz",
+        members={"bundle/files.tsv": forged},
+        edit_manifest=lambda m: m.update(
+            files_digest="sha256:" + hashlib.sha256(forged).hexdigest()
+        ),
+    )
+    cache = tmp_path / "cache"
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache))
+    code, err, rss = run_app_measured(bad, "cache", "prepare", env=env)
+    assert code == 65, err
+    assert len(err.strip().splitlines()) == 1, err
+    if lines == 20_000:
+        assert f"bundle/files.tsv of {len(forged)} bytes is over the cap" in err
+    else:
+        assert f"bundle/files.tsv lists {lines} files, the manifest" in err
+    assert rss < MAX_RSS_MB, f"peak RSS {rss:.1f} MB"
+    assert not any(p.is_dir() for p in (cache / "v1" / "bundles").glob("sha256-*"))

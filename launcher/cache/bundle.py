@@ -23,8 +23,12 @@ from launcher.manifest import MAX_FILE_COUNT, MAX_UNPACKED_SIZE
 
 FILES_LIST = "files.tsv"
 FILES_MEMBER = "bundle/files.tsv"  # the build's list, with every file's sha256
-# A line of files.tsv: kind, mode, size, sha256 and a path of at most 4096 bytes.
-MAX_FILES_LIST = MAX_FILE_COUNT * 4200
+# files.tsv is read whole before the payload and kept while it unpacks, beside the
+# decoder: its cap keeps a cold start under 64 MB whatever the file says (the build's
+# is 57 KB, 113 bytes a line; 20,000 lines of 419 bytes would still fit). Sized by the
+# longest line a path allows (4096 bytes) times MAX_FILE_COUNT, it was 84 MB: a forged
+# list of that size took the launcher to 190 MB before it was refused.
+MAX_FILES_LIST = 8 << 20
 
 
 def limits_for(manifest: dict[str, Any]) -> Limits:
