@@ -1,6 +1,7 @@
 """A payload that promises more than the caps is refused before its tar is read, and no
 payload takes the launcher over 64 MB: a million empty files, announced by the manifest,
-by the build's file list, or hidden behind the real build's manifest.
+by the build's file list, or hidden behind the real build's manifest; and a file list
+the manifest vouches for that is too large to hold.
 
 Before the caps moved into the manifest's contract, such a payload was refused only at
 member 200,001, after the launcher had peaked at 143 MB.
