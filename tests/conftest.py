@@ -161,6 +161,21 @@ def rewrite_app(
     return out
 
 
+def app_vouching_for(app: Path, out: Path, files_list: bytes) -> Path:
+    """A copy of the single file whose bundle/files.tsv is `files_list`, with the
+    manifest's files_digest made to match it (what a forger who rewrites both does)."""
+    import hashlib
+
+    return rewrite_app(
+        app,
+        out,
+        members={"bundle/files.tsv": files_list},
+        edit_manifest=lambda m: m.update(
+            files_digest="sha256:" + hashlib.sha256(files_list).hexdigest()
+        ),
+    )
+
+
 def legacy_v07_frame(prefix: bytes, zeros: int, window_log: int = 27) -> bytes:
     """A frame of zstd's pre-1.0 format v0.7 (magic 0xFD2FB527), which a libzstd built with
     legacy support (Debian's, for one) still decodes: `prefix` in raw blocks, then `zeros`

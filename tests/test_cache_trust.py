@@ -18,6 +18,7 @@ import pytest
 import zstandard
 from conftest import (
     HOST_PYTHON,
+    app_vouching_for,
     build_app,
     needs_root,
     rewrite_app,
@@ -343,14 +344,7 @@ def test_the_build_file_list_is_authenticated_and_must_match_the_payload(
     # a list that the manifest vouches for but that is not what the payload holds
     lines[i] = "\t".join((kind, "700", size, digest, path))
     forged = "".join(lines).encode()
-    bad = rewrite_app(
-        app,
-        tmp_path / "a2",
-        members={"bundle/files.tsv": forged},
-        edit_manifest=lambda m: m.update(
-            files_digest="sha256:" + hashlib.sha256(forged).hexdigest()
-        ),
-    )
+    bad = app_vouching_for(app, tmp_path / "a2", forged)
     result = run_app(bad, "cache", "prepare", env=env_for(tmp_path / "c2"))
     assert result.returncode == 65, result.stderr
     assert f"entry {path.strip()!r} differs from its file list" in result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import rewrite_app, run_app_measured
+from conftest import app_vouching_for, rewrite_app, run_app_measured
 
 MEMBERS = 1_000_000
 MAX_RSS_MB = 64
@@ -165,14 +165,7 @@ def test_a_forged_file_list_too_large_is_refused_before_it_is_read(
     1,100 lines (4.6 MB, under the cap) are read and refused for their count."""
     line = b"file\t644\t1\t" + b"0" * 64 + b"\t" + b"a/" * 2040 + b"x\n"
     forged = line * lines
-    bad = rewrite_app(
-        app,
-        tmp_path / "big.pyz",
-        members={"bundle/files.tsv": forged},
-        edit_manifest=lambda m: m.update(
-            files_digest="sha256:" + hashlib.sha256(forged).hexdigest()
-        ),
-    )
+    bad = app_vouching_for(app, tmp_path / "big.pyz", forged)
     cache = tmp_path / "cache"
     env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(cache))
     code, err, rss = run_app_measured(bad, "cache", "prepare", env=env)
