@@ -7,8 +7,9 @@ queue, so memory stays bounded by (depth + 2) * chunk_size whatever the stream h
 
 A source with `readinto` is read into depth + 2 buffers that go round: a chunk handed
 out is valid until the next call, when its buffer is given back for reuse. A fresh
-1 MiB bytearray per chunk cost the decoding thread a memset and 256 page faults each:
-about 10% of its time on a cold start (perf, 48 chunks).
+1 MiB bytearray per chunk cost the decoding thread a memset and up to 256 page faults
+each: up to a tenth of its time on a cold start (perf, 48 chunks; less when the heap
+handed back pages it had mapped already).
 """
 
 from __future__ import annotations
