@@ -122,6 +122,19 @@ def leave(code: int | None) -> None:
     os._exit(code)
 
 
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll says POLLERR), so a
+    BrokenPipeError came from our output, not from a bug writing elsewhere."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(1, 0)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 if __name__ == "__main__":
     try:
         use_cached_code()
@@ -129,6 +142,8 @@ if __name__ == "__main__":
 
         status = main()
     except Exception as exc:  # the launcher's own errors are one line already (main)
+        if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
+            os._exit(120)  # `| head` has read enough: as leave(), and nothing to say
         if memory_ran_out(exc):
             os.write(2, OUT_OF_MEMORY)
             sys.exit(71)  # EX_OSERR, as a fork that fails

@@ -18,6 +18,7 @@ import pytest
 import zstandard
 from conftest import (
     HOST_PYTHON,
+    ROOT,
     legacy_v07_frame,
     needs_root,
     rewrite_app,
@@ -203,3 +204,40 @@ def test_a_closed_stdout_or_stderr_keeps_the_exit_code(app: Path, tmp_path: Path
     closed_err = subprocess.run(["/bin/sh", "-c", 'exec "$0" cache path 2>&-', str(app)],
                                 env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert closed_err.returncode == 0 and closed_err.stdout == f"{tmp_path / 'cache'}\n"
+
+
+def test_a_reader_that_goes_away_mid_output_ends_with_120_and_no_noise(
+    app: Path, tmp_path: Path
+) -> None:
+    """`bundle sbom | head -c 10`: the launcher is still writing when its reader goes
+    away. That was "internal error (BrokenPipeError ...)", exit 70; it is the same 120 as
+    at the final flush, and silent. A BrokenPipeError that is not about stdout stays an
+    internal error (stdout_reader_gone asks the pipe)."""
+    env = env_for(tmp_path / "cache")
+    proc = subprocess.Popen([str(app), "bundle", "sbom"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(10)) == 10  # the SBOM is 360 KB: far more than a pipe holds
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 120, err
+    assert err == b""
+
+
+def test_stdout_reader_gone_asks_the_pipe_itself() -> None:
+    """True only when stdout is a pipe whose read end is closed: an open pipe, a file or
+    /dev/null say False, so a BrokenPipeError elsewhere is still reported."""
+    code = (
+        "import sys; from launcher.bootstrap import stdout_reader_gone;"
+        " sys.stderr.write(str(stdout_reader_gone()))"
+    )
+    cmd = [HOST_PYTHON, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}"]
+    read_end, write_end = os.pipe()
+    try:
+        open_pipe = subprocess.run(cmd, stdout=write_end, stderr=subprocess.PIPE, text=True)
+        os.close(read_end)
+        closed_pipe = subprocess.run(cmd, stdout=write_end, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    devnull = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert (open_pipe.stderr, closed_pipe.stderr, devnull.stderr) == ("False", "True", "False")
