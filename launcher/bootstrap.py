@@ -98,6 +98,9 @@ def memory_ran_out(exc: BaseException | None) -> bool:
     return False
 
 
+READER_GONE = 120  # our output's reader went away: the code Python's own exit gives
+
+
 def leave(code: int | None) -> None:
     """Exit with `code` once the command is done, without the interpreter's teardown.
 
@@ -118,7 +121,7 @@ def leave(code: int | None) -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            code = code or 120
+            code = code or READER_GONE
     os._exit(code)
 
 
@@ -143,7 +146,7 @@ if __name__ == "__main__":
         status = main()
     except Exception as exc:  # the launcher's own errors are one line already (main)
         if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
-            os._exit(120)  # `| head` has read enough: as leave(), and nothing to say
+            os._exit(READER_GONE)  # `| head` has read enough: nothing to say
         if memory_ran_out(exc):
             os.write(2, OUT_OF_MEMORY)
             sys.exit(71)  # EX_OSERR, as a fork that fails
