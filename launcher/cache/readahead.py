@@ -49,7 +49,6 @@ class ReadAhead:
         self._depth = depth
         self._queue: deque[tuple[memoryview | bytes, bytearray | None]] = deque()
         self._free: list[bytearray] = []  # buffers given back by the consumer
-        self._made = 0  # buffers allocated so far: at most depth + 2
         self._lent: bytearray | None = None  # the buffer of the chunk last handed out
         self._cond = threading.Condition()
         self._error: BaseException | None = None
@@ -75,16 +74,12 @@ class ReadAhead:
             self._cond.notify_all()
 
     def _buffer(self) -> bytearray:
-        """A buffer to read into: one given back, a new one while fewer than depth + 2
-        exist, else the first one the consumer gives back."""
+        """A buffer to read into: one given back, else a new one. No more than depth + 2
+        are ever made: when this is called, at most depth wait in the queue (_put bounds
+        it) and one is lent to the consumer."""
         with self._cond:
-            while not self._free and self._made >= self._depth + 2 and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                raise _Closed
             if self._free:
                 return self._free.pop()
-            self._made += 1
         return bytearray(self._chunk_size)
 
     def _run(self) -> None:
