@@ -89,3 +89,16 @@ def test_a_path_through_a_symlinked_dir_and_dotdot(app: Path, tmp_path: Path) ->
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("auto-review ")
+
+
+def test_an_older_python_is_told_the_version_it_needs(app: Path) -> None:
+    """BOOT's first check, before it compiles anything: the file's own BOOT run by an
+    interpreter that says it is 3.9 (3.6 cannot even compile __main__, and was told to
+    download the file again)."""
+    _python3, *flags, boot = preamble_command(app)
+    older = f"import sys; sys.version_info = (3, 9, 18)\n{boot}"
+    result = subprocess.run(["python3", *flags, older, str(app), "--version"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == "auto-review: needs Python 3.10 or newer -- run it with python3.10+\n"
+    assert result.stdout == ""

@@ -704,3 +704,19 @@ def test_readahead_close_stops_a_blocked_reader_and_bounds_the_queue() -> None:
     assert source.reads == 5  # one taken, depth queued, one read waiting: no more
     with pytest.raises(ValueError, match="closed"):
         ahead.chunk()
+
+
+def test_readahead_close_stops_a_thread_reading_into_its_buffers() -> None:
+    """With a readinto source the thread blocks once depth chunks wait, all depth + 2
+    buffers in use (one lent, depth queued, one filled); close() ends that wait, and no
+    buffer is made beyond them."""
+    source = Counting()
+    ahead = ReadAhead(source, chunk_size=4096, depth=2)
+    ahead.chunk()  # one lent, two queued, one filled and waiting to be queued
+    with source.cond:
+        assert source.cond.wait_for(lambda: source.reads >= 4, timeout=60)
+    closer = threading.Thread(target=ahead.close)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive()
+    assert source.reads == 4 and len(source.buffers) == 4
