@@ -54,24 +54,18 @@ def warm_row(box: Sandbox, args: tuple[str, ...], rounds: int, case: str, goal: 
 
 
 def warm_path_row(app: Path, rounds: int, base: Path) -> Row:
-    """Interpreter start + launcher imports (from the cached code, as the zipapp's
-    __main__ does) + the warm acquire (lock, marker), vs a bare interpreter."""
+    """A warm `cache prepare` run as the file's first lines run it (interpreter start,
+    the launcher's imports from the file, the warm acquire: lock, marker), vs a bare
+    interpreter."""
     work = base / "warm-path"
     env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(work / "cache"))
-    run([*APP_PYTHON, str(app), "-q", "cache", "prepare"], env)
-    [code] = [p for p in (work / "cache" / "v1" / "code").iterdir() if p.is_dir()]
-    # what the zipapp's __main__ does (launcher.bootstrap), then the warm acquire
-    boot = (
-        "import sys; sys.path[:0] = [sys.argv[1]]; from launcher import bootstrap;"
-        " bootstrap.CODE_ID = sys.argv[2]; bootstrap.use_cached_code();"
-        " from launcher.cache import warm; warm.acquire(True)"
-    )
-    cmd = [PYTHON, "-I", "-S", "-c", boot, str(app), code.name]
+    cmd = [*APP_PYTHON, str(app), "-q", "cache", "prepare"]
+    run(cmd, env)
     bare = [PYTHON, "-I", "-S", "-c", "pass"]
     ours, ref = timed_together([lambda: run(cmd, env), lambda: run(bare)], rounds)
     extra = (statistics.median(ours) - statistics.median(ref)) * 1000
     return (
-        "warm path (launcher imports + lock + marker)",
+        "warm path (`cache prepare`: launcher imports + lock + marker)",
         fmt(ours),
         f"`python3 -I -S -c pass`: {fmt(ref)}",
         f"+{extra:.1f} ms",

@@ -1,8 +1,9 @@
 """auto-review: the single file. Runs the launcher from inside this zipapp.
 
 build.py writes this module as the zipapp's __main__.py, with CODE_ID filled in.
-zipimport compiles every module on every start, so the launcher prefers its code
-unpacked with bytecode in the cache (launcher.cache.code), when every level of it
+The zip carries the launcher's bytecode for the interpreter it was built with. On any
+other, zipimport would compile every module on every start, so the launcher prefers
+its code compiled once into the cache (launcher.cache.code), when every level of it
 is a private directory of ours; it holds that code's use lock shared so that
 `cache clear` cannot delete it while this process still imports from it. The zip
 stays on the package path behind the cached copy, so a missing file falls back to it.
@@ -60,15 +61,17 @@ def will_unpack(argv: list[str]) -> bool:
 
 
 def use_cached_code() -> None:
-    """Prefer the cached code and hold it in use, or leave the zip in charge."""
+    """Prefer the cached code and hold it in use, or leave the zip in charge. A zip
+    with this interpreter's bytecode stays in charge: its imports compile nothing."""
+    from launcher.cache.root import has_bytecode
+
+    if has_bytecode():
+        return
     code = cached_code(CODE_ID)
     if code is None:
         if not will_unpack(sys.argv[1:]):
             return
-        from launcher.cache.code import publish_early, zip_has_bytecode
-
-        if zip_has_bytecode():
-            return  # imports compile nothing; the code dir is published later
+        from launcher.cache.code import publish_early
 
         code = publish_early()
         if code is None or cached_code(CODE_ID) != code:

@@ -24,6 +24,29 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs a
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
+def other_cpython() -> str:
+    """A CPython 3.10-3.13 of another version than HOST_PYTHON, whose bytecode the single
+    file (compiled for the host's python3) does not carry: under it the launcher
+    compiles its code once into the cache's code dir. .ci/setup provides them (pyenv)."""
+    import glob
+    import shutil
+
+    host = subprocess.run([HOST_PYTHON, "-c", "import sys; print(sys.version_info[1])"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    for minor in [m for m in ("12", "13", "10", "11") if m != host]:
+        name = f"python3.{minor}"
+        candidates = [f"/usr/bin/{name}", shutil.which(name)]
+        candidates += sorted(
+            glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/{name}"))
+        )
+        for path in candidates:
+            if path and os.access(path, os.X_OK):
+                ok = subprocess.run([path, "-c", "pass"], capture_output=True, timeout=30)
+                if ok.returncode == 0:
+                    return path
+    pytest.fail("no CPython 3.10-3.13 besides the host's python3: .ci/setup must provide one")
+
+
 def build_app(out: Path, *extra: str, level: int = 3) -> Path:
     """Run build.py for real; returns the single file."""
     env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
@@ -141,11 +164,15 @@ def rewrite_app(
     members: dict[str, bytes] | None = None,
 ) -> Path:
     """A copy of the single file with another payload and/or an edited embedded manifest
-    (as an attacker or a broken download would produce it; the code id is kept)."""
+    (as an attacker or a broken download would produce it; the code id is kept). An
+    edited module loses its bytecode (the file's is unchecked: it would still run)."""
+    edited = set(members or ()) | ({"launcher/_embedded.py"} if edit_manifest else set())
     with zipfile.ZipFile(app) as src, open(out, "wb") as fh:
         fh.write(b"#!/usr/bin/env python3\n")
         with zipfile.ZipFile(fh, "w") as dst:
             for info in src.infolist():
+                if info.filename.endswith(".pyc") and info.filename[:-1] in edited:
+                    continue
                 data = src.read(info)
                 if members and info.filename in members:
                     data = members[info.filename]

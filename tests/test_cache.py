@@ -21,6 +21,7 @@ from conftest import (
     HOST_PYTHON,
     ROOT,
     needs_root,
+    other_cpython,
     preamble_command,
     rewrite_app,
     run_app,
@@ -162,15 +163,17 @@ def test_a_cold_start_waits_for_the_unpacker_before_importing_the_unpacking_code
 def test_a_code_dir_the_cache_cannot_take_is_one_warning_and_the_run_goes_on(
     app: Path, tmp_path: Path
 ) -> None:
-    """A cold start writes the launcher's code dir in a thread beside the unpack. When
-    `v1/code` is not a directory it cannot: the unpack still publishes, the launcher
-    runs from the zip, and the reason is said once per run (it was said twice)."""
+    """Under an interpreter the single file has no bytecode for, the launcher compiles
+    its code into `v1/code`. When that is not a directory it cannot: the unpack still
+    publishes, the launcher runs from the zip, and the reason is said once per run (it
+    was said twice)."""
     cache = tmp_path / "cache"
     (cache / "v1").mkdir(parents=True, mode=0o700)
     cache.chmod(0o700)
     (cache / "v1" / "code").write_text("")
+    python = other_cpython()
     for cold in (True, False):
-        result = run_app(app, "cache", "prepare", env=env_for(cache))
+        result = run_app(app, "cache", "prepare", env=env_for(cache), python=python)
         assert result.returncode == 0, result.stderr
         said = [line for line in result.stderr.splitlines() if "launcher code" in line]
         assert len(said) == 1, result.stderr
@@ -193,24 +196,25 @@ def held_lock(path: Path) -> int:
     return fd
 
 
-def test_a_busy_code_dir_lock_is_one_warning_from_the_thread_that_waits_on_it(
+def test_a_busy_code_dir_lock_is_one_warning_and_the_unpack_goes_on(
     app: Path, tmp_path: Path
 ) -> None:
-    """The code dir is published by a thread beside the unpack; when another launcher
-    of the same code holds its publish lock, that thread waits (it cannot use the main
-    thread's SIGALRM timeout) and, past AUTO_REVIEW_LOCK_TIMEOUT, says so in one line
-    while the unpack publishes. It was a ValueError traceback."""
+    """Under an interpreter the single file has no bytecode for, the code dir is
+    published before the unpack; when another launcher of the same code holds its
+    publish lock past AUTO_REVIEW_LOCK_TIMEOUT, this one says so in one line, runs
+    from the zip and publishes the version. (When a thread beside the unpack waited
+    on that lock, it was a ValueError traceback.)"""
     cache = tmp_path / "cache"
     code_id = imported_code_id(app)
     fd = held_lock(cache / "v1" / "code" / f"{code_id}.extract.lock")
     try:
-        result = run_app(app, "cache", "prepare",
+        result = run_app(app, "cache", "prepare", python=other_cpython(),
                          env=env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="1"))  # fmt: skip
     finally:
         os.close(fd)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    said = [line for line in result.stderr.splitlines() if "launcher code" in line]
+    said = [line for line in result.stderr.splitlines() if "cannot cache the launcher" in line]
     assert len(said) == 1 and "gave up after 1 s" in said[0], result.stderr
     assert "auto-review: unpacked" in result.stderr
     assert len(published(cache)) == 1 and work_dirs(cache) == []
@@ -327,7 +331,7 @@ def test_the_cached_bytecode_names_its_own_absolute_source(app: Path, tmp_path: 
     import types
 
     cache = tmp_path / "cache"
-    run_app(app, "cache", "prepare", env=env_for(cache), check=True)
+    run_app(app, "cache", "prepare", env=env_for(cache), check=True, python=other_cpython())
     [archive] = glob.glob(str(cache / "v1" / "code" / "*" / "launcher.zip"))
     with zipfile.ZipFile(archive) as zf:
         pycs = [n for n in zf.namelist() if n.endswith(".pyc")]
@@ -669,9 +673,9 @@ def test_default_cache_root_matches_platformdirs(
         assert layout.default_state_dir() == platformdirs.user_state_dir("auto-review")
 
 
-def imported_from(app: Path, env: dict[str, str]) -> str:
+def imported_from(app: Path, env: dict[str, str], python: str = HOST_PYTHON) -> str:
     """Where `launcher.cli.main` was loaded from on a warm start (python -v tells)."""
-    result = subprocess.run([HOST_PYTHON, "-v", str(app), "probe", "exit", "0"], env=env,
+    result = subprocess.run([python, "-v", str(app), "probe", "exit", "0"], env=env,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [
@@ -693,28 +697,31 @@ def test_launcher_code_is_cached_with_bytecode_and_only_if_private(
 ) -> None:
     cache = tmp_path / "cache"
     env = env_for(cache, AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
-    run_app(app, "cache", "prepare", env=env, check=True)
+    python = other_cpython()  # the file carries no bytecode for it
+    run_app(app, "cache", "prepare", env=env, check=True, python=python)
     [code] = [p for p in (cache / "v1" / "code").iterdir() if p.is_dir()]
     assert (code / ".complete").exists()
-    assert str(code) in imported_from(app, env)
+    assert str(code) in imported_from(app, env, python)
     with zipfile.ZipFile(code / "launcher.zip") as zf:  # bytecode beside each source
         names = set(zf.namelist())
     assert {"launcher/cli/main.py", "launcher/cli/main.pyc", "launcher/cache/warm.pyc"} <= names
     code.chmod(0o777)  # someone could have planted code: never import from it
-    assert str(app) in imported_from(app, env)
+    assert str(app) in imported_from(app, env, python)
     code.chmod(0o700)
-    assert str(code) in imported_from(app, env)
+    assert str(code) in imported_from(app, env, python)
 
 
 def test_warm_start_imports_only_the_bootstrap_modules_from_the_zip(
     app: Path, tmp_path: Path
 ) -> None:
-    """zipimport compiles what it imports from the single file on every start: a warm
-    start takes from it only what the bootstrap needs to find the cached code."""
+    """Under an interpreter the file has no bytecode for, zipimport compiles what it
+    imports from the single file on every start: a warm start takes from it only what
+    the bootstrap needs to find the cached code."""
     cache = tmp_path / "cache"
     env = env_for(cache, AUTO_REVIEW_STATE_DIR=str(tmp_path / "state"))
-    run_app(app, "cache", "prepare", env=env, check=True)
-    result = subprocess.run([HOST_PYTHON, "-v", str(app), "probe", "exit", "0"], env=env,
+    python = other_cpython()
+    run_app(app, "cache", "prepare", env=env, check=True, python=python)
+    result = subprocess.run([python, "-v", str(app), "probe", "exit", "0"], env=env,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     where = {}
@@ -737,12 +744,13 @@ def test_nothing_is_imported_from_a_code_dir_that_a_remover_holds(
 
     cache = tmp_path / "cache"
     env = env_for(cache, AUTO_REVIEW_LOCK_TIMEOUT="1")
-    run_app(app, "cache", "prepare", env=env, check=True)
+    python = other_cpython()  # the file carries no bytecode for it: a code dir
+    run_app(app, "cache", "prepare", env=env, check=True, python=python)
     [code_dir] = [p for p in (cache / "v1" / "code").iterdir() if p.is_dir()]
     fd = os.open(f"{code_dir}.use.lock", os.O_RDONLY | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        result = subprocess.run([HOST_PYTHON, "-v", str(app), "cache", "prepare"], env=env,
+        result = subprocess.run([python, "-v", str(app), "cache", "prepare"], env=env,
                                 capture_output=True, text=True)  # fmt: skip
     finally:
         os.close(fd)
@@ -790,7 +798,7 @@ def test_prefer_puts_the_cached_code_first_in_every_imported_package() -> None:
 def test_gc_sweeps_launcher_code_of_other_versions(app: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     env = env_for(cache)
-    run_app(app, "cache", "prepare", env=env, check=True)
+    run_app(app, "cache", "prepare", env=env, check=True, python=other_cpython())
     [current] = [p for p in (cache / "v1" / "code").iterdir() if p.is_dir()]
     old = cache / "v1" / "code" / "0123456789abcdef0123"
     shutil.copytree(current, old)

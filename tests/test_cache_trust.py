@@ -21,6 +21,7 @@ from conftest import (
     app_vouching_for,
     build_app,
     needs_root,
+    other_cpython,
     rewrite_app,
     run_app,
     without_host_libzstd,
@@ -274,8 +275,10 @@ def test_a_bad_lock_timeout_is_a_config_error(app: Path, tmp_path: Path) -> None
 def test_work_dirs_of_every_kind_left_by_a_kill_are_swept(app: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     env = env_for(cache)
-    # without libzstd, so that a vendor dir is published too
-    run_app(app, "cache", "prepare", env=env, check=True, prefix=without_host_libzstd())
+    # without libzstd, so that a vendor dir is published too; under an interpreter the
+    # file has no bytecode for, so that a code dir is too
+    run_app(app, "cache", "prepare", env=env, check=True, prefix=without_host_libzstd(),
+            python=other_cpython())  # fmt: skip
     v1 = cache / "v1"
     [code] = [p for p in (v1 / "code").iterdir() if p.is_dir()]
     [vendor] = [p for p in (v1 / "vendor").iterdir() if p.is_dir()]
@@ -359,7 +362,8 @@ def test_a_root_others_could_swap_is_refused_and_its_code_never_imported(
     top = tmp_path / "top"
     cache = top / "mid" / "cache"
     env = env_for(cache)
-    run_app(app, "cache", "prepare", env=env, check=True)  # code and version cached
+    python = other_cpython()  # an interpreter the file has no bytecode for: a code dir
+    run_app(app, "cache", "prepare", env=env, check=True, python=python)  # code and version
     if how == "group-writable parent":
         subprocess.run(["groupadd", "-f", "ar-team"], check=True)
         shutil.chown(cache.parent, group="ar-team")
@@ -369,7 +373,8 @@ def test_a_root_others_could_swap_is_refused_and_its_code_never_imported(
     result = run_app(app, "cache", "prepare", env=env)
     assert result.returncode == 73, result.stderr
     assert "others can replace the cache" in result.stderr
-    verbose = subprocess.run([HOST_PYTHON, "-v", str(app), "--version"], env=env,
+    assert (cache / "v1" / "code").is_dir()
+    verbose = subprocess.run([python, "-v", str(app), "--version"], env=env,
                              capture_output=True, text=True)  # fmt: skip
     assert verbose.returncode == 0, verbose.stderr[-2000:]
     assert str(cache / "v1" / "code") not in verbose.stderr, "imported code from that cache"

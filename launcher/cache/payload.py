@@ -63,13 +63,12 @@ class StoredReader:
 def yield_cpu() -> None:
     """Lower the calling thread's priority to the least (Linux: a nice value is per
     thread). For the digest's thread beside the decoder, which sets the pace of a cold
-    start: with it and the code dir's thread runnable too, 4 threads shared 2 cores and
-    the decoder lost its own; at nice 19 they ran when a core was idle (the writer waits
-    on the decoder often), and a cold start took 4-9 ms less (median of 25 and 40
-    interleaved runs). Only a thread that spends its time without the GIL may yield so
-    (hashlib and pread let go of it): a thread at nice 19 that is descheduled while it
-    holds the GIL stops every other thread of the process, and the code dir's writer
-    runs Python (marshal, zipfile) most of its time."""
+    start: with it (and a code dir's writer, since gone) runnable too, 4 threads shared
+    2 cores and the decoder lost its own; at nice 19 they ran when a core was idle (the
+    writer waits on the decoder often), and a cold start took 4-9 ms less (median of 25
+    and 40 interleaved runs). Only a thread that spends its time without the GIL may
+    yield so (hashlib and pread let go of it): a thread at nice 19 that is descheduled
+    while it holds the GIL stops every other thread of the process."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except OSError:

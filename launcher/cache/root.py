@@ -95,6 +95,27 @@ def ancestor_problem(path: str) -> str | None:
     return None
 
 
+_bytecode: list[bool] = []  # has_bytecode()'s answer, once per process
+
+
+def has_bytecode() -> bool:
+    """Whether the single file carries the launcher's bytecode for this interpreter
+    (build.py compiles it with the build host's python3 and stores it uncompressed):
+    imports from the zip then neither compile nor inflate, and no code dir is made.
+    Here, not in launcher.embedded: the bootstrap asks before it chooses where the
+    launcher's modules come from, and this module is imported from the zip anyway."""
+    if not _bytecode:
+        loader = getattr(sys.modules.get("__main__"), "__loader__", None)
+        try:
+            head = loader.get_data("launcher/__init__.pyc")[:4]  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            head = b""
+        import _frozen_importlib_external  # loaded at every start: the import system's own
+
+        _bytecode.append(head == _frozen_importlib_external.MAGIC_NUMBER)
+    return _bytecode[0]
+
+
 def code_levels(code_id: str) -> list[str]:
     """The cache levels down to the launcher's cached code, root first (the bootstrap
     checks each with owned_dir_problem before importing from the last)."""

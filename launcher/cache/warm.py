@@ -28,7 +28,7 @@ from launcher.cache.paths import (
     open_layout,
     publish_lock,
 )
-from launcher.cache.root import cache_root, owned_dir_problem
+from launcher.cache.root import cache_root, has_bytecode, owned_dir_problem
 from launcher.errors import CacheUnusable, LauncherError, PinNotFound
 
 TOUCH_EVERY = 300.0  # seconds between last-used updates
@@ -127,7 +127,7 @@ def acquire(quiet: bool = False) -> Acquired:
         raise
     if extracted:
         collect_garbage(layout, digest)
-    if running_from_zip():
+    if running_from_zip() and not has_bytecode():
         from launcher.cache import code
 
         code.publish_code(layout, quiet)
@@ -153,28 +153,18 @@ def unpack(layout: Layout, own: dict[str, Any], label: str, quiet: bool) -> bool
 
 def unpack_locked(layout: Layout, own: dict[str, Any], quiet: bool) -> bool:
     """unpack(), under the publish lock: decoding starts first, then the unpacking code
-    is imported (and, when the zip has no bytecode for this interpreter, compiled into
-    the code dir before that); with bytecode in the zip, the code dir is written by a
-    thread of its own on the core decoding leaves idle."""
-    from launcher.cache import code
+    is imported (when the zip has no bytecode for this interpreter, compiled into the
+    code dir before that)."""
+    if running_from_zip() and not has_bytecode():
+        from launcher.cache import code
 
-    from_zip = running_from_zip()
-    alongside = from_zip and code.zip_has_bytecode()
-    if from_zip and not alongside:
         code.use_for_later_imports(layout, quiet)
     from launcher.cache.payload import Decoding
 
     with Decoding(layout, own, quiet) as decoding:
-        publishing = code.PublishAlongside(layout) if alongside else None
-        if publishing is not None:
-            publishing.start()
-        try:
-            from launcher.cache import bundle
+        from launcher.cache import bundle
 
-            return bundle.ensure_unpacked(layout, own, quiet, lock_held=True, decoding=decoding)
-        finally:
-            if publishing is not None:
-                publishing.wait()
+        return bundle.ensure_unpacked(layout, own, quiet, lock_held=True, decoding=decoding)
 
 
 def running_from_zip() -> bool:
