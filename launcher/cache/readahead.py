@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import IO
+
+TYPE_CHECKING = False  # typing costs a cold start milliseconds before decoding begins
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import IO
+
+    Source = IO[bytes] | Callable[[], IO[bytes]]
 
 __all__ = ["ReadAhead"]
 
 CHUNK_SIZE = 1 << 20
 DEPTH = 4
-
-Source = IO[bytes] | Callable[[], IO[bytes]]
 
 
 class _Closed(Exception):

@@ -16,11 +16,14 @@ import io
 import os
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import IO
 
 from launcher.cache import publish
 from launcher.cache.paths import Layout, ensure_level, refuse_noexec
 from launcher.errors import PayloadCorrupt, RuntimeMissing, raise_if_out_of_memory
+
+TYPE_CHECKING = False  # typing costs a cold start milliseconds before decoding begins
+if TYPE_CHECKING:
+    from typing import IO
 
 MAX_WINDOW_LOG = 25  # 32 MiB: the build uses a 16 MiB window (2**24); larger is a bomb
 POLICY_PREFIX = "PYTHON_ZSTANDARD_"
