@@ -108,27 +108,64 @@ def payload_span(size: int) -> tuple[int, int, int]:
 
 def _first_member_start(fd: int, size: int) -> int | None:
     """Where the payload's bytes start when it is the zip's first member, stored, of
-    `size` bytes; None otherwise. Local header fields: APPNOTE 4.3.7."""
-    import struct
-
+    `size` bytes; None otherwise."""
     head = os.pread(fd, 4096, 0)
     at = head.find(b"PK\x03\x04")
-    if at < 0 or len(head) < at + 30:
+    found = _stored_member(fd, at, PAYLOAD_MEMBER) if at >= 0 else None
+    if found is None or found[1] != size:
         return None
-    flags, method = struct.unpack_from("<HH", head, at + 6)
-    csize, usize, name_len, extra_len = struct.unpack_from("<IIHH", head, at + 18)
-    name = head[at + 30 : at + 30 + name_len]
-    if (
-        name != PAYLOAD_MEMBER.encode()
-        or method != 0
-        or flags & 0x09
-        or (csize, usize) != (size, size)
-    ):
-        return None  # another member first, compressed, encrypted, sizes elsewhere or other
-    start = at + 30 + name_len + extra_len
-    if start + size > os.fstat(fd).st_size:
+    if found[0] + size > os.fstat(fd).st_size:
         raise PayloadCorrupt("the single file ends inside its payload", REBUILD)
-    return start
+    return found[0]
+
+
+def _stored_member(fd: int, at: int, name: str) -> tuple[int, int] | None:
+    """(start, size) of the data of member `name` when its local header is at `at`,
+    stored, with its sizes in the header; None when anything else is there. Local
+    header fields: APPNOTE 4.3.7."""
+    import struct
+
+    head = os.pread(fd, 30 + len(name), at)
+    if len(head) < 30 + len(name) or head[:4] != b"PK\x03\x04":
+        return None
+    flags, method = struct.unpack_from("<HH", head, 6)
+    csize, usize, name_len, extra_len = struct.unpack_from("<IIHH", head, 18)
+    if head[30:] != name.encode() or name_len != len(name) or method != 0 or flags & 0x09:
+        return None  # another member, compressed, encrypted or with a data descriptor
+    if csize != usize:
+        return None
+    return at + 30 + name_len + extra_len, csize
+
+
+def read_listed_member(name: str, payload_size: int, cap: int) -> bytes:
+    """Bytes of member `name`, which the build stores right after the payload (of
+    `payload_size` bytes): read with one pread past it, so a cold start never imports
+    zipfile (and the pathlib, shutil and urllib it imports: about 9 ms of the main
+    thread before its writer could begin). A file laid out otherwise is read through
+    its directory. PayloadCorrupt when there is none, or over `cap` bytes (before any
+    is read)."""
+    fd, start, size = payload_span(payload_size)
+    try:
+        found = _stored_member(fd, start + size, name)
+        if found is not None:
+            if found[1] > cap:
+                raise PayloadCorrupt(
+                    f"{name} of {found[1]} bytes is over the cap of {cap}", REBUILD
+                )
+            data = os.pread(fd, found[1], found[0])
+            if len(data) != found[1]:
+                raise PayloadCorrupt(f"the single file ends inside {name}", REBUILD)
+            return data
+    except OSError as exc:
+        raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
+    finally:
+        os.close(fd)
+    sizes = [size for member, size, _crc in list_members(name) if member == name]
+    if not sizes:
+        raise PayloadCorrupt(f"the single file lacks {name}", REBUILD)
+    if sizes[0] > cap:
+        raise PayloadCorrupt(f"{name} of {sizes[0]} bytes is over the cap of {cap}", REBUILD)
+    return read_member(name)
 
 
 def _span_from_directory() -> tuple[int, int, int]:

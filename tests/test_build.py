@@ -181,11 +181,14 @@ def test_payload_is_stored_and_zip_is_deterministic(app: Path) -> None:
     with zipfile.ZipFile(app) as zf:
         infos = zf.infolist()
     names = [i.filename for i in infos]
-    # the payload first, right after the shebang (a cold start finds it with one pread)
-    assert names[0] == "bundle/rootfs.tar.zst" and names[1:] == sorted(names[1:])
+    # the payload first, right after the shebang, the file list right after it (a cold
+    # start finds each with one pread), both stored, and the launcher's bytecode stored
+    assert names[:2] == ["bundle/rootfs.tar.zst", "bundle/files.tsv"]
+    assert names[2:] == sorted(names[2:])
     assert infos[0].header_offset == len(SHEBANG)
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
-    assert next(i for i in infos if i.filename == "bundle/rootfs.tar.zst").compress_type == 0
+    assert infos[0].compress_type == infos[1].compress_type == zipfile.ZIP_STORED
+    assert {i.compress_type for i in infos if i.filename.endswith(".pyc")} == {zipfile.ZIP_STORED}
     assert [n for n in names if n.startswith("_vendor/")] == [
         "_vendor/zstandard.json",
         "_vendor/zstandard.xz",

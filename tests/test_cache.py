@@ -500,6 +500,60 @@ def test_the_payload_is_found_without_zipfile_and_through_it_when_moved(
     assert used_zipfile
 
 
+LISTED = """
+import hashlib, sys
+sys.path.insert(0, sys.argv[1])
+from launcher import embedded
+from launcher.errors import PayloadCorrupt
+embedded.archive_path = lambda: sys.argv[2]
+try:
+    data = embedded.read_listed_member("bundle/files.tsv", int(sys.argv[3]), int(sys.argv[4]))
+    print("sha256:" + hashlib.sha256(data).hexdigest(), "zipfile" in sys.modules)
+except PayloadCorrupt as exc:
+    print(exc.message.replace(" ", "_"), "zipfile" in sys.modules)
+"""
+
+
+def listed_member_of(app: Path, size: int, cap: int = 8 << 20) -> tuple[str, bool]:
+    """embedded.read_listed_member() of bundle/files.tsv in a fresh interpreter: (its
+    sha256, or the refusal, and whether zipfile was imported to read it)."""
+    args = [HOST_PYTHON, "-I", "-S", "-c", LISTED, str(ROOT), str(app), str(size), str(cap)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+    return out[0], out[1] == "True"
+
+
+def test_the_file_list_is_found_past_the_payload_and_through_the_directory_elsewhere(
+    app: Path, tmp_path: Path
+) -> None:
+    """The build stores bundle/files.tsv right after the payload: a cold start reads it
+    with one pread and never imports zipfile (nor pathlib, shutil, urllib with it). The
+    same file with the list compressed, or moved (another zip tool), is read through
+    the directory; over the cap it is refused on either way before it is read."""
+    manifest = json.loads(run_app(app, "bundle", "info", "--json", check=True).stdout)
+    size, want = manifest["compressed_size"], manifest["files_digest"]
+    assert listed_member_of(app, size) == (want, False)
+    over = listed_member_of(app, size, cap=1000)
+    assert over[0].startswith("bundle/files.tsv_of_") and "over_the_cap" in over[0]
+    for how in ("deflated", "moved"):
+        other = tmp_path / how
+        with zipfile.ZipFile(app) as src, open(other, "wb") as fh:
+            fh.write(b"#!/usr/bin/env python3\n")
+            with zipfile.ZipFile(fh, "w") as dst:
+                infos = src.infolist()
+                if how == "moved":  # the list first, the payload after it
+                    infos = [infos[1], infos[0], *infos[2:]]
+                for info in infos:
+                    data = src.read(info.filename)
+                    if info.filename == "bundle/files.tsv" and how == "deflated":
+                        info = zipfile.ZipInfo(info.filename, info.date_time)
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                    dst.writestr(info, data)
+        assert listed_member_of(other, size) == (want, True), how
+        assert "over_the_cap" in listed_member_of(other, size, cap=1000)[0], how
+        result = run_app(other, "cache", "prepare", env=env_for(tmp_path / f"cache-{how}"))
+        assert result.returncode == 0, result.stderr
+
+
 LEAK = """
 import os, sys
 sys.path.insert(0, sys.argv[1])

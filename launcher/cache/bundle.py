@@ -100,17 +100,8 @@ def build_files_list(manifest: dict[str, Any]) -> bytes | None:
         return None
     import hashlib
 
-    sizes = [
-        size for name, size, _crc in embedded.list_members(FILES_MEMBER) if name == FILES_MEMBER
-    ]
-    if not sizes:
-        raise PayloadCorrupt(f"the single file lacks {FILES_MEMBER}", embedded.REBUILD)
-    if sizes[0] > MAX_FILES_LIST:  # checked before it is read
-        raise PayloadCorrupt(
-            f"{FILES_MEMBER} of {sizes[0]} bytes is over the cap of {MAX_FILES_LIST}",
-            embedded.REBUILD,
-        )
-    data = embedded.read_member(FILES_MEMBER)
+    size = int(manifest["compressed_size"])
+    data = embedded.read_listed_member(FILES_MEMBER, size, MAX_FILES_LIST)
     if "sha256:" + hashlib.sha256(data).hexdigest() != want:
         raise PayloadCorrupt(f"{FILES_MEMBER} does not match its manifest digest", embedded.REBUILD)
     listed = data.count(b"\n")
