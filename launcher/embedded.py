@@ -57,27 +57,31 @@ def _zip() -> Any:
     if not _archive:
         try:
             _archive.append(zipfile.ZipFile(archive_path()))
-        except (OSError, zipfile.BadZipFile) as exc:
+        except (OSError, zipfile.BadZipFile, NotImplementedError, ValueError) as exc:
+            # ValueError: UnicodeDecodeError, of a damaged name in the directory
             raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
     return _archive[0]
 
 
-def _payload_info() -> Any:
-    """The ZipInfo of the stored rootfs.tar.zst; PayloadCorrupt if missing or compressed."""
+def _stored_info(name: str, what: str) -> Any:
+    """The ZipInfo of member `name`, which must be there once and stored (its size in
+    the directory the size of its data): zipfile inflates up to 2 GiB in one call
+    whatever the directory says, so no member whose size is capped is read through it."""
     import zipfile
 
-    try:
-        info = _zip().getinfo(PAYLOAD_MEMBER)
-    except KeyError as exc:
-        raise PayloadCorrupt(f"cannot read the embedded payload: {exc}", REBUILD) from None
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise PayloadCorrupt("the embedded payload is not stored uncompressed", REBUILD)
+    infos = [info for info in _zip().infolist() if info.filename == name]
+    if len(infos) != 1:
+        found = "no" if not infos else f"{len(infos)} members named"
+        raise PayloadCorrupt(f"cannot read {what}: the single file has {found} {name}", REBUILD)
+    info = infos[0]
+    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+        raise PayloadCorrupt(f"{what} is not stored uncompressed", REBUILD)
     return info
 
 
 def open_payload() -> IO[bytes]:
     """A forward-only stream of the stored rootfs.tar.zst, straight from the zip file."""
-    return _zip().open(_payload_info())
+    return _zip().open(_stored_info(PAYLOAD_MEMBER, "the embedded payload"))
 
 
 def payload_span(size: int) -> tuple[int, int, int]:
@@ -103,7 +107,7 @@ def payload_span(size: int) -> tuple[int, int, int]:
     if start is not None:
         return fd, start, size
     os.close(fd)
-    return _span_from_directory()
+    return _span_from_directory(PAYLOAD_MEMBER, "the embedded payload", "its payload")
 
 
 def _first_member_start(fd: int, size: int) -> int | None:
@@ -132,7 +136,7 @@ def _stored_member(fd: int, at: int, name: str) -> tuple[int, int] | None:
     csize, usize, name_len, extra_len = struct.unpack_from("<IIHH", head, 18)
     if head[30:] != name.encode() or name_len != len(name) or method != 0 or flags & 0x09:
         return None  # another member, compressed, encrypted or with a data descriptor
-    if csize != usize:
+    if csize != usize or csize == 0xFFFFFFFF:  # zip64: the sizes are in the extra field
         return None
     return at + 30 + name_len + extra_len, csize
 
@@ -147,42 +151,42 @@ def read_listed_member(name: str, payload_size: int, cap: int) -> bytes:
     fd, start, size = payload_span(payload_size)
     try:
         found = _stored_member(fd, start + size, name)
-        if found is not None:
-            if found[1] > cap:
-                raise PayloadCorrupt(
-                    f"{name} of {found[1]} bytes is over the cap of {cap}", REBUILD
-                )
-            data = os.pread(fd, found[1], found[0])
-            if len(data) != found[1]:
-                raise PayloadCorrupt(f"the single file ends inside {name}", REBUILD)
-            return data
+    except OSError as exc:
+        os.close(fd)
+        raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
+    if found is None:
+        os.close(fd)
+        fd, *found = _span_from_directory(name, name, name)
+    try:
+        at, length = found
+        if length > cap:
+            raise PayloadCorrupt(f"{name} of {length} bytes is over the cap of {cap}", REBUILD)
+        data = os.pread(fd, length, at)
     except OSError as exc:
         raise PayloadCorrupt(f"cannot read the single file: {exc}", REBUILD) from None
     finally:
         os.close(fd)
-    sizes = [size for member, size, _crc in list_members(name) if member == name]
-    if not sizes:
-        raise PayloadCorrupt(f"the single file lacks {name}", REBUILD)
-    if sizes[0] > cap:
-        raise PayloadCorrupt(f"{name} of {sizes[0]} bytes is over the cap of {cap}", REBUILD)
-    return read_member(name)
+    if len(data) != length:
+        raise PayloadCorrupt(f"the single file ends inside {name}", REBUILD)
+    return data
 
 
-def _span_from_directory() -> tuple[int, int, int]:
-    """payload_span() through zipfile: the central directory names the local header."""
+def _span_from_directory(name: str, what: str, inside: str) -> tuple[int, int, int]:
+    """(fd, offset, size) of the stored member `name` through zipfile: the central
+    directory names its local header and its size; zipfile reads none of its data."""
     import struct
 
-    info = _payload_info()
+    info = _stored_info(name, what)
     fd = os.dup(_zip().fp.fileno())  # the file whose directory was read, not a path again
     try:
         # the local header: signature, ..., name length and extra length (APPNOTE 4.3.7)
         header = os.pread(fd, 30, info.header_offset)
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
-            raise PayloadCorrupt("the embedded payload's zip header is damaged", REBUILD)
+            raise PayloadCorrupt(f"{what}'s zip header is damaged", REBUILD)
         name_len, extra_len = struct.unpack("<HH", header[26:30])
         start = info.header_offset + 30 + name_len + extra_len
         if start + info.compress_size > os.fstat(fd).st_size:
-            raise PayloadCorrupt("the single file ends inside its payload", REBUILD)
+            raise PayloadCorrupt(f"the single file ends inside {inside}", REBUILD)
     except BaseException:
         os.close(fd)
         raise

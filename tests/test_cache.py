@@ -527,31 +527,50 @@ def test_the_file_list_is_found_past_the_payload_and_through_the_directory_elsew
 ) -> None:
     """The build stores bundle/files.tsv right after the payload: a cold start reads it
     with one pread and never imports zipfile (nor pathlib, shutil, urllib with it). The
-    same file with the list compressed, or moved (another zip tool), is read through
-    the directory; over the cap it is refused on either way before it is read."""
+    same file with the list moved, or with zip64 sizes (other zip tools), is read
+    through the directory, where the cap holds before any byte is read too. A list
+    compressed (zipfile would inflate up to 2 GiB of it whatever the directory says)
+    or, moved, there twice (zipfile reads the last, a size check the first) is refused
+    with one line."""
+    import warnings
+
     manifest = json.loads(run_app(app, "bundle", "info", "--json", check=True).stdout)
     size, want = manifest["compressed_size"], manifest["files_digest"]
     assert listed_member_of(app, size) == (want, False)
     over = listed_member_of(app, size, cap=1000)
     assert over[0].startswith("bundle/files.tsv_of_") and "over_the_cap" in over[0]
-    for how in ("deflated", "moved"):
+    for how in ("moved", "zip64", "deflated", "twice"):
         other = tmp_path / how
         with zipfile.ZipFile(app) as src, open(other, "wb") as fh:
             fh.write(b"#!/usr/bin/env python3\n")
-            with zipfile.ZipFile(fh, "w") as dst:
+            with zipfile.ZipFile(fh, "w") as dst, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # zipfile's "Duplicate name"
                 infos = src.infolist()
-                if how == "moved":  # the list first, the payload after it
+                if how in ("moved", "twice"):  # the list first, the payload after it
                     infos = [infos[1], infos[0], *infos[2:]]
                 for info in infos:
                     data = src.read(info.filename)
                     if info.filename == "bundle/files.tsv" and how == "deflated":
                         info = zipfile.ZipInfo(info.filename, info.date_time)
                         info.compress_type = zipfile.ZIP_DEFLATED
+                    if info.filename == "bundle/files.tsv" and how == "zip64":
+                        with dst.open(info, "w", force_zip64=True) as member:
+                            member.write(data)  # its local header's sizes say 0xFFFFFFFF
+                        continue
                     dst.writestr(info, data)
-        assert listed_member_of(other, size) == (want, True), how
-        assert "over_the_cap" in listed_member_of(other, size, cap=1000)[0], how
+                    if info.filename == "bundle/files.tsv" and how == "twice":
+                        dst.writestr(info, data.replace(b"\tusr/", b"\tetc/"))
+        said, used_zipfile = listed_member_of(other, size)
         result = run_app(other, "cache", "prepare", env=env_for(tmp_path / f"cache-{how}"))
-        assert result.returncode == 0, result.stderr
+        if how in ("moved", "zip64"):
+            assert (said, used_zipfile) == (want, True)
+            assert "over_the_cap" in listed_member_of(other, size, cap=1000)[0]
+            assert result.returncode == 0, result.stderr
+            continue
+        assert {"deflated": "not_stored_uncompressed", "twice": "has_2_members_named"}[how] in said
+        assert result.returncode == 65, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert_nothing_published(tmp_path / f"cache-{how}")
 
 
 LEAK = """
