@@ -193,9 +193,32 @@ def _span_from_directory(name: str, what: str, inside: str) -> tuple[int, int, i
     return fd, start, info.compress_size
 
 
-def read_member(name: str) -> bytes:
-    """Bytes of one member of the zipapp (KeyError when there is none)."""
-    return _zip().read(name)
+def read_member(name: str, cap: int) -> bytes:
+    """Bytes of one member of the zipapp (KeyError when there is none), refused over `cap`
+    bytes: the size the directory declares first, then what inflates. zipfile's read()
+    inflates up to 2 GiB in one call whatever the directory says; a bounded read() of a
+    stored or deflated member holds at most about twice `cap` (zipfile bounds neither
+    bzip2's nor LZMA's output, which the build never writes)."""
+    import zipfile
+    import zlib
+
+    infos = [info for info in _zip().infolist() if info.filename == name]
+    if not infos:
+        raise KeyError(name)
+    info = infos[0]
+    if len(infos) > 1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        what = f"{len(infos)} members named" if len(infos) > 1 else "a compression method for"
+        raise PayloadCorrupt(f"the single file has {what} {name} that the build never writes",
+                             REBUILD)  # fmt: skip
+    if info.file_size <= cap:
+        try:
+            with _zip().open(info) as member:
+                data = member.read(cap + 1)
+        except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, zlib.error) as exc:
+            raise PayloadCorrupt(f"cannot read {name}: {exc}", REBUILD) from None
+        if len(data) <= cap:
+            return data
+    raise PayloadCorrupt(f"{name} is over the cap of {cap} bytes", REBUILD)
 
 
 def list_members(prefix: str) -> list[tuple[str, int, int]]:

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import app_vouching_for, rewrite_app, run_app_measured
+from conftest import (
+    app_vouching_for,
+    needs_root,
+    rewrite_app,
+    run_app_measured,
+    without_host_libzstd,
+)
 
 MEMBERS = 1_000_000
 MAX_RSS_MB = 64
@@ -177,3 +183,40 @@ def test_a_forged_file_list_too_large_is_refused_before_it_is_read(
         assert f"bundle/files.tsv lists {lines} files, the manifest" in err
     assert rss < MAX_RSS_MB, f"peak RSS {rss:.1f} MB"
     assert not any(p.is_dir() for p in (cache / "v1" / "bundles").glob("sha256-*"))
+
+
+def lie_about_size(app: Path, name: str, size: int) -> None:
+    """Make the zip directory of `app` say that member `name` inflates to `size` bytes
+    (APPNOTE 4.3.12: the central header's uncompressed size, at offset 24)."""
+    data = bytearray(app.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        name_len = int.from_bytes(data[at + 28 : at + 30], "little")
+        if data[at + 46 : at + 46 + name_len] == name.encode():
+            data[at + 24 : at + 28] = size.to_bytes(4, "little")
+            app.write_bytes(bytes(data))
+            return
+        at = data.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(f"{name} is not in the zip directory of {app}")
+
+
+@needs_root  # the cold start as on a host without libzstd: a mount namespace
+@pytest.mark.parametrize("command", [("bundle", "sbom"), ("cache", "prepare")])
+def test_a_member_that_inflates_past_what_the_directory_says_is_refused(
+    app: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """zipfile's read() inflates up to 2 GiB in one call whatever the zip directory
+    says: an SBOM, or a vendored decoder's index (read on a cold start of a host
+    without libzstd, forced here by a missing index), of 200 MB of zeros in 200 KB
+    that the directory calls 1,000 bytes took the launcher past 200 MB. Each is now read
+    no further than its cap (here, its declared size) and refused in one line."""
+    member = "bundle/sbom.spdx.json" if command[0] == "bundle" else "_vendor/zstandard.json"
+    bad = rewrite_app(app, tmp_path / "bomb.pyz", members={member: bytes(200 << 20)})
+    lie_about_size(bad, member, 1000)
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache"))
+    prefix = without_host_libzstd() if command[0] == "cache" else None
+    code, err, rss = run_app_measured(bad, *command, env=env, prefix=prefix)
+    assert code == 65, err
+    [line] = err.strip().splitlines()  # read to the size the directory says: its CRC fails
+    assert line.startswith(f"auto-review: cannot read {member}: Bad CRC-32"), line
+    assert rss < MAX_RSS_MB, f"peak RSS {rss:.1f} MB"

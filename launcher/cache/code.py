@@ -24,6 +24,7 @@ from launcher.cache.root import has_bytecode, held_code, hold_code, prefer
 from launcher.errors import LauncherError
 
 _gave_up: list[bool] = []  # [True] once a failure to publish the code dir was said
+MAX_SOURCE = 1 << 20  # the longest launcher module is 24 KB
 
 
 def code_id() -> str | None:
@@ -60,7 +61,7 @@ def fill_code(work: str, final: str) -> None:
         for name in sorted(members):
             if not name.endswith(".py"):
                 continue
-            source = embedded.read_member(name)
+            source = embedded.read_member(name, MAX_SOURCE)
             shown = os.path.join(final, CODE_ARCHIVE, name)  # what tracebacks name
             try:
                 code = compile(source, shown, "exec", dont_inherit=True)

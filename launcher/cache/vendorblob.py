@@ -16,7 +16,8 @@ from launcher.errors import PayloadCorrupt, raise_if_out_of_memory
 
 INDEX_MEMBER = "_vendor/zstandard.json"
 BLOB_MEMBER = "_vendor/zstandard.xz"
-MAX_UNPACKED = 64 << 20  # four ABIs are 3.8 MB; a bigger index is a damaged file
+MAX_UNPACKED = 16 << 20  # four ABIs are 3.8 MB; a bigger index is a damaged file
+MAX_INDEX = 1 << 20  # 4 KB for four ABIs
 
 
 _read: list[dict | None] = []  # the index, read once per process (a cold start asks 3 times)
@@ -31,7 +32,7 @@ def _index() -> dict | None:
 
 def _read_index() -> dict | None:
     try:
-        raw = embedded.read_member(INDEX_MEMBER)
+        raw = embedded.read_member(INDEX_MEMBER, MAX_INDEX)
     except KeyError:
         return None
     try:
@@ -75,7 +76,7 @@ def vendor_files(abi_suffix: str) -> list[tuple[str, bytes]] | None:
             "run auto-review with a Python built with lzma (every distribution's is)",
         ) from None
 
-    blob = embedded.read_member(BLOB_MEMBER)
+    blob = embedded.read_member(BLOB_MEMBER, MAX_UNPACKED)
     if hashlib.sha256(blob).hexdigest() != index["blob_sha256"]:
         raise PayloadCorrupt(f"{BLOB_MEMBER} does not match its index", embedded.REBUILD)
     wanted = [f for f in index["files"] if f["abi"] in ("", abi_suffix)]

@@ -10,6 +10,7 @@ from launcher import embedded, settings
 from launcher.errors import ExitCode, PayloadCorrupt, UsageError
 
 SBOM_MEMBER = "bundle/sbom.spdx.json"
+MAX_SBOM = 16 << 20  # the build's is 0.36 MB
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,7 +130,7 @@ def bundle_info(as_json: bool) -> int:
 def bundle_sbom() -> int:
     """Print the SBOM the build embedded (the same bytes as the release's .spdx.json)."""
     try:
-        data = embedded.read_member(SBOM_MEMBER)
+        data = embedded.read_member(SBOM_MEMBER, MAX_SBOM)
     except (KeyError, OSError) as exc:
         raise PayloadCorrupt(f"cannot read the embedded SBOM: {exc}", embedded.REBUILD) from None
     sys.stdout.buffer.write(data)
