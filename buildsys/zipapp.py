@@ -75,13 +75,16 @@ def launcher_entries(manifest: dict) -> tuple[str, list[tuple[str, bytes]]]:
 # named as zipimport looks for it: beside its .py in the zip. Unchecked, as in the code
 # dir: a checked one made zipimport read, inflate and hash its source on every import
 # (and import zlib for it), and the sources in a single file never change under its
-# code id (which hashes them).
+# code id (which hashes them). Each is compiled under an absolute name no file has
+# (zipimport keeps the name a .pyc holds): with "launcher/x.py", a traceback or a
+# warning read that file in the working dir; now linecache finds no file and asks the
+# zip's loader for the source.
 COMPILE = """
 import importlib.util, marshal, sys
 flags = (0b01).to_bytes(4, "little")
 out = {}
 for name, source in marshal.loads(sys.stdin.buffer.read()).items():
-    code = compile(source, name, "exec", dont_inherit=True)
+    code = compile(source, "/<auto-review>/" + name, "exec", dont_inherit=True)
     head = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source)
     out[name + "c"] = head + marshal.dumps(code)
 sys.stdout.buffer.write(marshal.dumps(out))

@@ -131,3 +131,31 @@ def test_an_older_python_is_told_the_version_it_needs(app: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert result.stderr == "auto-review: needs Python 3.10 or newer -- run it with python3.10+\n"
     assert result.stdout == ""
+
+
+LINE = """
+import linecache, sys
+sys.path.insert(0, sys.argv[1])
+import launcher.cache.warm as warm
+code = warm.acquire.__code__
+print(code.co_filename)
+print(linecache.getline(code.co_filename, code.co_firstlineno, warm.__dict__).strip())
+"""
+
+
+def test_tracebacks_show_the_files_own_lines_never_the_working_dirs(
+    app: Path, tmp_path: Path
+) -> None:
+    """The file's bytecode was compiled as "launcher/x.py": a traceback or a warning
+    from it read the lines of a launcher/x.py in the working dir (a repository's, or a
+    FIFO that blocks). It names an absolute path no file has, and linecache asks the
+    zip for the source."""
+    planted = tmp_path / "launcher" / "cache"
+    planted.mkdir(parents=True)
+    (planted / "warm.py").write_text("PLANTED\n" * 400)
+    result = subprocess.run(["python3", "-I", "-S", "-c", LINE, str(app)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    filename, line = result.stdout.splitlines()
+    assert filename == "/<auto-review>/launcher/cache/warm.py"
+    assert line.startswith("def acquire("), line
