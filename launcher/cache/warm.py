@@ -168,7 +168,8 @@ def unpack_locked(layout: Layout, own: dict[str, Any], quiet: bool) -> bool:
 
 
 def running_from_zip() -> bool:
-    """True when the launcher was imported from the zip (no bytecode cached: slow imports)."""
+    """True when the launcher was imported from the zip, not from a code dir (fast when
+    the zip has this interpreter's bytecode, else every import compiles)."""
     return __file__.startswith(embedded.archive_path() + os.sep)
 
 
