@@ -63,17 +63,24 @@ def _zip() -> Any:
     return _archive[0]
 
 
+def _only_info(name: str) -> Any:
+    """The ZipInfo of member `name`, None when there is none; PayloadCorrupt when the
+    directory names it twice (zipfile reads the last, a check would look at the first)."""
+    infos = [info for info in _zip().infolist() if info.filename == name]
+    if len(infos) > 1:
+        raise PayloadCorrupt(f"the single file has {len(infos)} members named {name}", REBUILD)
+    return infos[0] if infos else None
+
+
 def _stored_info(name: str, what: str) -> Any:
     """The ZipInfo of member `name`, which must be there once and stored (its size in
     the directory the size of its data): zipfile inflates up to 2 GiB in one call
     whatever the directory says, so no member whose size is capped is read through it."""
     import zipfile
 
-    infos = [info for info in _zip().infolist() if info.filename == name]
-    if len(infos) != 1:
-        found = "no" if not infos else f"{len(infos)} members named"
-        raise PayloadCorrupt(f"cannot read {what}: the single file has {found} {name}", REBUILD)
-    info = infos[0]
+    info = _only_info(name)
+    if info is None:
+        raise PayloadCorrupt(f"cannot read {what}: the single file has no {name}", REBUILD)
     if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
         raise PayloadCorrupt(f"{what} is not stored uncompressed", REBUILD)
     return info
@@ -202,14 +209,11 @@ def read_member(name: str, cap: int) -> bytes:
     import zipfile
     import zlib
 
-    infos = [info for info in _zip().infolist() if info.filename == name]
-    if not infos:
+    info = _only_info(name)
+    if info is None:
         raise KeyError(name)
-    info = infos[0]
-    if len(infos) > 1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        what = f"{len(infos)} members named" if len(infos) > 1 else "a compression method for"
-        raise PayloadCorrupt(f"the single file has {what} {name} that the build never writes",
-                             REBUILD)  # fmt: skip
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise PayloadCorrupt(f"{name} is compressed in a way the build never writes", REBUILD)
     if info.file_size <= cap:
         try:
             with _zip().open(info) as member:
