@@ -220,3 +220,35 @@ def test_a_member_that_inflates_past_what_the_directory_says_is_refused(
     [line] = err.strip().splitlines()  # read to the size the directory says: its CRC fails
     assert line.startswith(f"auto-review: cannot read {member}: Bad CRC-32"), line
     assert rss < MAX_RSS_MB, f"peak RSS {rss:.1f} MB"
+
+
+@pytest.mark.parametrize("how", ["twice", "lzma"])
+def test_a_member_named_twice_or_compressed_otherwise_is_refused_unread(
+    app: Path, tmp_path: Path, how: str
+) -> None:
+    """The SBOM named twice (a size check would look at the first, zipfile reads the
+    last) or compressed with LZMA (whose output zipfile does not bound): one line, exit
+    65, before anything of it is inflated."""
+    import warnings
+
+    bad = tmp_path / "bad.pyz"
+    sbom = "bundle/sbom.spdx.json"
+    with zipfile.ZipFile(app) as src, open(bad, "wb") as fh:
+        fh.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(fh, "w") as dst, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile's "Duplicate name"
+            for info in src.infolist():
+                data = src.read(info.filename)
+                if info.filename == sbom and how == "lzma":
+                    info = zipfile.ZipInfo(sbom, info.date_time)
+                    info.compress_type = zipfile.ZIP_LZMA
+                dst.writestr(info, data)
+                if info.filename == sbom and how == "twice":
+                    dst.writestr(info, bytes(1 << 20))
+    env = dict(os.environ, AUTO_REVIEW_CACHE_DIR=str(tmp_path / "cache"))
+    code, err, rss = run_app_measured(bad, "bundle", "sbom", env=env)
+    assert code == 65, err
+    [line] = err.strip().splitlines()
+    want = {"twice": f"has 2 members named {sbom}", "lzma": "compressed in a way"}[how]
+    assert want in line, line
+    assert rss < MAX_RSS_MB, f"peak RSS {rss:.1f} MB"
