@@ -24,26 +24,36 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs a
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
+def find_cpython(minor: int) -> str | None:
+    """A python3.<minor> that really starts (/usr/bin, PATH, pyenv; a pyenv shim is a
+    script that may point nowhere), or None."""
+    import glob
+    import shutil
+
+    name = f"python3.{minor}"
+    candidates = [f"/usr/bin/{name}", shutil.which(name)]
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/{name}")))
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            try:
+                started = subprocess.run([path, "-c", "pass"], capture_output=True, timeout=30)
+            except OSError:
+                continue
+            if started.returncode == 0:
+                return path
+    return None
+
+
 def other_cpython() -> str:
     """A CPython 3.10-3.13 of another version than HOST_PYTHON, whose bytecode the single
     file (compiled for the host's python3) does not carry: under it the launcher
     compiles its code once into the cache's code dir. .ci/setup provides them (pyenv)."""
-    import glob
-    import shutil
-
     host = subprocess.run([HOST_PYTHON, "-c", "import sys; print(sys.version_info[1])"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    for minor in [m for m in ("12", "13", "10", "11") if m != host]:
-        name = f"python3.{minor}"
-        candidates = [f"/usr/bin/{name}", shutil.which(name)]
-        candidates += sorted(
-            glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/{name}"))
-        )
-        for path in candidates:
-            if path and os.access(path, os.X_OK):
-                ok = subprocess.run([path, "-c", "pass"], capture_output=True, timeout=30)
-                if ok.returncode == 0:
-                    return path
+    for minor in [m for m in (12, 13, 10, 11) if str(m) != host]:
+        path = find_cpython(minor)
+        if path is not None:
+            return path
     pytest.fail("no CPython 3.10-3.13 besides the host's python3: .ci/setup must provide one")
 
 

@@ -20,6 +20,7 @@ import pytest
 from conftest import (
     HOST_PYTHON,
     ROOT,
+    find_cpython,
     needs_root,
     other_cpython,
     preamble_command,
@@ -655,32 +656,9 @@ def test_read_only_cache_is_an_error_with_a_hint(app: Path, tmp_path: Path) -> N
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def works(python: str) -> bool:
-    """True if `python` really starts (pyenv shims are scripts that may point nowhere)."""
-    try:
-        return (
-            subprocess.run([python, "-c", "pass"], capture_output=True, timeout=30).returncode == 0
-        )
-    except OSError:
-        return False
-
-
 def cpythons() -> list[str]:
     """CPython 3.10-3.13 interpreters on this machine (/usr/bin, PATH, pyenv)."""
-    found = []
-    for minor in (10, 11, 12, 13):
-        name = f"python3.{minor}"
-        candidates = [f"/usr/bin/{name}", shutil.which(name)]
-        candidates += sorted(
-            glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/{name}"))
-        )
-        for c in candidates:
-            if c and os.access(c, os.X_OK) and works(c):
-                found.append(c)
-                break
-        else:
-            found.append(f"missing:{name}")
-    return found
+    return [find_cpython(minor) or f"missing:python3.{minor}" for minor in (10, 11, 12, 13)]
 
 
 @pytest.mark.parametrize("python", cpythons())
